@@ -1,0 +1,39 @@
+// The one device this process drives, and the stream all its work is queued on.
+#pragma once
+
+#include <string>
+
+#include "common.h"
+
+namespace ln {
+
+struct DeviceInfo {
+  int index = -1;
+  std::string name;
+  int major = 0, minor = 0;
+  int sm_count = 0;
+  size_t total_memory = 0;
+  size_t max_smem_optin = 0;  // shared memory a block may use after opting in
+};
+
+// Whether a CUDA device can be used at all; on failure `reason` says why in one line.
+bool probe_cuda(std::string& reason, int& device_count);
+
+// Selects the device and creates the stream; later calls with the same index are no-ops.
+void init_device(int index);
+bool device_ready();
+const DeviceInfo& device_info();
+cudaStream_t stream();
+void synchronize();
+
+// A device word kernels use to report the first bad row or index (atomicMin), read back with a sync.
+int* error_flag_device();
+void reset_error_flag();
+// Waits for the stream and returns the flag (kNoError when nothing was reported).
+int read_error_flag();
+constexpr int kNoError = 0x7fffffff;
+
+// Raises the dynamic shared-memory limit of a kernel when it asks for more than 48 KB.
+void allow_dynamic_smem(const void* kernel, size_t bytes, const char* name);
+
+}  // namespace ln

@@ -1,0 +1,208 @@
+#include "gemm.h"
+
+#include <algorithm>
+#include <map>
+#include <tuple>
+
+#include "device.h"
+#include "kernels/elementwise.h"
+#include "lib/cublaslt.h"
+#include "memory.h"
+#include "strided.h"
+
+namespace ln {
+
+namespace {
+
+MatmulPrecision g_precision = MatmulPrecision::TF32;
+constexpr size_t kWorkspaceBytes = size_t(32) << 20;
+
+struct LtState {
+  lt::Handle handle = nullptr;
+  void* workspace = nullptr;
+};
+
+LtState& lt_state() {
+  static LtState st;
+  if (!st.handle) {
+    const lt::Api& api = lt::api();
+    lt::check(api.Create(&st.handle), "cublasLtCreate");
+    size_t cap = 0;
+    st.workspace = allocator().allocate(kWorkspaceBytes, cap);
+  }
+  return st;
+}
+
+// One column-major problem for cuBLASLt: D[n_, m_] = op(X) op(Y), strided over `batch`.
+struct Problem {
+  uint64_t x_rows, x_cols, y_rows, y_cols;
+  int64_t x_ld, y_ld, d_ld;
+  int op_x, op_y;
+  uint64_t d_rows, d_cols;
+  int32_t batch;
+  int64_t x_stride, y_stride, d_stride;
+  uint32_t align_x, align_y, align_d;
+  int precision;
+  auto key() const {
+    return std::make_tuple(x_rows, x_cols, y_rows, y_cols, x_ld, y_ld, d_ld, op_x, op_y, batch, x_stride, y_stride, d_stride,
+                           align_x, align_y, align_d, precision);
+  }
+};
+
+struct Plan {
+  lt::MatmulDesc desc = nullptr;
+  lt::MatrixLayout x = nullptr, y = nullptr, d = nullptr;
+  lt::MatmulAlgo algo{};
+};
+
+uint32_t alignment(const void* p, int64_t stride_elems, int32_t batch) {
+  uint64_t v = reinterpret_cast<uintptr_t>(p);
+  if (batch > 1) v |= uint64_t(stride_elems) * sizeof(float);
+  uint32_t a = 256;
+  while (a > 4 && (v % a) != 0) a /= 2;
+  return a;
+}
+
+lt::MatrixLayout make_layout(uint64_t rows, uint64_t cols, int64_t ld, int32_t batch, int64_t stride) {
+  const lt::Api& api = lt::api();
+  lt::MatrixLayout l = nullptr;
+  lt::check(api.MatrixLayoutCreate(&l, CUDA_R_32F, rows, cols, ld), "cublasLtMatrixLayoutCreate");
+  if (batch > 1) {
+    lt::check(api.MatrixLayoutSetAttribute(l, lt::kLayoutBatchCount, &batch, sizeof batch), "cublasLtMatrixLayoutSetAttribute");
+    lt::check(api.MatrixLayoutSetAttribute(l, lt::kLayoutStridedBatchOffset, &stride, sizeof stride),
+              "cublasLtMatrixLayoutSetAttribute");
+  }
+  return l;
+}
+
+const Plan& plan_for(const Problem& p) {
+  static std::map<decltype(p.key()), Plan> cache;
+  auto it = cache.find(p.key());
+  if (it != cache.end()) return it->second;
+  const lt::Api& api = lt::api();
+  LtState& st = lt_state();
+  Plan plan;
+  const int compute = p.precision == int(MatmulPrecision::TF32)   ? lt::kCompute32FFastTF32
+                      : p.precision == int(MatmulPrecision::BF16) ? lt::kCompute32FFast16BF
+                                                                  : lt::kCompute32F;
+  lt::check(api.MatmulDescCreate(&plan.desc, compute, CUDA_R_32F), "cublasLtMatmulDescCreate");
+  lt::check(api.MatmulDescSetAttribute(plan.desc, lt::kDescTransA, &p.op_x, sizeof p.op_x), "cublasLtMatmulDescSetAttribute");
+  lt::check(api.MatmulDescSetAttribute(plan.desc, lt::kDescTransB, &p.op_y, sizeof p.op_y), "cublasLtMatmulDescSetAttribute");
+  plan.x = make_layout(p.x_rows, p.x_cols, p.x_ld, p.batch, p.x_stride);
+  plan.y = make_layout(p.y_rows, p.y_cols, p.y_ld, p.batch, p.y_stride);
+  plan.d = make_layout(p.d_rows, p.d_cols, p.d_ld, p.batch, p.d_stride);
+  lt::Preference pref = nullptr;
+  lt::check(api.MatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
+  const uint64_t ws = kWorkspaceBytes;
+  lt::check(api.MatmulPreferenceSetAttribute(pref, lt::kPrefMaxWorkspaceBytes, &ws, sizeof ws), "cublasLtMatmulPreferenceSetAttribute");
+  const uint32_t aligns[4] = {p.align_x, p.align_y, p.align_d, p.align_d};
+  for (int i = 0; i < 4; i++) {
+    lt::check(api.MatmulPreferenceSetAttribute(pref, lt::kPrefMinAlignmentABytes + i, &aligns[i], sizeof aligns[i]),
+              "cublasLtMatmulPreferenceSetAttribute");
+  }
+  lt::HeuristicResult result{};
+  int found = 0;
+  const lt::Status s = api.MatmulAlgoGetHeuristic(st.handle, plan.desc, plan.x, plan.y, plan.d, plan.d, pref, 1, &result, &found);
+  api.MatmulPreferenceDestroy(pref);
+  lt::check(s, "cublasLtMatmulAlgoGetHeuristic");
+  if (found == 0) {
+    fail("cublasLtMatmulAlgoGetHeuristic found no algorithm for a " + std::to_string(p.d_cols) + "x" + std::to_string(p.d_rows) +
+         " product (batch " + std::to_string(p.batch) + ")");
+  }
+  plan.algo = result.algo;
+  return cache.emplace(p.key(), plan).first->second;
+}
+
+void run_problem(Problem p, const float* x, const float* y, float* d, cudaStream_t s) {
+  p.precision = int(g_precision);
+  p.align_x = alignment(x, p.x_stride, p.batch);
+  p.align_y = alignment(y, p.y_stride, p.batch);
+  p.align_d = alignment(d, p.d_stride, p.batch);
+  const Plan& plan = plan_for(p);
+  const float alpha = 1.0f, beta = 0.0f;
+  LtState& st = lt_state();
+  lt::check(lt::api().Matmul(st.handle, plan.desc, &alpha, x, plan.x, y, plan.y, &beta, d, plan.d, d, plan.d, &plan.algo,
+                             st.workspace, kWorkspaceBytes, s),
+            "cublasLtMatmul");
+}
+
+}  // namespace
+
+void set_matmul_precision(MatmulPrecision p) { g_precision = p; }
+MatmulPrecision matmul_precision() { return g_precision; }
+
+size_t cublaslt_version() { return lt::api().GetVersion(); }
+
+void matmul_f32(const float* a, const Dims& a_shape, const float* b, const Dims& b_shape, bool trans_a, bool trans_b,
+                const Dims& batch_shape, int64_t m, int64_t n, int64_t k, float* c, cudaStream_t s) {
+  const int64_t batch = product(batch_shape);
+  if (batch == 0 || m == 0 || n == 0) return;
+  if (k == 0) {
+    launch_fill(c, DType::F32, 0.0, batch * m * n, s);
+    return;
+  }
+  // strides of each operand over the batch dimensions, in elements (0 where broadcast)
+  auto batch_strides = [&](const Dims& shape, int64_t matrix) {
+    Dims lead(shape.begin(), shape.end() - 2);
+    Dims st = broadcast_strides(lead, batch_shape);
+    for (auto& v : st) v *= matrix;
+    return st;
+  };
+  Dims sa = batch_strides(a_shape, m * k), sb = batch_strides(b_shape, k * n);
+  Dims sc = contiguous_strides(batch_shape);
+  for (auto& v : sc) v *= m * n;
+
+  // b shared by every batch and a contiguous: one product with the batch folded into m
+  const bool b_shared = std::all_of(sb.begin(), sb.end(), [](int64_t v) { return v == 0; });
+  Dims a_contig = contiguous_strides(batch_shape);
+  for (auto& v : a_contig) v *= m * k;
+  int64_t mm = m, outer_batch = batch;
+  if (b_shared && !trans_a && sa == a_contig) {
+    mm = m * batch;
+    outer_batch = 1;
+  }
+
+  // column-major view: C^T[n, m] = op(B)^T op(A)^T, so X is b's buffer and Y is a's
+  Problem p{};
+  p.x_rows = trans_b ? k : n;
+  p.x_cols = trans_b ? n : k;
+  p.x_ld = trans_b ? k : n;
+  p.op_x = trans_b ? lt::kOpT : lt::kOpN;
+  p.y_rows = trans_a ? mm : k;
+  p.y_cols = trans_a ? k : mm;
+  p.y_ld = trans_a ? mm : k;
+  p.op_y = trans_a ? lt::kOpT : lt::kOpN;
+  p.d_rows = n;
+  p.d_cols = mm;
+  p.d_ld = n;
+
+  if (outer_batch == 1) {
+    p.batch = 1;
+    run_problem(p, b, a, c, s);
+    return;
+  }
+  // merge batch dimensions; the innermost one becomes cuBLASLt's strided batch, the rest a host loop
+  const StridedLayout l = collapse(batch_shape, {sa, sb, sc}, "matmul");
+  const int inner = l.rank - 1;
+  const int64_t inner_count = l.shape[inner];
+  if (inner_count > INT32_MAX) fail("matmul: batch too large");
+  p.batch = static_cast<int32_t>(inner_count);
+  p.y_stride = l.stride[0][inner];
+  p.x_stride = l.stride[1][inner];
+  p.d_stride = l.stride[2][inner];
+  int64_t outer = 1;
+  for (int d = 0; d < inner; d++) outer *= l.shape[d];
+  for (int64_t o = 0; o < outer; o++) {
+    int64_t rem = o, oa = 0, ob = 0, oc = 0;
+    for (int d = inner - 1; d >= 0; d--) {
+      const int64_t i = rem % l.shape[d];
+      rem /= l.shape[d];
+      oa += i * l.stride[0][d];
+      ob += i * l.stride[1][d];
+      oc += i * l.stride[2][d];
+    }
+    run_problem(p, b + ob, a + oa, c + oc, s);
+  }
+}
+
+}  // namespace ln

@@ -1,0 +1,240 @@
+#include "elementwise.h"
+
+#include <cuda_bf16.h>
+
+#include "launch_util.cuh"
+#include "math.cuh"
+
+namespace ln {
+
+namespace {
+
+template <int OP>
+__device__ __forceinline__ float unary_apply(float x) {
+  switch (static_cast<UnaryOp>(OP)) {
+    case UnaryOp::Neg: return -x;
+    case UnaryOp::Exp: return expf(x);
+    case UnaryOp::Log: return logf(x);
+    case UnaryOp::Sqrt: return sqrtf(x);
+    case UnaryOp::Rsqrt: return 1.0f / sqrtf(x);
+    case UnaryOp::Tanh: return tanhf(x);
+    case UnaryOp::Abs: return fabsf(x);
+    case UnaryOp::Relu: return x > 0.0f ? x : 0.0f;
+    case UnaryOp::Gelu: return gelu(x);
+    case UnaryOp::Sigmoid: return 1.0f / (1.0f + expf(-x));
+    case UnaryOp::Square: return x * x;
+    case UnaryOp::Reciprocal: return 1.0f / x;
+  }
+  return x;
+}
+
+template <int OP>
+__device__ __forceinline__ float binary_apply(float a, float b) {
+  switch (static_cast<BinaryOp>(OP)) {
+    case BinaryOp::Add: return a + b;
+    case BinaryOp::Sub: return a - b;
+    case BinaryOp::Mul: return a * b;
+    case BinaryOp::Div: return a / b;
+    // NaN in a wins, as in the CPU backend
+    case BinaryOp::Maximum: return (a >= b || isnan(a)) ? a : b;
+    case BinaryOp::Minimum: return (a <= b || isnan(a)) ? a : b;
+    case BinaryOp::Pow: return js_pow(a, b);
+    case BinaryOp::Greater: return a > b ? 1.0f : 0.0f;
+    case BinaryOp::ReluBackward: return a > 0.0f ? b : 0.0f;
+    case BinaryOp::GeluBackward: return b * gelu_derivative(a);
+  }
+  return a;
+}
+
+template <int OP>
+__global__ void unary_kernel(const float* __restrict__ x, float* __restrict__ out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    out[i] = unary_apply<OP>(x[i]);
+  }
+}
+
+template <int OP>
+__global__ void binary_same_kernel(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out,
+                                   int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    out[i] = binary_apply<OP>(a[i], b[i]);
+  }
+}
+
+template <int OP, typename Index>
+__global__ void binary_strided_kernel(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out,
+                                      StridedLayout l, Index n) {
+  for (Index i = blockIdx.x * Index(blockDim.x) + threadIdx.x; i < n; i += Index(gridDim.x) * blockDim.x) {
+    out[i] = binary_apply<OP>(a[strided_offset<Index>(l, 0, i)], b[strided_offset<Index>(l, 1, i)]);
+  }
+}
+
+template <int OP>
+__global__ void binary_scalar_kernel(const float* __restrict__ a, float scalar, float* __restrict__ out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    out[i] = binary_apply<OP>(a[i], scalar);
+  }
+}
+
+// Calls f.template operator()<OP>() for the runtime op, so that each op is its own kernel.
+template <typename F>
+void dispatch_unary(UnaryOp op, F&& f) {
+  switch (op) {
+    case UnaryOp::Neg: return f.template operator()<0>();
+    case UnaryOp::Exp: return f.template operator()<1>();
+    case UnaryOp::Log: return f.template operator()<2>();
+    case UnaryOp::Sqrt: return f.template operator()<3>();
+    case UnaryOp::Rsqrt: return f.template operator()<4>();
+    case UnaryOp::Tanh: return f.template operator()<5>();
+    case UnaryOp::Abs: return f.template operator()<6>();
+    case UnaryOp::Relu: return f.template operator()<7>();
+    case UnaryOp::Gelu: return f.template operator()<8>();
+    case UnaryOp::Sigmoid: return f.template operator()<9>();
+    case UnaryOp::Square: return f.template operator()<10>();
+    case UnaryOp::Reciprocal: return f.template operator()<11>();
+  }
+  fail("unknown unary op");
+}
+
+template <typename F>
+void dispatch_binary(BinaryOp op, F&& f) {
+  switch (op) {
+    case BinaryOp::Add: return f.template operator()<0>();
+    case BinaryOp::Sub: return f.template operator()<1>();
+    case BinaryOp::Mul: return f.template operator()<2>();
+    case BinaryOp::Div: return f.template operator()<3>();
+    case BinaryOp::Maximum: return f.template operator()<4>();
+    case BinaryOp::Minimum: return f.template operator()<5>();
+    case BinaryOp::Pow: return f.template operator()<6>();
+    case BinaryOp::Greater: return f.template operator()<7>();
+    case BinaryOp::ReluBackward: return f.template operator()<8>();
+    case BinaryOp::GeluBackward: return f.template operator()<9>();
+  }
+  fail("unknown binary op");
+}
+
+// JS ToInt32 of a truncated number: NaN and infinities give 0, others wrap modulo 2^32.
+__host__ __device__ __forceinline__ int32_t to_int32(double v) {
+  if (!(v == v) || v == INFINITY || v == -INFINITY) return 0;
+  double t = trunc(v);
+  double m = fmod(t, 4294967296.0);
+  if (m < 0) m += 4294967296.0;
+  uint32_t u = static_cast<uint32_t>(m);
+  return static_cast<int32_t>(u);
+}
+
+template <typename T>
+__device__ __forceinline__ double load_as_double(const T* p, int64_t i) {
+  if constexpr (std::is_same<T, __nv_bfloat16>::value) return static_cast<double>(__bfloat162float(p[i]));
+  else return static_cast<double>(p[i]);
+}
+
+template <typename T>
+__device__ __forceinline__ void store_from_double(T* p, int64_t i, double v) {
+  if constexpr (std::is_same<T, __nv_bfloat16>::value) p[i] = __float2bfloat16_rn(static_cast<float>(v));
+  else if constexpr (std::is_same<T, int32_t>::value) p[i] = to_int32(v);
+  else p[i] = static_cast<T>(v);
+}
+
+template <typename From, typename To>
+__global__ void cast_kernel(const From* __restrict__ in, To* __restrict__ out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    if constexpr (std::is_same<From, float>::value && std::is_same<To, __nv_bfloat16>::value) {
+      out[i] = __float2bfloat16_rn(in[i]);
+    } else {
+      store_from_double(out, i, load_as_double(in, i));
+    }
+  }
+}
+
+template <typename T>
+__global__ void fill_kernel(T* __restrict__ out, T value, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    out[i] = value;
+  }
+}
+
+template <typename T>
+__global__ void all_finite_kernel(const T* __restrict__ x, int64_t n, int* flag) {
+  bool ok = true;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    ok &= isfinite(load_as_double(x, i));
+  }
+  if (!ok) *flag = 0;
+}
+
+template <typename T>
+void typed(DType t, T&& f) {
+  switch (t) {
+    case DType::F32: return f(static_cast<float*>(nullptr));
+    case DType::F64: return f(static_cast<double*>(nullptr));
+    case DType::I32: return f(static_cast<int32_t*>(nullptr));
+    case DType::BF16: return f(static_cast<__nv_bfloat16*>(nullptr));
+  }
+}
+
+}  // namespace
+
+void launch_unary(UnaryOp op, const float* x, float* out, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  dispatch_unary(op, [&]<int OP>() { unary_kernel<OP><<<grid_for(n), kThreads, 0, s>>>(x, out, n); });
+  check_launch("unary kernel");
+}
+
+void launch_binary(BinaryOp op, const float* a, const float* b, float* out, const StridedLayout& l, int64_t n,
+                   cudaStream_t s) {
+  if (n == 0) return;
+  const bool flat = l.rank == 1 && l.stride[0][0] == 1 && l.stride[1][0] == 1;
+  const bool small = fits_int32(l, n);
+  dispatch_binary(op, [&]<int OP>() {
+    if (flat) binary_same_kernel<OP><<<grid_for(n), kThreads, 0, s>>>(a, b, out, n);
+    else if (small) binary_strided_kernel<OP, int32_t><<<grid_for(n), kThreads, 0, s>>>(a, b, out, l, static_cast<int32_t>(n));
+    else binary_strided_kernel<OP, int64_t><<<grid_for(n), kThreads, 0, s>>>(a, b, out, l, n);
+  });
+  check_launch("binary kernel");
+}
+
+void launch_binary_scalar(BinaryOp op, const float* a, float scalar, float* out, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  dispatch_binary(op, [&]<int OP>() { binary_scalar_kernel<OP><<<grid_for(n), kThreads, 0, s>>>(a, scalar, out, n); });
+  check_launch("binaryScalar kernel");
+}
+
+void launch_fill(void* out, DType dtype, double value, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  switch (dtype) {
+    case DType::F32: fill_kernel<<<grid_for(n), kThreads, 0, s>>>(static_cast<float*>(out), static_cast<float>(value), n); break;
+    case DType::F64: fill_kernel<<<grid_for(n), kThreads, 0, s>>>(static_cast<double*>(out), value, n); break;
+    case DType::I32: fill_kernel<<<grid_for(n), kThreads, 0, s>>>(static_cast<int32_t*>(out), to_int32(value), n); break;
+    case DType::BF16:
+      fill_kernel<<<grid_for(n), kThreads, 0, s>>>(static_cast<__nv_bfloat16*>(out),
+                                                    __float2bfloat16_rn(static_cast<float>(value)), n);
+      break;
+  }
+  check_launch("fill kernel");
+}
+
+void launch_cast(const void* in, DType from, void* out, DType to, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  typed(from, [&](auto* f) {
+    using From = std::remove_pointer_t<decltype(f)>;
+    typed(to, [&](auto* t) {
+      using To = std::remove_pointer_t<decltype(t)>;
+      cast_kernel<From, To><<<grid_for(n), kThreads, 0, s>>>(static_cast<const From*>(in), static_cast<To*>(out), n);
+    });
+  });
+  check_launch("cast kernel");
+}
+
+void launch_all_finite(const void* x, DType dtype, int64_t n, int* flag, cudaStream_t s) {
+  if (n == 0 || dtype == DType::I32) return;
+  typed(dtype, [&](auto* p) {
+    using T = std::remove_pointer_t<decltype(p)>;
+    if constexpr (!std::is_same<T, int32_t>::value) {
+      all_finite_kernel<T><<<grid_for(n), kThreads, 0, s>>>(static_cast<const T*>(x), n, flag);
+    }
+  });
+  check_launch("allFinite kernel");
+}
+
+}  // namespace ln

@@ -1,0 +1,83 @@
+// Helpers shared by the kernel files: grid sizes, warp and block reductions, index arithmetic.
+#pragma once
+
+#include <cstdint>
+
+#include "../common.h"
+#include "../strided.h"
+
+namespace ln {
+
+constexpr int kThreads = 256;
+
+// Blocks for a grid-stride loop over n items: enough to fill the device a few times over.
+inline unsigned grid_for(int64_t n, int threads = kThreads) {
+  int64_t blocks = ceil_div(n, threads);
+  const int64_t cap = 65536;
+  return static_cast<unsigned>(blocks < 1 ? 1 : (blocks > cap ? cap : blocks));
+}
+
+struct SumOp {
+  template <typename T>
+  __device__ __forceinline__ T operator()(T a, T b) const { return a + b; }
+};
+
+// Max that propagates NaN, as the CPU backend's reductions do.
+struct MaxOp {
+  __device__ __forceinline__ float operator()(float a, float b) const { return (a > b || isnan(a)) ? a : b; }
+};
+
+template <typename T, typename Op>
+__device__ __forceinline__ T warp_reduce(T v, Op op) {
+  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Reduction over a group of GROUP consecutive threads: one warp (GROUP == 32) or the whole block
+// (GROUP == blockDim.x, a multiple of 32). Every thread of the block must call it when GROUP > 32.
+template <int GROUP, typename T, typename Op>
+__device__ __forceinline__ T group_reduce(T v, Op op) {
+  v = warp_reduce(v, op);
+  if constexpr (GROUP > 32) {
+    __shared__ T buf[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    __syncthreads();  // an earlier call may still be reading buf
+    if (lane == 0) buf[warp] = v;
+    __syncthreads();
+    v = buf[0];
+    for (int i = 1; i < GROUP / 32; i++) v = op(v, buf[i]);
+  }
+  return v;
+}
+
+template <int GROUP, typename T>
+__device__ __forceinline__ T group_sum(T v) { return group_reduce<GROUP>(v, SumOp{}); }
+
+template <int GROUP>
+__device__ __forceinline__ float group_max(float v) { return group_reduce<GROUP>(v, MaxOp{}); }
+
+// The offset in operand `op` of the element with row-major index `i` of the layout's shape.
+template <typename Index>
+__device__ __forceinline__ Index strided_offset(const StridedLayout& l, int op, Index i) {
+  Index off = 0;
+  for (int d = l.rank - 1; d >= 0; d--) {
+    const Index n = static_cast<Index>(l.shape[d]);
+    const Index q = i / n;
+    off += (i - q * n) * static_cast<Index>(l.stride[op][d]);
+    i = q;
+  }
+  return off;
+}
+
+// Whether every offset the layout can produce, and the element count, fit in 32-bit arithmetic.
+inline bool fits_int32(const StridedLayout& l, int64_t n) {
+  if (n >= (int64_t(1) << 31)) return false;
+  for (int j = 0; j < l.operands; j++) {
+    int64_t span = 0;
+    for (int d = 0; d < l.rank; d++) span += (l.shape[d] - 1) * l.stride[j][d];
+    if (span >= (int64_t(1) << 31)) return false;
+  }
+  return true;
+}
+
+}  // namespace ln

@@ -1,0 +1,319 @@
+#include "nn.h"
+
+#include <algorithm>
+
+#include "../device.h"
+#include "../memory.h"
+#include "launch_util.cuh"
+#include "reduce.h"
+
+namespace ln {
+
+namespace {
+
+// Each row is handled by GROUP consecutive threads: a warp for short rows, the whole block for long ones.
+struct RowSpot {
+  int64_t row;
+  int lane;
+  bool valid;
+};
+
+template <int GROUP>
+__device__ __forceinline__ RowSpot row_spot(int64_t rows) {
+  constexpr int kRowsPerBlock = kThreads / GROUP;
+  RowSpot r;
+  r.row = blockIdx.x * int64_t(kRowsPerBlock) + threadIdx.x / GROUP;
+  r.lane = threadIdx.x % GROUP;
+  r.valid = r.row < rows;
+  return r;
+}
+
+template <typename Launch>
+void by_row_length(int64_t rows, int64_t cols, Launch&& launch) {
+  if (cols <= 1024) {
+    launch.template operator()<32>(static_cast<unsigned>(ceil_div(rows, kThreads / 32)));
+  } else {
+    launch.template operator()<kThreads>(static_cast<unsigned>(rows));
+  }
+}
+
+template <int GROUP>
+__global__ void softmax_kernel(const float* __restrict__ x, float* __restrict__ out, int64_t rows, int64_t cols, bool log) {
+  const RowSpot r = row_spot<GROUP>(rows);
+  const float* p = x + (r.valid ? r.row : 0) * cols;
+  float m = -INFINITY;
+  if (r.valid) for (int64_t j = r.lane; j < cols; j += GROUP) m = fmaxf(m, p[j]);
+  m = group_max<GROUP>(m);
+  if (m == -INFINITY) m = 0.0f;  // a row of -inf: keep the CPU backend's convention
+  float sum = 0.0f;
+  if (r.valid) for (int64_t j = r.lane; j < cols; j += GROUP) sum += expf(p[j] - m);
+  sum = group_sum<GROUP>(sum);
+  if (!r.valid) return;
+  float* o = out + r.row * cols;
+  if (log) {
+    const float lse = m + logf(sum);
+    for (int64_t j = r.lane; j < cols; j += GROUP) o[j] = p[j] - lse;
+  } else {
+    const float inv = 1.0f / sum;
+    for (int64_t j = r.lane; j < cols; j += GROUP) o[j] = expf(p[j] - m) * inv;
+  }
+}
+
+template <int GROUP>
+__global__ void softmax_backward_kernel(const float* __restrict__ y, const float* __restrict__ dy, float* __restrict__ dx,
+                                        int64_t rows, int64_t cols, bool log) {
+  const RowSpot r = row_spot<GROUP>(rows);
+  const int64_t base = (r.valid ? r.row : 0) * cols;
+  float s = 0.0f;
+  if (r.valid) {
+    for (int64_t j = r.lane; j < cols; j += GROUP) s += log ? dy[base + j] : dy[base + j] * y[base + j];
+  }
+  s = group_sum<GROUP>(s);
+  if (!r.valid) return;
+  for (int64_t j = r.lane; j < cols; j += GROUP) {
+    const int64_t i = base + j;
+    dx[i] = log ? dy[i] - expf(y[i]) * s : y[i] * (dy[i] - s);
+  }
+}
+
+template <int GROUP>
+__global__ void layer_norm_kernel(const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+                                  float* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, int64_t rows,
+                                  int64_t cols, float eps) {
+  const RowSpot r = row_spot<GROUP>(rows);
+  const float* p = x + (r.valid ? r.row : 0) * cols;
+  float s = 0.0f;
+  if (r.valid) for (int64_t j = r.lane; j < cols; j += GROUP) s += p[j];
+  const float mu = group_sum<GROUP>(s) / float(cols);
+  float v = 0.0f;
+  if (r.valid) {
+    for (int64_t j = r.lane; j < cols; j += GROUP) {
+      const float d = p[j] - mu;
+      v += d * d;
+    }
+  }
+  const float rs = 1.0f / sqrtf(group_sum<GROUP>(v) / float(cols) + eps);
+  if (!r.valid) return;
+  if (r.lane == 0) {
+    mean[r.row] = mu;
+    rstd[r.row] = rs;
+  }
+  float* o = y + r.row * cols;
+  for (int64_t j = r.lane; j < cols; j += GROUP) {
+    float t = (p[j] - mu) * rs;
+    if (gamma) t *= gamma[j];
+    if (beta) t += beta[j];
+    o[j] = t;
+  }
+}
+
+template <int GROUP>
+__global__ void layer_norm_dx_kernel(const float* __restrict__ dy, const float* __restrict__ x, const float* __restrict__ gamma,
+                                     const float* __restrict__ mean, const float* __restrict__ rstd, float* __restrict__ dx,
+                                     int64_t rows, int64_t cols) {
+  const RowSpot r = row_spot<GROUP>(rows);
+  const int64_t base = (r.valid ? r.row : 0) * cols;
+  const float mu = r.valid ? mean[r.row] : 0.0f, rs = r.valid ? rstd[r.row] : 0.0f;
+  float sg = 0.0f, sgx = 0.0f;
+  if (r.valid) {
+    for (int64_t j = r.lane; j < cols; j += GROUP) {
+      const float xhat = (x[base + j] - mu) * rs;
+      const float g = gamma ? dy[base + j] * gamma[j] : dy[base + j];
+      sg += g;
+      sgx += g * xhat;
+    }
+  }
+  const float mean_g = group_sum<GROUP>(sg) / float(cols);
+  const float mean_gx = group_sum<GROUP>(sgx) / float(cols);
+  if (!r.valid) return;
+  for (int64_t j = r.lane; j < cols; j += GROUP) {
+    const float xhat = (x[base + j] - mu) * rs;
+    const float g = gamma ? dy[base + j] * gamma[j] : dy[base + j];
+    dx[base + j] = rs * (g - mean_g - xhat * mean_gx);
+  }
+}
+
+// Column sums of dy * xhat and dy over a range of rows: one thread per column, gridDim.y row ranges.
+__global__ void layer_norm_param_kernel(const float* __restrict__ dy, const float* __restrict__ x, const float* __restrict__ mean,
+                                        const float* __restrict__ rstd, float* __restrict__ d_gamma, float* __restrict__ d_beta,
+                                        int64_t rows, int64_t cols, int64_t chunk) {
+  const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (j >= cols) return;
+  const int64_t r0 = blockIdx.y * chunk, r1 = min(rows, r0 + chunk);
+  float sg = 0.0f, sb = 0.0f;
+  for (int64_t r = r0; r < r1; r++) {
+    const float g = dy[r * cols + j];
+    sg += g * (x[r * cols + j] - mean[r]) * rstd[r];
+    sb += g;
+  }
+  if (d_gamma) d_gamma[blockIdx.y * cols + j] = sg;
+  if (d_beta) d_beta[blockIdx.y * cols + j] = sb;
+}
+
+template <int GROUP>
+__global__ void cross_entropy_kernel(const float* __restrict__ logits, const int32_t* __restrict__ targets, float* __restrict__ loss,
+                                     float* __restrict__ lse, int64_t rows, int64_t cols, int32_t ignore_index, int* flag) {
+  const RowSpot r = row_spot<GROUP>(rows);
+  const float* p = logits + (r.valid ? r.row : 0) * cols;
+  float m = -INFINITY;
+  if (r.valid) for (int64_t j = r.lane; j < cols; j += GROUP) m = fmaxf(m, p[j]);
+  m = group_max<GROUP>(m);
+  float sum = 0.0f;
+  if (r.valid) for (int64_t j = r.lane; j < cols; j += GROUP) sum += expf(p[j] - m);
+  sum = group_sum<GROUP>(sum);
+  if (!r.valid || r.lane != 0) return;
+  const float l = m + logf(sum);
+  lse[r.row] = l;
+  const int32_t t = targets[r.row];
+  if (t == ignore_index) {
+    loss[r.row] = 0.0f;
+  } else if (t < 0 || t >= cols) {
+    atomicMin(flag, static_cast<int>(min(r.row, int64_t(kNoError - 1))));
+    loss[r.row] = NAN;
+  } else {
+    loss[r.row] = l - p[t];
+  }
+}
+
+__global__ void cross_entropy_backward_kernel(const float* __restrict__ logits, const int32_t* __restrict__ targets,
+                                              const float* __restrict__ lse, const float* __restrict__ d_loss,
+                                              float* __restrict__ d, int64_t rows, int64_t cols, int32_t ignore_index) {
+  const int64_t n = rows * cols;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t row = i / cols, j = i - row * cols;
+    const int32_t t = targets[row];
+    if (t == ignore_index) {
+      d[i] = 0.0f;
+      continue;
+    }
+    const float w = d_loss[row];
+    float v = w * expf(logits[i] - lse[row]);
+    if (j == t) v -= w;
+    d[i] = v;
+  }
+}
+
+__global__ void gather_kernel(const float* __restrict__ table, int64_t table_rows, int64_t cols, const int32_t* __restrict__ indices,
+                              int64_t count, float* __restrict__ out, int* flag) {
+  const int64_t n = count * cols;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = e / cols, j = e - i * cols;
+    const int32_t row = indices[i];
+    if (row < 0 || row >= table_rows) {
+      atomicMin(flag, static_cast<int>(min(i, int64_t(kNoError - 1))));
+      out[e] = NAN;
+    } else {
+      out[e] = table[row * cols + j];
+    }
+  }
+}
+
+__global__ void scatter_add_kernel(const float* __restrict__ d_out, const int32_t* __restrict__ indices, int64_t count,
+                                   int64_t table_rows, int64_t cols, float* __restrict__ out, int* flag) {
+  const int64_t n = count * cols;
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t i = e / cols, j = e - i * cols;
+    const int32_t row = indices[i];
+    if (row < 0 || row >= table_rows) {
+      atomicMin(flag, static_cast<int>(min(i, int64_t(kNoError - 1))));
+    } else {
+      atomicAdd(out + row * cols + j, d_out[e]);
+    }
+  }
+}
+
+}  // namespace
+
+void launch_softmax(const float* x, float* out, int64_t rows, int64_t cols, bool log, cudaStream_t s) {
+  if (rows == 0 || cols == 0) return;
+  by_row_length(rows, cols, [&]<int G>(unsigned blocks) { softmax_kernel<G><<<blocks, kThreads, 0, s>>>(x, out, rows, cols, log); });
+  check_launch("softmax kernel");
+}
+
+void launch_softmax_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, bool log, cudaStream_t s) {
+  if (rows == 0 || cols == 0) return;
+  by_row_length(rows, cols, [&]<int G>(unsigned blocks) {
+    softmax_backward_kernel<G><<<blocks, kThreads, 0, s>>>(y, dy, dx, rows, cols, log);
+  });
+  check_launch("softmaxBackward kernel");
+}
+
+void launch_layer_norm(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd, int64_t rows,
+                       int64_t cols, float eps, cudaStream_t s) {
+  if (rows == 0) return;
+  by_row_length(rows, cols, [&]<int G>(unsigned blocks) {
+    layer_norm_kernel<G><<<blocks, kThreads, 0, s>>>(x, gamma, beta, y, mean, rstd, rows, cols, eps);
+  });
+  check_launch("layerNorm kernel");
+}
+
+void launch_layer_norm_backward(const float* dy, const float* x, const float* gamma, const float* mean, const float* rstd,
+                                float* dx, float* d_gamma, float* d_beta, int64_t rows, int64_t cols, cudaStream_t s) {
+  if (rows == 0 || cols == 0) return;
+  by_row_length(rows, cols, [&]<int G>(unsigned blocks) {
+    layer_norm_dx_kernel<G><<<blocks, kThreads, 0, s>>>(dy, x, gamma, mean, rstd, dx, rows, cols);
+  });
+  check_launch("layerNormBackward kernel");
+  if (!d_gamma && !d_beta) return;
+  // enough row ranges to fill the device; the partial sums are reduced in a second pass
+  const int64_t col_blocks = ceil_div(cols, kThreads);
+  const int64_t want = std::max<int64_t>(1, int64_t(device_info().sm_count) * 4 / col_blocks);
+  const int64_t splits = std::min<int64_t>({want, ceil_div(rows, 32), 65535});
+  const int64_t chunk = ceil_div(rows, splits);
+  const int64_t used = ceil_div(rows, chunk);
+  const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(used));
+  if (used == 1) {
+    layer_norm_param_kernel<<<grid, kThreads, 0, s>>>(dy, x, mean, rstd, d_gamma, d_beta, rows, cols, chunk);
+    check_launch("layerNorm parameter-gradient kernel");
+    return;
+  }
+  size_t cap = 0;
+  float* partial = static_cast<float*>(allocator().allocate(size_t(2 * used * cols) * sizeof(float), cap));
+  float* pg = partial;
+  float* pb = partial + used * cols;
+  layer_norm_param_kernel<<<grid, kThreads, 0, s>>>(dy, x, mean, rstd, pg, pb, rows, cols, chunk);
+  try {
+    check_launch("layerNorm parameter-gradient kernel");
+    if (d_gamma) launch_reduce(ReduceOp::Sum, pg, d_gamma, {used, cols}, {0}, s);
+    if (d_beta) launch_reduce(ReduceOp::Sum, pb, d_beta, {used, cols}, {0}, s);
+  } catch (...) {
+    allocator().release(partial, cap);
+    throw;
+  }
+  allocator().release(partial, cap);
+}
+
+void launch_cross_entropy(const float* logits, const int32_t* targets, float* loss, float* lse, int64_t rows, int64_t cols,
+                          int32_t ignore_index, int* flag, cudaStream_t s) {
+  if (rows == 0) return;
+  by_row_length(rows, cols, [&]<int G>(unsigned blocks) {
+    cross_entropy_kernel<G><<<blocks, kThreads, 0, s>>>(logits, targets, loss, lse, rows, cols, ignore_index, flag);
+  });
+  check_launch("crossEntropy kernel");
+}
+
+void launch_cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, const float* d_loss,
+                                   float* d_logits, int64_t rows, int64_t cols, int32_t ignore_index, cudaStream_t s) {
+  const int64_t n = rows * cols;
+  if (n == 0) return;
+  cross_entropy_backward_kernel<<<grid_for(n), kThreads, 0, s>>>(logits, targets, lse, d_loss, d_logits, rows, cols, ignore_index);
+  check_launch("crossEntropyBackward kernel");
+}
+
+void launch_gather(const float* table, int64_t table_rows, int64_t cols, const int32_t* indices, int64_t count, float* out,
+                   int* flag, cudaStream_t s) {
+  const int64_t n = count * cols;
+  if (n == 0) return;
+  gather_kernel<<<grid_for(n), kThreads, 0, s>>>(table, table_rows, cols, indices, count, out, flag);
+  check_launch("gather kernel");
+}
+
+void launch_scatter_add(const float* d_out, const int32_t* indices, int64_t count, int64_t table_rows, int64_t cols, float* out,
+                        int* flag, cudaStream_t s) {
+  const int64_t n = count * cols;
+  if (n == 0) return;
+  scatter_add_kernel<<<grid_for(n), kThreads, 0, s>>>(d_out, indices, count, table_rows, cols, out, flag);
+  check_launch("scatterAdd kernel");
+}
+
+}  // namespace ln

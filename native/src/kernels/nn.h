@@ -1,0 +1,34 @@
+// Row-wise kernels over [rows, cols] (softmax, layer norm, cross-entropy) and embeddings.
+// Semantics follow src/backend/cpu/nn.ts.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+namespace ln {
+
+void launch_softmax(const float* x, float* out, int64_t rows, int64_t cols, bool log, cudaStream_t s);
+void launch_softmax_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, bool log, cudaStream_t s);
+
+// gamma and beta may be null.
+void launch_layer_norm(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd,
+                       int64_t rows, int64_t cols, float eps, cudaStream_t s);
+// gamma, d_gamma and d_beta may be null.
+void launch_layer_norm_backward(const float* dy, const float* x, const float* gamma, const float* mean, const float* rstd,
+                                float* dx, float* d_gamma, float* d_beta, int64_t rows, int64_t cols, cudaStream_t s);
+
+// Targets outside [0, cols) other than ignore_index are reported through `flag` (the first bad row).
+void launch_cross_entropy(const float* logits, const int32_t* targets, float* loss, float* lse, int64_t rows, int64_t cols,
+                          int32_t ignore_index, int* flag, cudaStream_t s);
+void launch_cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, const float* d_loss,
+                                   float* d_logits, int64_t rows, int64_t cols, int32_t ignore_index, cudaStream_t s);
+
+// Indices outside [0, table_rows) are reported through `flag` (the first bad position) and skipped.
+void launch_gather(const float* table, int64_t table_rows, int64_t cols, const int32_t* indices, int64_t count, float* out,
+                   int* flag, cudaStream_t s);
+// out must be zeroed; rows are added with atomics.
+void launch_scatter_add(const float* d_out, const int32_t* indices, int64_t count, int64_t table_rows, int64_t cols, float* out,
+                        int* flag, cudaStream_t s);
+
+}  // namespace ln

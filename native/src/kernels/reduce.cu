@@ -1,0 +1,129 @@
+#include "reduce.h"
+
+#include <algorithm>
+
+#include "../device.h"
+#include "../memory.h"
+#include "elementwise.h"
+#include "launch_util.cuh"
+
+namespace ln {
+
+namespace {
+
+template <bool SUM>
+using Acc = std::conditional_t<SUM, double, float>;
+
+template <bool SUM>
+__device__ __forceinline__ Acc<SUM> reduce_init() {
+  if constexpr (SUM) return 0.0;
+  else return -INFINITY;
+}
+
+template <bool SUM>
+__device__ __forceinline__ Acc<SUM> combine(Acc<SUM> a, Acc<SUM> b) {
+  if constexpr (SUM) return a + b;
+  else return MaxOp{}(a, b);
+}
+
+// Rows of a contiguous [rows, cols] matrix, one group of GROUP threads per row.
+template <bool SUM, int GROUP>
+__global__ void reduce_rows_kernel(const float* __restrict__ x, float* __restrict__ out, int64_t rows, int64_t cols) {
+  constexpr int kRowsPerBlock = kThreads / GROUP;
+  const int64_t row = blockIdx.x * int64_t(kRowsPerBlock) + threadIdx.x / GROUP;
+  const int lane = threadIdx.x % GROUP;
+  Acc<SUM> acc = reduce_init<SUM>();
+  if (row < rows) {
+    const float* p = x + row * cols;
+    for (int64_t j = lane; j < cols; j += GROUP) acc = combine<SUM>(acc, Acc<SUM>(p[j]));
+  }
+  if constexpr (SUM) acc = group_sum<GROUP>(acc);
+  else acc = group_max<GROUP>(acc);
+  if (row < rows && lane == 0) out[row] = static_cast<float>(acc);
+}
+
+// Any layout: one thread per output element, the reduced range split over gridDim.y partial results.
+template <bool SUM>
+__global__ void reduce_general_kernel(const float* __restrict__ x, float* __restrict__ out, StridedLayout kept,
+                                      StridedLayout red, int64_t outputs, int64_t count, int64_t chunk) {
+  const int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (o >= outputs) return;
+  const int64_t r0 = blockIdx.y * chunk;
+  const int64_t r1 = min(count, r0 + chunk);
+  const float* base = x + strided_offset<int64_t>(kept, 0, o);
+  Acc<SUM> acc = reduce_init<SUM>();
+  if (red.rank == 1) {
+    const int64_t s = red.stride[0][0];
+    for (int64_t r = r0; r < r1; r++) acc = combine<SUM>(acc, Acc<SUM>(base[r * s]));
+  } else {
+    for (int64_t r = r0; r < r1; r++) acc = combine<SUM>(acc, Acc<SUM>(base[strided_offset<int64_t>(red, 0, r)]));
+  }
+  out[blockIdx.y * outputs + o] = static_cast<float>(acc);
+}
+
+template <bool SUM>
+void reduce_impl(const float* x, float* out, const Dims& shape, const Dims& axes, cudaStream_t s) {
+  const Dims strides = contiguous_strides(shape);
+  Dims kept_shape, kept_stride, red_shape, red_stride;
+  for (size_t i = 0; i < shape.size(); i++) {
+    const bool reduced = std::find(axes.begin(), axes.end(), int64_t(i)) != axes.end();
+    (reduced ? red_shape : kept_shape).push_back(shape[i]);
+    (reduced ? red_stride : kept_stride).push_back(strides[i]);
+  }
+  const int64_t outputs = product(kept_shape);
+  const int64_t count = product(red_shape);
+  if (outputs == 0) return;
+  if (count == 0) {
+    launch_fill(out, DType::F32, SUM ? 0.0 : -INFINITY, outputs, s);
+    return;
+  }
+  const StridedLayout kept = collapse(kept_shape, {kept_stride}, "reduce");
+  const StridedLayout red = collapse(red_shape, {red_stride}, "reduce");
+
+  // the reduced elements of each output are one contiguous run: a row reduction
+  const bool rows_layout = red.rank == 1 && red.stride[0][0] == 1 && (outputs == 1 || (kept.rank == 1 && kept.stride[0][0] == count));
+  if (rows_layout && (count >= 64 || outputs < 4096)) {
+    if (count <= 1024) {
+      reduce_rows_kernel<SUM, 32><<<static_cast<unsigned>(ceil_div(outputs, kThreads / 32)), kThreads, 0, s>>>(x, out, outputs, count);
+    } else {
+      reduce_rows_kernel<SUM, kThreads><<<static_cast<unsigned>(outputs), kThreads, 0, s>>>(x, out, outputs, count);
+    }
+    check_launch("reduce rows kernel");
+    return;
+  }
+
+  // split long reductions so that a few outputs still fill the device; partial results reduce again
+  const int64_t target = int64_t(device_info().sm_count) * 2048;
+  int64_t splits = 1;
+  if (outputs < target && count > 256) splits = std::min<int64_t>({ceil_div(target, outputs), ceil_div(count, 128), 65535});
+  const int64_t chunk = ceil_div(count, splits);
+  splits = ceil_div(count, chunk);
+  const dim3 grid(static_cast<unsigned>(ceil_div(outputs, kThreads)), static_cast<unsigned>(splits));
+  if (splits == 1) {
+    reduce_general_kernel<SUM><<<grid, kThreads, 0, s>>>(x, out, kept, red, outputs, count, chunk);
+    check_launch("reduce kernel");
+    return;
+  }
+  size_t capacity = 0;
+  float* partial = static_cast<float*>(allocator().allocate(size_t(splits * outputs) * sizeof(float), capacity));
+  reduce_general_kernel<SUM><<<grid, kThreads, 0, s>>>(x, partial, kept, red, outputs, count, chunk);
+  check_launch("reduce kernel");
+  try {
+    reduce_impl<SUM>(partial, out, {splits, outputs}, {0}, s);
+  } catch (...) {
+    allocator().release(partial, capacity);
+    throw;
+  }
+  // stream order keeps the block alive for the kernel above
+  allocator().release(partial, capacity);
+}
+
+}  // namespace
+
+void launch_reduce(ReduceOp op, const float* x, float* out, const std::vector<int64_t>& shape,
+                   const std::vector<int64_t>& axes, cudaStream_t s) {
+  if (op == ReduceOp::Sum) reduce_impl<true>(x, out, shape, axes, s);
+  else reduce_impl<false>(x, out, shape, axes, s);
+}
+
+}  // namespace ln

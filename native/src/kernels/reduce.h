@@ -1,0 +1,17 @@
+// Sum and max over any set of axes (float32 in and out; sums accumulate in float64).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+namespace ln {
+
+enum class ReduceOp : int { Sum, Max };
+
+// out has the input's shape with the reduced axes of length 1 (the CPU backend's keep-dims layout).
+void launch_reduce(ReduceOp op, const float* x, float* out, const std::vector<int64_t>& shape,
+                   const std::vector<int64_t>& axes, cudaStream_t s);
+
+}  // namespace ln

@@ -1,0 +1,207 @@
+// Bindings: softmax, layer norm, cross-entropy, embeddings and AdamW.
+#include <cmath>
+
+#include "../device.h"
+#include "../kernels/nn.h"
+#include "../kernels/optimizer.h"
+#include "js.h"
+
+namespace ln::js {
+
+namespace {
+
+napi_value softmax(const Call& c) {
+  Buffer* x = c.buffer(0, "x");
+  const int64_t rows = c.integer(1, "rows"), cols = c.integer(2, "cols");
+  const bool log = c.boolean(3, "log");
+  Buffer* out = c.buffer(4, "out");
+  expect(x, DType::F32, rows * cols, "softmax input");
+  expect(out, DType::F32, rows * cols, "softmax output");
+  launch_softmax(x->as<float>(), out->as<float>(), rows, cols, log, stream());
+  return undefined(c.env);
+}
+
+napi_value softmax_backward(const Call& c) {
+  Buffer* y = c.buffer(0, "y");
+  Buffer* dy = c.buffer(1, "dy");
+  const int64_t rows = c.integer(2, "rows"), cols = c.integer(3, "cols");
+  const bool log = c.boolean(4, "log");
+  Buffer* out = c.buffer(5, "out");
+  expect(y, DType::F32, rows * cols, "softmaxBackward y");
+  expect(dy, DType::F32, rows * cols, "softmaxBackward dy");
+  expect(out, DType::F32, rows * cols, "softmaxBackward output");
+  launch_softmax_backward(y->as<float>(), dy->as<float>(), out->as<float>(), rows, cols, log, stream());
+  return undefined(c.env);
+}
+
+const float* optional_f32(const Buffer* b, int64_t size, const char* name) {
+  if (!b) return nullptr;
+  expect(b, DType::F32, size, name);
+  return b->as<float>();
+}
+
+napi_value layer_norm(const Call& c) {
+  Buffer* x = c.buffer(0, "x");
+  Buffer* gamma = c.optional_buffer(1, "gamma");
+  Buffer* beta = c.optional_buffer(2, "beta");
+  const int64_t rows = c.integer(3, "rows"), cols = c.integer(4, "cols");
+  const float eps = static_cast<float>(c.number(5, "eps"));
+  Buffer* y = c.buffer(6, "y");
+  Buffer* mean = c.buffer(7, "mean");
+  Buffer* rstd = c.buffer(8, "rstd");
+  expect(x, DType::F32, rows * cols, "layerNorm x");
+  expect(y, DType::F32, rows * cols, "layerNorm y");
+  expect(mean, DType::F32, rows, "layerNorm mean");
+  expect(rstd, DType::F32, rows, "layerNorm rstd");
+  launch_layer_norm(x->as<float>(), optional_f32(gamma, cols, "layerNorm gamma"), optional_f32(beta, cols, "layerNorm beta"),
+                    y->as<float>(), mean->as<float>(), rstd->as<float>(), rows, cols, eps, stream());
+  return undefined(c.env);
+}
+
+napi_value layer_norm_backward(const Call& c) {
+  Buffer* dy = c.buffer(0, "dy");
+  Buffer* x = c.buffer(1, "x");
+  Buffer* gamma = c.optional_buffer(2, "gamma");
+  Buffer* mean = c.buffer(3, "mean");
+  Buffer* rstd = c.buffer(4, "rstd");
+  const int64_t rows = c.integer(5, "rows"), cols = c.integer(6, "cols");
+  Buffer* dx = c.buffer(7, "dx");
+  Buffer* d_gamma = c.optional_buffer(8, "dGamma");
+  Buffer* d_beta = c.optional_buffer(9, "dBeta");
+  expect(dy, DType::F32, rows * cols, "layerNormBackward dy");
+  expect(x, DType::F32, rows * cols, "layerNormBackward x");
+  expect(mean, DType::F32, rows, "layerNormBackward mean");
+  expect(rstd, DType::F32, rows, "layerNormBackward rstd");
+  expect(dx, DType::F32, rows * cols, "layerNormBackward dx");
+  float* dg = d_gamma ? (expect(d_gamma, DType::F32, cols, "dGamma"), d_gamma->as<float>()) : nullptr;
+  float* db = d_beta ? (expect(d_beta, DType::F32, cols, "dBeta"), d_beta->as<float>()) : nullptr;
+  launch_layer_norm_backward(dy->as<float>(), x->as<float>(), optional_f32(gamma, cols, "layerNorm gamma"), mean->as<float>(),
+                             rstd->as<float>(), dx->as<float>(), dg, db, rows, cols, stream());
+  return undefined(c.env);
+}
+
+int32_t read_int(const Buffer* b, int64_t i) {
+  int32_t v = 0;
+  check_cuda(cudaMemcpyAsync(&v, b->as<int32_t>() + i, sizeof v, cudaMemcpyDeviceToHost, stream()), "cudaMemcpyAsync");
+  synchronize();
+  return v;
+}
+
+napi_value cross_entropy(const Call& c) {
+  Buffer* logits = c.buffer(0, "logits");
+  Buffer* targets = c.buffer(1, "targets");
+  const int64_t rows = c.integer(2, "rows"), cols = c.integer(3, "cols");
+  const int32_t ignore = static_cast<int32_t>(c.integer(4, "ignoreIndex"));
+  Buffer* loss = c.buffer(5, "loss");
+  Buffer* lse = c.buffer(6, "lse");
+  expect(logits, DType::F32, rows * cols, "crossEntropy logits");
+  expect(targets, DType::I32, rows, "crossEntropy targets");
+  expect(loss, DType::F32, rows, "crossEntropy loss");
+  expect(lse, DType::F32, rows, "crossEntropy lse");
+  reset_error_flag();
+  launch_cross_entropy(logits->as<float>(), targets->as<int32_t>(), loss->as<float>(), lse->as<float>(), rows, cols, ignore,
+                       error_flag_device(), stream());
+  // a bad target is an input error the caller must hear about, as on the CPU
+  const int bad = rows > 0 ? read_error_flag() : kNoError;
+  if (bad != kNoError) {
+    throw RangeError("crossEntropy: target " + std::to_string(read_int(targets, bad)) + " at row " + std::to_string(bad) +
+                     " is outside [0, " + std::to_string(cols) + ")");
+  }
+  return undefined(c.env);
+}
+
+napi_value cross_entropy_backward(const Call& c) {
+  Buffer* logits = c.buffer(0, "logits");
+  Buffer* targets = c.buffer(1, "targets");
+  Buffer* lse = c.buffer(2, "lse");
+  Buffer* d_loss = c.buffer(3, "dLoss");
+  const int64_t rows = c.integer(4, "rows"), cols = c.integer(5, "cols");
+  const int32_t ignore = static_cast<int32_t>(c.integer(6, "ignoreIndex"));
+  Buffer* out = c.buffer(7, "out");
+  expect(logits, DType::F32, rows * cols, "crossEntropyBackward logits");
+  expect(targets, DType::I32, rows, "crossEntropyBackward targets");
+  expect(lse, DType::F32, rows, "crossEntropyBackward lse");
+  expect(d_loss, DType::F32, rows, "crossEntropyBackward dLoss");
+  expect(out, DType::F32, rows * cols, "crossEntropyBackward output");
+  launch_cross_entropy_backward(logits->as<float>(), targets->as<int32_t>(), lse->as<float>(), d_loss->as<float>(), out->as<float>(),
+                                rows, cols, ignore, stream());
+  return undefined(c.env);
+}
+
+void report_bad_index(const Buffer* indices, int64_t rows_in_table) {
+  const int bad = indices->size > 0 ? read_error_flag() : kNoError;
+  if (bad != kNoError) {
+    throw RangeError("embedding: index " + std::to_string(read_int(indices, bad)) + " is outside [0, " +
+                     std::to_string(rows_in_table) + ")");
+  }
+}
+
+napi_value gather(const Call& c) {
+  Buffer* table = c.buffer(0, "table");
+  const int64_t rows_in_table = c.integer(1, "rowsInTable"), cols = c.integer(2, "cols");
+  Buffer* indices = c.buffer(3, "indices");
+  Buffer* out = c.buffer(4, "out");
+  expect(table, DType::F32, rows_in_table * cols, "embedding table");
+  expect(indices, DType::I32, -1, "embedding indices");
+  expect(out, DType::F32, indices->size * cols, "embedding output");
+  reset_error_flag();
+  launch_gather(table->as<float>(), rows_in_table, cols, indices->as<int32_t>(), indices->size, out->as<float>(), error_flag_device(),
+                stream());
+  report_bad_index(indices, rows_in_table);
+  return undefined(c.env);
+}
+
+napi_value scatter_add(const Call& c) {
+  Buffer* d_out = c.buffer(0, "dOut");
+  Buffer* indices = c.buffer(1, "indices");
+  const int64_t rows_in_table = c.integer(2, "rowsInTable"), cols = c.integer(3, "cols");
+  Buffer* out = c.buffer(4, "out");
+  expect(indices, DType::I32, -1, "embedding indices");
+  expect(d_out, DType::F32, indices->size * cols, "embedding gradient");
+  expect(out, DType::F32, rows_in_table * cols, "embedding table gradient");
+  reset_error_flag();
+  if (out->bytes()) check_cuda(cudaMemsetAsync(out->ptr, 0, out->bytes(), stream()), "cudaMemsetAsync");
+  launch_scatter_add(d_out->as<float>(), indices->as<int32_t>(), indices->size, rows_in_table, cols, out->as<float>(),
+                     error_flag_device(), stream());
+  report_bad_index(indices, rows_in_table);
+  return undefined(c.env);
+}
+
+napi_value adamw(const Call& c) {
+  Buffer* param = c.buffer(0, "param");
+  Buffer* grad = c.buffer(1, "grad");
+  Buffer* m = c.buffer(2, "m");
+  Buffer* v = c.buffer(3, "v");
+  const double lr = c.number(4, "lr"), beta1 = c.number(5, "beta1"), beta2 = c.number(6, "beta2"), eps = c.number(7, "eps");
+  const double wd = c.number(8, "weightDecay"), step = c.number(9, "step");
+  expect(param, DType::F32, -1, "adamw param");
+  expect(grad, DType::F32, param->size, "adamw grad");
+  expect(m, DType::F32, param->size, "adamw m");
+  expect(v, DType::F32, param->size, "adamw v");
+  AdamWArgs a{};
+  a.lr = float(lr);
+  a.beta1 = float(beta1);
+  a.beta2 = float(beta2);
+  a.eps = float(eps);
+  a.decay = float(1.0 - lr * wd);
+  a.bias1 = float(1.0 - std::pow(beta1, step));
+  a.bias2 = float(1.0 - std::pow(beta2, step));
+  launch_adamw(param->as<float>(), grad->as<float>(), m->as<float>(), v->as<float>(), param->size, a, stream());
+  return undefined(c.env);
+}
+
+const Register reg({
+    {"softmax", entry<softmax>},
+    {"softmaxBackward", entry<softmax_backward>},
+    {"layerNorm", entry<layer_norm>},
+    {"layerNormBackward", entry<layer_norm_backward>},
+    {"crossEntropy", entry<cross_entropy>},
+    {"crossEntropyBackward", entry<cross_entropy_backward>},
+    {"gather", entry<gather>},
+    {"scatterAdd", entry<scatter_add>},
+    {"adamw", entry<adamw>},
+});
+
+}  // namespace
+
+}  // namespace ln::js

@@ -1,0 +1,171 @@
+// Bindings: elementwise maps, reductions, matrix products and layout ops.
+#include <algorithm>
+#include <cstring>
+
+#include "../device.h"
+#include "../gemm.h"
+#include "../kernels/elementwise.h"
+#include "../kernels/layout.h"
+#include "../kernels/reduce.h"
+#include "js.h"
+
+namespace ln::js {
+
+namespace {
+
+template <typename E, size_t N>
+E lookup(const std::string& name, const char* const (&names)[N], const char* what) {
+  for (size_t i = 0; i < N; i++) {
+    if (name == names[i]) return static_cast<E>(i);
+  }
+  throw TypeError(std::string("unknown ") + what + " '" + name + "'");
+}
+
+// In the order of the enums in kernels/elementwise.h.
+const char* const kUnary[] = {"neg", "exp", "log", "sqrt", "rsqrt", "tanh", "abs", "relu", "gelu", "sigmoid", "square", "reciprocal"};
+const char* const kBinary[] = {"add", "sub", "mul", "div", "maximum", "minimum", "pow", "greater", "reluBackward", "geluBackward"};
+
+napi_value unary(const Call& c) {
+  const UnaryOp op = lookup<UnaryOp>(c.string(0, "op"), kUnary, "unary op");
+  Buffer* x = c.buffer(1, "x");
+  Buffer* out = c.buffer(2, "out");
+  expect(x, DType::F32, -1, "unary input");
+  expect(out, DType::F32, x->size, "unary output");
+  launch_unary(op, x->as<float>(), out->as<float>(), x->size, stream());
+  return undefined(c.env);
+}
+
+napi_value binary(const Call& c) {
+  const BinaryOp op = lookup<BinaryOp>(c.string(0, "op"), kBinary, "binary op");
+  Buffer* a = c.buffer(1, "a");
+  const Dims a_shape = c.dims(2, "aShape");
+  Buffer* b = c.buffer(3, "b");
+  const Dims b_shape = c.dims(4, "bShape");
+  Buffer* out = c.buffer(5, "out");
+  const Dims out_shape = c.dims(6, "outShape");
+  const int64_t n = product(out_shape);
+  expect(a, DType::F32, product(a_shape), "binary a");
+  expect(b, DType::F32, product(b_shape), "binary b");
+  expect(out, DType::F32, n, "binary output");
+  const StridedLayout l = collapse(out_shape, {broadcast_strides(a_shape, out_shape), broadcast_strides(b_shape, out_shape)}, "binary");
+  launch_binary(op, a->as<float>(), b->as<float>(), out->as<float>(), l, n, stream());
+  return undefined(c.env);
+}
+
+napi_value binary_scalar(const Call& c) {
+  const BinaryOp op = lookup<BinaryOp>(c.string(0, "op"), kBinary, "binary op");
+  Buffer* a = c.buffer(1, "a");
+  const float scalar = static_cast<float>(c.number(2, "scalar"));
+  Buffer* out = c.buffer(3, "out");
+  expect(a, DType::F32, -1, "binaryScalar input");
+  expect(out, DType::F32, a->size, "binaryScalar output");
+  launch_binary_scalar(op, a->as<float>(), scalar, out->as<float>(), a->size, stream());
+  return undefined(c.env);
+}
+
+napi_value reduce(const Call& c) {
+  const std::string name = c.string(0, "op");
+  if (name != "sum" && name != "max") throw TypeError("unknown reduce op '" + name + "'");
+  Buffer* x = c.buffer(1, "x");
+  const Dims shape = c.dims(2, "shape");
+  const Dims axes = c.dims(3, "axes");
+  Buffer* out = c.buffer(4, "out");
+  expect(x, DType::F32, product(shape), "reduce input");
+  int64_t out_size = 1;
+  for (size_t i = 0; i < shape.size(); i++) {
+    if (std::find(axes.begin(), axes.end(), int64_t(i)) == axes.end()) out_size *= shape[i];
+  }
+  for (int64_t a : axes) {
+    if (a < 0 || a >= int64_t(shape.size())) throw RangeError("reduce: axis " + std::to_string(a) + " out of range");
+  }
+  expect(out, DType::F32, out_size, "reduce output");
+  launch_reduce(name == "sum" ? ReduceOp::Sum : ReduceOp::Max, x->as<float>(), out->as<float>(), shape, axes, stream());
+  return undefined(c.env);
+}
+
+napi_value matmul(const Call& c) {
+  Buffer* a = c.buffer(0, "a");
+  const Dims a_shape = c.dims(1, "aShape");
+  Buffer* b = c.buffer(2, "b");
+  const Dims b_shape = c.dims(3, "bShape");
+  const bool ta = c.boolean(4, "transA"), tb = c.boolean(5, "transB");
+  const Dims batch = c.dims(6, "batchShape");
+  const int64_t m = c.integer(7, "m"), n = c.integer(8, "n"), k = c.integer(9, "k");
+  Buffer* out = c.buffer(10, "out");
+  if (a_shape.size() < 2 || b_shape.size() < 2) throw RangeError("matmul: operands need at least 2 dimensions");
+  expect(a, DType::F32, product(a_shape), "matmul a");
+  expect(b, DType::F32, product(b_shape), "matmul b");
+  expect(out, DType::F32, product(batch) * m * n, "matmul output");
+  const int64_t ar = a_shape[a_shape.size() - 2], ac = a_shape.back();
+  const int64_t br = b_shape[b_shape.size() - 2], bc = b_shape.back();
+  if ((ta ? ac : ar) != m || (ta ? ar : ac) != k || (tb ? bc : br) != k || (tb ? br : bc) != n) {
+    throw RangeError("matmul: operand shapes do not match m, n, k");
+  }
+  matmul_f32(a->as<float>(), a_shape, b->as<float>(), b_shape, ta, tb, batch, m, n, k, out->as<float>(), stream());
+  return undefined(c.env);
+}
+
+napi_value permute(const Call& c) {
+  Buffer* x = c.buffer(0, "x");
+  const Dims shape = c.dims(1, "shape");
+  const Dims perm = c.dims(2, "perm");
+  Buffer* out = c.buffer(3, "out");
+  if (perm.size() != shape.size()) throw RangeError("permute: perm and shape differ in length");
+  std::vector<bool> seen(shape.size(), false);
+  for (int64_t p : perm) {
+    if (p < 0 || p >= int64_t(shape.size()) || seen[p]) throw RangeError("permute: invalid permutation");
+    seen[p] = true;
+  }
+  expect(x, x->dtype, product(shape), "permute input");
+  expect(out, x->dtype, x->size, "permute output");
+  launch_permute(x->ptr, out->ptr, dtype_size(x->dtype), shape, perm, stream());
+  return undefined(c.env);
+}
+
+void check_block(const Dims& shape, const Dims& begin, const Dims& size, const char* what) {
+  if (begin.size() != shape.size() || size.size() != shape.size()) throw RangeError(std::string(what) + ": rank mismatch");
+  for (size_t i = 0; i < shape.size(); i++) {
+    if (begin[i] < 0 || size[i] < 0 || begin[i] + size[i] > shape[i]) throw RangeError(std::string(what) + ": block out of bounds");
+  }
+}
+
+napi_value slice(const Call& c) {
+  Buffer* x = c.buffer(0, "x");
+  const Dims shape = c.dims(1, "shape");
+  const Dims begin = c.dims(2, "begin");
+  const Dims size = c.dims(3, "size");
+  Buffer* out = c.buffer(4, "out");
+  check_block(shape, begin, size, "slice");
+  expect(x, x->dtype, product(shape), "slice input");
+  expect(out, x->dtype, product(size), "slice output");
+  launch_slice(x->ptr, out->ptr, dtype_size(x->dtype), shape, begin, size, stream());
+  return undefined(c.env);
+}
+
+napi_value add_slice_into(const Call& c) {
+  Buffer* dst = c.buffer(0, "dst");
+  const Dims dst_shape = c.dims(1, "dstShape");
+  Buffer* src = c.buffer(2, "src");
+  const Dims src_shape = c.dims(3, "srcShape");
+  const Dims begin = c.dims(4, "begin");
+  check_block(dst_shape, begin, src_shape, "addSliceInto");
+  expect(dst, DType::F32, product(dst_shape), "addSliceInto dst");
+  expect(src, DType::F32, product(src_shape), "addSliceInto src");
+  launch_add_slice_into(dst->as<float>(), dst_shape, src->as<float>(), src_shape, begin, stream());
+  return undefined(c.env);
+}
+
+const Register reg({
+    {"unary", entry<unary>},
+    {"binary", entry<binary>},
+    {"binaryScalar", entry<binary_scalar>},
+    {"reduce", entry<reduce>},
+    {"matmul", entry<matmul>},
+    {"permute", entry<permute>},
+    {"slice", entry<slice>},
+    {"addSliceInto", entry<add_slice_into>},
+});
+
+}  // namespace
+
+}  // namespace ln::js

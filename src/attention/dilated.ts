@@ -1,0 +1,58 @@
+import type { AttentionGeometry } from '../backend/backend.js';
+import { check } from '../errors.js';
+import { record } from '../tensor/autograd.js';
+import { isFloat } from '../tensor/dtype.js';
+import { formatShape, shapesEqual } from '../tensor/shape.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { wrap } from '../tensor/ops/util.js';
+import { attentionConfig, type DilatedAttentionOptions } from './patterns.js';
+
+export interface AttentionResult {
+  /** [B, N, H, D] */
+  output: Tensor;
+  /** [B, N, H], natural log, -Infinity on rows that see no key. Not differentiable. */
+  lse: Tensor;
+}
+
+function geometryOf(q: Tensor, k: Tensor, v: Tensor): AttentionGeometry {
+  check(q.rank === 4, `q must be [batch, seqLen, heads, headDim], got ${formatShape(q.shape)}`);
+  check(shapesEqual(k.shape, q.shape), `k has shape ${formatShape(k.shape)} but q has ${formatShape(q.shape)}`);
+  check(shapesEqual(v.shape, q.shape), `v has shape ${formatShape(v.shape)} but q has ${formatShape(q.shape)}`);
+  for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) {
+    check(isFloat(t.dtype), `${name} must be a float tensor, got ${t.dtype}`);
+    check(t.dtype === q.dtype, `${name} is ${t.dtype} but q is ${q.dtype}`);
+    check(t.device === q.device, `${name} is on ${t.device} but q is on ${q.device}`);
+  }
+  const [batch, seqLen, heads, headDim] = q.shape as [number, number, number, number];
+  check(headDim > 0, 'headDim must be positive');
+  return { batch, seqLen, heads, headDim };
+}
+
+/**
+ * Dilated attention (LongNet), exactly as SPEC section 1: every pattern (w_i, r_i) contributes its keys to
+ * one softmax per query, so the result is the paper's mixture with weights from the log-sum-exps.
+ * Differentiable in q, k and v, with the exact gradients (through the mixture weights too).
+ */
+export function dilatedAttention(q: Tensor, k: Tensor, v: Tensor, options: DilatedAttentionOptions): AttentionResult {
+  const geometry = geometryOf(q, k, v);
+  const config = attentionConfig(options, geometry);
+  const backend = q.backend;
+  for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) {
+    check(backend.allFinite(t.storage), `${name} contains NaN or infinite values`);
+  }
+  const r = backend.dilatedAttention(q.storage, k.storage, v.storage, geometry, config);
+  const { batch, seqLen, heads } = geometry;
+  const output = wrap(r.o, q.shape, backend);
+  const lse = wrap(r.lse, [batch, seqLen, heads], backend);
+  record('dilatedAttention', output, [q, k, v], (g) => {
+    const grads = backend.dilatedAttentionBackward(q.storage, k.storage, v.storage, output.storage, lse.storage, g.storage, geometry, config);
+    return [wrap(grads.dq, q.shape, backend), wrap(grads.dk, k.shape, backend), wrap(grads.dv, v.shape, backend)];
+  });
+  return { output, lse };
+}
+
+/** Vanilla softmax attention: dilated attention with the single pattern (N, 1). */
+export function denseAttention(q: Tensor, k: Tensor, v: Tensor, options: { causal?: boolean; scale?: number } = {}): AttentionResult {
+  const seqLen = Math.max(q.shape[1] ?? 1, 1);
+  return dilatedAttention(q, k, v, { segmentLengths: [seqLen], dilationRates: [1], ...options });
+}

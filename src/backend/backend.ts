@@ -1,0 +1,135 @@
+import type { DType, TypedArray } from '../tensor/dtype.js';
+import type { Shape } from '../tensor/shape.js';
+
+/** Where a tensor lives. */
+export type Device = 'cpu' | 'cuda';
+
+/** A block of device memory holding `size` elements of `dtype`, owned by one backend. */
+export interface Storage {
+  readonly device: Device;
+  readonly dtype: DType;
+  readonly size: number;
+}
+
+export type UnaryOp =
+  | 'neg' | 'exp' | 'log' | 'sqrt' | 'rsqrt' | 'tanh' | 'abs' | 'relu' | 'gelu' | 'sigmoid' | 'square' | 'reciprocal';
+
+/**
+ * Elementwise binary ops with broadcasting. `reluBackward(x, dy)` and `geluBackward(x, dy)` give
+ * dy * f'(x), so that a backend can fuse them; `greater` yields 1 or 0.
+ */
+export type BinaryOp =
+  | 'add' | 'sub' | 'mul' | 'div' | 'maximum' | 'minimum' | 'pow' | 'greater' | 'reluBackward' | 'geluBackward';
+
+export type ReduceOp = 'sum' | 'max';
+
+/** One pattern of dilated attention: segment length w and dilation rate r. */
+export interface AttentionPattern {
+  readonly segmentLength: number;
+  readonly dilationRate: number;
+}
+
+/**
+ * Which offset head h uses under a pattern of rate r: `paper` is h mod r; `blocked` is torchscale's
+ * h // ceil(H / r), with heads padded to a multiple of r.
+ */
+export type HeadOffsets = 'paper' | 'blocked';
+
+/** q, k, v are [batch, seqLen, heads, headDim], row-major. */
+export interface AttentionGeometry {
+  readonly batch: number;
+  readonly seqLen: number;
+  readonly heads: number;
+  readonly headDim: number;
+}
+
+export interface AttentionConfig {
+  readonly patterns: readonly AttentionPattern[];
+  readonly causal: boolean;
+  readonly scale: number;
+  readonly headOffsets: HeadOffsets;
+}
+
+export interface LayerNormResult { y: Storage; mean: Storage; rstd: Storage }
+export interface LayerNormGrads { dx: Storage; dGamma: Storage | null; dBeta: Storage | null }
+export interface AdamWHyper {
+  lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number;
+}
+
+/**
+ * The primitive kernels every device provides. All storages are contiguous and row-major; shapes are
+ * passed alongside. Kernels return new storages unless their name says they work in place. A backend
+ * knows nothing of tensors, autograd or models: gradients are composed in the core from these.
+ */
+export interface Backend {
+  readonly device: Device;
+
+  // memory
+  alloc(dtype: DType, size: number): Storage; // zero-filled
+  fromArray(data: TypedArray): Storage; // copies
+  read(x: Storage): TypedArray; // a copy on the host
+  free(x: Storage): void;
+  fill(x: Storage, value: number): void; // in place
+  copy(x: Storage): Storage;
+  cast(x: Storage, dtype: DType): Storage;
+  assign(dst: Storage, src: Storage): void; // in place, same size
+  /** Whether no element is NaN or infinite. */
+  allFinite(x: Storage): boolean;
+
+  // elementwise
+  unary(op: UnaryOp, x: Storage): Storage;
+  binary(op: BinaryOp, a: Storage, aShape: Shape, b: Storage, bShape: Shape, outShape: Shape): Storage;
+  /** a op scalar, elementwise. */
+  binaryScalar(op: BinaryOp, a: Storage, scalar: number): Storage;
+
+  // reductions over `axes` (sorted, distinct); the result keeps the reduced axes with length 1
+  reduce(op: ReduceOp, x: Storage, shape: Shape, axes: readonly number[]): Storage;
+
+  /**
+   * Batched matrix product: a is [...batchA, M, K] (or [..., K, M] when transA), b likewise; leading
+   * dimensions broadcast to `batchShape`. Result [...batchShape, M, N].
+   */
+  matmul(
+    a: Storage, aShape: Shape, b: Storage, bShape: Shape,
+    transA: boolean, transB: boolean, batchShape: Shape, m: number, n: number, k: number,
+  ): Storage;
+
+  // layout
+  permute(x: Storage, shape: Shape, perm: readonly number[]): Storage;
+  /** The block of x starting at `begin` with extent `size`. */
+  slice(x: Storage, shape: Shape, begin: readonly number[], size: readonly number[]): Storage;
+  /** Adds src (of shape `srcShape`) into dst at offset `begin`, in place (the adjoint of slice). */
+  addSliceInto(dst: Storage, dstShape: Shape, src: Storage, srcShape: Shape, begin: readonly number[]): void;
+
+  // normalization and losses, over the last axis of [rows, cols]
+  softmax(x: Storage, rows: number, cols: number, log: boolean): Storage;
+  /** Gradient of (log-)softmax given its output y and dy. */
+  softmaxBackward(y: Storage, dy: Storage, rows: number, cols: number, log: boolean): Storage;
+  layerNorm(x: Storage, gamma: Storage | null, beta: Storage | null, rows: number, cols: number, eps: number): LayerNormResult;
+  layerNormBackward(
+    dy: Storage, x: Storage, gamma: Storage | null, mean: Storage, rstd: Storage, rows: number, cols: number, hasBeta: boolean,
+  ): LayerNormGrads;
+  /** Per-row -log softmax(logits)[target]; rows whose target equals ignoreIndex give 0. Also returns the row log-sum-exp. */
+  crossEntropy(logits: Storage, targets: Storage, rows: number, cols: number, ignoreIndex: number): { loss: Storage; lse: Storage };
+  /** d(sum_r w_r * loss_r)/dlogits given the per-row weights dLoss [rows]. */
+  crossEntropyBackward(
+    logits: Storage, targets: Storage, lse: Storage, dLoss: Storage, rows: number, cols: number, ignoreIndex: number,
+  ): Storage;
+
+  // embeddings
+  gather(table: Storage, rowsInTable: number, cols: number, indices: Storage): Storage;
+  scatterAdd(dOut: Storage, indices: Storage, rowsInTable: number, cols: number): Storage;
+
+  // attention: o [B, N, H, D] and lse [B, N, H] (natural log, -inf on rows with no key)
+  dilatedAttention(q: Storage, k: Storage, v: Storage, geometry: AttentionGeometry, config: AttentionConfig): { o: Storage; lse: Storage };
+  dilatedAttentionBackward(
+    q: Storage, k: Storage, v: Storage, o: Storage, lse: Storage, dO: Storage,
+    geometry: AttentionGeometry, config: AttentionConfig,
+  ): { dq: Storage; dk: Storage; dv: Storage };
+
+  // optimizer: updates param, m and v in place
+  adamw(param: Storage, grad: Storage, m: Storage, v: Storage, hyper: AdamWHyper): void;
+
+  /** Waits for queued work (a no-op on the CPU). */
+  synchronize(): void;
+}

@@ -1,0 +1,184 @@
+/**
+ * Forward range kernel of dilated attention. Per unit (batch, chunk, head) and pattern, each segment's
+ * selected rows are gathered into contiguous float64 tiles, attended with a tiled online softmax (flash
+ * style: no score matrix larger than one tile), and merged into the unit's running output through the
+ * log-sum-exp, which makes the patterns one softmax over the multiset of their keys.
+ */
+import type { FloatArray } from '../../tensor/dtype.js';
+import { registerRangeKernel, type KernelArgs } from './kernel-registry.js';
+import { headOffset, planFromArgs, type AttentionPlan } from './attention-plan.js';
+import { Scratch } from './attention-scratch.js';
+import { gatherRows } from './attention-rows.js';
+import { accumulateRows, scoreTile } from './attention-tiles.js';
+
+export const FORWARD_KERNEL = 'attention.forward';
+
+const BQ = 64; // query rows per tile
+const BK = 64; // key rows per tile: K and V tiles (2 * 64 * D doubles) stay in L1/L2 across the query rows
+
+const scratch = new Scratch();
+const Q = 0, K = 1, V = 2, O = 3, L = 4, ACC_O = 5, ACC_L = 6, S = 7, ROW_MAX = 8, ROW_SUM = 9;
+
+function forwardUnits(args: KernelArgs, start: number, end: number): void {
+  const plan = planFromArgs(args);
+  const q = args['q'] as FloatArray, k = args['k'] as FloatArray, v = args['v'] as FloatArray;
+  const o = args['o'] as FloatArray, lse = args['lse'] as FloatArray;
+  try {
+    for (let u = start; u < end; u++) forwardUnit(plan, q, k, v, o, lse, u);
+  } finally {
+    scratch.trim();
+  }
+}
+
+registerRangeKernel(FORWARD_KERNEL, import.meta.url, forwardUnits);
+
+function forwardUnit(
+  plan: AttentionPlan, q: FloatArray, k: FloatArray, v: FloatArray, o: FloatArray, lse: FloatArray, u: number,
+): void {
+  const { seqLen: N, heads: H, headDim: D, chunk, chunks, patterns, causal, scale, blocked } = plan;
+  const h = u % H;
+  const c = Math.floor(u / H) % chunks;
+  const b = Math.floor(u / (H * chunks));
+  const c0 = c * chunk;
+  const c1 = Math.min(N, c0 + chunk);
+  const len = c1 - c0;
+  const rowStride = H * D;
+  const headBase = b * N * rowStride + h * D; // element offset of (b, position 0, h)
+
+  const accO = scratch.get(ACC_O, len * D);
+  const accL = scratch.get(ACC_L, len);
+  accO.fill(0, 0, len * D);
+  accL.fill(-Infinity, 0, len);
+
+  for (let pi = 0; pi < patterns.length; pi += 2) {
+    const wp = Math.min(patterns[pi]!, N);
+    const r = patterns[pi + 1]!;
+    const off = headOffset(h, H, r, blocked);
+    for (let s0 = c0; s0 < c1; s0 += wp) {
+      const first = s0 + off;
+      const s1 = Math.min(s0 + wp, N);
+      if (first >= s1) continue;
+      const m = Math.ceil((s1 - first) / r);
+      const base = headBase + first * rowStride;
+      const stride = r * rowStride;
+      const qs = gatherRows(q, base, stride, m, D, scratch.get(Q, m * D), scale);
+      const ks = gatherRows(k, base, stride, m, D, scratch.get(K, m * D), 1);
+      const vs = gatherRows(v, base, stride, m, D, scratch.get(V, m * D), 1);
+      const os = scratch.get(O, m * D);
+      const ls = scratch.get(L, m);
+      flashForward(qs, ks, vs, m, D, causal, os, ls);
+      mergeRows(os, ls, m, D, accO, accL, first - c0, r);
+    }
+  }
+
+  for (let row = 0; row < len; row++) {
+    const dst = headBase + (c0 + row) * rowStride;
+    const src = row * D;
+    for (let d = 0; d < D; d++) o[dst + d] = accO[src + d]!;
+    lse[(b * N + c0 + row) * H + h] = accL[row]!;
+  }
+}
+
+/**
+ * Softmax attention of m rows on contiguous tiles (q already scaled): writes the normalized output rows
+ * into `out` and each row's log-sum-exp into `lseOut`.
+ */
+export function flashForward(
+  q: Float64Array, k: Float64Array, v: Float64Array, m: number, D: number, causal: boolean,
+  out: Float64Array, lseOut: Float64Array,
+): void {
+  const s = scratch.get(S, BQ * BK);
+  const rowMax = scratch.get(ROW_MAX, BQ);
+  const rowSum = scratch.get(ROW_SUM, BQ);
+  for (let i0 = 0; i0 < m; i0 += BQ) {
+    const i1 = Math.min(m, i0 + BQ);
+    out.fill(0, i0 * D, i1 * D);
+    rowMax.fill(-Infinity, 0, i1 - i0);
+    rowSum.fill(0, 0, i1 - i0);
+    // causal: key tiles past the last query of this tile are all masked, skip them
+    const jEnd = causal ? i1 : m;
+    for (let j0 = 0; j0 < jEnd; j0 += BK) {
+      const j1 = Math.min(jEnd, j0 + BK);
+      scoreTile(q, k, D, i0, i1, j0, j1, causal, -Infinity, s, BK);
+      softmaxStep(s, BK, j1 - j0, i0, i1, D, out, rowMax, rowSum);
+      accumulateRows(s, BK, v, D, i0, i1, j0, j1, causal, out);
+    }
+    for (let i = i0; i < i1; i++) {
+      const t = i - i0;
+      const inv = 1 / rowSum[t]!;
+      const oi = i * D;
+      for (let d = 0; d < D; d++) out[oi + d] *= inv;
+      lseOut[i] = rowMax[t]! + Math.log(rowSum[t]!);
+    }
+  }
+}
+
+/**
+ * Online-softmax step over one score tile: raises each row's running maximum, rescales its running sum
+ * and output row accordingly, and turns the scores into unnormalized probabilities in place.
+ */
+function softmaxStep(
+  s: Float64Array, ld: number, n: number, i0: number, i1: number, D: number,
+  out: Float64Array, rowMax: Float64Array, rowSum: Float64Array,
+): void {
+  for (let i = i0; i < i1; i++) {
+    const t = i - i0;
+    const row = t * ld;
+    let tileMax = -Infinity;
+    for (let x = 0; x < n; x++) {
+      const y = s[row + x]!;
+      if (y > tileMax) tileMax = y;
+    }
+    if (tileMax === -Infinity) { // every key of this tile is masked for this row
+      s.fill(0, row, row + n);
+      continue;
+    }
+    let mx = rowMax[t]!;
+    if (tileMax > mx) {
+      if (mx !== -Infinity) {
+        const alpha = Math.exp(mx - tileMax);
+        rowSum[t]! *= alpha;
+        const oi = i * D;
+        for (let d = 0; d < D; d++) out[oi + d] *= alpha;
+      }
+      mx = tileMax;
+      rowMax[t] = mx;
+    }
+    let sum = 0;
+    for (let x = 0; x < n; x++) {
+      const p = Math.exp(s[row + x]! - mx);
+      s[row + x] = p;
+      sum += p;
+    }
+    rowSum[t]! += sum;
+  }
+}
+
+/**
+ * Folds one pattern's rows (output `os`, log-sum-exp `ls`) into the unit's running output: rows
+ * row0, row0 + r, ... of the chunk. The weights exp(l - L_new) are the paper's mixture weights.
+ */
+function mergeRows(
+  os: Float64Array, ls: Float64Array, m: number, D: number, accO: Float64Array, accL: Float64Array, row0: number, r: number,
+): void {
+  for (let j = 0; j < m; j++) {
+    const row = row0 + j * r;
+    const lp = ls[j]!;
+    const la = accL[row]!;
+    const src = j * D;
+    const dst = row * D;
+    if (la === -Infinity) {
+      for (let d = 0; d < D; d++) accO[dst + d] = os[src + d]!;
+      accL[row] = lp;
+      continue;
+    }
+    const mx = la > lp ? la : lp;
+    const ea = Math.exp(la - mx);
+    const ep = Math.exp(lp - mx);
+    const total = ea + ep;
+    const wa = ea / total;
+    const wp = ep / total;
+    for (let d = 0; d < D; d++) accO[dst + d] = wa * accO[dst + d]! + wp * os[src + d]!;
+    accL[row] = mx + Math.log(total);
+  }
+}

@@ -1,0 +1,174 @@
+import type {
+  AdamWHyper, AttentionConfig, AttentionGeometry, Backend, BinaryOp, LayerNormGrads, LayerNormResult, ReduceOp, Storage, UnaryOp,
+} from '../backend.js';
+import { broadcastStrides, sizeOf, type Shape } from '../../tensor/shape.js';
+import { dtypeOfArray, type DType, type TypedArray } from '../../tensor/dtype.js';
+import { CpuStorage, allocArray, cpuData, floatData, intData } from './storage.js';
+import { binaryKernel, binaryScalarKernel, unaryKernel } from './elementwise.js';
+import { reduceKernel } from './reduce.js';
+import { runMatmul } from './matmul-parallel.js';
+import { addSliceIntoKernel, permuteKernel, sliceKernel } from './layout.js';
+import {
+  adamwKernel, crossEntropyBackwardKernel, crossEntropyKernel, gatherKernel, layerNormBackwardKernel, layerNormKernel,
+  scatterAddKernel, softmaxBackwardKernel, softmaxKernel,
+} from './nn.js';
+import { dilatedAttentionBackward, dilatedAttentionForward } from './attention-kernel.js';
+
+const wrap = (data: TypedArray): CpuStorage => new CpuStorage(data);
+
+/** The reference backend: plain TypeScript over typed arrays, shared with worker threads where it pays. */
+export class CpuBackend implements Backend {
+  readonly device = 'cpu' as const;
+
+  alloc(dtype: DType, size: number): Storage { return wrap(allocArray(dtype, size)); }
+
+  fromArray(data: TypedArray): Storage {
+    const out = allocArray(dtypeOfArray(data), data.length);
+    out.set(data);
+    return wrap(out);
+  }
+
+  read(x: Storage): TypedArray { return cpuData(x).slice(); }
+  free(_x: Storage): void { /* the garbage collector reclaims host arrays */ }
+  fill(x: Storage, value: number): void { cpuData(x).fill(value); }
+  copy(x: Storage): Storage { return this.fromArray(cpuData(x)); }
+
+  cast(x: Storage, dtype: DType): Storage {
+    const out = allocArray(dtype, x.size);
+    const src = cpuData(x);
+    if (dtype === 'int32') for (let i = 0; i < src.length; i++) out[i] = Math.trunc(src[i]!);
+    else out.set(src);
+    return wrap(out);
+  }
+
+  assign(dst: Storage, src: Storage): void {
+    if (dst.size !== src.size) throw new Error(`assign: sizes differ (${dst.size} vs ${src.size})`);
+    cpuData(dst).set(cpuData(src));
+  }
+
+  allFinite(x: Storage): boolean {
+    const data = cpuData(x);
+    for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i]!)) return false;
+    return true;
+  }
+
+  unary(op: UnaryOp, x: Storage): Storage { return wrap(unaryKernel(op, floatData(x, op))); }
+
+  binary(op: BinaryOp, a: Storage, aShape: Shape, b: Storage, bShape: Shape, outShape: Shape): Storage {
+    return wrap(binaryKernel(op, cpuData(a), aShape, cpuData(b), bShape, outShape));
+  }
+
+  binaryScalar(op: BinaryOp, a: Storage, scalar: number): Storage { return wrap(binaryScalarKernel(op, cpuData(a), scalar)); }
+
+  reduce(op: ReduceOp, x: Storage, shape: Shape, axes: readonly number[]): Storage {
+    return wrap(reduceKernel(op, cpuData(x), shape, axes));
+  }
+
+  matmul(
+    a: Storage, aShape: Shape, b: Storage, bShape: Shape,
+    transA: boolean, transB: boolean, batchShape: Shape, m: number, n: number, k: number,
+  ): Storage {
+    const batch = sizeOf(batchShape);
+    const offsets = (shape: Shape): Int32Array => {
+      const strides = broadcastStrides(shape.slice(0, -2), batchShape);
+      const matrix = shape[shape.length - 2]! * shape[shape.length - 1]!;
+      // on a shared buffer, like the operands, so that worker threads can read it
+      const out = new Int32Array(new SharedArrayBuffer(4 * batch));
+      // strides count whole matrices of the operand's own batch layout
+      const walk = (axis: number, index: number, offset: number): number => {
+        if (axis === batchShape.length) { out[index] = offset * matrix; return index + 1; }
+        for (let i = 0; i < batchShape[axis]!; i++) index = walk(axis + 1, index, offset + i * strides[axis]!);
+        return index;
+      };
+      walk(0, 0, 0);
+      return out;
+    };
+    const aData = floatData(a, 'matmul');
+    const c = allocArray(aData instanceof Float64Array ? 'float64' : 'float32', batch * m * n);
+    runMatmul({
+      a: aData, b: floatData(b, 'matmul'), c: c as Float32Array | Float64Array,
+      aOffsets: offsets(aShape), bOffsets: offsets(bShape), m, n, k, transA, transB,
+    });
+    return wrap(c);
+  }
+
+  permute(x: Storage, shape: Shape, perm: readonly number[]): Storage { return wrap(permuteKernel(cpuData(x), shape, perm)); }
+
+  slice(x: Storage, shape: Shape, begin: readonly number[], size: readonly number[]): Storage {
+    return wrap(sliceKernel(cpuData(x), shape, begin, size));
+  }
+
+  addSliceInto(dst: Storage, dstShape: Shape, src: Storage, srcShape: Shape, begin: readonly number[]): void {
+    addSliceIntoKernel(cpuData(dst), dstShape, cpuData(src), srcShape, begin);
+  }
+
+  softmax(x: Storage, rows: number, cols: number, log: boolean): Storage {
+    return wrap(softmaxKernel(floatData(x, 'softmax'), rows, cols, log));
+  }
+
+  softmaxBackward(y: Storage, dy: Storage, rows: number, cols: number, log: boolean): Storage {
+    return wrap(softmaxBackwardKernel(floatData(y, 'softmax'), floatData(dy, 'softmax'), rows, cols, log));
+  }
+
+  layerNorm(x: Storage, gamma: Storage | null, beta: Storage | null, rows: number, cols: number, eps: number): LayerNormResult {
+    const r = layerNormKernel(
+      floatData(x, 'layerNorm'), gamma && floatData(gamma, 'layerNorm'), beta && floatData(beta, 'layerNorm'), rows, cols, eps,
+    );
+    return { y: wrap(r.y), mean: wrap(r.mean), rstd: wrap(r.rstd) };
+  }
+
+  layerNormBackward(
+    dy: Storage, x: Storage, gamma: Storage | null, mean: Storage, rstd: Storage, rows: number, cols: number, hasBeta: boolean,
+  ): LayerNormGrads {
+    const r = layerNormBackwardKernel(
+      floatData(dy, 'layerNorm'), floatData(x, 'layerNorm'), gamma && floatData(gamma, 'layerNorm'),
+      floatData(mean, 'layerNorm'), floatData(rstd, 'layerNorm'), rows, cols, hasBeta,
+    );
+    return { dx: wrap(r.dx), dGamma: r.dGamma && wrap(r.dGamma), dBeta: r.dBeta && wrap(r.dBeta) };
+  }
+
+  crossEntropy(logits: Storage, targets: Storage, rows: number, cols: number, ignoreIndex: number): { loss: Storage; lse: Storage } {
+    const r = crossEntropyKernel(floatData(logits, 'crossEntropy'), intData(targets, 'crossEntropy targets'), rows, cols, ignoreIndex);
+    return { loss: wrap(r.loss), lse: wrap(r.lse) };
+  }
+
+  crossEntropyBackward(
+    logits: Storage, targets: Storage, lse: Storage, dLoss: Storage, rows: number, cols: number, ignoreIndex: number,
+  ): Storage {
+    return wrap(crossEntropyBackwardKernel(
+      floatData(logits, 'crossEntropy'), intData(targets, 'crossEntropy targets'), floatData(lse, 'crossEntropy'),
+      floatData(dLoss, 'crossEntropy'), rows, cols, ignoreIndex,
+    ));
+  }
+
+  gather(table: Storage, rowsInTable: number, cols: number, indices: Storage): Storage {
+    return wrap(gatherKernel(floatData(table, 'embedding'), rowsInTable, cols, intData(indices, 'embedding indices')));
+  }
+
+  scatterAdd(dOut: Storage, indices: Storage, rowsInTable: number, cols: number): Storage {
+    return wrap(scatterAddKernel(floatData(dOut, 'embedding'), intData(indices, 'embedding indices'), rowsInTable, cols));
+  }
+
+  dilatedAttention(q: Storage, k: Storage, v: Storage, geometry: AttentionGeometry, config: AttentionConfig): { o: Storage; lse: Storage } {
+    const r = dilatedAttentionForward(
+      floatData(q, 'attention q'), floatData(k, 'attention k'), floatData(v, 'attention v'), geometry, config,
+    );
+    return { o: wrap(r.o), lse: wrap(r.lse) };
+  }
+
+  dilatedAttentionBackward(
+    q: Storage, k: Storage, v: Storage, o: Storage, lse: Storage, dO: Storage, geometry: AttentionGeometry, config: AttentionConfig,
+  ): { dq: Storage; dk: Storage; dv: Storage } {
+    const r = dilatedAttentionBackward(
+      floatData(q, 'attention q'), floatData(k, 'attention k'), floatData(v, 'attention v'),
+      floatData(o, 'attention o'), floatData(lse, 'attention lse'), floatData(dO, 'attention dO'), geometry, config,
+    );
+    return { dq: wrap(r.dq), dk: wrap(r.dk), dv: wrap(r.dv) };
+  }
+
+  adamw(param: Storage, grad: Storage, m: Storage, v: Storage, hyper: AdamWHyper): void {
+    adamwKernel(floatData(param, 'adamw'), floatData(grad, 'adamw'), floatData(m, 'adamw'), floatData(v, 'adamw'), hyper);
+  }
+
+  synchronize(): void {}
+}

@@ -1,0 +1,178 @@
+import type { AdamWHyper } from '../backend.js';
+import type { FloatArray } from '../../tensor/dtype.js';
+import { allocLike } from './storage.js';
+
+export function softmaxKernel(x: FloatArray, rows: number, cols: number, log: boolean): FloatArray {
+  const out = allocLike(x) as FloatArray;
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    let max = -Infinity;
+    for (let j = 0; j < cols; j++) if (x[base + j]! > max) max = x[base + j]!;
+    if (max === -Infinity) max = 0; // an all -inf row: softmax is undefined; keep it NaN-free where possible
+    let sum = 0;
+    for (let j = 0; j < cols; j++) sum += Math.exp(x[base + j]! - max);
+    if (log) {
+      const lse = max + Math.log(sum);
+      for (let j = 0; j < cols; j++) out[base + j] = x[base + j]! - lse;
+    } else {
+      for (let j = 0; j < cols; j++) out[base + j] = Math.exp(x[base + j]! - max) / sum;
+    }
+  }
+  return out;
+}
+
+export function softmaxBackwardKernel(y: FloatArray, dy: FloatArray, rows: number, cols: number, log: boolean): FloatArray {
+  const dx = allocLike(y) as FloatArray;
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    if (log) {
+      // y = log softmax: dx = dy - softmax * sum(dy)
+      let s = 0;
+      for (let j = 0; j < cols; j++) s += dy[base + j]!;
+      for (let j = 0; j < cols; j++) dx[base + j] = dy[base + j]! - Math.exp(y[base + j]!) * s;
+    } else {
+      // y = softmax: dx = y * (dy - sum(dy * y))
+      let s = 0;
+      for (let j = 0; j < cols; j++) s += dy[base + j]! * y[base + j]!;
+      for (let j = 0; j < cols; j++) dx[base + j] = y[base + j]! * (dy[base + j]! - s);
+    }
+  }
+  return dx;
+}
+
+export function layerNormKernel(
+  x: FloatArray, gamma: FloatArray | null, beta: FloatArray | null, rows: number, cols: number, eps: number,
+): { y: FloatArray; mean: FloatArray; rstd: FloatArray } {
+  const y = allocLike(x) as FloatArray;
+  const mean = allocLike(x, rows) as FloatArray;
+  const rstd = allocLike(x, rows) as FloatArray;
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    let mu = 0;
+    for (let j = 0; j < cols; j++) mu += x[base + j]!;
+    mu /= cols;
+    let variance = 0;
+    for (let j = 0; j < cols; j++) {
+      const d = x[base + j]! - mu;
+      variance += d * d;
+    }
+    const rs = 1 / Math.sqrt(variance / cols + eps);
+    mean[r] = mu;
+    rstd[r] = rs;
+    for (let j = 0; j < cols; j++) {
+      let v = (x[base + j]! - mu) * rs;
+      if (gamma) v *= gamma[j]!;
+      if (beta) v += beta[j]!;
+      y[base + j] = v;
+    }
+  }
+  return { y, mean, rstd };
+}
+
+export function layerNormBackwardKernel(
+  dy: FloatArray, x: FloatArray, gamma: FloatArray | null, mean: FloatArray, rstd: FloatArray,
+  rows: number, cols: number, hasBeta: boolean,
+): { dx: FloatArray; dGamma: FloatArray | null; dBeta: FloatArray | null } {
+  const dx = allocLike(x) as FloatArray;
+  const dGamma = gamma ? (allocLike(x, cols) as FloatArray) : null;
+  const dBeta = hasBeta ? (allocLike(x, cols) as FloatArray) : null;
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    const mu = mean[r]!;
+    const rs = rstd[r]!;
+    // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * gamma
+    let sumG = 0;
+    let sumGX = 0;
+    for (let j = 0; j < cols; j++) {
+      const xhat = (x[base + j]! - mu) * rs;
+      const g = gamma ? dy[base + j]! * gamma[j]! : dy[base + j]!;
+      sumG += g;
+      sumGX += g * xhat;
+      if (dGamma) dGamma[j] += dy[base + j]! * xhat;
+      if (dBeta) dBeta[j] += dy[base + j]!;
+    }
+    const meanG = sumG / cols;
+    const meanGX = sumGX / cols;
+    for (let j = 0; j < cols; j++) {
+      const xhat = (x[base + j]! - mu) * rs;
+      const g = gamma ? dy[base + j]! * gamma[j]! : dy[base + j]!;
+      dx[base + j] = rs * (g - meanG - xhat * meanGX);
+    }
+  }
+  return { dx, dGamma, dBeta };
+}
+
+function checkTarget(t: number, cols: number, row: number): void {
+  if (!(t >= 0 && t < cols)) throw new RangeError(`crossEntropy: target ${t} at row ${row} is outside [0, ${cols})`);
+}
+
+export function crossEntropyKernel(
+  logits: FloatArray, targets: Int32Array, rows: number, cols: number, ignoreIndex: number,
+): { loss: FloatArray; lse: FloatArray } {
+  const loss = allocLike(logits, rows) as FloatArray;
+  const lse = allocLike(logits, rows) as FloatArray;
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    let max = -Infinity;
+    for (let j = 0; j < cols; j++) if (logits[base + j]! > max) max = logits[base + j]!;
+    let sum = 0;
+    for (let j = 0; j < cols; j++) sum += Math.exp(logits[base + j]! - max);
+    const l = max + Math.log(sum);
+    lse[r] = l;
+    const t = targets[r]!;
+    if (t === ignoreIndex) continue;
+    checkTarget(t, cols, r);
+    loss[r] = l - logits[base + t]!;
+  }
+  return { loss, lse };
+}
+
+export function crossEntropyBackwardKernel(
+  logits: FloatArray, targets: Int32Array, lse: FloatArray, dLoss: FloatArray, rows: number, cols: number, ignoreIndex: number,
+): FloatArray {
+  const d = allocLike(logits) as FloatArray;
+  for (let r = 0; r < rows; r++) {
+    const t = targets[r]!;
+    if (t === ignoreIndex) continue;
+    const base = r * cols;
+    const w = dLoss[r]!;
+    const l = lse[r]!;
+    for (let j = 0; j < cols; j++) d[base + j] = w * Math.exp(logits[base + j]! - l);
+    d[base + t] -= w;
+  }
+  return d;
+}
+
+export function gatherKernel(table: FloatArray, rowsInTable: number, cols: number, indices: Int32Array): FloatArray {
+  const out = allocLike(table, indices.length * cols) as FloatArray;
+  for (let i = 0; i < indices.length; i++) {
+    const row = indices[i]!;
+    if (!(row >= 0 && row < rowsInTable)) throw new RangeError(`embedding: index ${row} is outside [0, ${rowsInTable})`);
+    out.set(table.subarray(row * cols, (row + 1) * cols), i * cols);
+  }
+  return out;
+}
+
+export function scatterAddKernel(dOut: FloatArray, indices: Int32Array, rowsInTable: number, cols: number): FloatArray {
+  const table = allocLike(dOut, rowsInTable * cols) as FloatArray;
+  for (let i = 0; i < indices.length; i++) {
+    const base = indices[i]! * cols;
+    for (let j = 0; j < cols; j++) table[base + j] += dOut[i * cols + j]!;
+  }
+  return table;
+}
+
+/** AdamW with decoupled weight decay (Loshchilov and Hutter), bias-corrected, in place. */
+export function adamwKernel(param: FloatArray, grad: FloatArray, m: FloatArray, v: FloatArray, h: AdamWHyper): void {
+  const c1 = 1 - Math.pow(h.beta1, h.step);
+  const c2 = 1 - Math.pow(h.beta2, h.step);
+  const decay = 1 - h.lr * h.weightDecay;
+  for (let i = 0; i < param.length; i++) {
+    const g = grad[i]!;
+    const mi = h.beta1 * m[i]! + (1 - h.beta1) * g;
+    const vi = h.beta2 * v[i]! + (1 - h.beta2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    param[i] = param[i]! * decay - h.lr * (mi / c1) / (Math.sqrt(vi / c2) + h.eps);
+  }
+}

@@ -1,0 +1,38 @@
+import type { Storage } from '../backend.js';
+import { dtypeOfArray, newTypedArray, type DType, type FloatArray, type TypedArray } from '../../tensor/dtype.js';
+
+/** Arrays at least this long live on SharedArrayBuffers, so that worker threads can share the work. */
+const SHARED_MIN_ELEMENTS = 4096;
+
+export class CpuStorage implements Storage {
+  readonly device = 'cpu' as const;
+  constructor(readonly data: TypedArray) {}
+  get dtype(): DType { return dtypeOfArray(this.data); }
+  get size(): number { return this.data.length; }
+}
+
+export function allocArray(dtype: DType, size: number): TypedArray {
+  return newTypedArray(dtype, size, size >= SHARED_MIN_ELEMENTS);
+}
+
+export function cpuData(x: Storage): TypedArray {
+  if (!(x instanceof CpuStorage)) throw new Error(`cpu backend: storage on ${x.device} passed to a CPU kernel`);
+  return x.data;
+}
+
+export function floatData(x: Storage, what: string): FloatArray {
+  const data = cpuData(x);
+  if (data instanceof Int32Array) throw new Error(`cpu backend: ${what} needs a float tensor, got int32`);
+  return data;
+}
+
+export function intData(x: Storage, what: string): Int32Array {
+  const data = cpuData(x);
+  if (!(data instanceof Int32Array)) throw new Error(`cpu backend: ${what} needs an int32 tensor, got ${x.dtype}`);
+  return data;
+}
+
+/** A new array of the same dtype as `like`. */
+export function allocLike(like: TypedArray, size = like.length): TypedArray {
+  return allocArray(dtypeOfArray(like), size);
+}

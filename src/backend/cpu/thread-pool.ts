@@ -1,0 +1,207 @@
+/**
+ * A small synchronous parallel-for over worker threads. The main thread posts a task (a registered range
+ * kernel and its arguments on shared buffers), takes its own share of the items from a shared counter,
+ * then blocks in Atomics.wait until the workers are done. Workers start lazily and never keep the
+ * process alive.
+ */
+import { availableParallelism } from 'node:os';
+import { isMainThread, Worker } from 'node:worker_threads';
+import { check } from '../../errors.js';
+import { getRangeKernel, rangeKernelModule, type KernelArgs } from './kernel-registry.js';
+import {
+  ERROR_BYTES, ERROR_LENGTH, EXITED, FAILED, NEXT, PENDING, READY, STARTED, STARTING, START_FAILED, readError, recordError,
+} from './thread-control.js';
+import type { TaskMessage } from './thread-worker.js';
+
+export { registerRangeKernel, type KernelArgs, type RangeKernel } from './kernel-registry.js';
+
+const STARTUP_TIMEOUT_MS = 60_000;
+const MAX_WORKERS = 256;
+
+/** Threads a parallel loop may use, the calling thread included: LONGNET_THREADS, else every core. */
+export function threadCount(): number {
+  const env = process.env['LONGNET_THREADS'];
+  if (env === undefined || env === '') return Math.max(1, availableParallelism());
+  const n = Number(env);
+  check(Number.isInteger(n) && n >= 1, `LONGNET_THREADS must be a positive integer, got '${env}'`);
+  return Math.min(n, MAX_WORKERS + 1);
+}
+
+interface Pool {
+  readonly workers: Worker[];
+  readonly ctrl: Int32Array;
+  readonly errorBytes: Uint8Array;
+}
+
+let pool: Pool | undefined;
+let lastThreads = 0;
+let startupFailure: Error | undefined;
+let busy = false;
+
+/**
+ * Starts one worker. Compiled, the worker is the sibling .js file. Run from TypeScript source through tsx,
+ * workers do not inherit tsx's module hooks (Node 20), so a tiny bootstrap registers them first.
+ */
+function startWorker(workerData: unknown): Worker {
+  const fromSource = new URL(import.meta.url).pathname.endsWith('.ts');
+  const entry = new URL(`./thread-worker${fromSource ? '.ts' : '.js'}`, import.meta.url);
+  if (!fromSource) return new Worker(entry, { workerData });
+  let tsxApi: string;
+  try {
+    tsxApi = import.meta.resolve('tsx/esm/api');
+  } catch {
+    return new Worker(entry, { workerData }); // another TypeScript loader: hope the worker inherits it
+  }
+  const bootstrap = `import(${JSON.stringify(tsxApi)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry.href)}); });`;
+  return new Worker(bootstrap, { eval: true, workerData });
+}
+
+function startupError(detail: string): Error {
+  return new Error(`thread pool: a worker thread failed to start (${detail}); set LONGNET_THREADS=1 to run on one thread`);
+}
+
+/** Returns a pool whose first `wanted` workers are running, starting missing or exited ones. */
+function ensureWorkers(wanted: number): Pool {
+  if (startupFailure !== undefined) throw startupFailure;
+  if (pool === undefined) {
+    pool = {
+      workers: [],
+      ctrl: new Int32Array(new SharedArrayBuffer(4 * (READY + MAX_WORKERS))),
+      errorBytes: new Uint8Array(new SharedArrayBuffer(ERROR_BYTES)),
+    };
+  }
+  const { workers, ctrl, errorBytes } = pool;
+  // a worker that fails to start reports through the error slot: clear what an earlier task left there
+  Atomics.store(ctrl, FAILED, 0);
+  Atomics.store(ctrl, ERROR_LENGTH, 0);
+  const started: number[] = [];
+  for (let i = 0; i < wanted; i++) {
+    if (i < workers.length && Atomics.load(ctrl, READY + i) !== EXITED) continue;
+    if (i < workers.length) void workers[i]!.terminate();
+    Atomics.store(ctrl, READY + i, STARTING);
+    const worker = startWorker({ ctrl, errorBytes, index: i });
+    worker.unref();
+    // a task's errors come back through the control block; this only keeps 'error' from being unhandled
+    worker.on('error', () => {});
+    workers[i] = worker;
+    started.push(i);
+  }
+  // The main thread blocks below; workers start on their own threads, so this cannot deadlock.
+  const deadline = Date.now() + STARTUP_TIMEOUT_MS;
+  for (const i of started) {
+    for (;;) {
+      const state = Atomics.load(ctrl, READY + i);
+      if (state === STARTED) break;
+      let detail: string | undefined;
+      if (state === START_FAILED || state === EXITED) {
+        const info = readError(ctrl, errorBytes);
+        detail = `${info.name}: ${info.message}`;
+      } else if (Date.now() >= deadline) {
+        detail = `no answer within ${STARTUP_TIMEOUT_MS / 1000} s`;
+      }
+      if (detail !== undefined) {
+        startupFailure = startupError(detail);
+        void shutdownThreadPool();
+        throw startupFailure;
+      }
+      Atomics.wait(ctrl, READY + i, state, Math.max(1, Math.min(deadline - Date.now(), 1000)));
+    }
+  }
+  return pool;
+}
+
+/** True when every typed array among `args` lives on a SharedArrayBuffer, so workers see the same memory. */
+function allShared(args: KernelArgs): boolean {
+  for (const value of Object.values(args)) {
+    if (ArrayBuffer.isView(value) && !(value.buffer instanceof SharedArrayBuffer)) return false;
+  }
+  return true;
+}
+
+export interface ParallelOptions {
+  /** Relative cost of one item (default 1). */
+  readonly itemCost?: number;
+  /** Below this much cost per thread, fewer threads are used (default 1: any split pays). */
+  readonly minCostPerThread?: number;
+  /** Items taken from the shared counter at a time (default: about 8 takes per thread). */
+  readonly grain?: number;
+}
+
+/**
+ * Runs the registered range kernel `name` over items [0, count), split across threads when the arguments
+ * are on shared buffers and the work is large enough; serially otherwise. Returns when every item is done.
+ * An error in any thread is thrown here.
+ */
+export function parallelFor(name: string, args: KernelArgs, count: number, options: ParallelOptions = {}): void {
+  const fn = getRangeKernel(name);
+  if (fn === undefined) throw new Error(`parallelFor: no range kernel registered as '${name}'`);
+  if (count <= 0) return;
+  const { itemCost = 1, minCostPerThread = 1 } = options;
+  const byCost = Math.floor((count * itemCost) / minCostPerThread);
+  const threads = Math.min(threadCount(), count, Math.max(1, byCost));
+  if (threads <= 1 || busy || !isMainThread || !allShared(args)) {
+    if (!busy) lastThreads = 1;
+    fn(args, 0, count);
+    return;
+  }
+  const { workers, ctrl, errorBytes } = ensureWorkers(threads - 1);
+  const grain = Math.max(1, options.grain ?? Math.floor(count / (threads * 8)));
+  Atomics.store(ctrl, NEXT, 0);
+  Atomics.store(ctrl, FAILED, 0);
+  Atomics.store(ctrl, ERROR_LENGTH, 0);
+  Atomics.store(ctrl, PENDING, threads - 1);
+  const task: TaskMessage = { name, moduleUrl: rangeKernelModule(name)!, args, count, grain };
+  let ownError: unknown;
+  let ownFailed = false;
+  busy = true;
+  lastThreads = threads;
+  try {
+    for (let i = 0; i < threads - 1; i++) workers[i]!.postMessage(task);
+    try {
+      for (;;) {
+        if (Atomics.load(ctrl, FAILED) !== 0) break;
+        const start = Atomics.add(ctrl, NEXT, grain);
+        if (start >= count) break;
+        fn(args, start, Math.min(count, start + grain));
+      }
+    } catch (error) {
+      ownError = error;
+      ownFailed = true;
+      recordError(ctrl, errorBytes, error);
+      Atomics.store(ctrl, NEXT, count);
+    }
+    // workers write into the caller's arrays: never return (or throw) before they are done
+    for (;;) {
+      const pending = Atomics.load(ctrl, PENDING);
+      if (pending === 0) break;
+      Atomics.wait(ctrl, PENDING, pending);
+    }
+  } finally {
+    busy = false;
+  }
+  if (ownFailed) throw ownError; // keeps its class (InputError and the like)
+  if (Atomics.load(ctrl, FAILED) !== 0) {
+    const info = readError(ctrl, errorBytes);
+    const error = new Error(`${name}: ${info.message}`);
+    error.name = info.name;
+    if (info.stack !== '') error.stack = `${error.name}: ${error.message}\n  -- thread stack --\n${info.stack}`;
+    throw error;
+  }
+}
+
+/** Threads the most recent top-level parallel loop of this thread ran on (1: serial). */
+export function lastLoopThreads(): number {
+  return lastThreads;
+}
+
+/** Stops the workers; the next parallel loop starts fresh ones. */
+export async function shutdownThreadPool(): Promise<void> {
+  const current = pool;
+  pool = undefined;
+  if (current !== undefined) await Promise.all(current.workers.map((w) => w.terminate()));
+}
+
+/** Forgets a start-up failure so that the next loop tries again (tests). */
+export function resetThreadPoolFailure(): void {
+  startupFailure = undefined;
+}

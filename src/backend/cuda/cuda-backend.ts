@@ -1,0 +1,246 @@
+import type {
+  AdamWHyper, AttentionConfig, AttentionGeometry, Backend, BinaryOp, LayerNormGrads, LayerNormResult, ReduceOp, Storage, UnaryOp,
+} from '../backend.js';
+import { newTypedArray, dtypeOfArray, type DType, type TypedArray } from '../../tensor/dtype.js';
+import { sizeOf, type Shape } from '../../tensor/shape.js';
+import {
+  DTYPE_CODE, MATMUL_PRECISION_CODE, type DeviceInfo, type MatmulPrecision, type MemoryStats, type NativeAddon, type NativeHandle,
+} from './native.js';
+import { CudaStorage, cudaHandle, floatHandle, intHandle } from './storage.js';
+
+/**
+ * The GPU backend: every kernel runs in the native addon on one CUDA stream, so calls return as soon as
+ * the work is queued; `read`, `allFinite` and index checks wait for it. Float32 storage throughout, int32
+ * for indices; products go through cuBLASLt (TF32 tensor cores by default, see `setMatmulPrecision`).
+ */
+export class CudaBackend implements Backend {
+  readonly device = 'cuda' as const;
+
+  constructor(private readonly native: NativeAddon, readonly info: DeviceInfo) {}
+
+  private make(dtype: DType, size: number, zero = false): CudaStorage {
+    return new CudaStorage(this.native.alloc(DTYPE_CODE[dtype], size, zero), dtype, size);
+  }
+
+  private f32(size: number): CudaStorage { return this.make('float32', size); }
+
+  alloc(dtype: DType, size: number): Storage { return this.make(dtype, size, true); }
+
+  fromArray(data: TypedArray): Storage {
+    const out = this.make(dtypeOfArray(data), data.length);
+    this.native.upload(out.handle, data);
+    return out;
+  }
+
+  read(x: Storage): TypedArray {
+    const out = newTypedArray(x.dtype, x.size);
+    this.native.download(cudaHandle(x, 'read'), out);
+    return out;
+  }
+
+  free(x: Storage): void { this.native.free(cudaHandle(x, 'free')); }
+
+  fill(x: Storage, value: number): void { this.native.fill(cudaHandle(x, 'fill'), value); }
+
+  copy(x: Storage): Storage {
+    const out = this.make(x.dtype, x.size);
+    this.native.copyInto(out.handle, cudaHandle(x, 'copy'));
+    return out;
+  }
+
+  cast(x: Storage, dtype: DType): Storage {
+    const out = this.make(dtype, x.size);
+    this.native.cast(cudaHandle(x, 'cast'), out.handle);
+    return out;
+  }
+
+  assign(dst: Storage, src: Storage): void {
+    if (dst.size !== src.size) throw new Error(`assign: sizes differ (${dst.size} vs ${src.size})`);
+    const d = cudaHandle(dst, 'assign destination');
+    const s = cudaHandle(src, 'assign source');
+    if (dst.dtype === src.dtype) this.native.copyInto(d, s);
+    else this.native.cast(s, d);
+  }
+
+  allFinite(x: Storage): boolean { return this.native.allFinite(cudaHandle(x, 'allFinite')); }
+
+  unary(op: UnaryOp, x: Storage): Storage {
+    const out = this.f32(x.size);
+    this.native.unary(op, floatHandle(x, op), out.handle);
+    return out;
+  }
+
+  binary(op: BinaryOp, a: Storage, aShape: Shape, b: Storage, bShape: Shape, outShape: Shape): Storage {
+    const out = this.f32(sizeOf(outShape));
+    this.native.binary(op, floatHandle(a, op), aShape, floatHandle(b, op), bShape, out.handle, outShape);
+    return out;
+  }
+
+  binaryScalar(op: BinaryOp, a: Storage, scalar: number): Storage {
+    const out = this.f32(a.size);
+    this.native.binaryScalar(op, floatHandle(a, op), scalar, out.handle);
+    return out;
+  }
+
+  reduce(op: ReduceOp, x: Storage, shape: Shape, axes: readonly number[]): Storage {
+    const out = this.f32(sizeOf(shape.map((d, i) => (axes.includes(i) ? 1 : d))));
+    this.native.reduce(op, floatHandle(x, op), shape, axes, out.handle);
+    return out;
+  }
+
+  matmul(
+    a: Storage, aShape: Shape, b: Storage, bShape: Shape,
+    transA: boolean, transB: boolean, batchShape: Shape, m: number, n: number, k: number,
+  ): Storage {
+    const out = this.f32(sizeOf(batchShape) * m * n);
+    this.native.matmul(floatHandle(a, 'matmul'), aShape, floatHandle(b, 'matmul'), bShape, transA, transB, batchShape, m, n, k, out.handle);
+    return out;
+  }
+
+  permute(x: Storage, shape: Shape, perm: readonly number[]): Storage {
+    const out = this.make(x.dtype, x.size);
+    this.native.permute(cudaHandle(x, 'permute'), shape, perm, out.handle);
+    return out;
+  }
+
+  slice(x: Storage, shape: Shape, begin: readonly number[], size: readonly number[]): Storage {
+    const out = this.make(x.dtype, sizeOf(size));
+    this.native.slice(cudaHandle(x, 'slice'), shape, begin, size, out.handle);
+    return out;
+  }
+
+  addSliceInto(dst: Storage, dstShape: Shape, src: Storage, srcShape: Shape, begin: readonly number[]): void {
+    this.native.addSliceInto(floatHandle(dst, 'addSliceInto'), dstShape, floatHandle(src, 'addSliceInto'), srcShape, begin);
+  }
+
+  softmax(x: Storage, rows: number, cols: number, log: boolean): Storage {
+    const out = this.f32(rows * cols);
+    this.native.softmax(floatHandle(x, 'softmax'), rows, cols, log, out.handle);
+    return out;
+  }
+
+  softmaxBackward(y: Storage, dy: Storage, rows: number, cols: number, log: boolean): Storage {
+    const out = this.f32(rows * cols);
+    this.native.softmaxBackward(floatHandle(y, 'softmax'), floatHandle(dy, 'softmax'), rows, cols, log, out.handle);
+    return out;
+  }
+
+  layerNorm(x: Storage, gamma: Storage | null, beta: Storage | null, rows: number, cols: number, eps: number): LayerNormResult {
+    const y = this.f32(rows * cols);
+    const mean = this.f32(rows);
+    const rstd = this.f32(rows);
+    this.native.layerNorm(
+      floatHandle(x, 'layerNorm'), gamma && floatHandle(gamma, 'layerNorm gamma'), beta && floatHandle(beta, 'layerNorm beta'),
+      rows, cols, eps, y.handle, mean.handle, rstd.handle,
+    );
+    return { y, mean, rstd };
+  }
+
+  layerNormBackward(
+    dy: Storage, x: Storage, gamma: Storage | null, mean: Storage, rstd: Storage, rows: number, cols: number, hasBeta: boolean,
+  ): LayerNormGrads {
+    const dx = this.f32(rows * cols);
+    const dGamma = gamma ? this.f32(cols) : null;
+    const dBeta = hasBeta ? this.f32(cols) : null;
+    this.native.layerNormBackward(
+      floatHandle(dy, 'layerNorm'), floatHandle(x, 'layerNorm'), gamma && floatHandle(gamma, 'layerNorm gamma'),
+      floatHandle(mean, 'layerNorm'), floatHandle(rstd, 'layerNorm'), rows, cols, dx.handle, dGamma?.handle ?? null, dBeta?.handle ?? null,
+    );
+    return { dx, dGamma, dBeta };
+  }
+
+  crossEntropy(logits: Storage, targets: Storage, rows: number, cols: number, ignoreIndex: number): { loss: Storage; lse: Storage } {
+    const loss = this.f32(rows);
+    const lse = this.f32(rows);
+    this.native.crossEntropy(
+      floatHandle(logits, 'crossEntropy'), intHandle(targets, 'crossEntropy targets'), rows, cols, ignoreIndex, loss.handle, lse.handle,
+    );
+    return { loss, lse };
+  }
+
+  crossEntropyBackward(
+    logits: Storage, targets: Storage, lse: Storage, dLoss: Storage, rows: number, cols: number, ignoreIndex: number,
+  ): Storage {
+    const out = this.f32(rows * cols);
+    this.native.crossEntropyBackward(
+      floatHandle(logits, 'crossEntropy'), intHandle(targets, 'crossEntropy targets'), floatHandle(lse, 'crossEntropy'),
+      floatHandle(dLoss, 'crossEntropy'), rows, cols, ignoreIndex, out.handle,
+    );
+    return out;
+  }
+
+  gather(table: Storage, rowsInTable: number, cols: number, indices: Storage): Storage {
+    const out = this.f32(indices.size * cols);
+    this.native.gather(floatHandle(table, 'embedding'), rowsInTable, cols, intHandle(indices, 'embedding indices'), out.handle);
+    return out;
+  }
+
+  scatterAdd(dOut: Storage, indices: Storage, rowsInTable: number, cols: number): Storage {
+    const out = this.f32(rowsInTable * cols);
+    this.native.scatterAdd(floatHandle(dOut, 'embedding'), intHandle(indices, 'embedding indices'), rowsInTable, cols, out.handle);
+    return out;
+  }
+
+  dilatedAttention(q: Storage, k: Storage, v: Storage, geometry: AttentionGeometry, config: AttentionConfig): { o: Storage; lse: Storage } {
+    const { batch, seqLen, heads, headDim } = geometry;
+    const o = this.f32(batch * seqLen * heads * headDim);
+    const lse = this.f32(batch * seqLen * heads);
+    this.native.attentionForward(
+      floatHandle(q, 'attention q'), floatHandle(k, 'attention k'), floatHandle(v, 'attention v'), o.handle, lse.handle,
+      batch, seqLen, heads, headDim, flatPatterns(config), config.causal, config.scale, config.headOffsets === 'blocked',
+    );
+    return { o, lse };
+  }
+
+  dilatedAttentionBackward(
+    q: Storage, k: Storage, v: Storage, o: Storage, lse: Storage, dO: Storage, geometry: AttentionGeometry, config: AttentionConfig,
+  ): { dq: Storage; dk: Storage; dv: Storage } {
+    const { batch, seqLen, heads, headDim } = geometry;
+    const n = batch * seqLen * heads * headDim;
+    const dq = this.f32(n);
+    const dk = this.f32(n);
+    const dv = this.f32(n);
+    this.native.attentionBackward(
+      floatHandle(q, 'attention q'), floatHandle(k, 'attention k'), floatHandle(v, 'attention v'), floatHandle(o, 'attention o'),
+      floatHandle(lse, 'attention lse'), floatHandle(dO, 'attention dO'), dq.handle, dk.handle, dv.handle,
+      batch, seqLen, heads, headDim, flatPatterns(config), config.causal, config.scale, config.headOffsets === 'blocked',
+    );
+    return { dq, dk, dv };
+  }
+
+  adamw(param: Storage, grad: Storage, m: Storage, v: Storage, h: AdamWHyper): void {
+    this.native.adamw(
+      floatHandle(param, 'adamw'), floatHandle(grad, 'adamw'), floatHandle(m, 'adamw'), floatHandle(v, 'adamw'),
+      h.lr, h.beta1, h.beta2, h.eps, h.weightDecay, h.step,
+    );
+  }
+
+  synchronize(): void { this.native.synchronize(); }
+
+  // beyond the Backend interface: controls of this device
+
+  memoryStats(): MemoryStats { return this.native.memoryStats(); }
+
+  /** Gives cached blocks back to the driver (after waiting for queued work). */
+  emptyCache(): void { this.native.emptyCache(); }
+
+  setMatmulPrecision(precision: MatmulPrecision): void {
+    const code = MATMUL_PRECISION_CODE[precision];
+    if (code === undefined) throw new Error(`matmul precision must be fp32, tf32 or bf16, got ${String(precision)}`);
+    this.native.setMatmulPrecision(code);
+  }
+
+  matmulPrecision(): MatmulPrecision {
+    const code = this.native.matmulPrecision();
+    return (Object.keys(MATMUL_PRECISION_CODE) as MatmulPrecision[]).find((k) => MATMUL_PRECISION_CODE[k] === code)!;
+  }
+
+  /** The addon, for modules of this directory (NCCL). */
+  get addon(): NativeAddon { return this.native; }
+
+  handleOf(x: Storage): NativeHandle { return cudaHandle(x, 'storage'); }
+}
+
+function flatPatterns(config: AttentionConfig): number[] {
+  return config.patterns.flatMap((p) => [p.segmentLength, p.dilationRate]);
+}

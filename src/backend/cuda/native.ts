@@ -1,0 +1,105 @@
+import type { TypedArray } from '../../tensor/dtype.js';
+import type { DType } from '../../tensor/dtype.js';
+
+/** A device buffer owned by the addon; opaque to TypeScript. */
+export type NativeHandle = { readonly __longnetCudaBuffer: unique symbol };
+/** An NCCL communicator owned by the addon. */
+export type NativeComm = { readonly __longnetNcclComm: unique symbol };
+
+/** Element type codes of the addon (native/src/common.h). */
+export const DTYPE_CODE: Readonly<Record<DType, number>> = { float32: 0, float64: 1, int32: 2 };
+
+export interface DeviceInfo {
+  index: number;
+  name: string;
+  major: number;
+  minor: number;
+  multiprocessors: number;
+  totalMemory: number;
+}
+
+export interface MemoryStats {
+  /** Bytes held by live storages (rounded to the allocator's block sizes). */
+  inUse: number;
+  /** Bytes of freed blocks kept for reuse. */
+  cached: number;
+  peakInUse: number;
+  deviceAllocations: number;
+  cacheHits: number;
+  deviceFree: number;
+  deviceTotal: number;
+}
+
+/** How float32 matrix products use the tensor cores (accumulation is float32 in every mode). */
+export type MatmulPrecision = 'fp32' | 'tf32' | 'bf16';
+export const MATMUL_PRECISION_CODE: Readonly<Record<MatmulPrecision, number>> = { fp32: 0, tf32: 1, bf16: 2 };
+
+type H = NativeHandle;
+type Dims = readonly number[];
+
+/** The functions of native/build/longnet_cuda.node (bindings in native/src/napi). Outputs are passed in. */
+export interface NativeAddon {
+  readonly abiVersion: number;
+  probe(): { ok: boolean; reason: string; devices: number };
+  init(device: number): DeviceInfo;
+
+  alloc(dtype: number, size: number, zero: boolean): H;
+  free(x: H): void;
+  upload(x: H, data: TypedArray): void;
+  download(x: H, out: TypedArray): void;
+  fill(x: H, value: number): void;
+  copyInto(dst: H, src: H): void;
+  cast(src: H, dst: H): void;
+  allFinite(x: H): boolean;
+  synchronize(): void;
+  memoryStats(): MemoryStats;
+  emptyCache(): void;
+  setMatmulPrecision(code: number): void;
+  matmulPrecision(): number;
+  cublasLtVersion(): number;
+
+  unary(op: string, x: H, out: H): void;
+  binary(op: string, a: H, aShape: Dims, b: H, bShape: Dims, out: H, outShape: Dims): void;
+  binaryScalar(op: string, a: H, scalar: number, out: H): void;
+  reduce(op: string, x: H, shape: Dims, axes: Dims, out: H): void;
+  matmul(a: H, aShape: Dims, b: H, bShape: Dims, transA: boolean, transB: boolean, batchShape: Dims, m: number, n: number, k: number, out: H): void;
+  permute(x: H, shape: Dims, perm: Dims, out: H): void;
+  slice(x: H, shape: Dims, begin: Dims, size: Dims, out: H): void;
+  addSliceInto(dst: H, dstShape: Dims, src: H, srcShape: Dims, begin: Dims): void;
+
+  softmax(x: H, rows: number, cols: number, log: boolean, out: H): void;
+  softmaxBackward(y: H, dy: H, rows: number, cols: number, log: boolean, out: H): void;
+  layerNorm(x: H, gamma: H | null, beta: H | null, rows: number, cols: number, eps: number, y: H, mean: H, rstd: H): void;
+  layerNormBackward(dy: H, x: H, gamma: H | null, mean: H, rstd: H, rows: number, cols: number, dx: H, dGamma: H | null, dBeta: H | null): void;
+  crossEntropy(logits: H, targets: H, rows: number, cols: number, ignoreIndex: number, loss: H, lse: H): void;
+  crossEntropyBackward(logits: H, targets: H, lse: H, dLoss: H, rows: number, cols: number, ignoreIndex: number, out: H): void;
+  gather(table: H, rowsInTable: number, cols: number, indices: H, out: H): void;
+  scatterAdd(dOut: H, indices: H, rowsInTable: number, cols: number, out: H): void;
+  adamw(param: H, grad: H, m: H, v: H, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
+
+  /** patterns: [w0, r0, w1, r1, ...] */
+  attentionForward(
+    q: H, k: H, v: H, o: H, lse: H,
+    batch: number, seqLen: number, heads: number, headDim: number, patterns: Dims, causal: boolean, scale: number, blocked: boolean,
+  ): void;
+  attentionBackward(
+    q: H, k: H, v: H, o: H, lse: H, dO: H, dq: H, dk: H, dv: H,
+    batch: number, seqLen: number, heads: number, headDim: number, patterns: Dims, causal: boolean, scale: number, blocked: boolean,
+  ): void;
+
+  ncclInfo(): { ok: true; version: number } | { ok: false; reason: string };
+  ncclUniqueId(): Uint8Array;
+  ncclCommInit(id: Uint8Array, nranks: number, rank: number): NativeComm;
+  ncclCommDestroy(comm: NativeComm, abort?: boolean): void;
+  /** '' while healthy, else NCCL's description of the failure. */
+  ncclAsyncError(comm: NativeComm): string;
+  ncclAllReduce(comm: NativeComm, send: H, recv: H, op: 'sum' | 'max' | 'min' | 'avg'): void;
+  ncclAllGather(comm: NativeComm, send: H, recv: H): void;
+  ncclReduceScatter(comm: NativeComm, send: H, recv: H, op: 'sum' | 'max' | 'min' | 'avg'): void;
+  ncclBroadcast(comm: NativeComm, send: H, recv: H, root: number): void;
+  ncclGroupStart(): void;
+  ncclGroupEnd(): void;
+}
+
+/** The addon version this TypeScript expects; a stale build is reported instead of misbehaving. */
+export const ABI_VERSION = 1;

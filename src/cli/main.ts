@@ -1,0 +1,12 @@
+#!/usr/bin/env node
+/** The `longnet` executable. To add a command, add one line to COMMANDS. */
+import { runCli, type CommandTable } from './frame.js';
+
+const COMMANDS: CommandTable = {
+  attention: { summary: 'run dilated attention (and its gradients) on q, k, v from a safetensors file', load: () => import('./attention.js') },
+  train: { summary: 'train a LongNet language model (no flags: the tiny model on lodash.js, about 10 minutes)', load: () => import('./train.js') },
+  eval: { summary: 'perplexity of a checkpoint on held-out data at one or more sequence lengths', load: () => import('./eval.js') },
+  generate: { summary: 'sample text from a checkpoint (temperature, top-k, top-p; KV cache)', load: () => import('./generate.js') },
+};
+
+await runCli(process.argv.slice(2), COMMANDS);

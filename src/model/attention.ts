@@ -1,0 +1,98 @@
+import { dilatedAttention, denseAttention } from '../attention/dilated.js';
+import { check } from '../errors.js';
+import { Rng } from '../tensor/index.js';
+import * as T from '../tensor/index.js';
+import type { Tensor } from '../tensor/index.js';
+import type { AttentionSpec } from './config.js';
+import { xavierStd } from './init.js';
+import { LayerNorm } from './layer-norm.js';
+import { Linear } from './linear.js';
+import { Module, resolveParameterOptions, type ParameterOptions } from './module.js';
+import { applyXPos, xposCenter, xposTables, type XPosTables } from './xpos.js';
+
+export interface MultiheadDilatedAttentionOptions extends ParameterOptions {
+  /** Dilated with a schedule, or dense (the default, vanilla attention). */
+  attention?: AttentionSpec;
+  /** Default true (a decoder). */
+  causal?: boolean;
+  xposScaleBase?: number;
+  layerNormEps?: number;
+  /** MAGNETO's init scale applied to W_v and W_o (1 = plain Xavier). */
+  gamma?: number;
+  rng?: Rng;
+}
+
+/**
+ * Multi-head attention for [B, N, dModel] with XPos positions and dilated (or dense) attention, with
+ * MAGNETO's Sub-LN before the output projection: W_o LN_inner(Attn(q, k, v)). XPos rotates the full q
+ * and k before any sparsification, so that every pattern sees true distances.
+ */
+export class MultiheadDilatedAttention extends Module {
+  readonly qProj: Linear;
+  readonly kProj: Linear;
+  readonly vProj: Linear;
+  readonly innerNorm: LayerNorm;
+  readonly outProj: Linear;
+  readonly headDim: number;
+  readonly attention: AttentionSpec;
+  readonly causal: boolean;
+  readonly xposScaleBase: number;
+  private readonly placement: Required<ParameterOptions>;
+
+  constructor(readonly dModel: number, readonly heads: number, options: MultiheadDilatedAttentionOptions = {}) {
+    super();
+    check(Number.isInteger(heads) && heads > 0 && dModel % heads === 0, `attention: heads = ${heads} does not divide dModel = ${dModel}`);
+    this.headDim = dModel / heads;
+    check(this.headDim % 2 === 0, `attention: head dim ${this.headDim} must be even (XPos rotates pairs)`);
+    this.attention = options.attention ?? { kind: 'dense' };
+    this.causal = options.causal ?? true;
+    this.xposScaleBase = options.xposScaleBase ?? 512;
+    this.placement = resolveParameterOptions(options);
+    const rng = options.rng ?? new Rng(0);
+    const gamma = options.gamma ?? 1;
+    const p = this.placement;
+    const std = xavierStd(dModel, dModel);
+    this.qProj = this.addModule('qProj', new Linear(dModel, dModel, { ...p, rng, std }));
+    this.kProj = this.addModule('kProj', new Linear(dModel, dModel, { ...p, rng, std }));
+    this.vProj = this.addModule('vProj', new Linear(dModel, dModel, { ...p, rng, std: std * gamma }));
+    this.innerNorm = this.addModule('innerNorm', new LayerNorm(dModel, { ...p, eps: options.layerNormEps }));
+    this.outProj = this.addModule('outProj', new Linear(dModel, dModel, { ...p, rng, std: std * gamma }));
+  }
+
+  /** XPos factors for positions [start, start + length) around `center`, in this module's dtype and device. */
+  positions(start: number, length: number, center: number): XPosTables {
+    return xposTables(this.headDim, this.xposScaleBase, start, length, center, this.placement);
+  }
+
+  /** x [B, N, dModel] -> [B, N, dModel]. `tables` (positions 0..N-1) may be shared by the layers of a model. */
+  forward(x: Tensor, tables?: XPosTables): Tensor {
+    check(x.rank === 3 && x.shape[2] === this.dModel, () => `attention: input [${x.shape.join(', ')}] is not [batch, seqLen, ${this.dModel}]`);
+    const n = x.shape[1]!;
+    const { q, k, v } = this.project(x);
+    const rotated = applyXPos(q, k, tables ?? this.positions(0, n, xposCenter(n)));
+    return this.output(this.attend(rotated.q, rotated.k, v));
+  }
+
+  /** q, k, v [B, N, H, D], before XPos. */
+  project(x: Tensor): { q: Tensor; k: Tensor; v: Tensor } {
+    const [b, n] = x.shape as [number, number];
+    const split = (t: Tensor): Tensor => T.reshape(t, [b, n, this.heads, this.headDim]);
+    return { q: split(this.qProj.forward(x)), k: split(this.kProj.forward(x)), v: split(this.vProj.forward(x)) };
+  }
+
+  /** The attention core on rotated q, k: [B, N, H, D]. */
+  attend(q: Tensor, k: Tensor, v: Tensor): Tensor {
+    const a = this.attention;
+    const result = a.kind === 'dense'
+      ? denseAttention(q, k, v, { causal: this.causal })
+      : dilatedAttention(q, k, v, { segmentLengths: a.segmentLengths, dilationRates: a.dilationRates, causal: this.causal });
+    // lse stays alive: the backward pass reads it (a tidy scope frees it)
+    return result.output;
+  }
+
+  /** W_o LN_inner(o) for o [B, N, H, D]: [B, N, dModel]. */
+  output(o: Tensor): Tensor {
+    const [b, n] = o.shape as [number, number];
+    return this.outProj.forward(this.innerNorm.forward(T.reshape(o, [b, n, this.dModel])));
+  }
+}

@@ -1,0 +1,162 @@
+import { parsePatterns } from '../attention/patterns.js';
+import type { AttentionPattern } from '../backend/backend.js';
+import { check, InputError } from '../errors.js';
+import { xposMaxLength } from './xpos.js';
+
+/** How a model attends: dilated attention with a schedule of (w_i, r_i), or vanilla dense attention. */
+export type AttentionSpec =
+  | { kind: 'dilated'; segmentLengths: number[]; dilationRates: number[] }
+  | { kind: 'dense' };
+
+export interface ModelConfig {
+  vocabSize: number;
+  dModel: number;
+  layers: number;
+  heads: number;
+  ffnDim: number;
+  attention: AttentionSpec;
+  xposScaleBase: number;
+  layerNormEps: number;
+  /** Share the embedding table with the output head. */
+  tieEmbeddings: boolean;
+}
+
+/** The paper's language-modelling schedule (SPEC section 1). */
+const PAPER_SCHEDULE: AttentionSpec = {
+  kind: 'dilated',
+  segmentLengths: [2048, 4096, 8192, 16384, 32768],
+  dilationRates: [1, 2, 4, 6, 12],
+};
+
+/** cl100k_base: 100,256 merges plus specials up to id 100,276. The trainer sets the tokenizer's own size. */
+const CL100K_VOCAB = 100277;
+/** Bytes plus an end-of-document id (the byte tokenizer). */
+const BYTE_VOCAB = 257;
+
+function sized(layers: number, dModel: number, heads: number): ModelConfig {
+  return {
+    vocabSize: CL100K_VOCAB, dModel, layers, heads, ffnDim: 4 * dModel,
+    attention: structuredClone(PAPER_SCHEDULE), xposScaleBase: 512, layerNormEps: 1e-5, tieEmbeddings: false,
+  };
+}
+
+/**
+ * `tiny` is for a CPU: 4 layers of width 128 (4 heads of 32) learn byte-level text at 512..2048 tokens in
+ * minutes on two cores. Its schedule is the paper's shape scaled down 16x: segments 128..2048 with
+ * w/r bounded (128, 128, 128, 256, 512), r capped at the head count as the paper caps it at 12 for 12
+ * heads, so that the heads' offsets h mod r cover every residue of every pattern.
+ * The others are the paper's Table 4 sizes with its schedule.
+ */
+const PRESET_TABLE: Record<string, () => ModelConfig> = {
+  tiny: () => ({
+    vocabSize: BYTE_VOCAB, dModel: 128, layers: 4, heads: 4, ffnDim: 512,
+    attention: { kind: 'dilated', segmentLengths: [128, 256, 512, 1024, 2048], dilationRates: [1, 2, 4, 4, 4] },
+    xposScaleBase: 512, layerNormEps: 1e-5, tieEmbeddings: false,
+  }),
+  base: () => sized(12, 768, 12),
+  '350m': () => sized(24, 1024, 16),
+  '760m': () => sized(24, 1536, 16),
+  '2.7b': () => sized(32, 2560, 32),
+};
+
+export const PRESETS: readonly string[] = Object.freeze(Object.keys(PRESET_TABLE));
+
+/** A preset by name, with fields replaced by `overrides` (the trainer sets vocabSize from its tokenizer). */
+export function presetConfig(name: string, overrides: Partial<ModelConfig> = {}): ModelConfig {
+  const make = PRESET_TABLE[name];
+  check(make !== undefined, () => `unknown model preset '${name}' (known: ${PRESETS.join(', ')})`);
+  const config = { ...make(), ...structuredClone(overrides) };
+  validateConfig(config);
+  return config;
+}
+
+/** The patterns of a config for a sequence of `seqLen` tokens: dense is the single pattern (N, 1). */
+export function attentionPatterns(config: ModelConfig, seqLen: number): AttentionPattern[] {
+  const a = config.attention;
+  if (a.kind === 'dense') return [{ segmentLength: Math.max(seqLen, 1), dilationRate: 1 }];
+  return parsePatterns(a.segmentLengths, a.dilationRates);
+}
+
+const positiveInteger = (value: unknown, name: string): void =>
+  check(typeof value === 'number' && Number.isInteger(value) && value > 0, `model config: ${name} = ${String(value)} is not a positive integer`);
+
+/**
+ * Throws an InputError naming the first invalid field. With `seqLen`, also checks that the model can run
+ * sequences of that length: an integer >= 1 within XPos's float32 range (see xpos.ts). Every such length
+ * fits every schedule: SPEC section 1 clips segments to min(w, N) and lets the last segment be shorter,
+ * so segments longer than the sequence are allowed (`scheduleNotes` lists them).
+ */
+export function validateConfig(config: ModelConfig, seqLen?: number): void {
+  check(config !== null && typeof config === 'object', 'model config must be an object');
+  positiveInteger(config.vocabSize, 'vocabSize');
+  positiveInteger(config.dModel, 'dModel');
+  positiveInteger(config.layers, 'layers');
+  positiveInteger(config.heads, 'heads');
+  positiveInteger(config.ffnDim, 'ffnDim');
+  check(config.dModel % config.heads === 0, `model config: heads = ${config.heads} does not divide dModel = ${config.dModel}`);
+  const headDim = config.dModel / config.heads;
+  check(headDim % 2 === 0, `model config: head dim dModel/heads = ${headDim} must be even (XPos rotates pairs)`);
+  check(
+    typeof config.xposScaleBase === 'number' && Number.isFinite(config.xposScaleBase) && config.xposScaleBase > 0,
+    `model config: xposScaleBase = ${String(config.xposScaleBase)} is not a positive number`,
+  );
+  check(
+    typeof config.layerNormEps === 'number' && Number.isFinite(config.layerNormEps) && config.layerNormEps > 0,
+    `model config: layerNormEps = ${String(config.layerNormEps)} is not a positive number`,
+  );
+  check(typeof config.tieEmbeddings === 'boolean', `model config: tieEmbeddings = ${String(config.tieEmbeddings)} is not a boolean`);
+  const a = config.attention;
+  check(a !== null && typeof a === 'object', 'model config: attention must be an object');
+  if (a.kind === 'dilated') {
+    try {
+      parsePatterns(a.segmentLengths, a.dilationRates);
+    } catch (error) {
+      if (error instanceof InputError) throw new InputError(`model config: attention.${error.message}`);
+      throw error;
+    }
+  } else {
+    check(a.kind === 'dense', `model config: attention.kind = ${String((a as { kind: unknown }).kind)} is not 'dilated' or 'dense'`);
+  }
+  if (seqLen !== undefined) {
+    check(Number.isInteger(seqLen) && seqLen >= 1, `sequence length ${seqLen} is not a positive integer`);
+    const max = xposMaxLength(config.xposScaleBase);
+    check(
+      seqLen <= max,
+      `sequence length ${seqLen} is past XPos's float32-safe ${max} for xposScaleBase ${config.xposScaleBase}; raise xposScaleBase`,
+    );
+  }
+}
+
+/**
+ * Things about a valid schedule worth telling a user, none of them errors: patterns clipped to a shorter
+ * sequence (several clipped to the same (N, r) count their keys several times), and rates above the
+ * head count (offsets h mod r then leave some residues without queries).
+ */
+export function scheduleNotes(config: ModelConfig, seqLen: number): string[] {
+  const a = config.attention;
+  if (a.kind === 'dense') return [];
+  const notes: string[] = [];
+  a.segmentLengths.forEach((w, i) => {
+    const r = a.dilationRates[i]!;
+    if (w > seqLen) notes.push(`pattern ${i} (w=${w}, r=${r}) is clipped to the sequence length ${seqLen}`);
+    if (r > config.heads) notes.push(`pattern ${i} (w=${w}, r=${r}) has more offsets than the ${config.heads} heads cover`);
+  });
+  return notes;
+}
+
+/** Parameters of one decoder block (all linear layers carry a bias). */
+export function blockParameterCount(config: ModelConfig): number {
+  const d = config.dModel;
+  const f = config.ffnDim;
+  const attention = 4 * (d * d + d) + 2 * d; // q, k, v, o projections and LN_inner
+  const ffn = d * f + f + f * d + d + 2 * f; // W_1, W_2 and LN_ffn
+  const norms = 2 * (2 * d); // the two pre-norms
+  return attention + ffn + norms;
+}
+
+/** The parameter count of a decoder, from its config alone (no allocation). */
+export function parameterCountOf(config: ModelConfig): number {
+  const embedding = config.vocabSize * config.dModel;
+  const head = config.tieEmbeddings ? 0 : config.vocabSize * config.dModel;
+  return embedding + config.layers * blockParameterCount(config) + 2 * config.dModel + head;
+}

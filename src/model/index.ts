@@ -1,0 +1,16 @@
+export { Module, ModuleList, type ParameterOptions, type StateValue } from './module.js';
+export { Linear, type LinearOptions } from './linear.js';
+export { LayerNorm, type LayerNormOptions } from './layer-norm.js';
+export { Embedding, type EmbeddingOptions } from './embedding.js';
+export { FeedForward, type FeedForwardOptions } from './feed-forward.js';
+export { MultiheadDilatedAttention, type MultiheadDilatedAttentionOptions } from './attention.js';
+export { DecoderBlock, type DecoderBlockOptions } from './block.js';
+export { LongNetDecoder, type DecoderOptions } from './decoder.js';
+export {
+  PRESETS, presetConfig, validateConfig, scheduleNotes, parameterCountOf, blockParameterCount, attentionPatterns,
+  type ModelConfig, type AttentionSpec,
+} from './config.js';
+export { attentionFlops, modelFlopsPerToken, dilatedAttentionFlops, matmulParameterCount } from './flops.js';
+export { DecoderCache } from './cache.js';
+export { xavierStd, magnetoGamma } from './init.js';
+export { applyXPos, xposTables, xposZeta, xposMaxLength, xposMaxOffset, xposCenter, type XPosTables } from './xpos.js';

@@ -1,0 +1,43 @@
+import { check } from '../errors.js';
+import { Rng } from '../tensor/index.js';
+import * as T from '../tensor/index.js';
+import type { Tensor } from '../tensor/index.js';
+import { constantTensor, normalTensor, xavierStd } from './init.js';
+import { Module, type ParameterOptions } from './module.js';
+
+export interface LinearOptions extends ParameterOptions {
+  /** Whether to add a learned bias (zero-initialized). Default true. */
+  bias?: boolean;
+  rng?: Rng;
+  /** Standard deviation of the normal weight init; Xavier normal, sqrt(2 / (in + out)), by default. */
+  std?: number;
+}
+
+/**
+ * y = x W^T + b over the last axis. The weight is [outFeatures, inFeatures], PyTorch's layout, so that
+ * checkpoints map one to one.
+ */
+export class Linear extends Module {
+  readonly weight: Tensor;
+  readonly bias: Tensor | null;
+
+  constructor(readonly inFeatures: number, readonly outFeatures: number, options: LinearOptions = {}) {
+    super();
+    check(Number.isInteger(inFeatures) && inFeatures > 0, `Linear: inFeatures = ${inFeatures} is not a positive integer`);
+    check(Number.isInteger(outFeatures) && outFeatures > 0, `Linear: outFeatures = ${outFeatures} is not a positive integer`);
+    const rng = options.rng ?? new Rng(0);
+    const std = options.std ?? xavierStd(inFeatures, outFeatures);
+    this.weight = this.addParameter('weight', normalTensor([outFeatures, inFeatures], std, rng, options));
+    this.bias = options.bias === false ? null : this.addParameter('bias', constantTensor([outFeatures], 0, options));
+  }
+
+  forward(x: Tensor): Tensor {
+    const lead = x.shape.slice(0, -1);
+    check(x.shape[x.rank - 1] === this.inFeatures, () => `Linear: input of shape [${x.shape.join(', ')}] does not end in ${this.inFeatures}`);
+    // one 2-D product: its weight gradient needs no reduction over a broadcast batch
+    const rows = T.reshape(x, [-1, this.inFeatures]);
+    let y = T.matmul(rows, this.weight, { transB: true });
+    if (this.bias) y = T.add(y, this.bias);
+    return T.reshape(y, [...lead, this.outFeatures]);
+  }
+}

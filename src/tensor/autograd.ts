@@ -1,0 +1,133 @@
+import type { Tensor } from './tensor.js';
+import { keep } from './scope.js';
+import { formatShape, shapesEqual } from './shape.js';
+
+/** How a tensor was computed: its inputs and the gradient formula that maps dOutput to dInputs. */
+export interface GradNode {
+  readonly name: string;
+  readonly inputs: readonly Tensor[];
+  readonly backward: (grad: Tensor) => readonly (Tensor | null)[];
+}
+
+let gradEnabled = true;
+
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs `fn` without recording operations for autograd (inference, optimizer steps, gradient formulas). */
+export function noGrad<T>(fn: () => T): T {
+  const previous = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = previous;
+  }
+}
+
+/** Attaches a gradient formula to `output` when grad mode is on and any input needs gradients. */
+export function record(name: string, output: Tensor, inputs: readonly Tensor[], backward: GradNode['backward']): Tensor {
+  if (gradEnabled && inputs.some((t) => t.requiresGrad)) {
+    output.requiresGrad = true;
+    output.gradNode = { name, inputs, backward };
+  }
+  return output;
+}
+
+/** Tensors reachable from `root` through grad nodes, inputs before the tensors computed from them. */
+function topologicalOrder(root: Tensor): Tensor[] {
+  const order: Tensor[] = [];
+  const seen = new Set<Tensor>([root]);
+  const stack: { tensor: Tensor; next: number }[] = [{ tensor: root, next: 0 }];
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1]!;
+    const inputs = top.tensor.gradNode?.inputs ?? [];
+    if (top.next < inputs.length) {
+      const input = inputs[top.next++]!;
+      if (input.requiresGrad && !seen.has(input)) {
+        seen.add(input);
+        stack.push({ tensor: input, next: 0 });
+      }
+    } else {
+      order.push(top.tensor);
+      stack.pop();
+    }
+  }
+  return order;
+}
+
+const notLoaded = (): never => {
+  throw new Error('internal: autograd used before the elementwise ops were loaded');
+};
+let addTensors: (a: Tensor, b: Tensor) => Tensor = notLoaded;
+let onesLike: (t: Tensor) => Tensor = notLoaded;
+
+/** Supplied by the ops module (the core ops depend on this module, not the other way round). */
+export function setAutogradHelpers(helpers: { add: (a: Tensor, b: Tensor) => Tensor; onesLike: (t: Tensor) => Tensor }): void {
+  addTensors = helpers.add;
+  onesLike = helpers.onesLike;
+}
+
+export function runBackward(root: Tensor, seed: Tensor | undefined, retainGraph: boolean): void {
+  if (!root.requiresGrad) throw new Error('backward: the tensor does not require gradients (no input had requiresGrad)');
+  if (!seed && root.size !== 1) {
+    throw new Error(`backward: a gradient is needed for a non-scalar tensor of shape ${formatShape(root.shape)}`);
+  }
+  if (seed && !shapesEqual(seed.shape, root.shape)) {
+    throw new Error(`backward: gradient shape ${formatShape(seed.shape)} does not match ${formatShape(root.shape)}`);
+  }
+  noGrad(() => {
+    const order = topologicalOrder(root);
+    // every slot holds its own Tensor object (views where formulas return a shared one), so each can be disposed once
+    const grads = new Map<Tensor, Tensor>();
+    grads.set(root, seed ? seed.shareStorage(seed.shape) : onesLike(root));
+    const accumulate = (target: Tensor, g: Tensor): void => {
+      const existing = grads.get(target);
+      if (!existing) {
+        grads.set(target, g);
+        return;
+      }
+      grads.set(target, addTensors(existing, g));
+      existing.dispose();
+      g.dispose();
+    };
+    for (let i = order.length - 1; i >= 0; i--) {
+      const t = order[i]!;
+      const g = grads.get(t);
+      if (!g) continue;
+      grads.delete(t);
+      const node = t.gradNode;
+      if (!node) {
+        // a leaf: accumulate into .grad, which outlives any scope
+        if (t.grad) {
+          const sum = addTensors(t.grad, g);
+          t.grad.dispose();
+          g.dispose();
+          t.grad = keep(sum);
+        } else {
+          t.grad = keep(g);
+        }
+        continue;
+      }
+      const inputGrads = node.backward(g);
+      const handed = new Set<Tensor>();
+      node.inputs.forEach((input, j) => {
+        let ig = inputGrads[j];
+        if (!ig) return;
+        if (!input.requiresGrad) {
+          if (ig !== g && !inputGrads.slice(0, j).includes(ig)) ig.dispose();
+          return;
+        }
+        if (!shapesEqual(ig.shape, input.shape)) {
+          throw new Error(`internal: ${node.name} gave a gradient of shape ${formatShape(ig.shape)} for an input of ${formatShape(input.shape)}`);
+        }
+        if (ig === g || handed.has(ig)) ig = ig.shareStorage(ig.shape);
+        handed.add(ig);
+        accumulate(input, ig);
+      });
+      if (!handed.has(g)) g.dispose();
+      if (!retainGraph) t.gradNode = null;
+    }
+  });
+}

@@ -1,0 +1,12 @@
+export { Tensor, type TensorOptions } from './tensor.js';
+export { tidy, keep } from './scope.js';
+export { noGrad, isGradEnabled } from './autograd.js';
+export { Rng } from './random.js';
+export type { DType, FloatDType, TypedArray, FloatArray } from './dtype.js';
+export type { Shape } from './shape.js';
+export * from './ops/elementwise.js';
+export * from './ops/reduce.js';
+export * from './ops/layout.js';
+export * from './ops/matmul.js';
+export * from './ops/nn.js';
+export * from './ops/creation.js';

@@ -1,0 +1,126 @@
+import { record } from '../autograd.js';
+import { tidy } from '../scope.js';
+import { formatShape, shapesEqual } from '../shape.js';
+import type { Tensor } from '../tensor.js';
+import { reshape } from './layout.js';
+import { broadcastTo, mulScalar } from './elementwise.js';
+import { common, requireFloat, wrap } from './util.js';
+
+function rowsCols(x: Tensor): [number, number] {
+  const cols = x.shape[x.rank - 1] ?? 1;
+  return [cols === 0 ? 0 : x.size / cols, cols];
+}
+
+function softmaxOp(x: Tensor, log: boolean): Tensor {
+  requireFloat(log ? 'logSoftmax' : 'softmax', x);
+  const [rows, cols] = rowsCols(x);
+  const y = wrap(x.backend.softmax(x.storage, rows, cols, log), x.shape, x.backend);
+  return record(log ? 'logSoftmax' : 'softmax', y, [x], (g) => [
+    wrap(g.backend.softmaxBackward(y.storage, g.storage, rows, cols, log), g.shape, g.backend),
+  ]);
+}
+
+/** Softmax over the last axis. */
+export const softmax = (x: Tensor): Tensor => softmaxOp(x, false);
+/** Log-softmax over the last axis. */
+export const logSoftmax = (x: Tensor): Tensor => softmaxOp(x, true);
+
+/** Layer normalization over the last axis, with optional scale and shift. */
+export function layerNorm(x: Tensor, gamma: Tensor | null, beta: Tensor | null, eps = 1e-5): Tensor {
+  requireFloat('layerNorm', x);
+  const [rows, cols] = rowsCols(x);
+  for (const [name, p] of [['gamma', gamma], ['beta', beta]] as const) {
+    if (p && !(p.rank === 1 && p.shape[0] === cols)) {
+      throw new Error(`layerNorm: ${name} of shape ${formatShape(p.shape)} does not match the last axis (${cols})`);
+    }
+    if (p) common('layerNorm', x, p);
+  }
+  const backend = x.backend;
+  const r = backend.layerNorm(x.storage, gamma?.storage ?? null, beta?.storage ?? null, rows, cols, eps);
+  const y = wrap(r.y, x.shape, backend);
+  const mean = wrap(r.mean, [rows], backend);
+  const rstd = wrap(r.rstd, [rows], backend);
+  const inputs = [x, ...(gamma ? [gamma] : []), ...(beta ? [beta] : [])];
+  record('layerNorm', y, inputs, (g) => {
+    const grads = backend.layerNormBackward(g.storage, x.storage, gamma?.storage ?? null, mean.storage, rstd.storage, rows, cols, beta !== null);
+    const out: Tensor[] = [wrap(grads.dx, x.shape, backend)];
+    if (gamma) out.push(wrap(grads.dGamma!, gamma.shape, backend));
+    if (beta) out.push(wrap(grads.dBeta!, beta.shape, backend));
+    return out;
+  });
+  if (!y.gradNode) {
+    mean.dispose();
+    rstd.dispose();
+  }
+  return y;
+}
+
+export interface CrossEntropyOptions {
+  /** Targets equal to this are skipped (0 loss, no gradient) and not counted in the mean. */
+  ignoreIndex?: number;
+  reduction?: 'mean' | 'sum' | 'none';
+}
+
+/**
+ * Softmax cross-entropy of `logits` [..., V] against int32 `targets` [...]. Fused: the softmax is never
+ * materialized in the forward pass.
+ */
+export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntropyOptions = {}): Tensor {
+  requireFloat('crossEntropy', logits);
+  if (targets.dtype !== 'int32') throw new Error(`crossEntropy: targets must be int32, got ${targets.dtype}`);
+  if (!shapesEqual(logits.shape.slice(0, -1), targets.shape)) {
+    throw new Error(`crossEntropy: logits ${formatShape(logits.shape)} and targets ${formatShape(targets.shape)} do not match`);
+  }
+  const ignoreIndex = options.ignoreIndex ?? -100;
+  const reduction = options.reduction ?? 'mean';
+  const [rows, cols] = rowsCols(logits);
+  const backend = logits.backend;
+  const r = backend.crossEntropy(logits.storage, targets.storage, rows, cols, ignoreIndex);
+  const lse = wrap(r.lse, [rows], backend);
+  const perRow = wrap(r.loss, targets.shape, backend);
+  // the weight of each row in the reduced loss: 1, or 1/count for the mean over rows not ignored
+  let counted = rows;
+  if (reduction === 'mean') {
+    const t = targets.toArray();
+    counted = 0;
+    for (let i = 0; i < t.length; i++) if (t[i] !== ignoreIndex) counted++;
+  }
+  const weight = reduction === 'mean' ? 1 / Math.max(counted, 1) : 1;
+  let out: Tensor;
+  if (reduction === 'none') {
+    out = perRow;
+  } else {
+    const total = wrap(backend.reduce('sum', perRow.storage, [rows], [0]), [1], backend);
+    out = reshape(total, []);
+    total.dispose();
+    perRow.dispose();
+    if (weight !== 1) {
+      const scaled = wrap(backend.binaryScalar('mul', out.storage, weight), [], backend);
+      out.dispose();
+      out = scaled;
+    }
+  }
+  record('crossEntropy', out, [logits], (g) => {
+    // per-row weights of the reduced loss: g itself, or the scalar g (times 1/count for the mean) on every row
+    const dLoss = reduction === 'none' ? g : tidy(() => mulScalar(broadcastTo(reshape(g, [1]), [rows]), weight));
+    const d = wrap(backend.crossEntropyBackward(logits.storage, targets.storage, lse.storage, dLoss.storage, rows, cols, ignoreIndex), logits.shape, backend);
+    if (dLoss !== g) dLoss.dispose();
+    return [d];
+  });
+  if (!out.gradNode) lse.dispose();
+  return out;
+}
+
+/** Rows of `table` [V, C] picked by int32 `indices` [...]: result [..., C]. */
+export function embedding(table: Tensor, indices: Tensor): Tensor {
+  requireFloat('embedding', table);
+  if (indices.dtype !== 'int32') throw new Error(`embedding: indices must be int32, got ${indices.dtype}`);
+  if (table.rank !== 2) throw new Error(`embedding: table must be 2-D, got ${formatShape(table.shape)}`);
+  if (indices.device !== table.device) throw new Error(`embedding: indices on ${indices.device}, table on ${table.device}`);
+  const [rowsInTable, cols] = table.shape as [number, number];
+  const backend = table.backend;
+  const out = wrap(backend.gather(table.storage, rowsInTable, cols, indices.storage), [...indices.shape, cols], backend);
+  return record('embedding', out, [table], (g) => [
+    wrap(backend.scatterAdd(g.storage, indices.storage, rowsInTable, cols), table.shape, backend),
+  ]);
+}

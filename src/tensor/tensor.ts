@@ -1,0 +1,112 @@
+import type { Backend, Device, Storage } from '../backend/backend.js';
+import { defaultDevice, getBackend } from '../backend/registry.js';
+import type { DType, TypedArray } from './dtype.js';
+import { assertValidShape, formatShape, sizeOf, type Shape } from './shape.js';
+import { setTensorCheck, trackTensor } from './scope.js';
+import { runBackward, type GradNode } from './autograd.js';
+
+/** Storage shared by a tensor and its reshaped views; freed when the last of them is disposed. */
+class StorageRef {
+  refs = 1;
+  constructor(readonly storage: Storage, readonly backend: Backend) {}
+  release(): void {
+    if (--this.refs === 0) this.backend.free(this.storage);
+  }
+}
+
+let nextId = 0;
+
+export interface TensorOptions {
+  device?: Device;
+  requiresGrad?: boolean;
+}
+
+/** An n-dimensional array on a device, with an optional place in the autograd graph. */
+export class Tensor {
+  readonly id = nextId++;
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+  readonly backend: Backend;
+  /** Whether gradients flow to this tensor; set on leaves by the user, on results by the ops. */
+  requiresGrad = false;
+  /** The accumulated gradient of a leaf after `backward()`. */
+  grad: Tensor | null = null;
+  /** How this tensor was computed, for backward; null on leaves. */
+  gradNode: GradNode | null = null;
+  private ref: StorageRef | null;
+
+  private constructor(ref: StorageRef, shape: Shape, dtype: DType) {
+    this.ref = ref;
+    this.shape = Object.freeze([...shape]);
+    this.dtype = dtype;
+    this.backend = ref.backend;
+    trackTensor(this);
+  }
+
+  /** Wraps a storage a backend just produced. */
+  static fromStorage(storage: Storage, shape: Shape, backend: Backend): Tensor {
+    if (storage.size !== sizeOf(shape)) {
+      throw new Error(`internal: storage of ${storage.size} elements for shape ${formatShape(shape)}`);
+    }
+    return new Tensor(new StorageRef(storage, backend), shape, storage.dtype);
+  }
+
+  /** Copies host data into a new tensor. */
+  static fromArray(data: TypedArray, shape: Shape, options: TensorOptions = {}): Tensor {
+    assertValidShape(shape, 'Tensor.fromArray');
+    if (sizeOf(shape) !== data.length) {
+      throw new RangeError(`Tensor.fromArray: ${data.length} values do not fill shape ${formatShape(shape)}`);
+    }
+    const backend = getBackend(options.device ?? defaultDevice());
+    const t = Tensor.fromStorage(backend.fromArray(data), shape, backend);
+    if (options.requiresGrad) t.requiresGrad = true;
+    return t;
+  }
+
+  get device(): Device { return this.backend.device; }
+  get size(): number { return sizeOf(this.shape); }
+  get rank(): number { return this.shape.length; }
+  get isDisposed(): boolean { return this.ref === null; }
+
+  get storage(): Storage {
+    if (!this.ref) throw new Error(`tensor #${this.id} ${formatShape(this.shape)} was already disposed`);
+    return this.ref.storage;
+  }
+
+  /** A tensor of another shape over the same storage (no copy). */
+  shareStorage(shape: Shape): Tensor {
+    const ref = this.ref;
+    if (!ref) throw new Error(`tensor #${this.id} ${formatShape(this.shape)} was already disposed`);
+    ref.refs++;
+    return new Tensor(ref, shape, this.dtype);
+  }
+
+  /** Frees the storage (once no view shares it). Safe to call twice. */
+  dispose(): void {
+    if (!this.ref) return;
+    this.ref.release();
+    this.ref = null;
+    this.gradNode = null;
+  }
+
+  /** A host copy of the elements, row-major. */
+  toArray(): TypedArray { return this.backend.read(this.storage); }
+
+  /** The value of a one-element tensor. */
+  item(): number {
+    if (this.size !== 1) throw new Error(`item: tensor has shape ${formatShape(this.shape)}, not one element`);
+    return this.toArray()[0]!;
+  }
+
+  /** Reverse-mode differentiation from this tensor; `grad` defaults to 1 for a one-element tensor. */
+  backward(grad?: Tensor, options: { retainGraph?: boolean } = {}): void {
+    runBackward(this, grad, options.retainGraph ?? false);
+  }
+
+  toString(): string {
+    return `Tensor(${formatShape(this.shape)}, ${this.dtype}, ${this.device})`;
+  }
+}
+
+setTensorCheck((v): v is Tensor => v instanceof Tensor);
+

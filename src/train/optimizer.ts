@@ -1,0 +1,137 @@
+/**
+ * AdamW (decoupled weight decay) over a model's named parameters, with the paper's defaults (SPEC
+ * section 2, Table 3): betas (0.9, 0.98), eps 1e-8, weight decay 0.01. The update itself is the
+ * backend's fused in-place kernel; this class owns the moment buffers and decides which parameters decay.
+ */
+import { check, InputError } from '../errors.js';
+import { keep, Tensor, zeros } from '../tensor/index.js';
+
+export interface AdamWOptions {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+}
+
+export const PAPER_ADAMW: AdamWOptions = { beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0.01 };
+
+/**
+ * Whether weight decay applies to a parameter. Biases and the gains/shifts of layer norms (every
+ * parameter with fewer than two dimensions) are not decayed: shrinking them toward zero only fights
+ * the normalization, the usual practice since BERT. Matrices (projections, embeddings) are.
+ */
+export function decays(_name: string, param: Tensor): boolean {
+  return param.rank >= 2;
+}
+
+export function checkAdamW(o: AdamWOptions): void {
+  check(Number.isFinite(o.beta1) && o.beta1 >= 0 && o.beta1 < 1, `beta1 must be in [0, 1), got ${o.beta1}`);
+  check(Number.isFinite(o.beta2) && o.beta2 >= 0 && o.beta2 < 1, `beta2 must be in [0, 1), got ${o.beta2}`);
+  check(Number.isFinite(o.eps) && o.eps > 0, `eps must be positive, got ${o.eps}`);
+  check(Number.isFinite(o.weightDecay) && o.weightDecay >= 0, `weight decay must be non-negative, got ${o.weightDecay}`);
+}
+
+/** The moments of one parameter. */
+export interface Moments {
+  m: Tensor;
+  v: Tensor;
+}
+
+export class AdamW {
+  /** Number of updates applied so far (the bias correction of update t uses t). */
+  step = 0;
+  readonly moments = new Map<string, Moments>();
+
+  constructor(
+    readonly params: ReadonlyMap<string, Tensor>,
+    readonly options: AdamWOptions = PAPER_ADAMW,
+  ) {
+    checkAdamW(options);
+    for (const [name, p] of params) {
+      const like = { dtype: p.dtype, device: p.device };
+      // kept: the moments live as long as the optimizer, whatever scope builds it
+      this.moments.set(name, { m: keep(zeros(p.shape, like)), v: keep(zeros(p.shape, like)) });
+    }
+  }
+
+  /**
+   * Applies one update with learning rate `lr` from each parameter's `.grad` (a parameter without a
+   * gradient, unused by the loss, is left alone but still counts the step).
+   */
+  update(lr: number): void {
+    this.step++;
+    for (const [name, p] of this.params) {
+      const grad = p.grad;
+      if (grad === null) continue;
+      const { m, v } = this.moments.get(name)!;
+      p.backend.adamw(p.storage, grad.storage, m.storage, v.storage, {
+        lr,
+        beta1: this.options.beta1,
+        beta2: this.options.beta2,
+        eps: this.options.eps,
+        weightDecay: decays(name, p) ? this.options.weightDecay : 0,
+        step: this.step,
+      });
+    }
+  }
+
+  /** Drops every parameter's gradient (before the next accumulation). */
+  zeroGrad(): void {
+    for (const p of this.params.values()) {
+      p.grad?.dispose();
+      p.grad = null;
+    }
+  }
+
+  /** The moment buffers as host arrays, named `NAME.m` / `NAME.v` (what a checkpoint stores). */
+  stateArrays(): Map<string, { data: Float32Array | Float64Array; shape: readonly number[] }> {
+    const out = new Map<string, { data: Float32Array | Float64Array; shape: readonly number[] }>();
+    for (const [name, { m, v }] of this.moments) {
+      out.set(`${name}.m`, { data: m.toArray() as Float32Array | Float64Array, shape: m.shape });
+      out.set(`${name}.v`, { data: v.toArray() as Float32Array | Float64Array, shape: v.shape });
+    }
+    return out;
+  }
+
+  /**
+   * Restores moments saved by `stateArrays` and the update count. Every parameter must have both
+   * moments, of its shape; `source` names the file in errors.
+   */
+  loadState(arrays: ReadonlyMap<string, { data: ArrayLike<number>; shape: readonly number[] }>, step: number, source: string): void {
+    check(Number.isInteger(step) && step >= 0, `${source}: bad optimizer step ${step}`);
+    for (const [name, p] of this.params) {
+      for (const which of ['m', 'v'] as const) {
+        const key = `${name}.${which}`;
+        const saved = arrays.get(key);
+        if (saved === undefined) throw new InputError(`${source}: missing optimizer state "${key}"`);
+        check(
+          saved.shape.length === p.shape.length && saved.shape.every((d, i) => d === p.shape[i]),
+          () => `${source}: optimizer state "${key}" has shape [${saved.shape.join(', ')}], the parameter [${p.shape.join(', ')}]`,
+        );
+      }
+    }
+    for (const key of arrays.keys()) {
+      const base = key.replace(/\.[mv]$/, '');
+      check(this.params.has(base), () => `${source}: optimizer state "${key}" belongs to no parameter of the model`);
+    }
+    for (const [name, p] of this.params) {
+      const target = this.moments.get(name)!;
+      for (const which of ['m', 'v'] as const) {
+        const saved = arrays.get(`${name}.${which}`)!;
+        const fresh = keep(Tensor.fromArray(
+          p.dtype === 'float64' ? Float64Array.from(saved.data) : Float32Array.from(saved.data), p.shape, { device: p.device },
+        ));
+        target[which].dispose();
+        target[which] = fresh;
+      }
+    }
+    this.step = step;
+  }
+
+  dispose(): void {
+    for (const { m, v } of this.moments.values()) {
+      m.dispose();
+      v.dispose();
+    }
+  }
+}

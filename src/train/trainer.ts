@@ -1,0 +1,159 @@
+/**
+ * One training run's arithmetic: micro-batches with gradient accumulation, global-norm clipping, the
+ * learning-rate schedule and AdamW, and validation loss. It knows nothing of files or the command line
+ * (see run.ts), so tests can drive it step by step with any model that has a loss.
+ */
+import { check, InputError } from '../errors.js';
+import type { BatchPosition, TokenDataset } from '../data/index.js';
+import { splitBatch } from '../data/index.js';
+import { mulScalar, noGrad, tensor, tidy, type Tensor } from '../tensor/index.js';
+import type { Device } from '../backend/backend.js';
+import { clipGradNorm } from './clip.js';
+import { AdamW, type AdamWOptions } from './optimizer.js';
+import { learningRate, type ScheduleOptions } from './schedule.js';
+
+/** What training needs of a model. */
+export interface TrainableModel {
+  namedParameters(): Map<string, Tensor>;
+  /** Mean cross-entropy (nats per token) of `targets` given `inputs`, both int32 [batch, seqLen]. */
+  loss(inputs: Tensor, targets: Tensor): Tensor;
+}
+
+export interface TrainerOptions {
+  seqLen: number;
+  /** Sequences per micro-batch. */
+  batch: number;
+  /** Micro-batches per optimizer update (gradient accumulation). */
+  accumulate: number;
+  schedule: ScheduleOptions;
+  adamw: AdamWOptions;
+  /** Global gradient-norm limit (0: no clipping). */
+  clip: number;
+  /** Fixes the data order. */
+  seed: number;
+  device: Device;
+}
+
+/** Where a run stands; saved in the checkpoint (trainer-state.json) and restored on resume. */
+export interface TrainerProgress {
+  /** Optimizer updates done. */
+  step: number;
+  /** The next training batch. */
+  data: BatchPosition;
+  /** Training tokens consumed. */
+  tokens: number;
+}
+
+export interface StepResult {
+  step: number;
+  loss: number;
+  lr: number;
+  gradNorm: number;
+  tokens: number;
+  seconds: number;
+}
+
+export function checkTrainerOptions(o: TrainerOptions): void {
+  check(Number.isInteger(o.batch) && o.batch >= 1, `batch must be a positive integer, got ${o.batch}`);
+  check(Number.isInteger(o.accumulate) && o.accumulate >= 1, `accumulate must be a positive integer, got ${o.accumulate}`);
+  check(Number.isInteger(o.seqLen) && o.seqLen >= 1, `seq-len must be a positive integer, got ${o.seqLen}`);
+  check(Number.isFinite(o.clip) && o.clip >= 0, `clip must be a number >= 0, got ${o.clip}`);
+}
+
+export class Trainer {
+  readonly optimizer: AdamW;
+  readonly params: Map<string, Tensor>;
+  progress: TrainerProgress = { step: 0, data: { epoch: 0, position: 0 }, tokens: 0 };
+
+  constructor(
+    readonly model: TrainableModel,
+    readonly data: TokenDataset,
+    readonly options: TrainerOptions,
+  ) {
+    checkTrainerOptions(options);
+    this.params = model.namedParameters();
+    this.optimizer = new AdamW(this.params, options.adamw);
+    // fails now, with a clear message, if the corpus cannot fill one batch
+    data.batchesPerEpoch(this.batchOptions());
+  }
+
+  private batchOptions(): { seqLen: number; batchSize: number; seed: number } {
+    return { seqLen: this.options.seqLen, batchSize: this.options.batch, seed: this.options.seed };
+  }
+
+  private toTensors(tokens: Int32Array, rows: number): { inputs: Tensor; targets: Tensor } {
+    const { seqLen } = this.options;
+    const { inputs, targets } = splitBatch(tokens, seqLen);
+    const opts = { dtype: 'int32' as const, device: this.options.device };
+    return { inputs: tensor(inputs, [rows, seqLen], opts), targets: tensor(targets, [rows, seqLen], opts) };
+  }
+
+  /** One optimizer update: `accumulate` micro-batches forward and backward, clip, AdamW. */
+  step(): StepResult {
+    const started = performance.now();
+    const { accumulate, batch, seqLen } = this.options;
+    this.optimizer.zeroGrad();
+    let position = this.progress.data;
+    let lossSum = 0;
+    const batches = this.data.batches(this.batchOptions(), position);
+    for (let k = 0; k < accumulate; k++) {
+      const b = batches.next().value;
+      tidy(() => {
+        const { inputs, targets } = this.toTensors(b.tokens, batch);
+        const loss = this.model.loss(inputs, targets);
+        lossSum += loss.item();
+        // the mean of the micro-batch means is the mean over the whole (equal-sized) batch
+        (accumulate > 1 ? mulScalar(loss, 1 / accumulate) : loss).backward();
+      });
+      position = b.next;
+    }
+    const loss = lossSum / accumulate;
+    const nextStep = this.progress.step + 1;
+    const gradNorm = clipGradNorm(this.params.values(), this.options.clip);
+    if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+      throw new InputError(
+        `training diverged at step ${nextStep} (loss ${loss}, gradient norm ${gradNorm}); try a lower --lr or a longer warm-up`,
+      );
+    }
+    const lr = learningRate(this.options.schedule, nextStep);
+    noGrad(() => this.optimizer.update(lr));
+    this.optimizer.zeroGrad();
+    const tokens = accumulate * batch * seqLen;
+    this.progress = { step: nextStep, data: position, tokens: this.progress.tokens + tokens };
+    return { step: nextStep, loss, lr, gradNorm, tokens, seconds: (performance.now() - started) / 1000 };
+  }
+
+  /** Mean validation loss (nats per token) over up to `maxSequences` held-out sequences of `seqLen`. */
+  evaluate(maxSequences: number, seqLen = this.options.seqLen): number {
+    return evaluateLoss(this.model, this.data, seqLen, { batchSize: this.options.batch, maxSequences, device: this.options.device });
+  }
+}
+
+/**
+ * Mean loss per token over the validation split at `seqLen`, weighting each batch by its tokens, with
+ * no gradients recorded. `onBatch` reports progress (sequences done).
+ */
+export function evaluateLoss(
+  model: Pick<TrainableModel, 'loss'>,
+  data: TokenDataset,
+  seqLen: number,
+  options: { batchSize: number; maxSequences?: number; device: Device; onBatch?: (sequencesDone: number) => void },
+): number {
+  let total = 0;
+  let count = 0;
+  const it = data.validationBatches(seqLen, {
+    batchSize: options.batchSize, ...(options.maxSequences !== undefined ? { maxSequences: options.maxSequences } : {}),
+  });
+  for (const tokens of it) {
+    const rows = tokens.length / (seqLen + 1);
+    const loss = noGrad(() => tidy(() => {
+      const { inputs, targets } = splitBatch(tokens, seqLen);
+      const opts = { dtype: 'int32' as const, device: options.device };
+      return model.loss(tensor(inputs, [rows, seqLen], opts), tensor(targets, [rows, seqLen], opts)).item();
+    }));
+    total += loss * rows * seqLen;
+    count += rows * seqLen;
+    options.onBatch?.(count / seqLen);
+  }
+  return total / count;
+}

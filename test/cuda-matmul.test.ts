@@ -1,0 +1,65 @@
+// Batched matrix products through cuBLASLt against the CPU backend, in each precision mode.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { MatmulPrecision } from '../src/backend/cuda/index.js';
+import { both, cpu, poison, readGpu, relativeError, requireGpu, rng, size, skip } from './cuda-support.js';
+
+interface Case { a: number[]; b: number[]; ta: boolean; tb: boolean; batch: number[]; m: number; n: number; k: number }
+
+function makeCase(aBatch: number[], bBatch: number[], batch: number[], m: number, n: number, k: number, ta: boolean, tb: boolean): Case {
+  return { a: [...aBatch, ...(ta ? [k, m] : [m, k])], b: [...bBatch, ...(tb ? [n, k] : [k, n])], ta, tb, batch, m, n, k };
+}
+
+const CASES: Case[] = [];
+for (const ta of [false, true]) {
+  for (const tb of [false, true]) {
+    CASES.push(makeCase([], [], [], 64, 48, 80, ta, tb));
+    CASES.push(makeCase([], [], [], 3, 7, 5, ta, tb)); // odd sizes: unaligned rows
+    CASES.push(makeCase([4], [4], [4], 33, 17, 29, ta, tb)); // strided batch with odd strides
+    CASES.push(makeCase([2, 3], [3], [2, 3], 16, 24, 8, ta, tb)); // broadcast batch
+    CASES.push(makeCase([5], [], [5], 31, 40, 64, ta, tb)); // b shared: folded into m when a is not transposed
+    CASES.push(makeCase([], [6], [6], 12, 20, 9, ta, tb)); // a shared
+    CASES.push(makeCase([2, 1], [1, 3], [2, 3], 9, 10, 11, ta, tb)); // outer loop over a non-mergeable dimension
+  }
+}
+CASES.push(makeCase([], [], [], 1, 1, 1, false, false));
+CASES.push(makeCase([], [], [], 257, 300, 129, false, true));
+CASES.push(makeCase([3], [3], [3], 4, 5, 0, false, false)); // k = 0 gives zeros
+CASES.push(makeCase([12], [12], [12], 128, 128, 64, false, true)); // attention-like
+
+// relative Frobenius error bounds: float32 rounding; TF32's 10-bit and bf16's 7-bit mantissas
+const BOUND: Record<MatmulPrecision, number> = { fp32: 2e-6, tf32: 4e-3, bf16: 2e-2 };
+
+for (const precision of ['fp32', 'tf32', 'bf16'] as const) {
+  test(`matmul in ${precision} matches the CPU backend (transposes, broadcast batches)`, { skip }, () => {
+    const g = requireGpu();
+    const previous = g.matmulPrecision();
+    g.setMatmulPrecision(precision);
+    try {
+      for (const c of CASES) {
+        const a = both(rng.floats(size(c.a)));
+        const b = both(rng.floats(size(c.b)));
+        const label = `[${c.a}]${c.ta ? 'T' : ''} x [${c.b}]${c.tb ? 'T' : ''} batch [${c.batch}]`;
+        poison([size(c.batch) * c.m * c.n]);
+        const got = readGpu(g.matmul(a.g, c.a, b.g, c.b, c.ta, c.tb, c.batch, c.m, c.n, c.k));
+        const want = cpu.read(cpu.matmul(a.c, c.a, b.c, c.b, c.ta, c.tb, c.batch, c.m, c.n, c.k));
+        assert.ok(got.every(Number.isFinite), `${label}: unwritten or non-finite output`);
+        if (c.k === 0) {
+          assert.ok(got.every((v) => v === 0), `${label}: k = 0 must give zeros`);
+          continue;
+        }
+        const err = relativeError(got, want);
+        assert.ok(err <= BOUND[precision], `${label}: relative error ${err.toExponential(2)} > ${BOUND[precision]}`);
+      }
+    } finally {
+      g.setMatmulPrecision(previous);
+    }
+  });
+}
+
+test('the default matmul precision is TF32, and mismatched shapes are refused', { skip }, () => {
+  const g = requireGpu();
+  assert.equal(g.matmulPrecision(), process.env['LONGNET_MATMUL_PRECISION'] ?? 'tf32');
+  const a = g.fromArray(rng.floats(6));
+  assert.throws(() => g.matmul(a, [2, 3], a, [2, 3], false, false, [], 2, 3, 3), /operand shapes do not match/);
+});

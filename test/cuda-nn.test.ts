@@ -1,0 +1,125 @@
+// Softmax, layer norm, cross-entropy, embeddings and AdamW against the CPU backend.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { assertClose, both, cpu, poison, readGpu, requireGpu, rng, skip } from './cuda-support.js';
+
+// row shapes that take the warp-per-row path (cols <= 1024) and the block-per-row path
+const ROWS: readonly [number, number][] = [[1, 1], [37, 10], [300, 64], [9, 1024], [5, 1025], [3, 5000], [2000, 33]];
+
+test('softmax and log-softmax, forward and backward', { skip }, () => {
+  const g = requireGpu();
+  for (const [rows, cols] of ROWS) {
+    const data = rng.floats(rows * cols, (r) => r.normal() * 4);
+    if (cols > 3) data[2] = Number.NEGATIVE_INFINITY; // a masked entry
+    const x = both(data);
+    const dy = both(rng.floats(rows * cols));
+    for (const log of [false, true]) {
+      const label = `${log ? 'log-' : ''}softmax ${rows}x${cols}`;
+      poison([rows * cols]);
+      const yg = g.softmax(x.g, rows, cols, log);
+      const yc = cpu.softmax(x.c, rows, cols, log);
+      assertClose(readGpu(yg), cpu.read(yc), label, 1e-5, 1e-6);
+      poison([rows * cols]);
+      assertClose(readGpu(g.softmaxBackward(yg, dy.g, rows, cols, log)), cpu.read(cpu.softmaxBackward(yc, dy.c, rows, cols, log)), `${label} backward`, 1e-4, 1e-5);
+    }
+  }
+});
+
+test('a row of -Infinity gives NaN, as on the CPU', { skip }, () => {
+  const g = requireGpu();
+  const x = both(new Float32Array([Number.NEGATIVE_INFINITY, Number.NEGATIVE_INFINITY, 1, 2]));
+  for (const log of [false, true]) assertClose(readGpu(g.softmax(x.g, 2, 2, log)), cpu.read(cpu.softmax(x.c, 2, 2, log)), `log=${log}`);
+});
+
+test('layer norm, forward and backward, with and without affine parameters', { skip }, () => {
+  const g = requireGpu();
+  for (const [rows, cols] of [[1, 8], [64, 768], [7, 2000], [5000, 32], [3, 1]] as const) {
+    const x = both(rng.floats(rows * cols, (r) => r.normal() * 3 + 1));
+    const gamma = both(rng.floats(cols));
+    const beta = both(rng.floats(cols));
+    const dy = both(rng.floats(rows * cols));
+    for (const affine of [false, true]) {
+      const label = `layerNorm ${rows}x${cols}${affine ? ' affine' : ''}`;
+      poison([rows * cols, rows]);
+      const rg = g.layerNorm(x.g, affine ? gamma.g : null, affine ? beta.g : null, rows, cols, 1e-5);
+      const rc = cpu.layerNorm(x.c, affine ? gamma.c : null, affine ? beta.c : null, rows, cols, 1e-5);
+      assertClose(readGpu(rg.y), cpu.read(rc.y), `${label} y`, 1e-4, 1e-5);
+      assertClose(readGpu(rg.mean), cpu.read(rc.mean), `${label} mean`, 1e-5, 1e-6);
+      assertClose(readGpu(rg.rstd), cpu.read(rc.rstd), `${label} rstd`, 1e-4, 1e-6);
+      poison([rows * cols, cols]);
+      const bg = g.layerNormBackward(dy.g, x.g, affine ? gamma.g : null, rg.mean, rg.rstd, rows, cols, affine);
+      const bc = cpu.layerNormBackward(dy.c, x.c, affine ? gamma.c : null, rc.mean, rc.rstd, rows, cols, affine);
+      assertClose(readGpu(bg.dx), cpu.read(bc.dx), `${label} dx`, 1e-3, 1e-4);
+      assert.equal(bg.dGamma === null, bc.dGamma === null);
+      assert.equal(bg.dBeta === null, bc.dBeta === null);
+      // column sums over many rows: float32 partials against the CPU's float64
+      if (bg.dGamma && bc.dGamma) assertClose(readGpu(bg.dGamma), cpu.read(bc.dGamma), `${label} dGamma`, 1e-4, 1e-5 * Math.sqrt(rows));
+      if (bg.dBeta && bc.dBeta) assertClose(readGpu(bg.dBeta), cpu.read(bc.dBeta), `${label} dBeta`, 1e-4, 1e-5 * Math.sqrt(rows));
+    }
+  }
+});
+
+test('cross-entropy, forward and backward, with ignored rows', { skip }, () => {
+  const g = requireGpu();
+  for (const [rows, cols] of [[1, 2], [50, 50], [16, 5000], [300, 1030]] as const) {
+    const logits = both(rng.floats(rows * cols, (r) => r.normal() * 3));
+    const t = Int32Array.from({ length: rows }, () => rng.int(cols));
+    t[0] = -100;
+    const targets = both(t);
+    const dLoss = both(rng.floats(rows));
+    poison([rows]);
+    const rg = g.crossEntropy(logits.g, targets.g, rows, cols, -100);
+    const rc = cpu.crossEntropy(logits.c, targets.c, rows, cols, -100);
+    assertClose(readGpu(rg.loss), cpu.read(rc.loss), `loss ${rows}x${cols}`, 1e-5, 1e-5);
+    assertClose(readGpu(rg.lse), cpu.read(rc.lse), `lse ${rows}x${cols}`, 1e-5, 1e-5);
+    poison([rows * cols]);
+    const dg = g.crossEntropyBackward(logits.g, targets.g, rg.lse, dLoss.g, rows, cols, -100);
+    const dc = cpu.crossEntropyBackward(logits.c, targets.c, rc.lse, dLoss.c, rows, cols, -100);
+    assertClose(readGpu(dg), cpu.read(dc), `dlogits ${rows}x${cols}`, 1e-4, 1e-6);
+  }
+});
+
+test('a target outside the vocabulary is a RangeError naming it', { skip }, () => {
+  const g = requireGpu();
+  const logits = g.fromArray(rng.floats(3 * 4));
+  const targets = g.fromArray(new Int32Array([1, 9, 2]));
+  assert.throws(() => g.crossEntropy(logits, targets, 3, 4, -100), (e: unknown) => {
+    assert.ok(e instanceof RangeError);
+    assert.equal(e.message, 'crossEntropy: target 9 at row 1 is outside [0, 4)');
+    return true;
+  });
+});
+
+test('embedding gather and scatter-add with repeated indices', { skip }, () => {
+  const g = requireGpu();
+  for (const [rowsInTable, cols, count] of [[10, 4, 25], [1000, 768, 300], [3, 1, 1]] as const) {
+    const table = both(rng.floats(rowsInTable * cols));
+    const indices = both(Int32Array.from({ length: count }, () => rng.int(rowsInTable)));
+    poison([count * cols]);
+    assert.deepEqual(readGpu(g.gather(table.g, rowsInTable, cols, indices.g)), cpu.read(cpu.gather(table.c, rowsInTable, cols, indices.c)));
+    const dOut = both(rng.floats(count * cols));
+    poison([rowsInTable * cols]);
+    // atomics add in any order: float32 rounding differs by a few ulps
+    assertClose(readGpu(g.scatterAdd(dOut.g, indices.g, rowsInTable, cols)), cpu.read(cpu.scatterAdd(dOut.c, indices.c, rowsInTable, cols)), 'scatterAdd', 1e-5, 1e-6);
+  }
+  const bad = g.fromArray(new Int32Array([0, 3, -1]));
+  assert.throws(() => g.gather(g.fromArray(rng.floats(6)), 3, 2, bad), /^RangeError: embedding: index 3 is outside \[0, 3\)/);
+});
+
+test('AdamW updates param, m and v like the CPU backend', { skip }, () => {
+  const g = requireGpu();
+  const n = 10_001;
+  const p = both(rng.floats(n));
+  const m = both(new Float32Array(n));
+  const v = both(new Float32Array(n));
+  for (let step = 1; step <= 3; step++) {
+    const grad = both(rng.floats(n));
+    const hyper = { lr: 6e-4, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0.01, step };
+    g.adamw(p.g, grad.g, m.g, v.g, hyper);
+    cpu.adamw(p.c, grad.c, m.c, v.c, hyper);
+  }
+  assertClose(readGpu(m.g), cpu.read(m.c), 'm', 1e-5, 1e-7);
+  assertClose(readGpu(v.g), cpu.read(v.c), 'v', 1e-5, 1e-9);
+  assertClose(readGpu(p.g), cpu.read(p.c), 'param', 1e-5, 1e-6);
+  g.synchronize();
+});

@@ -1,0 +1,119 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Tensor } from '../src/tensor/index.js';
+import { AdamW, decays, PAPER_ADAMW } from '../src/train/optimizer.js';
+import { clipGradNorm, globalGradNorm } from '../src/train/clip.js';
+import { checkSchedule, defaultWarmup, learningRate } from '../src/train/schedule.js';
+import { InputError } from '../src/errors.js';
+
+const f64 = (data: number[], shape: number[], requiresGrad = true): Tensor =>
+  Tensor.fromArray(Float64Array.from(data), shape, { requiresGrad });
+
+/** AdamW by hand, one scalar, the textbook formulas (Loshchilov and Hutter, with bias correction). */
+function adamwByHand(p: number, grads: number[], lrs: number[], wd: number): number {
+  const { beta1, beta2, eps } = PAPER_ADAMW;
+  let m = 0;
+  let v = 0;
+  grads.forEach((g, i) => {
+    const t = i + 1;
+    m = beta1 * m + (1 - beta1) * g;
+    v = beta2 * v + (1 - beta2) * g * g;
+    const mHat = m / (1 - beta1 ** t);
+    const vHat = v / (1 - beta2 ** t);
+    p = p - lrs[i]! * wd * p - lrs[i]! * mHat / (Math.sqrt(vHat) + eps);
+  });
+  return p;
+}
+
+test('AdamW matches a hand computation over three steps, decaying matrices but not biases or norms', () => {
+  const weight = f64([1, -2, 0.5, 3], [2, 2]);
+  const bias = f64([0.25, -1], [2]);
+  const params = new Map([['layer.weight', weight], ['layer.bias', bias]]);
+  const opt = new AdamW(params, PAPER_ADAMW);
+  const grads = [[0.5, -0.1, 2, 0], [0.3, 0.2, -1, 1e-3], [-0.4, 0.05, 0.5, 2]];
+  const biasGrads = [[1, -3], [0.5, 0.5], [-2, 0.1]];
+  const lrs = [0.1, 0.05, 0.02];
+  for (let s = 0; s < 3; s++) {
+    weight.grad = f64(grads[s]!, [2, 2], false);
+    bias.grad = f64(biasGrads[s]!, [2], false);
+    opt.update(lrs[s]!);
+    opt.zeroGrad();
+  }
+  assert.equal(opt.step, 3);
+  const w0 = [1, -2, 0.5, 3];
+  const wGot = weight.toArray();
+  for (let i = 0; i < 4; i++) {
+    const want = adamwByHand(w0[i]!, grads.map((g) => g[i]!), lrs, 0.01);
+    assert.ok(Math.abs(wGot[i]! - want) < 1e-14, `weight[${i}]: ${wGot[i]} vs ${want}`);
+  }
+  const b0 = [0.25, -1];
+  const bGot = bias.toArray();
+  for (let i = 0; i < 2; i++) {
+    const want = adamwByHand(b0[i]!, biasGrads.map((g) => g[i]!), lrs, 0);
+    assert.ok(Math.abs(bGot[i]! - want) < 1e-14, `bias[${i}]: ${bGot[i]} vs ${want}`);
+  }
+  assert.equal(decays('x.weight', weight), true);
+  assert.equal(decays('ln.gain', bias), false);
+});
+
+test('AdamW state survives a save and restore exactly, and bad state is refused', () => {
+  const w = f64([1, 2, 3], [3, 1]);
+  const opt = new AdamW(new Map([['w', w]]));
+  w.grad = f64([0.1, 0.2, 0.3], [3, 1], false);
+  opt.update(0.01);
+  const saved = opt.stateArrays();
+  const other = new AdamW(new Map([['w', f64([1, 2, 3], [3, 1])]]));
+  other.loadState(saved, opt.step, 'opt.safetensors');
+  assert.deepEqual([...other.moments.get('w')!.m.toArray()], [...opt.moments.get('w')!.m.toArray()]);
+  assert.deepEqual([...other.moments.get('w')!.v.toArray()], [...opt.moments.get('w')!.v.toArray()]);
+  assert.equal(other.step, 1);
+  const missing = new Map([...saved].filter(([k]) => k !== 'w.v'));
+  assert.throws(() => other.loadState(missing, 1, 'opt.safetensors'), (e: Error) => e instanceof InputError && /missing optimizer state "w.v"/.test(e.message));
+  const wrongShape = new Map([...saved].map(([k, v]) => [k, { data: v.data, shape: [1, 3] }] as const));
+  assert.throws(() => other.loadState(wrongShape, 1, 'opt.safetensors'), /has shape \[1, 3\]/);
+  const extra = new Map([...saved, ['ghost.m', { data: new Float64Array(1), shape: [1] }]]);
+  assert.throws(() => other.loadState(extra, 1, 'opt.safetensors'), /belongs to no parameter/);
+});
+
+test('the schedule warms up linearly, then decays linearly to the floor at the last step', () => {
+  const o = { lr: 6e-4, totalSteps: 100, warmup: 10 };
+  const near = (a: number, b: number): void => assert.ok(Math.abs(a - b) < 1e-18, `${a} vs ${b}`);
+  near(learningRate(o, 1), 6e-5);
+  near(learningRate(o, 5), 3e-4);
+  assert.equal(learningRate(o, 10), 6e-4);
+  assert.ok(Math.abs(learningRate(o, 55) - 3e-4) < 1e-18);
+  assert.equal(learningRate(o, 100), 0);
+  const floor = { ...o, endLr: 6e-5 };
+  assert.ok(Math.abs(learningRate(floor, 55) - (6e-5 + 0.5 * (6e-4 - 6e-5))) < 1e-18);
+  assert.equal(learningRate(floor, 100), 6e-5);
+  const squared = { ...o, power: 2 };
+  assert.ok(Math.abs(learningRate(squared, 55) - 6e-4 * 0.25) < 1e-18);
+  for (let s = 2; s <= 100; s++) {
+    if (s > 10) assert.ok(learningRate(o, s) < learningRate(o, s - 1));
+  }
+  // the paper's 750 warm-up steps, shortened to a tenth of a short run
+  assert.equal(defaultWarmup(300_000), 750);
+  assert.equal(defaultWarmup(600), 60);
+  assert.equal(defaultWarmup(5), 1);
+  assert.throws(() => checkSchedule({ lr: 1e-3, totalSteps: 10, warmup: 11 }), /warmup \(11\) is longer than the run/);
+  assert.throws(() => checkSchedule({ lr: -1, totalSteps: 10, warmup: 1 }), InputError);
+});
+
+test('gradient clipping scales all gradients together to the global norm limit, never up', () => {
+  const a = f64([3, 0], [2]);
+  const b = f64([0, 4], [1, 2]);
+  a.grad = f64([3, 0], [2], false);
+  b.grad = f64([0, 4], [1, 2], false);
+  assert.equal(globalGradNorm([a, b]), 5);
+  const norm = clipGradNorm([a, b], 2);
+  assert.equal(norm, 5);
+  const scale = 2 / (5 + 1e-6);
+  assert.deepEqual([...a.grad!.toArray()], [3 * scale, 0]);
+  assert.deepEqual([...b.grad!.toArray()], [0, 4 * scale]);
+  assert.ok(Math.abs(globalGradNorm([a, b]) - 2) < 1e-6);
+  // under the limit: untouched
+  a.grad = f64([0.3, 0.4], [2], false);
+  b.grad = null;
+  assert.equal(clipGradNorm([a, b], 2), 0.5);
+  assert.deepEqual([...a.grad!.toArray()], [0.3, 0.4]);
+});
