@@ -7,9 +7,10 @@
 //             breaks (used by `npm install`, so that machines without CUDA install fine).
 // --verbose   print the commands and ptxas's register/spill report for every kernel.
 // Environment: CUDA_HOME or CUDA_PATH (toolkit root), NVCC (compiler path), LONGNET_NODE_INCLUDE (Node's
-// headers), LONGNET_CUDA_ARCHS (default "90,80": sm_90 and sm_80 machine code, plus compute_90 PTX).
+// headers), LONGNET_CUDA_ARCHS (default "90,80": sm_90 and sm_80 machine code, plus compute_90 PTX),
+// LONGNET_SKIP_NATIVE=1 (skip the build).
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -19,6 +20,7 @@ const srcDir = join(root, 'native', 'src');
 const buildDir = join(root, 'native', 'build');
 const objDir = join(buildDir, 'obj');
 const output = join(buildDir, 'longnet_cuda.node');
+const logFile = join(buildDir, 'build.log');
 
 const args = process.argv.slice(2);
 const optional = args.includes('--optional');
@@ -31,9 +33,14 @@ function skip(reason) {
   process.exit(0);
 }
 
-function die(reason) {
-  if (optional) skip(reason);
-  console.error(`longnet: CUDA addon build failed: ${reason}`);
+// A failed compile or link: the compiler's output goes to native/build/build.log; --optional prints one line.
+function die(reason, log) {
+  if (log) {
+    mkdirSync(buildDir, { recursive: true });
+    writeFileSync(logFile, log);
+  }
+  if (optional) skip(log ? `${reason} (see ${relative(root, logFile)})` : reason);
+  console.error(`longnet: CUDA addon build failed: ${reason}${log ? `\n${log}` : ''}`);
   process.exit(1);
 }
 
@@ -89,6 +96,7 @@ function run(cmd, argv) {
   });
 }
 
+if (process.env.LONGNET_SKIP_NATIVE === '1') skip('LONGNET_SKIP_NATIVE=1');
 const nvcc = findNvcc();
 if (!nvcc) (optional ? skip : die)('nvcc not found (set CUDA_HOME or NVCC)');
 const nodeInclude = findNodeInclude();
@@ -127,7 +135,7 @@ async function worker() {
     const started = Date.now();
     const r = await run(nvcc, argv);
     if (r.code !== 0) {
-      failed = `${relative(root, source)}:\n${r.text}`;
+      failed = { source: relative(root, source), text: r.text };
       rmSync(object, { force: true });
       return;
     }
@@ -136,7 +144,7 @@ async function worker() {
   }
 }
 await Promise.all(Array.from({ length: Math.min(jobs, Math.max(1, stale.length)) }, worker));
-if (failed) die(`compiling ${failed}`);
+if (failed) die(`compiling ${failed.source} failed`, failed.text);
 
 const needLink = stale.length > 0 || !existsSync(output) || objects.some((o) => statSync(o).mtimeMs > statSync(output).mtimeMs);
 if (needLink) {
@@ -144,7 +152,7 @@ if (needLink) {
   // the CUDA runtime is linked statically, so the addon needs only the driver (libcuda) at run time;
   // cuBLASLt and NCCL are opened with dlopen when first used
   const r = await run(nvcc, ['-shared', '-cudart', 'static', '-o', tmp, ...objects, '-ldl', '-lpthread', '-lrt']);
-  if (r.code !== 0) die(`linking:\n${r.text}`);
+  if (r.code !== 0) die('linking failed', r.text);
   renameSync(tmp, output);
 }
 console.log(`longnet: CUDA addon ${needLink ? 'built' : 'up to date'}: ${relative(root, output)} (${archs.map((a) => `sm_${a}`).join(', ')})`);

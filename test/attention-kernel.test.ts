@@ -5,6 +5,7 @@ import fc from 'fast-check';
 import type { AttentionConfig, AttentionGeometry, AttentionPattern, HeadOffsets } from '../src/backend/backend.js';
 import { dilatedAttentionBackward, dilatedAttentionForward } from '../src/backend/cpu/attention-kernel.js';
 import { lastLoopThreads } from '../src/backend/cpu/thread-pool.js';
+import { accumulateColumns, accumulateRows, scoreTile } from '../src/backend/cpu/attention-tiles.js';
 import type { FloatArray } from '../src/tensor/dtype.js';
 
 // ---------------------------------------------------------------------------------------------------
@@ -196,11 +197,18 @@ test('matches the dense multiset oracle (forward and gradients) on edge-case sha
     { geometry: geom(1, 13, 2, 3), patterns: [[4, 1], [8, 2]], causal: true, headOffsets: 'paper' },
     { geometry: geom(2, 11, 3, 5), patterns: [[3, 1], [6, 3], [20, 4]], causal: true, headOffsets: 'paper' },
     { geometry: geom(2, 11, 3, 5), patterns: [[3, 1], [6, 3], [20, 4]], causal: false, headOffsets: 'blocked' },
-    { geometry: geom(1, 7, 1, 4), patterns: [[16, 1]], causal: true, headOffsets: 'paper' }, // w > N
-    { geometry: geom(1, 17, 4, 2), patterns: [[5, 2], [5, 2], [17, 1]], causal: true, headOffsets: 'paper' }, // repeated
-    { geometry: geom(1, 150, 2, 3), patterns: [[150, 1]], causal: true, headOffsets: 'paper' }, // several tiles
-    { geometry: geom(1, 200, 2, 3), patterns: [[70, 1], [140, 2]], causal: false, headOffsets: 'paper' }, // lcm > N
-    { geometry: geom(1, 30, 2, 4), patterns: [[6, 1], [10, 2]], causal: true, headOffsets: 'blocked' }, // chunk = lcm 30
+    // w > N
+    { geometry: geom(1, 7, 1, 4), patterns: [[16, 1]], causal: true, headOffsets: 'paper' },
+    // a pattern given twice
+    { geometry: geom(1, 17, 4, 2), patterns: [[5, 2], [5, 2], [17, 1]], causal: true, headOffsets: 'paper' },
+    // several query and key tiles in one segment
+    { geometry: geom(1, 300, 2, 3), patterns: [[300, 1]], causal: true, headOffsets: 'paper' },
+    { geometry: geom(1, 600, 1, 2), patterns: [[600, 1], [600, 2]], causal: false, headOffsets: 'paper' },
+    // work units: chunks of lcm(w') = 140, the last one shorter
+    { geometry: geom(1, 200, 2, 3), patterns: [[70, 1], [140, 2]], causal: false, headOffsets: 'paper' },
+    // lcm(6, 10) = 30 > N: one chunk; and three chunks, the last of 5 positions
+    { geometry: geom(1, 29, 2, 4), patterns: [[6, 1], [10, 2]], causal: true, headOffsets: 'blocked' },
+    { geometry: geom(2, 65, 3, 2), patterns: [[6, 1], [10, 2]], causal: true, headOffsets: 'paper' },
   ];
   cases.forEach((c, i) => checkAgainstOracle(c, 100 + i));
 });
@@ -335,10 +343,12 @@ test('property: pattern order is irrelevant; duplicating every pattern keeps O a
   fc.assert(fc.property(caseArb, fc.integer(), (c, seed) => {
     const { q, k, v } = inputs(c, seed);
     const base = dilatedAttentionForward(q, k, v, c.geometry, configOf(c));
-    const reversed = dilatedAttentionForward(q, k, v, c.geometry, configOf({ ...c, patterns: [...c.patterns].reverse() }));
+    const run = (patterns: [number, number][]) =>
+      dilatedAttentionForward(q, k, v, c.geometry, configOf({ ...c, patterns }));
+    const reversed = run([...c.patterns].reverse());
     assertClose(reversed.o, base.o, 1e-12, 'reversed o');
     assertClose(reversed.lse, base.lse, 1e-12, 'reversed lse');
-    const doubled = dilatedAttentionForward(q, k, v, c.geometry, configOf({ ...c, patterns: [...c.patterns, ...c.patterns] }));
+    const doubled = run([...c.patterns, ...c.patterns]);
     assertClose(doubled.o, base.o, 1e-12, 'doubled o');
     assertClose(doubled.lse, base.lse.map((x) => x + Math.LN2), 1e-12, 'doubled lse');
   }), { numRuns: 100 });
@@ -370,8 +380,44 @@ test('property: moving whole segments from the front to the back moves the outpu
   ), { numRuns: 30 });
 });
 
+test('property: tile products match naive loops for any tile position, parity and causal mask', () => {
+  fc.assert(fc.property(
+    fc.integer({ min: 1, max: 7 }), fc.integer({ min: 0, max: 9 }), fc.integer({ min: 0, max: 9 }),
+    fc.integer({ min: 0, max: 9 }), fc.integer({ min: 0, max: 9 }), fc.boolean(), fc.integer(),
+    (D, i0, rows, j0, cols, causal, seed) => {
+      const i1 = i0 + rows, j1 = j0 + cols, ld = cols + 3;
+      const rand = rng(seed);
+      const A = randArray(i1 * D, rand), B = randArray(j1 * D, rand);
+      const sees = (i: number, j: number) => !causal || j <= i;
+      const S = new Float64Array(rows * ld).fill(NaN);
+      scoreTile(A, B, D, i0, i1, j0, j1, causal, -7, S, ld);
+      for (let i = i0; i < i1; i++) for (let j = j0; j < j1; j++) {
+        let want = -7;
+        if (sees(i, j)) { want = 0; for (let d = 0; d < D; d++) want += A[i * D + d]! * B[j * D + d]!; }
+        assert.ok(Math.abs(S[(i - i0) * ld + j - j0]! - want) < 1e-12, `S[${i}][${j}]`);
+      }
+      // weights: random where visible, 0 where masked (the contract of the accumulating products)
+      const W = new Float64Array(rows * ld);
+      for (let i = i0; i < i1; i++) for (let j = j0; j < j1; j++) W[(i - i0) * ld + j - j0] = sees(i, j) ? rand() : 0;
+      const Crows = randArray(i1 * D, rand), Ccols = randArray(j1 * D, rand);
+      const wantRows = Crows.slice(), wantCols = Ccols.slice();
+      for (let i = i0; i < i1; i++) for (let j = j0; j < j1; j++) for (let d = 0; d < D; d++) {
+        const w = W[(i - i0) * ld + j - j0]!;
+        wantRows[i * D + d]! += w * B[j * D + d]!;
+        wantCols[j * D + d]! += w * A[i * D + d]!;
+      }
+      accumulateRows(W, ld, B, D, i0, i1, j0, j1, causal, Crows);
+      accumulateColumns(W, ld, A, D, i0, i1, j0, j1, causal, Ccols);
+      assertClose(Crows, wantRows, 1e-12, 'accumulateRows');
+      assertClose(Ccols, wantCols, 1e-12, 'accumulateColumns');
+    },
+  ), { numRuns: 300 });
+});
+
 test('float32 results are close to float64', () => {
-  const c: Case = { geometry: geom(2, 300, 3, 16), patterns: [[64, 1], [128, 2], [300, 4]], causal: true, headOffsets: 'paper' };
+  const c: Case = {
+    geometry: geom(2, 300, 3, 16), patterns: [[64, 1], [128, 2], [300, 4]], causal: true, headOffsets: 'paper',
+  };
   const { q, k, v } = inputs(c, 5);
   const config = configOf(c);
   const dO = randArray(q.length, rng(6));
@@ -396,7 +442,7 @@ test('the threaded path (shared buffers) gives bitwise the same result as the se
   try {
     for (const causal of [true, false]) {
       const c: Case = {
-        geometry: geom(2, 700, 3, 8), patterns: [[64, 1], [128, 2], [256, 4]], causal, headOffsets: 'paper',
+        geometry: geom(2, 1000, 3, 8), patterns: [[64, 1], [128, 2], [256, 4]], causal, headOffsets: 'paper',
       };
       const config = configOf(c);
       const { q, k, v } = inputs(c, 9);

@@ -88,7 +88,7 @@ test('train writes a checkpoint, a plot and metrics; a run stopped at step 3 and
   assert.equal(state.step, 6);
   // evaluating and sampling from the checkpoint
   const [ev, g1, g2, greedy] = await Promise.all([
-    cli(['eval', '--checkpoint', straight, '--data', corpus, '--seq-len', '16,32']),
+    cli(['eval', '--checkpoint', straight, '--data', corpus, '--seq-len', '16', '--seq-len=32']),
     cli(['generate', '--checkpoint', straight, '--prompt', 'function', '--max-new-tokens', '24', '--seed', '3', '--top-k', '20', '--top-p', '0.9']),
     cli(['generate', '--checkpoint', straight, '--prompt', 'function', '--max-new-tokens', '24', '--seed', '3', '--top-k', '20', '--top-p', '0.9']),
     cli(['generate', '--checkpoint', straight, '--prompt', 'function', '--max-new-tokens', '8', '--temperature', '0']),
@@ -153,7 +153,8 @@ test('bad input: one line, exit 2, and an existing checkpoint left untouched', a
     [['train', '--data', empty, '--out', join(work, 'x2')], /empty corpus/],
     [['train', '--preset', 'huge', '--out', join(work, 'x3')], /--preset: "huge" is not one of tiny/],
     [['train', '--steps', 'abc', '--out', ckpt], /--steps: "abc" is not a positive integer/],
-    [['train', '--lr', '-1', '--out', ckpt, '--data', corpus], /--lr: -1 is not a positive number/],
+    [['train', '--lr=-1', '--out', ckpt, '--data', corpus], /--lr: -1 is not a positive number/],
+    [['train', '--lr', 'fast', '--out', ckpt], /--lr: "fast" is not a finite number/],
     [['train', '--batch', '0', '--out', ckpt], /--batch: "0" is not a positive integer/],
     [['train', '--warmup', '50', '--steps', '10', '--out', join(work, 'x4'), '--data', corpus], /--warmup 50 is longer than the run/],
     [['train', '--data', corpus, '--out', ckpt], /already holds a checkpoint; pass --resume .* or --overwrite/],
@@ -165,7 +166,7 @@ test('bad input: one line, exit 2, and an existing checkpoint left untouched', a
     [['eval', '--checkpoint', badConfig, '--data', corpus], /config\.json: .*heads = 3 does not divide dModel = 128/],
     [['eval', '--checkpoint', ckpt, '--data', corpus, '--seq-len', '5000'], /--seq-len 5000: .*fewer than one sequence/],
     [['generate', '--checkpoint', ckpt, '--top-p', '2'], /top-p must be in \(0, 1\]/],
-    [['generate', '--checkpoint', ckpt, '--max-new-tokens', '-3'], /--max-new-tokens: "-3" is not a positive integer/],
+    [['generate', '--checkpoint', ckpt, '--max-new-tokens=-3'], /--max-new-tokens: "-3" is not a positive integer/],
   ];
   const results = await Promise.all(cases.map(([args]) => cli(args)));
   results.forEach((r, i) => assertOneLineError(r, cases[i]![1]));

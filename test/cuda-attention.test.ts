@@ -133,7 +133,7 @@ CASES.push({ B: 1, N: 65, H: 2, D: 256, w: [65], r: [1], causal: false });
 
 for (const tc of CASES) {
   const name = `N=${tc.N} B=${tc.B} H=${tc.H} D=${tc.D} w=[${tc.w}] r=[${tc.r}]${tc.causal ? ' causal' : ''}${tc.offsets === 'blocked' ? ' blocked' : ''}`;
-  test(`dilated attention ${name}: forward and backward within FlashAttention's rule`, { skip }, () => {
+  test(`dilated attention ${name}: forward and backward within FlashAttention's rule`, { skip }, (t) => {
     const g = requireGpu();
     const geometry: AttentionGeometry = { batch: tc.B, seqLen: tc.N, heads: tc.H, headDim: tc.D };
     const config: AttentionConfig = {
@@ -157,6 +157,7 @@ for (const tc of CASES) {
     const gb = g.dilatedAttentionBackward(cq.g, ck.g, cv.g, gf.o, gf.lse, cdO.g, geometry, config);
     const gpuOut = { o: readGpu(gf.o), lse: readGpu(gf.lse), dq: readGpu(gb.dq), dk: readGpu(gb.dk), dv: readGpu(gb.dv) };
 
+    const report: string[] = [];
     for (const key of ['o', 'lse', 'dq', 'dk', 'dv'] as const) {
       const r = ref[key];
       const got = gpuOut[key];
@@ -169,11 +170,13 @@ for (const tc of CASES) {
       const errPlain = maxAbsError(plain[key], r);
       const floor = 4 * 2 ** -23 * maxAbs(r);
       const bound = 2 * Math.max(errCpu, errPlain) + floor;
+      report.push(`${key} ${errGpu.toExponential(1)} (plain ${errPlain.toExponential(1)}, bound ${bound.toExponential(1)})`);
       assert.ok(
         errGpu <= bound,
         `${key}: GPU error ${errGpu.toExponential(2)} > 2 x max(CPU ${errCpu.toExponential(2)}, plain float32 ${errPlain.toExponential(2)}) + ${floor.toExponential(2)} (seed ${seed})`,
       );
     }
+    t.diagnostic(`max abs error vs float64: ${report.join('; ')}`);
     // rows that no pattern selects get exactly zero
     for (let row = 0; row < rows; row++) {
       if (ref.lse[row] !== -Infinity) continue;

@@ -84,6 +84,8 @@ const REDUCTIONS: readonly (readonly [number[], number[]])[] = [
   [[7, 5, 3], [0]], [[7, 5, 3], [1]], [[7, 5, 3], [2]], [[7, 5, 3], [0, 2]], [[7, 5, 3], [0, 1, 2]], [[7, 5, 3], []],
   [[3, 5000], [1]], [[20000, 3], [0]], [[300, 40], [1]], [[2, 3, 4, 5, 6], [1, 3]], [[100_000], [0]], [[4, 0, 3], [1]],
   [[17, 1, 9], [1]], [[129, 1030], [0]],
+  // few long rows: split over many blocks, then the partial results reduced again
+  [[3, 1_000_003], [1]], [[2_500_001], [0]], [[5, 70_000], [0, 1]],
 ];
 
 test('sum and max over any axes match the CPU backend', { skip }, () => {
@@ -112,6 +114,10 @@ test('max propagates NaN, as the CPU backend does', { skip }, () => {
   for (const axes of [[1], [0], [0, 1]]) {
     assertClose(readGpu(g.reduce('max', x.g, [4, 300], axes)), cpu.read(cpu.reduce('max', x.c, [4, 300], axes)), `max over [${axes}]`);
   }
+  // a long row, reduced in chunks: the NaN of one chunk reaches the result
+  const long = rng.floats(200_000);
+  long[150_001] = Number.NaN;
+  assert.ok(Number.isNaN(readGpu(g.reduce('max', g.fromArray(long), [200_000], [0]))[0]!), 'max of a long row with a NaN');
 });
 
 function randomPermutation(n: number): number[] {

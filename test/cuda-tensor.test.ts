@@ -3,8 +3,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import '../src/backend/cuda/index.js';
-import * as T from '../src/index.js';
-import type { Device } from '../src/index.js';
+import * as T from '../src/tensor/index.js';
+import { dilatedAttention } from '../src/attention/dilated.js';
+import type { Device } from '../src/backend/backend.js';
 import { relativeError, requireGpu, rng, seed, skip } from './cuda-support.js';
 
 const B = 2, N = 96, H = 4, D = 16, C = H * D, V = 50;
@@ -20,7 +21,7 @@ function step(device: Device, p: Params, tokens: Int32Array, targets: Int32Array
     const x = T.embedding(emb, T.tensor(tokens, [B, N], { device }));
     const h = T.layerNorm(x, gamma, null);
     const split = (w: T.Tensor) => T.reshape(T.matmul(h, w), [B, N, H, D]);
-    const { output } = T.dilatedAttention(split(wq), split(wk), split(wv), {
+    const { output } = dilatedAttention(split(wq), split(wk), split(wv), {
       segmentLengths: [16, 32, 96], dilationRates: [1, 2, 4], causal: true,
     });
     const y = T.add(x, T.matmul(T.reshape(output, [B, N, C]), wo));

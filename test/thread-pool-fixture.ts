@@ -1,6 +1,7 @@
 /** Range kernels for the thread-pool tests; imported by the worker threads too. */
 import { isMainThread, threadId } from 'node:worker_threads';
 import { registerRangeKernel } from '../src/backend/cpu/kernel-registry.js';
+import { InputError } from '../src/errors.js';
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 function sleep(ms: number): void { Atomics.wait(sleeper, 0, 0, ms); }
@@ -19,13 +20,17 @@ registerRangeKernel('test.square', import.meta.url, (args, start, end) => {
   }
 });
 
-// fails on item `failAt`, only in a worker thread when `inWorkerOnly`
+// fails on item `failAt` (any item when failAt < 0) in the threads that `where` names; others idle
 registerRangeKernel('test.fail', import.meta.url, (args, start, end) => {
   const failAt = args['failAt'] as number;
-  const inWorkerOnly = args['inWorkerOnly'] as boolean;
+  const where = args['where'] as 'worker' | 'main' | 'any';
+  const kind = args['kind'] as 'range' | 'input';
+  const failsHere = where === 'any' || (where === 'main') === isMainThread;
   for (let i = start; i < end; i++) {
-    if (isMainThread && inWorkerOnly) { sleep(50); continue; }
-    if (i === failAt || inWorkerOnly) throw new RangeError(`item ${i} is bad`);
+    if (!failsHere) { sleep(20); continue; }
+    if (failAt < 0 || i === failAt) {
+      throw kind === 'input' ? new InputError(`item ${i} is bad input`) : new RangeError(`item ${i} is bad`);
+    }
   }
 });
 

@@ -31,7 +31,7 @@ int* error_flag_device();
 void reset_error_flag();
 // Waits for the stream and returns the flag (kNoError when nothing was reported).
 int read_error_flag();
-constexpr int kNoError = 0x7fffffff;
+constexpr int kNoError = 0x7f7f7f7f;  // what reset_error_flag's byte fill leaves
 
 // Raises the dynamic shared-memory limit of a kernel when it asks for more than 48 KB.
 void allow_dynamic_smem(const void* kernel, size_t bytes, const char* name);

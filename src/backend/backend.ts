@@ -50,6 +50,22 @@ export interface AttentionConfig {
   readonly headOffsets: HeadOffsets;
 }
 
+/**
+ * Packed variable-length attention (FlashAttention's "varlen" layout), used by sequence parallelism:
+ * `qOffsets.length - 1` independent problems; group g has the query rows [qOffsets[g], qOffsets[g+1]) of
+ * q (and of o, lse, dO, dq, dsum) and the key rows [kOffsets[g], kOffsets[g+1]) of k and v (and dk, dv).
+ * A row is `headDim` values; offsets start at 0 and never decrease. Causal masks are bottom-right
+ * aligned: with mq queries and mk keys, query i sees keys j <= i + mk - mq (the queries are the last
+ * mq key positions), so a query that sees no key gets o = 0 and lse = -inf.
+ */
+export interface GatheredAttentionLayout {
+  readonly qOffsets: Int32Array;
+  readonly kOffsets: Int32Array;
+  readonly headDim: number;
+  readonly causal: boolean;
+  readonly scale: number;
+}
+
 export interface LayerNormResult { y: Storage; mean: Storage; rstd: Storage }
 export interface LayerNormGrads { dx: Storage; dGamma: Storage | null; dBeta: Storage | null }
 export interface AdamWHyper {
@@ -126,6 +142,23 @@ export interface Backend {
     q: Storage, k: Storage, v: Storage, o: Storage, lse: Storage, dO: Storage,
     geometry: AttentionGeometry, config: AttentionConfig,
   ): { dq: Storage; dk: Storage; dv: Storage };
+
+  // Optional primitives of sequence-parallel attention (src/distributed); a backend without them cannot run it.
+  /** Attention of each packed group: o [rowsQ, headDim] (normalized) and lse [rowsQ]. */
+  gatheredAttention?(q: Storage, k: Storage, v: Storage, layout: GatheredAttentionLayout): { o: Storage; lse: Storage };
+  /**
+   * Gradients of the groups above when their rows belong to a larger softmax whose final log-sum-exp is
+   * `lse` and whose rowsum(dO * O_final) is `dsum` (both [rowsQ]): FlashAttention-2's backward.
+   */
+  gatheredAttentionBackward?(
+    q: Storage, k: Storage, v: Storage, lse: Storage, dsum: Storage, dO: Storage, layout: GatheredAttentionLayout,
+  ): { dq: Storage; dk: Storage; dv: Storage };
+  /**
+   * Folds partial results into running ones, in place: for each packed row i, the row rows[i] (int32) of
+   * accO [*, headDim] and accLse becomes the softmax of the union of both key sets (weights from the
+   * log-sum-exps). The indices of one call are distinct.
+   */
+  mergeAttention?(accO: Storage, accLse: Storage, o: Storage, lse: Storage, rows: Storage, headDim: number): void;
 
   // optimizer: updates param, m and v in place
   adamw(param: Storage, grad: Storage, m: Storage, v: Storage, hyper: AdamWHyper): void;

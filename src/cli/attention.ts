@@ -26,6 +26,8 @@ interface Options {
   scale: number | undefined;
   headOffsets: HeadOffsets;
   float64: boolean;
+  /** Sequence parallelism over this many in-process ranks; undefined: one device. */
+  ranks: number | undefined;
 }
 
 /** Everything that can be checked before reading a file, with errors naming the flag. */
@@ -41,6 +43,7 @@ function readOptions(args: Args): Options {
   });
   const scaleText = args.string('scale');
   const headText = args.string('head-offsets');
+  const ranksText = args.string('ranks');
   return {
     input: args.requireString('in'),
     output: args.requireString('out'),
@@ -50,7 +53,14 @@ function readOptions(args: Args): Options {
     scale: scaleText === undefined ? undefined : parseFiniteNumber('scale', scaleText),
     headOffsets: headText === undefined ? 'paper' : parseChoice('head-offsets', headText, HEAD_OFFSETS),
     float64: args.boolean('float64'),
+    ranks: ranksText === undefined ? undefined : parseRanks(ranksText),
   };
+}
+
+function parseRanks(text: string): number {
+  const list = parsePositiveIntList('ranks', text);
+  if (list.length !== 1) throw new InputError(`--ranks: "${text}" is not a positive integer`);
+  return list[0]!;
 }
 
 /** Checks dtype and rank of one input tensor; `where` names it in errors. */
@@ -121,6 +131,14 @@ async function compute(inputs: Inputs, opts: Options): Promise<Map<string, Float
     import('../attention/dilated.js'), import('../tensor/index.js'),
   ]);
   const { shape } = inputs;
+  if (opts.ranks !== undefined) {
+    // --ranks P: the same outputs, computed by sequence parallelism over P ranks in this process
+    const { attentionOnRanks } = await import('../distributed/attention-on-ranks.js');
+    return attentionOnRanks(shape, inputs.q, inputs.k, inputs.v, inputs.dO, {
+      segmentLengths: opts.segmentLengths, dilationRates: opts.dilationRates, causal: opts.causal, headOffsets: opts.headOffsets,
+      ...(opts.scale !== undefined ? { scale: opts.scale } : {}),
+    }, opts.ranks);
+  }
   const withGrad = inputs.dO !== null;
   const created: Tensor[] = [];
   const make = (data: Float32Array | Float64Array, requiresGrad: boolean): Tensor => {
@@ -195,6 +213,7 @@ export const command: Command = {
     scale: { type: 'string', value: 'S', description: 'softmax scale', defaultText: '1/sqrt(D)' },
     'head-offsets': { type: 'string', value: 'paper|blocked', description: "which residue each head takes: paper (h mod r) or blocked (torchscale's)", defaultText: 'paper' },
     float64: { type: 'boolean', description: 'compute in float64 and write F64 outputs' },
+    ranks: { type: 'string', value: 'P', description: 'split the sequence over P ranks run in this process (sequence parallelism); same outputs' },
   },
   details: [
     'Writes o [B, N, H, D] and lse [B, N, H] (natural log; -inf where a row sees no key), as F32',

@@ -12,10 +12,27 @@ import type { Args, Command } from './command.js';
 import { parseChoice, parsePositiveIntList } from './values.js';
 import { parseInteger } from './train.js';
 
-/** --seq-len values: comma lists, and repeated flags where the parser hands over several. */
+/**
+ * Every value of a flag given several times on this process's command line. The flag parser keeps
+ * only the last of repeated flags, and `--seq-len 2048 --seq-len 8192` must mean both lengths.
+ */
+function repeatedFlag(name: string, last: string): string[] {
+  const argv = process.argv;
+  const found: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--') break;
+    if (a === `--${name}` && i + 1 < argv.length) found.push(argv[++i]!);
+    else if (a.startsWith(`--${name}=`)) found.push(a.slice(name.length + 3));
+  }
+  // only trust the scan when it agrees with the parser (the command may have been run from code)
+  return found.length > 1 && found[found.length - 1] === last ? found : [last];
+}
+
+/** --seq-len values: comma lists and repeated flags. */
 function seqLens(args: Args, fallback: number | undefined): number[] {
   const raw = args.values['seq-len'] as unknown;
-  const texts = Array.isArray(raw) ? (raw as string[]) : typeof raw === 'string' ? [raw] : [];
+  const texts = Array.isArray(raw) ? (raw as string[]) : typeof raw === 'string' ? repeatedFlag('seq-len', raw) : [];
   if (texts.length === 0) {
     if (fallback === undefined) throw new InputError('missing --seq-len (the checkpoint records no training length)');
     return [fallback];
@@ -29,7 +46,7 @@ export const command: Command = {
   flags: {
     checkpoint: { type: 'string', value: 'DIR', description: 'checkpoint directory (from longnet train)', required: true },
     data: { type: 'string', value: 'PATH', description: 'corpus (file, directory, JSONL, Parquet)', defaultText: 'the data the checkpoint was trained on' },
-    'seq-len': { type: 'string', value: 'L[,L2...]', description: 'evaluation lengths, e.g. 2048,8192,32768', defaultText: 'the training length' },
+    'seq-len': { type: 'string', value: 'L[,L2...]', description: 'evaluation lengths, e.g. 2048,8192,32768 (or the flag repeated)', defaultText: 'the training length' },
     split: { type: 'string', value: 'validation|all', description: 'the held-out split of --data (as in training) or all of it', defaultText: 'validation' },
     'max-sequences': { type: 'string', value: 'N', description: 'evaluate at most N sequences per length' },
     batch: { type: 'string', value: 'B', description: 'sequences per forward pass', defaultText: '1' },

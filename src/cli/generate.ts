@@ -67,9 +67,18 @@ export const command: Command = {
         // ids the tokenizer never produces (padding of the vocabulary) are never sampled
         return all.subarray(all.length - vocab, all.length - vocab + tokenizer.vocabSize);
       };
+      // feeds token ids and frees them (on a GPU they are device memory)
+      const feed = (tokens: number[]): Float32Array | Float64Array => {
+        const input = tensor(Int32Array.from(tokens), [1, tokens.length], { dtype: 'int32', device });
+        try {
+          return lastRow(model.step(input, cache));
+        } finally {
+          input.dispose();
+        }
+      };
       process.stdout.write(prompt);
       const started = performance.now();
-      let row = lastRow(model.step(tensor(Int32Array.from(ids), [1, ids.length], { dtype: 'int32', device }), cache));
+      let row = feed(ids);
       let produced = 0;
       while (produced < maxNew) {
         const next = sampleToken(row, sampling, rng);
@@ -80,7 +89,7 @@ export const command: Command = {
           process.stdout.write(decoder.push(next));
         }
         if (produced === maxNew) break;
-        row = lastRow(model.step(tensor(Int32Array.from([next]), [1, 1], { dtype: 'int32', device }), cache));
+        row = feed([next]);
       }
       process.stdout.write(`${decoder.flush()}\n`);
       cache.dispose();

@@ -5,7 +5,7 @@
  */
 import type { Device } from '../backend/backend.js';
 import { InputError } from '../errors.js';
-import { TOKENIZER_NAMES, type TokenizerName } from '../data/index.js';
+import { DEFAULT_VAL_FRACTION, TOKENIZER_NAMES, type TokenizerName } from '../data/index.js';
 import { PRESETS } from '../model/index.js';
 import { defaultOutDir, runTraining, signalExitCode, type GivenArgs } from '../train/run.js';
 import type { Args, Command } from './command.js';
@@ -79,23 +79,23 @@ export const command: Command = {
     preset: { type: 'string', value: 'NAME', description: `model size: ${PRESETS.join(', ')}`, defaultText: 'tiny' },
     data: { type: 'string', value: 'PATH', description: 'text file, directory, JSONL (.jsonl, .jsonl.gz) or Parquet file', defaultText: 'lodash.js of the lodash dependency' },
     out: { type: 'string', value: 'DIR', description: 'checkpoint directory', defaultText: 'runs/PRESET' },
-    steps: { type: 'string', value: 'N', description: 'optimizer updates', defaultText: 'tiny 600, others 1000' },
+    steps: { type: 'string', value: 'N', description: 'optimizer updates', defaultText: 'tiny 200, others 1000' },
     'seq-len': { type: 'string', value: 'L', description: 'tokens per training sequence', defaultText: 'tiny 512, others 2048' },
-    batch: { type: 'string', value: 'B', description: 'sequences per micro-batch', defaultText: '8' },
+    batch: { type: 'string', value: 'B', description: 'sequences per micro-batch', defaultText: 'tiny 2, others 8' },
     accumulate: { type: 'string', value: 'K', description: 'micro-batches per update (gradient accumulation)', defaultText: '1' },
     resume: { type: 'boolean', description: 'continue the checkpoint in --out exactly where it stopped' },
     overwrite: { type: 'boolean', description: 'start over in an --out that already holds a checkpoint' },
     device: { type: 'string', value: 'cpu|cuda', description: 'where to train', defaultText: 'cpu' },
     seed: { type: 'string', value: 'S', description: 'seed of the initialization and the data order', defaultText: '0' },
-    lr: { type: 'string', value: 'X', description: 'peak learning rate', defaultText: 'tiny 2e-3, others 6e-4 (the paper)' },
+    lr: { type: 'string', value: 'X', description: 'peak learning rate', defaultText: "tiny 3e-3, others the paper's 6e-4" },
     'min-lr': { type: 'string', value: 'X', description: 'learning rate at the last step', defaultText: '0' },
-    warmup: { type: 'string', value: 'N', description: 'warm-up steps', defaultText: '750 (the paper), at most a tenth of --steps' },
+    warmup: { type: 'string', value: 'N', description: 'warm-up steps', defaultText: "the paper's 750, at most a tenth of --steps" },
     clip: { type: 'string', value: 'X', description: 'global gradient-norm limit, 0 for none', defaultText: '2.0' },
     'weight-decay': { type: 'string', value: 'X', description: 'AdamW weight decay (not applied to biases and norms)', defaultText: '0.01' },
-    'eval-every': { type: 'string', value: 'N', description: 'steps between validation runs', defaultText: 'a twelfth of --steps' },
-    'eval-sequences': { type: 'string', value: 'N', description: 'validation sequences per run', defaultText: '32' },
+    'eval-every': { type: 'string', value: 'N', description: 'steps between validation runs', defaultText: 'a tenth of --steps' },
+    'eval-sequences': { type: 'string', value: 'N', description: 'validation sequences per run', defaultText: 'tiny 16, others 32' },
     'save-every': { type: 'string', value: 'N', description: 'steps between checkpoints, 0 for only at the end', defaultText: '--eval-every' },
-    'val-fraction': { type: 'string', value: 'X', description: 'share of the corpus held out for validation', defaultText: '0.05' },
+    'val-fraction': { type: 'string', value: 'X', description: 'share of the corpus held out for validation', defaultText: String(DEFAULT_VAL_FRACTION) },
     tokenizer: { type: 'string', value: 'NAME', description: `${TOKENIZER_NAMES.join(' or ')}`, defaultText: 'byte' },
     attention: { type: 'string', value: 'KIND', description: 'dilated (LongNet) or dense (the vanilla Transformer baseline)', defaultText: 'dilated' },
     field: { type: 'string', value: 'F', description: 'JSONL field holding the text', defaultText: 'text, else content' },

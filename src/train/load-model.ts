@@ -1,6 +1,8 @@
 /** Opening a checkpoint for inference (eval, generate): config, tokenizer and weights, all checked. */
 import type { Device } from '../backend/backend.js';
 import { getBackend } from '../backend/registry.js';
+// registers the CUDA backend for --device cuda (its addon is loaded only when that device is used)
+import '../backend/cuda/index.js';
 import { InputError } from '../errors.js';
 import type { Tokenizer } from '../data/index.js';
 import { LongNetDecoder } from '../model/index.js';

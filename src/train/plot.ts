@@ -140,7 +140,10 @@ export function lossPlotSvg(records: readonly StepRecord[], options: PlotOptions
   const lastTrain = trainSmoothed.at(-1);
   const lastVal = val.at(-1)?.[1];
   const entries: [string, string, number][] = [];
-  if (lastTrain !== undefined) entries.push([`train loss (smoothed) ${lastTrain.toFixed(3)}`, COLORS.smooth, 2]);
+  if (lastTrain !== undefined) {
+    entries.push([`train loss (smoothed) ${lastTrain.toFixed(3)}`, COLORS.smooth, 2]);
+    entries.push(['train loss (each step)', COLORS.train, 1]);
+  }
   if (lastVal !== undefined) entries.push([`validation loss ${lastVal.toFixed(3)} (ppl ${Math.exp(lastVal).toFixed(2)})`, COLORS.val, 2.5]);
   const lx = x1 - 290;
   const ly = MARGIN.top + 10;

@@ -94,18 +94,27 @@ export class Trainer {
     const { accumulate, batch, seqLen } = this.options;
     this.optimizer.zeroGrad();
     let position = this.progress.data;
-    let lossSum = 0;
     const batches = this.data.batches(this.batchOptions(), position);
-    for (let k = 0; k < accumulate; k++) {
-      const b = batches.next().value;
-      tidy(() => {
-        const { inputs, targets } = this.toTensors(b.tokens, batch);
-        const loss = this.model.loss(inputs, targets);
-        lossSum += loss.item();
-        // the mean of the micro-batch means is the mean over the whole (equal-sized) batch
-        (accumulate > 1 ? mulScalar(loss, 1 / accumulate) : loss).backward();
-      });
-      position = b.next;
+    // Each micro-batch runs in its own scope, so that its activations are freed as soon as its backward
+    // is done; only its loss survives. The losses are read after every backward is queued: reading one
+    // earlier would make the host wait for the device between forward and backward.
+    const losses: Tensor[] = [];
+    let lossSum = 0;
+    try {
+      for (let k = 0; k < accumulate; k++) {
+        const b = batches.next().value;
+        losses.push(tidy(() => {
+          const { inputs, targets } = this.toTensors(b.tokens, batch);
+          const loss = this.model.loss(inputs, targets);
+          // the mean of the micro-batch means is the mean over the whole (equal-sized) batch
+          (accumulate > 1 ? mulScalar(loss, 1 / accumulate) : loss).backward();
+          return loss;
+        }));
+        position = b.next;
+      }
+      for (const l of losses) lossSum += l.item();
+    } finally {
+      for (const l of losses) l.dispose();
     }
     const loss = lossSum / accumulate;
     const nextStep = this.progress.step + 1;

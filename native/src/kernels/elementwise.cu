@@ -61,11 +61,13 @@ __global__ void binary_same_kernel(const float* __restrict__ a, const float* __r
   }
 }
 
-template <int OP, typename Index>
+template <int OP, int RANK, typename Index>
 __global__ void binary_strided_kernel(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out,
                                       StridedLayout l, Index n) {
   for (Index i = blockIdx.x * Index(blockDim.x) + threadIdx.x; i < n; i += Index(gridDim.x) * blockDim.x) {
-    out[i] = binary_apply<OP>(a[strided_offset<Index>(l, 0, i)], b[strided_offset<Index>(l, 1, i)]);
+    Index ia, ib;
+    strided_offsets<RANK>(l, i, ia, ib);
+    out[i] = binary_apply<OP>(a[ia], b[ib]);
   }
 }
 
@@ -187,9 +189,15 @@ void launch_binary(BinaryOp op, const float* a, const float* b, float* out, cons
   const bool flat = l.rank == 1 && l.stride[0][0] == 1 && l.stride[1][0] == 1;
   const bool small = fits_int32(l, n);
   dispatch_binary(op, [&]<int OP>() {
-    if (flat) binary_same_kernel<OP><<<grid_for(n), kThreads, 0, s>>>(a, b, out, n);
-    else if (small) binary_strided_kernel<OP, int32_t><<<grid_for(n), kThreads, 0, s>>>(a, b, out, l, static_cast<int32_t>(n));
-    else binary_strided_kernel<OP, int64_t><<<grid_for(n), kThreads, 0, s>>>(a, b, out, l, n);
+    if (flat) {
+      binary_same_kernel<OP><<<grid_for(n), kThreads, 0, s>>>(a, b, out, n);
+    } else if (!small) {
+      binary_strided_kernel<OP, 0, int64_t><<<grid_for(n), kThreads, 0, s>>>(a, b, out, l, n);
+    } else {
+      dispatch_rank(l.rank, [&]<int RANK>() {
+        binary_strided_kernel<OP, RANK, int32_t><<<grid_for(n), kThreads, 0, s>>>(a, b, out, l, static_cast<int32_t>(n));
+      });
+    }
   });
   check_launch("binary kernel");
 }

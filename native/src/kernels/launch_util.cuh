@@ -56,17 +56,51 @@ __device__ __forceinline__ T group_sum(T v) { return group_reduce<GROUP>(v, SumO
 template <int GROUP>
 __device__ __forceinline__ float group_max(float v) { return group_reduce<GROUP>(v, MaxOp{}); }
 
-// The offset in operand `op` of the element with row-major index `i` of the layout's shape.
+// The offsets in operands 0 and 1 of the element with row-major index `i` of the layout's shape, from one
+// decomposition of i. RANK > 0 is the layout's rank known at compile time (the loop unrolls and the
+// outermost coordinate needs no division); RANK = 0 reads it from the layout.
+template <int RANK, typename Index>
+__device__ __forceinline__ void strided_offsets(const StridedLayout& l, Index i, Index& off0, Index& off1) {
+  const int rank = RANK > 0 ? RANK : l.rank;
+  off0 = 0;
+  off1 = 0;
+#pragma unroll
+  for (int d = (RANK > 0 ? RANK : kMaxDims) - 1; d > 0; d--) {
+    if (RANK == 0 && d >= rank) continue;
+    const Index n = static_cast<Index>(l.shape[d]);
+    const Index q = i / n;
+    const Index c = i - q * n;
+    off0 += c * static_cast<Index>(l.stride[0][d]);
+    off1 += c * static_cast<Index>(l.stride[1][d]);
+    i = q;
+  }
+  off0 += i * static_cast<Index>(l.stride[0][0]);
+  off1 += i * static_cast<Index>(l.stride[1][0]);
+}
+
+// The offset in operand `op` of the element with row-major index `i` (any rank).
 template <typename Index>
 __device__ __forceinline__ Index strided_offset(const StridedLayout& l, int op, Index i) {
   Index off = 0;
-  for (int d = l.rank - 1; d >= 0; d--) {
+  for (int d = l.rank - 1; d > 0; d--) {
     const Index n = static_cast<Index>(l.shape[d]);
     const Index q = i / n;
     off += (i - q * n) * static_cast<Index>(l.stride[op][d]);
     i = q;
   }
-  return off;
+  return off + i * static_cast<Index>(l.stride[op][0]);
+}
+
+// Calls f.template operator()<RANK>() with the layout's rank when it is small, else with 0.
+template <typename F>
+void dispatch_rank(int rank, F&& f) {
+  switch (rank) {
+    case 1: return f.template operator()<1>();
+    case 2: return f.template operator()<2>();
+    case 3: return f.template operator()<3>();
+    case 4: return f.template operator()<4>();
+    default: return f.template operator()<0>();
+  }
 }
 
 // Whether every offset the layout can produce, and the element count, fit in 32-bit arithmetic.

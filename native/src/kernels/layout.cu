@@ -7,10 +7,12 @@ namespace ln {
 namespace {
 
 // out[op1 offset] = in[op0 offset] over the layout's index space.
-template <typename T, typename Index>
+template <typename T, int RANK, typename Index>
 __global__ void strided_copy_kernel(const T* __restrict__ in, T* __restrict__ out, StridedLayout l, Index n) {
   for (Index i = blockIdx.x * Index(blockDim.x) + threadIdx.x; i < n; i += Index(gridDim.x) * blockDim.x) {
-    out[strided_offset<Index>(l, 1, i)] = in[strided_offset<Index>(l, 0, i)];
+    Index src, dst;
+    strided_offsets<RANK>(l, i, src, dst);
+    out[dst] = in[src];
   }
 }
 
@@ -37,7 +39,9 @@ __global__ void transpose_kernel(const T* __restrict__ in, T* __restrict__ out, 
 template <typename Index>
 __global__ void strided_add_kernel(float* __restrict__ dst, const float* __restrict__ src, StridedLayout l, Index n) {
   for (Index i = blockIdx.x * Index(blockDim.x) + threadIdx.x; i < n; i += Index(gridDim.x) * blockDim.x) {
-    dst[strided_offset<Index>(l, 0, i)] += src[strided_offset<Index>(l, 1, i)];
+    Index d, s;
+    strided_offsets<0>(l, i, d, s);
+    dst[d] += src[s];
   }
 }
 
@@ -59,8 +63,13 @@ void strided_copy(const void* in, void* out, const StridedLayout& l, int64_t n, 
       return;
     }
   }
-  if (fits_int32(l, n)) strided_copy_kernel<T, int32_t><<<grid_for(n), kThreads, 0, s>>>(src, dst, l, static_cast<int32_t>(n));
-  else strided_copy_kernel<T, int64_t><<<grid_for(n), kThreads, 0, s>>>(src, dst, l, n);
+  if (!fits_int32(l, n)) {
+    strided_copy_kernel<T, 0, int64_t><<<grid_for(n), kThreads, 0, s>>>(src, dst, l, n);
+  } else {
+    dispatch_rank(l.rank, [&]<int RANK>() {
+      strided_copy_kernel<T, RANK, int32_t><<<grid_for(n), kThreads, 0, s>>>(src, dst, l, static_cast<int32_t>(n));
+    });
+  }
   check_launch("strided copy kernel");
 }
 

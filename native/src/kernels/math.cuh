@@ -6,17 +6,22 @@
 
 namespace ln {
 
-// GELU with the tanh approximation (GPT-2's).
+// GELU with the tanh approximation (GPT-2's): 0.5 x (1 + tanh z), z = c (x + a x^3). Evaluated through
+// 1 + tanh z = 2 sigmoid(2z), which float32 computes without the cancellation of 1 + tanh z for x << 0;
+// the derivative is then s (1 + 2 x (1 - s) z'), s = sigmoid(2z), z' = c (1 + 3 a x^2).
 constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluA = 0.044715f;
 
-__device__ __forceinline__ float gelu(float x) {
-  return 0.5f * x * (1.0f + tanhf(kGeluC * (x + kGeluA * x * x * x)));
+__device__ __forceinline__ float gelu_sigmoid(float x) {
+  const float z = kGeluC * (x + kGeluA * x * x * x);
+  return 1.0f / (1.0f + expf(-2.0f * z));
 }
 
+__device__ __forceinline__ float gelu(float x) { return x * gelu_sigmoid(x); }
+
 __device__ __forceinline__ float gelu_derivative(float x) {
-  const float t = tanhf(kGeluC * (x + kGeluA * x * x * x));
-  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * kGeluC * (1.0f + 3.0f * kGeluA * x * x);
+  const float s = gelu_sigmoid(x);
+  return s * (1.0f + 2.0f * x * (1.0f - s) * kGeluC * (1.0f + 3.0f * kGeluA * x * x));
 }
 
 // Math.pow: unlike C's pow, a NaN exponent always gives NaN, and so does (+-1) ** (+-Infinity).

@@ -42,6 +42,22 @@ __global__ void reduce_rows_kernel(const float* __restrict__ x, float* __restric
   if (row < rows && lane == 0) out[row] = static_cast<float>(acc);
 }
 
+// Few long rows (the full reduction of a large tensor, say): each row split into chunks of `chunk`
+// elements, one block per chunk, writing partial[row * gridDim.x + chunk index]; the partials are
+// reduced again. One block per row would leave all but a few multiprocessors idle.
+template <bool SUM>
+__global__ void reduce_rows_split_kernel(const float* __restrict__ x, float* __restrict__ partial, int64_t count, int64_t chunk) {
+  const int64_t row = blockIdx.y;
+  const int64_t begin = blockIdx.x * chunk;
+  const int64_t end = min(count, begin + chunk);
+  const float* p = x + row * count;
+  Acc<SUM> acc = reduce_init<SUM>();
+  for (int64_t j = begin + threadIdx.x; j < end; j += kThreads) acc = combine<SUM>(acc, Acc<SUM>(p[j]));
+  if constexpr (SUM) acc = group_sum<kThreads>(acc);
+  else acc = group_max<kThreads>(acc);
+  if (threadIdx.x == 0) partial[row * gridDim.x + blockIdx.x] = static_cast<float>(acc);
+}
+
 // Any layout: one thread per output element, the reduced range split over gridDim.y partial results.
 template <bool SUM>
 __global__ void reduce_general_kernel(const float* __restrict__ x, float* __restrict__ out, StridedLayout kept,
@@ -83,6 +99,26 @@ void reduce_impl(const float* x, float* out, const Dims& shape, const Dims& axes
   // the reduced elements of each output are one contiguous run: a row reduction
   const bool rows_layout = red.rank == 1 && red.stride[0][0] == 1 && (outputs == 1 || (kept.rank == 1 && kept.stride[0][0] == count));
   if (rows_layout && (count >= 64 || outputs < 4096)) {
+    const int64_t target = int64_t(device_info().sm_count) * 8;  // blocks that keep every multiprocessor busy
+    if (outputs < target && outputs <= 65535 && count >= 32768) {
+      const int64_t wanted = std::min(ceil_div(target, outputs), ceil_div(count, 8192));
+      const int64_t chunk = ceil_div(count, wanted);
+      const int64_t splits = ceil_div(count, chunk);
+      size_t capacity = 0;
+      float* partial = static_cast<float*>(allocator().allocate(size_t(splits * outputs) * sizeof(float), capacity));
+      reduce_rows_split_kernel<SUM><<<dim3(static_cast<unsigned>(splits), static_cast<unsigned>(outputs)), kThreads, 0, s>>>(
+          x, partial, count, chunk);
+      try {
+        check_launch("reduce rows split kernel");
+        reduce_impl<SUM>(partial, out, {outputs, splits}, {1}, s);
+      } catch (...) {
+        allocator().release(partial, capacity);
+        throw;
+      }
+      // stream order keeps the block alive for the kernels above
+      allocator().release(partial, capacity);
+      return;
+    }
     if (count <= 1024) {
       reduce_rows_kernel<SUM, 32><<<static_cast<unsigned>(ceil_div(outputs, kThreads / 32)), kThreads, 0, s>>>(x, out, outputs, count);
     } else {

@@ -3,29 +3,36 @@
  * keys, so its exact gradient is FlashAttention-2's backward run per pattern with the final log-sum-exp L
  * and Dsum = rowsum(dO * O): P = exp(scale q.k - L), dV += P^T dO, dS = P (dO v^T - Dsum),
  * dQ += scale dS K, dK += scale dS^T Q; contributions of all patterns add up in the unit's accumulators.
+ * Per tile these are five small matrix products, done by the register-blocked routines of attention-tiles.
  */
 import type { FloatArray } from '../../tensor/dtype.js';
-import { registerRangeKernel, type KernelArgs } from './kernel-registry.js';
-import { headOffset, planFromArgs, type AttentionPlan } from './attention-plan.js';
+import { registerRangeKernel } from './kernel-registry.js';
+import { headOffset, type AttentionPlan } from './attention-plan.js';
 import { Scratch } from './attention-scratch.js';
 import { gatherRows, gatherScalars } from './attention-rows.js';
+import { accumulateColumns, accumulateRows, scoreTile } from './attention-tiles.js';
 
 export const BACKWARD_KERNEL = 'attention.backward';
 
+// rows per query tile and per key tile: the five tiles of a step (Q, dO, K, V and their P, dS) stay in L2
 const BQ = 64;
-const BK = 32; // K, V, dK, dV tiles (4 * 32 * D doubles) stay in L1 across the query rows
+const BK = 64;
 
 const scratch = new Scratch();
 const Q = 0, K = 1, V = 2, DO = 3, L = 4, DS = 5, DQ = 6, DK = 7, DV = 8;
-const ACC_DQ = 9, ACC_DK = 10, ACC_DV = 11, ACC_DSUM = 12;
+const ACC_DQ = 9, ACC_DK = 10, ACC_DV = 11, ACC_DSUM = 12, P = 13, DP = 14;
 
-function backwardUnits(args: KernelArgs, start: number, end: number): void {
-  const plan = planFromArgs(args);
-  const get = (name: string) => args[name] as FloatArray;
-  const q = get('q'), k = get('k'), v = get('v'), o = get('o'), lse = get('lse'), dO = get('dO');
-  const dq = get('dq'), dk = get('dk'), dv = get('dv');
+/** The plan, the forward's inputs and outputs, dO, and the gradients to fill (all [B, N, H, D] but lse). */
+export interface BackwardArgs extends AttentionPlan {
+  readonly q: FloatArray; readonly k: FloatArray; readonly v: FloatArray;
+  readonly o: FloatArray; readonly lse: FloatArray; readonly dO: FloatArray;
+  readonly dq: FloatArray; readonly dk: FloatArray; readonly dv: FloatArray;
+}
+
+function backwardUnits(args: BackwardArgs, start: number, end: number): void {
+  const { q, k, v, o, lse, dO, dq, dk, dv } = args;
   try {
-    for (let u = start; u < end; u++) backwardUnit(plan, q, k, v, o, lse, dO, dq, dk, dv, u);
+    for (let u = start; u < end; u++) backwardUnit(args, q, k, v, o, lse, dO, dq, dk, dv, u);
   } finally {
     scratch.trim();
   }
@@ -73,7 +80,7 @@ function backwardUnit(
       const m = Math.ceil((s1 - first) / r);
       const base = headBase + first * rowStride;
       const stride = r * rowStride;
-      const qs = gatherRows(q, base, stride, m, D, scratch.get(Q, m * D), 1);
+      const qs = gatherRows(q, base, stride, m, D, scratch.get(Q, m * D), scale);
       const ks = gatherRows(k, base, stride, m, D, scratch.get(K, m * D), 1);
       const vs = gatherRows(v, base, stride, m, D, scratch.get(V, m * D), 1);
       const dos = gatherRows(dO, base, stride, m, D, scratch.get(DO, m * D), 1);
@@ -85,10 +92,10 @@ function backwardUnit(
       dqs.fill(0, 0, m * D);
       dks.fill(0, 0, m * D);
       dvs.fill(0, 0, m * D);
-      flashBackward(qs, ks, vs, dos, ls, ds, m, D, causal, scale, dqs, dks, dvs);
-      addRows(dqs, m, D, accDq, first - c0, r);
-      addRows(dks, m, D, accDk, first - c0, r);
-      addRows(dvs, m, D, accDv, first - c0, r);
+      flashBackward(qs, ks, vs, dos, ls, ds, m, D, causal, dqs, dks, dvs);
+      addRows(dqs, m, D, accDq, first - c0, r, scale); // q was scaled for the scores, dq takes it here
+      addRows(dks, m, D, accDk, first - c0, r, 1);
+      addRows(dvs, m, D, accDv, first - c0, r, 1);
     }
   }
 
@@ -103,81 +110,61 @@ function backwardUnit(
   }
 }
 
-/** acc[(row0 + j*r)*D + d] += rows[j*D + d]. */
-function addRows(rows: Float64Array, m: number, D: number, acc: Float64Array, row0: number, r: number): void {
+/** acc[(row0 + j*r)*D + d] += mul * rows[j*D + d]. */
+function addRows(
+  rows: Float64Array, m: number, D: number, acc: Float64Array, row0: number, r: number, mul: number,
+): void {
   for (let j = 0; j < m; j++) {
     const dst = (row0 + j * r) * D;
     const src = j * D;
-    for (let d = 0; d < D; d++) acc[dst + d] += rows[src + d]!;
+    for (let d = 0; d < D; d++) acc[dst + d] += mul * rows[src + d]!;
   }
 }
 
 function flashBackward(
   q: Float64Array, k: Float64Array, v: Float64Array, dO: Float64Array, lse: Float64Array, dsum: Float64Array,
-  m: number, D: number, causal: boolean, scale: number, dq: Float64Array, dk: Float64Array, dv: Float64Array,
+  m: number, D: number, causal: boolean, dq: Float64Array, dk: Float64Array, dv: Float64Array,
 ): void {
+  const p = scratch.get(P, BQ * BK);
+  const ds = scratch.get(DP, BQ * BK);
   for (let i0 = 0; i0 < m; i0 += BQ) {
     const i1 = Math.min(m, i0 + BQ);
-    const jEnd = causal ? i1 : m;
+    const jEnd = causal ? i1 : m; // key tiles wholly above the diagonal contribute nothing
     for (let j0 = 0; j0 < jEnd; j0 += BK) {
       const j1 = Math.min(jEnd, j0 + BK);
-      for (let i = i0; i < i1; i++) {
-        const li = lse[i]!;
-        if (li === -Infinity) continue; // a row with no key has no gradient
-        const jn = causal && i + 1 < j1 ? i + 1 : j1;
-        if (jn > j0) rowBackward(q, k, v, dO, D, i, j0, jn, li, dsum[i]!, scale, dq, dk, dv);
-      }
+      scoreTile(q, k, D, i0, i1, j0, j1, causal, 0, p, BK);
+      scoreTile(dO, v, D, i0, i1, j0, j1, causal, 0, ds, BK);
+      probabilities(p, ds, BK, j0, j1, i0, i1, causal, lse, dsum);
+      accumulateRows(ds, BK, k, D, i0, i1, j0, j1, causal, dq);
+      accumulateColumns(p, BK, dO, D, i0, i1, j0, j1, causal, dv);
+      accumulateColumns(ds, BK, q, D, i0, i1, j0, j1, causal, dk);
     }
   }
 }
 
-/** Gradient contributions of query row i against keys [j0, jn). */
-function rowBackward(
-  q: Float64Array, k: Float64Array, v: Float64Array, dO: Float64Array, D: number, i: number, j0: number, jn: number,
-  li: number, di: number, scale: number, dq: Float64Array, dk: Float64Array, dv: Float64Array,
+/**
+ * Turns a tile of scores into P = exp(s - L) and a tile of dP = dO v^T into dS = P (dP - Dsum), in place.
+ * Entries a causal row may not see are 0 in both; so are rows with no key at all (L = -inf).
+ */
+function probabilities(
+  p: Float64Array, ds: Float64Array, ld: number, j0: number, j1: number, i0: number, i1: number, causal: boolean,
+  lse: Float64Array, dsum: Float64Array,
 ): void {
-  const qi = i * D;
-  let j = j0;
-  // two keys at a time: each q and dO element loaded serves two products
-  for (; j + 1 < jn; j += 2) {
-    const a = j * D, b = a + D;
-    let s0 = 0, s1 = 0, t0 = 0, t1 = 0;
-    for (let d = 0; d < D; d++) {
-      const x = q[qi + d]!;
-      const g = dO[qi + d]!;
-      s0 += x * k[a + d]!;
-      s1 += x * k[b + d]!;
-      t0 += g * v[a + d]!;
-      t1 += g * v[b + d]!;
+  for (let i = i0; i < i1; i++) {
+    const row = (i - i0) * ld;
+    const n = (causal && i + 1 < j1 ? i + 1 : j1) - j0;
+    if (n <= 0) continue; // masked entirely; the score tiles hold 0 here already
+    const li = lse[i]!;
+    if (li === -Infinity) {
+      p.fill(0, row, row + n);
+      ds.fill(0, row, row + n);
+      continue;
     }
-    const p0 = Math.exp(scale * s0 - li);
-    const p1 = Math.exp(scale * s1 - li);
-    const g0 = scale * p0 * (t0 - di);
-    const g1 = scale * p1 * (t1 - di);
-    for (let d = 0; d < D; d++) {
-      const x = q[qi + d]!;
-      const g = dO[qi + d]!;
-      const ka = k[a + d]!, kb = k[b + d]!;
-      dv[a + d] += p0 * g;
-      dv[b + d] += p1 * g;
-      dk[a + d] += g0 * x;
-      dk[b + d] += g1 * x;
-      dq[qi + d] += g0 * ka + g1 * kb;
-    }
-  }
-  for (; j < jn; j++) {
-    const a = j * D;
-    let s0 = 0, t0 = 0;
-    for (let d = 0; d < D; d++) {
-      s0 += q[qi + d]! * k[a + d]!;
-      t0 += dO[qi + d]! * v[a + d]!;
-    }
-    const p0 = Math.exp(scale * s0 - li);
-    const g0 = scale * p0 * (t0 - di);
-    for (let d = 0; d < D; d++) {
-      dv[a + d] += p0 * dO[qi + d]!;
-      dk[a + d] += g0 * q[qi + d]!;
-      dq[qi + d] += g0 * k[a + d]!;
+    const di = dsum[i]!;
+    for (let x = 0; x < n; x++) {
+      const e = Math.exp(p[row + x]! - li);
+      p[row + x] = e;
+      ds[row + x] = e * (ds[row + x]! - di);
     }
   }
 }

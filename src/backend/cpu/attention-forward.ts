@@ -5,26 +5,32 @@
  * log-sum-exp, which makes the patterns one softmax over the multiset of their keys.
  */
 import type { FloatArray } from '../../tensor/dtype.js';
-import { registerRangeKernel, type KernelArgs } from './kernel-registry.js';
-import { headOffset, planFromArgs, type AttentionPlan } from './attention-plan.js';
+import { registerRangeKernel } from './kernel-registry.js';
+import { headOffset, type AttentionPlan } from './attention-plan.js';
 import { Scratch } from './attention-scratch.js';
 import { gatherRows } from './attention-rows.js';
 import { accumulateRows, scoreTile } from './attention-tiles.js';
 
 export const FORWARD_KERNEL = 'attention.forward';
 
-const BQ = 64; // query rows per tile
-const BK = 64; // key rows per tile: K and V tiles (2 * 64 * D doubles) stay in L1/L2 across the query rows
+// Query rows per tile, and key rows per tile: with w/r <= 256 (the usual sparse length) a segment is one
+// key tile, so no rescaling happens at all; K and V tiles (2 * 256 * D doubles) stay in L2.
+const BQ = 32;
+const BK = 256;
 
 const scratch = new Scratch();
 const Q = 0, K = 1, V = 2, O = 3, L = 4, ACC_O = 5, ACC_L = 6, S = 7, ROW_MAX = 8, ROW_SUM = 9;
 
-function forwardUnits(args: KernelArgs, start: number, end: number): void {
-  const plan = planFromArgs(args);
-  const q = args['q'] as FloatArray, k = args['k'] as FloatArray, v = args['v'] as FloatArray;
-  const o = args['o'] as FloatArray, lse = args['lse'] as FloatArray;
+/** The plan, the inputs [B, N, H, D] and the outputs o [B, N, H, D], lse [B, N, H]. */
+export interface ForwardArgs extends AttentionPlan {
+  readonly q: FloatArray; readonly k: FloatArray; readonly v: FloatArray;
+  readonly o: FloatArray; readonly lse: FloatArray;
+}
+
+function forwardUnits(args: ForwardArgs, start: number, end: number): void {
+  const { q, k, v, o, lse } = args;
   try {
-    for (let u = start; u < end; u++) forwardUnit(plan, q, k, v, o, lse, u);
+    for (let u = start; u < end; u++) forwardUnit(args, q, k, v, o, lse, u);
   } finally {
     scratch.trim();
   }
@@ -83,7 +89,7 @@ function forwardUnit(
  * Softmax attention of m rows on contiguous tiles (q already scaled): writes the normalized output rows
  * into `out` and each row's log-sum-exp into `lseOut`.
  */
-export function flashForward(
+function flashForward(
   q: Float64Array, k: Float64Array, v: Float64Array, m: number, D: number, causal: boolean,
   out: Float64Array, lseOut: Float64Array,
 ): void {
@@ -100,7 +106,7 @@ export function flashForward(
     for (let j0 = 0; j0 < jEnd; j0 += BK) {
       const j1 = Math.min(jEnd, j0 + BK);
       scoreTile(q, k, D, i0, i1, j0, j1, causal, -Infinity, s, BK);
-      softmaxStep(s, BK, j1 - j0, i0, i1, D, out, rowMax, rowSum);
+      softmaxStep(s, BK, j0, j1, i0, i1, D, causal, out, rowMax, rowSum);
       accumulateRows(s, BK, v, D, i0, i1, j0, j1, causal, out);
     }
     for (let i = i0; i < i1; i++) {
@@ -118,21 +124,21 @@ export function flashForward(
  * and output row accordingly, and turns the scores into unnormalized probabilities in place.
  */
 function softmaxStep(
-  s: Float64Array, ld: number, n: number, i0: number, i1: number, D: number,
+  s: Float64Array, ld: number, j0: number, j1: number, i0: number, i1: number, D: number, causal: boolean,
   out: Float64Array, rowMax: Float64Array, rowSum: Float64Array,
 ): void {
   for (let i = i0; i < i1; i++) {
     const t = i - i0;
     const row = t * ld;
+    // keys this row may see; the entry just past them must read 0 (the 2-row products touch it)
+    const n = (causal && i + 1 < j1 ? i + 1 : j1) - j0;
+    if (n < j1 - j0 && n >= 0) s[row + n] = 0;
     let tileMax = -Infinity;
     for (let x = 0; x < n; x++) {
       const y = s[row + x]!;
       if (y > tileMax) tileMax = y;
     }
-    if (tileMax === -Infinity) { // every key of this tile is masked for this row
-      s.fill(0, row, row + n);
-      continue;
-    }
+    if (tileMax === -Infinity) continue; // no key of this tile is visible to this row
     let mx = rowMax[t]!;
     if (tileMax > mx) {
       if (mx !== -Infinity) {
@@ -159,7 +165,8 @@ function softmaxStep(
  * row0, row0 + r, ... of the chunk. The weights exp(l - L_new) are the paper's mixture weights.
  */
 function mergeRows(
-  os: Float64Array, ls: Float64Array, m: number, D: number, accO: Float64Array, accL: Float64Array, row0: number, r: number,
+  os: Float64Array, ls: Float64Array, m: number, D: number,
+  accO: Float64Array, accL: Float64Array, row0: number, r: number,
 ): void {
   for (let j = 0; j < m; j++) {
     const row = row0 + j * r;

@@ -5,12 +5,12 @@
 import type { AttentionConfig, AttentionGeometry } from '../backend.js';
 import { dtypeOfArray, newTypedArray, type FloatArray } from '../../tensor/dtype.js';
 import { parallelFor } from './thread-pool.js';
-import { planArgs, planAttention } from './attention-plan.js';
-import { FORWARD_KERNEL } from './attention-forward.js';
-import { BACKWARD_KERNEL } from './attention-backward.js';
+import { planAttention } from './attention-plan.js';
+import { FORWARD_KERNEL, type ForwardArgs } from './attention-forward.js';
+import { BACKWARD_KERNEL, type BackwardArgs } from './attention-backward.js';
 
-// below about this many multiply-adds per thread, posting to a worker costs more than it saves
-const MIN_WORK_PER_THREAD = 2e5;
+// below about this many flops (~1 ms) per thread, waking a worker costs more than it saves
+const MIN_WORK_PER_THREAD = 3e6;
 
 function isShared(a: FloatArray): boolean {
   return a.buffer instanceof SharedArrayBuffer;
@@ -28,7 +28,7 @@ export function dilatedAttentionForward(
   const o = newLike(q, batch * seqLen * heads * headDim);
   const lse = newLike(q, batch * seqLen * heads);
   const plan = planAttention(geometry, config);
-  parallelFor(FORWARD_KERNEL, { ...planArgs(plan), q, k, v, o, lse }, plan.units, {
+  parallelFor<ForwardArgs>(FORWARD_KERNEL, { ...plan, q, k, v, o, lse }, plan.units, {
     itemCost: plan.unitCost, minCostPerThread: MIN_WORK_PER_THREAD,
   });
   return { o, lse };
@@ -44,7 +44,7 @@ export function dilatedAttentionBackward(
   const dk = newLike(q, size);
   const dv = newLike(q, size);
   const plan = planAttention(geometry, config);
-  parallelFor(BACKWARD_KERNEL, { ...planArgs(plan), q, k, v, o, lse, dO, dq, dk, dv }, plan.units, {
+  parallelFor<BackwardArgs>(BACKWARD_KERNEL, { ...plan, q, k, v, o, lse, dO, dq, dk, dv }, plan.units, {
     itemCost: 2.5 * plan.unitCost, minCostPerThread: MIN_WORK_PER_THREAD,
   });
   return { dq, dk, dv };

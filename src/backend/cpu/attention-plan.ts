@@ -5,7 +5,6 @@
  * reads and writes of a unit stay inside its chunk, so units run in any order, on any thread.
  */
 import type { AttentionConfig, AttentionGeometry, HeadOffsets } from '../backend.js';
-import type { KernelArgs } from './kernel-registry.js';
 
 function gcd(a: number, b: number): number {
   while (b !== 0) [a, b] = [b, a % b];
@@ -28,7 +27,7 @@ export function headOffset(h: number, heads: number, r: number, blocked: boolean
   return blocked ? Math.floor(h / Math.ceil(heads / r)) : h % r;
 }
 
-/** Everything a range kernel needs, as plain values that can be posted to a worker thread. */
+/** The shape of the work, as plain values that can be posted to a worker thread. */
 export interface AttentionPlan {
   readonly batch: number;
   readonly seqLen: number;
@@ -42,7 +41,7 @@ export interface AttentionPlan {
   readonly chunk: number;
   readonly chunks: number;
   readonly units: number;
-  /** Multiply-adds of the forward pass per unit, on average: decides whether threads pay. */
+  /** Flops of the forward pass per unit, about: decides whether threads pay. */
   readonly unitCost: number;
 }
 
@@ -50,27 +49,18 @@ export function planAttention(geometry: AttentionGeometry, config: AttentionConf
   const { batch, seqLen, heads, headDim } = geometry;
   const patterns: number[] = [];
   for (const p of config.patterns) patterns.push(p.segmentLength, p.dilationRate);
-  const chunk = chunkLength(seqLen, config.patterns.map((p) => p.segmentLength));
+  const chunk = seqLen === 0 ? 1 : chunkLength(seqLen, config.patterns.map((p) => p.segmentLength));
   const chunks = Math.ceil(seqLen / chunk);
   let cost = 0;
   for (const p of config.patterns) {
     const wp = Math.min(p.segmentLength, seqLen);
+    if (wp === 0) continue;
     const rows = wp / p.dilationRate;
-    cost += (chunk / wp) * rows * rows * 2 * headDim * (config.causal ? 0.5 : 1);
+    cost += (chunk / wp) * rows * rows * 4 * headDim * (config.causal ? 0.5 : 1); // QK^T and PV
   }
   return {
     batch, seqLen, heads, headDim, causal: config.causal, scale: config.scale,
     blocked: (config.headOffsets satisfies HeadOffsets) === 'blocked', patterns, chunk, chunks,
     units: batch * chunks * heads, unitCost: cost,
   };
-}
-
-/** The plan as kernel arguments (a flat record of numbers, booleans and arrays). */
-export function planArgs(plan: AttentionPlan): KernelArgs {
-  return { ...plan };
-}
-
-/** Reads the plan back from kernel arguments. */
-export function planFromArgs(args: KernelArgs): AttentionPlan {
-  return args as unknown as AttentionPlan;
 }

@@ -18,7 +18,9 @@ export function gatherRows(
 }
 
 /** dst[j] = src[base + j*stride] for j < count. Returns dst. */
-export function gatherScalars(src: FloatArray, base: number, stride: number, count: number, dst: Float64Array): Float64Array {
+export function gatherScalars(
+  src: FloatArray, base: number, stride: number, count: number, dst: Float64Array,
+): Float64Array {
   for (let j = 0; j < count; j++) dst[j] = src[base + j * stride]!;
   return dst;
 }

@@ -1,5 +1,6 @@
 import type {
-  AdamWHyper, AttentionConfig, AttentionGeometry, Backend, BinaryOp, LayerNormGrads, LayerNormResult, ReduceOp, Storage, UnaryOp,
+  AdamWHyper, AttentionConfig, AttentionGeometry, Backend, BinaryOp, GatheredAttentionLayout, LayerNormGrads, LayerNormResult,
+  ReduceOp, Storage, UnaryOp,
 } from '../backend.js';
 import { broadcastStrides, sizeOf, type Shape } from '../../tensor/shape.js';
 import { dtypeOfArray, type DType, type TypedArray } from '../../tensor/dtype.js';
@@ -13,6 +14,7 @@ import {
   scatterAddKernel, softmaxBackwardKernel, softmaxKernel,
 } from './nn.js';
 import { dilatedAttentionBackward, dilatedAttentionForward } from './attention-kernel.js';
+import { gatheredAttentionBackward, gatheredAttentionForward, mergeAttentionRows } from './attention-gathered.js';
 
 const wrap = (data: TypedArray): CpuStorage => new CpuStorage(data);
 
@@ -164,6 +166,28 @@ export class CpuBackend implements Backend {
       floatData(o, 'attention o'), floatData(lse, 'attention lse'), floatData(dO, 'attention dO'), geometry, config,
     );
     return { dq: wrap(r.dq), dk: wrap(r.dk), dv: wrap(r.dv) };
+  }
+
+  gatheredAttention(q: Storage, k: Storage, v: Storage, layout: GatheredAttentionLayout): { o: Storage; lse: Storage } {
+    const r = gatheredAttentionForward(floatData(q, 'attention q'), floatData(k, 'attention k'), floatData(v, 'attention v'), layout);
+    return { o: wrap(r.o), lse: wrap(r.lse) };
+  }
+
+  gatheredAttentionBackward(
+    q: Storage, k: Storage, v: Storage, lse: Storage, dsum: Storage, dO: Storage, layout: GatheredAttentionLayout,
+  ): { dq: Storage; dk: Storage; dv: Storage } {
+    const r = gatheredAttentionBackward(
+      floatData(q, 'attention q'), floatData(k, 'attention k'), floatData(v, 'attention v'),
+      floatData(lse, 'attention lse'), floatData(dsum, 'attention dsum'), floatData(dO, 'attention dO'), layout,
+    );
+    return { dq: wrap(r.dq), dk: wrap(r.dk), dv: wrap(r.dv) };
+  }
+
+  mergeAttention(accO: Storage, accLse: Storage, o: Storage, lse: Storage, rows: Storage, headDim: number): void {
+    mergeAttentionRows(
+      floatData(accO, 'attention o'), floatData(accLse, 'attention lse'), floatData(o, 'attention o'),
+      floatData(lse, 'attention lse'), intData(rows, 'attention rows'), headDim,
+    );
   }
 
   adamw(param: Storage, grad: Storage, m: Storage, v: Storage, hyper: AdamWHyper): void {

@@ -1,3 +1,4 @@
+
 /**
  * The shared control block between the main thread and the pool's workers: an Int32Array of slots, and a
  * byte buffer that carries the first error of a task back to the (blocked) main thread.
@@ -14,6 +15,11 @@ export const START_FAILED = 2;
 export const EXITED = 3;
 
 export const ERROR_BYTES = 16384;
+
+/** What the main thread posts to each worker for one parallel loop. */
+export interface TaskMessage {
+  name: string; moduleUrl: string; args: object; count: number; grain: number;
+}
 
 export interface ErrorInfo { name: string; message: string; stack: string }
 

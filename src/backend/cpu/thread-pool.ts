@@ -6,16 +6,16 @@
  */
 import { availableParallelism } from 'node:os';
 import { isMainThread, Worker } from 'node:worker_threads';
-import { check } from '../../errors.js';
-import { getRangeKernel, rangeKernelModule, type KernelArgs } from './kernel-registry.js';
+import { InputError, check } from '../../errors.js';
+import { getRangeKernel, rangeKernelModule } from './kernel-registry.js';
 import {
-  ERROR_BYTES, ERROR_LENGTH, EXITED, FAILED, NEXT, PENDING, READY, STARTED, STARTING, START_FAILED, readError, recordError,
+  ERROR_BYTES, ERROR_LENGTH, EXITED, FAILED, NEXT, PENDING, READY, STARTED, STARTING, START_FAILED,
+  readError, recordError, type ErrorInfo, type TaskMessage,
 } from './thread-control.js';
-import type { TaskMessage } from './thread-worker.js';
 
-export { registerRangeKernel, type KernelArgs, type RangeKernel } from './kernel-registry.js';
+export { registerRangeKernel, type KernelArg, type KernelArgs, type RangeKernel } from './kernel-registry.js';
 
-const STARTUP_TIMEOUT_MS = 60_000;
+const STARTUP_TIMEOUT_MS = 20_000;
 const MAX_WORKERS = 256;
 
 /** Threads a parallel loop may use, the calling thread included: LONGNET_THREADS, else every core. */
@@ -36,6 +36,7 @@ interface Pool {
 let pool: Pool | undefined;
 let lastThreads = 0;
 let startupFailure: Error | undefined;
+let warnedSerial = false;
 let busy = false;
 
 /**
@@ -52,12 +53,24 @@ function startWorker(workerData: unknown): Worker {
   } catch {
     return new Worker(entry, { workerData }); // another TypeScript loader: hope the worker inherits it
   }
-  const bootstrap = `import(${JSON.stringify(tsxApi)}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry.href)}); });`;
+  // a failure to load is reported through the control block at once, so the blocked main thread need not time out
+  // (dynamic imports only: the eval'd code may run as a script or as a module, depending on the parent's flags)
+  const bootstrap = `import('node:worker_threads').then(({ workerData }) =>` +
+    ` import(${JSON.stringify(tsxApi)})` +
+    `.then((tsx) => { tsx.register(); return import(${JSON.stringify(entry.href)}); })` +
+    `.catch((error) => {` +
+    ` const text = new TextEncoder().encode(JSON.stringify({ name: 'Error', message: String(error && error.message || error), stack: '' }));` +
+    ` const n = Math.min(text.length, workerData.errorBytes.length); workerData.errorBytes.set(text.subarray(0, n));` +
+    ` Atomics.store(workerData.ctrl, ${ERROR_LENGTH}, n);` +
+    ` Atomics.store(workerData.ctrl, ${READY} + workerData.index, ${START_FAILED});` +
+    ` Atomics.notify(workerData.ctrl, ${READY} + workerData.index); }));`;
   return new Worker(bootstrap, { eval: true, workerData });
 }
 
 function startupError(detail: string): Error {
-  return new Error(`thread pool: a worker thread failed to start (${detail}); set LONGNET_THREADS=1 to run on one thread`);
+  return new Error(
+    `thread pool: a worker thread failed to start (${detail})`,
+  );
 }
 
 /** Returns a pool whose first `wanted` workers are running, starting missing or exited ones. */
@@ -111,7 +124,7 @@ function ensureWorkers(wanted: number): Pool {
 }
 
 /** True when every typed array among `args` lives on a SharedArrayBuffer, so workers see the same memory. */
-function allShared(args: KernelArgs): boolean {
+function allShared(args: object): boolean {
   for (const value of Object.values(args)) {
     if (ArrayBuffer.isView(value) && !(value.buffer instanceof SharedArrayBuffer)) return false;
   }
@@ -132,7 +145,9 @@ export interface ParallelOptions {
  * are on shared buffers and the work is large enough; serially otherwise. Returns when every item is done.
  * An error in any thread is thrown here.
  */
-export function parallelFor(name: string, args: KernelArgs, count: number, options: ParallelOptions = {}): void {
+export function parallelFor<A extends object>(
+  name: string, args: A, count: number, options: ParallelOptions = {},
+): void {
   const fn = getRangeKernel(name);
   if (fn === undefined) throw new Error(`parallelFor: no range kernel registered as '${name}'`);
   if (count <= 0) return;
@@ -144,7 +159,18 @@ export function parallelFor(name: string, args: KernelArgs, count: number, optio
     fn(args, 0, count);
     return;
   }
-  const { workers, ctrl, errorBytes } = ensureWorkers(threads - 1);
+  let started: Pool;
+  try {
+    started = ensureWorkers(threads - 1);
+  } catch (error) {
+    // without worker threads the work still gets done, on this thread
+    if (!warnedSerial) process.stderr.write(`longnet: ${(error as Error).message}; running on one thread\n`);
+    warnedSerial = true;
+    lastThreads = 1;
+    fn(args, 0, count);
+    return;
+  }
+  const { workers, ctrl, errorBytes } = started;
   const grain = Math.max(1, options.grain ?? Math.floor(count / (threads * 8)));
   Atomics.store(ctrl, NEXT, 0);
   Atomics.store(ctrl, FAILED, 0);
@@ -181,12 +207,21 @@ export function parallelFor(name: string, args: KernelArgs, count: number, optio
   }
   if (ownFailed) throw ownError; // keeps its class (InputError and the like)
   if (Atomics.load(ctrl, FAILED) !== 0) {
-    const info = readError(ctrl, errorBytes);
-    const error = new Error(`${name}: ${info.message}`);
-    error.name = info.name;
-    if (info.stack !== '') error.stack = `${error.name}: ${error.message}\n  -- thread stack --\n${info.stack}`;
-    throw error;
+    throw rebuildError(name, readError(ctrl, errorBytes));
   }
+}
+
+const ERROR_CLASSES: Readonly<Record<string, new (message: string) => Error>> = {
+  InputError, RangeError, TypeError, SyntaxError, ReferenceError, EvalError, URIError,
+};
+
+/** The worker's error as an error of the same class (where known), its stack kept after ours. */
+function rebuildError(kernel: string, info: ErrorInfo): Error {
+  const Class = ERROR_CLASSES[info.name] ?? Error;
+  const error = new Class(`${kernel}: ${info.message}`);
+  if (error.name !== info.name) error.name = info.name;
+  if (info.stack !== '') error.stack = `${error.stack ?? ''}\n  -- in a worker thread --\n${info.stack}`;
+  return error;
 }
 
 /** Threads the most recent top-level parallel loop of this thread ran on (1: serial). */
@@ -199,9 +234,4 @@ export async function shutdownThreadPool(): Promise<void> {
   const current = pool;
   pool = undefined;
   if (current !== undefined) await Promise.all(current.workers.map((w) => w.terminate()));
-}
-
-/** Forgets a start-up failure so that the next loop tries again (tests). */
-export function resetThreadPoolFailure(): void {
-  startupFailure = undefined;
 }

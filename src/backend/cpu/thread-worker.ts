@@ -3,13 +3,12 @@
  * none are left, then tells the main thread (blocked in Atomics.wait) through the shared control block.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { EXITED, FAILED, NEXT, PENDING, READY, STARTED, START_FAILED, recordError } from './thread-control.js';
-import type { KernelArgs, RangeKernel } from './kernel-registry.js';
+import {
+  EXITED, FAILED, NEXT, PENDING, READY, STARTED, START_FAILED, recordError, type TaskMessage,
+} from './thread-control.js';
+import type { RangeKernel } from './kernel-registry.js';
 
 interface StartData { ctrl: Int32Array; errorBytes: Uint8Array; index: number }
-export interface TaskMessage {
-  name: string; moduleUrl: string; args: KernelArgs; count: number; grain: number;
-}
 
 const { ctrl, errorBytes, index } = workerData as StartData;
 let inTask = false;
@@ -28,13 +27,16 @@ function fail(error: unknown, count: number): void {
 // Should kernel code end the thread, the main thread must neither wait for it nor post to it again.
 process.on('exit', () => {
   Atomics.store(ctrl, READY + index, EXITED);
+  Atomics.notify(ctrl, READY + index);
   if (inTask) {
     recordError(ctrl, errorBytes, new Error('a worker thread exited during a parallel loop'));
     finishTask();
   }
 });
 
-async function kernelFor(getRangeKernel: (name: string) => RangeKernel | undefined, task: TaskMessage): Promise<RangeKernel> {
+async function kernelFor(
+  getRangeKernel: (name: string) => RangeKernel<object> | undefined, task: TaskMessage,
+): Promise<RangeKernel<object>> {
   let fn = getRangeKernel(task.name);
   if (fn === undefined) {
     await import(task.moduleUrl); // registers the kernel in this thread
@@ -45,7 +47,7 @@ async function kernelFor(getRangeKernel: (name: string) => RangeKernel | undefin
 }
 
 async function main(): Promise<void> {
-  let getRangeKernel: (name: string) => RangeKernel | undefined;
+  let getRangeKernel: (name: string) => RangeKernel<object> | undefined;
   try {
     ({ getRangeKernel } = await import('./kernel-registry.js'));
   } catch (error) {

@@ -13,6 +13,7 @@ export { CudaBackend } from './cuda-backend.js';
 export { CudaStorage } from './storage.js';
 export { cudaAvailable, type CudaStatus } from './load.js';
 export type { DeviceInfo, MatmulPrecision, MemoryStats } from './native.js';
+export { NcclCommunicator, ncclStatus, ncclUniqueId, type NcclStatus, type ReduceOpName } from './nccl.js';
 
 /**
  * The GPU of this process: LONGNET_CUDA_DEVICE, else LOCAL_RANK (one process per GPU under a launcher),

@@ -1,5 +1,4 @@
-import type { TypedArray } from '../../tensor/dtype.js';
-import type { DType } from '../../tensor/dtype.js';
+import type { DType, TypedArray } from '../../tensor/dtype.js';
 
 /** A device buffer owned by the addon; opaque to TypeScript. */
 export type NativeHandle = { readonly __longnetCudaBuffer: unique symbol };

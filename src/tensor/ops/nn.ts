@@ -1,9 +1,11 @@
+import type { Backend, Storage } from '../../backend/backend.js';
 import { record } from '../autograd.js';
+import type { DType } from '../dtype.js';
 import { tidy } from '../scope.js';
 import { formatShape, shapesEqual } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 import { reshape } from './layout.js';
-import { broadcastTo, mulScalar } from './elementwise.js';
+import { broadcastTo, mul, mulScalar } from './elementwise.js';
 import { common, requireFloat, wrap } from './util.js';
 
 function rowsCols(x: Tensor): [number, number] {
@@ -78,37 +80,76 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntr
   const r = backend.crossEntropy(logits.storage, targets.storage, rows, cols, ignoreIndex);
   const lse = wrap(r.lse, [rows], backend);
   const perRow = wrap(r.loss, targets.shape, backend);
-  // the weight of each row in the reduced loss: 1, or 1/count for the mean over rows not ignored
-  let counted = rows;
+  // the weight of each row in the reduced loss: 1, or 1/count for the mean over rows not ignored. The
+  // CPU counts on the host; a device counts on the device (a host read would wait for every queued
+  // kernel in the middle of the forward pass), giving the weight as a one-element tensor.
+  let weight = 1;
+  let deviceWeight: Tensor | null = null;
   if (reduction === 'mean') {
-    const t = targets.toArray();
-    counted = 0;
-    for (let i = 0; i < t.length; i++) if (t[i] !== ignoreIndex) counted++;
+    if (backend.device === 'cpu') {
+      const t = targets.toArray();
+      let counted = 0;
+      for (let i = 0; i < t.length; i++) if (t[i] !== ignoreIndex) counted++;
+      weight = 1 / Math.max(counted, 1);
+    } else {
+      deviceWeight = wrap(meanWeight(backend, targets.storage, rows, ignoreIndex, logits.dtype), [1], backend);
+    }
   }
-  const weight = reduction === 'mean' ? 1 / Math.max(counted, 1) : 1;
   let out: Tensor;
   if (reduction === 'none') {
     out = perRow;
   } else {
     const total = wrap(backend.reduce('sum', perRow.storage, [rows], [0]), [1], backend);
-    out = reshape(total, []);
-    total.dispose();
     perRow.dispose();
-    if (weight !== 1) {
-      const scaled = wrap(backend.binaryScalar('mul', out.storage, weight), [], backend);
-      out.dispose();
-      out = scaled;
+    if (deviceWeight) {
+      const scaled = wrap(backend.binary('mul', total.storage, [1], deviceWeight.storage, [1], [1]), [1], backend);
+      total.dispose();
+      out = reshape(scaled, []);
+      scaled.dispose();
+    } else {
+      out = reshape(total, []);
+      total.dispose();
+      if (weight !== 1) {
+        const scaled = wrap(backend.binaryScalar('mul', out.storage, weight), [], backend);
+        out.dispose();
+        out = scaled;
+      }
     }
   }
   record('crossEntropy', out, [logits], (g) => {
     // per-row weights of the reduced loss: g itself, or the scalar g (times 1/count for the mean) on every row
-    const dLoss = reduction === 'none' ? g : tidy(() => mulScalar(broadcastTo(reshape(g, [1]), [rows]), weight));
+    const dLoss = reduction === 'none'
+      ? g
+      : tidy(() => {
+        const rowsOfG = broadcastTo(reshape(g, [1]), [rows]);
+        return deviceWeight ? mul(rowsOfG, deviceWeight) : mulScalar(rowsOfG, weight);
+      });
     const d = wrap(backend.crossEntropyBackward(logits.storage, targets.storage, lse.storage, dLoss.storage, rows, cols, ignoreIndex), logits.shape, backend);
     if (dLoss !== g) dLoss.dispose();
     return [d];
   });
-  if (!out.gradNode) lse.dispose();
+  if (!out.gradNode) {
+    lse.dispose();
+    deviceWeight?.dispose();
+  }
   return out;
+}
+
+/**
+ * 1 / max(count, 1) as a one-element storage of `dtype`, with count the targets not equal to
+ * `ignoreIndex`, computed on the device: (t > ignore) + (-t > -ignore) is 1 exactly where t != ignore.
+ */
+function meanWeight(backend: Backend, targets: Storage, rows: number, ignoreIndex: number, dtype: DType): Storage {
+  const t = backend.cast(targets, dtype);
+  const above = backend.binaryScalar('greater', t, ignoreIndex);
+  const negated = backend.unary('neg', t);
+  const below = backend.binaryScalar('greater', negated, -ignoreIndex);
+  const valid = backend.binary('add', above, [rows], below, [rows], [rows]);
+  const count = backend.reduce('sum', valid, [rows], [0]);
+  const atLeastOne = backend.binaryScalar('maximum', count, 1);
+  const w = backend.unary('reciprocal', atLeastOne);
+  for (const s of [t, above, negated, below, valid, count, atLeastOne]) backend.free(s);
+  return w;
 }
 
 /** Rows of `table` [V, C] picked by int32 `indices` [...]: result [..., C]. */

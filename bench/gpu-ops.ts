@@ -1,0 +1,77 @@
+// Memory-bound kernels of the CUDA backend: achieved bandwidth (bytes read + written once over time),
+// and the host cost of one small op (the N-API call, the allocation and the launch).
+//
+//   node --import tsx bench/gpu-ops.ts
+import type { Storage } from '../src/backend/backend.js';
+import { cudaAvailable, createCudaBackend } from '../src/backend/cuda/index.js';
+
+const status = cudaAvailable();
+if (!status.ok) {
+  console.log(`skipped: ${status.reason}`);
+  process.exit(0);
+}
+const g = createCudaBackend();
+
+function random(n: number): Storage {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = Math.random() * 2 - 1;
+  return g.fromArray(a);
+}
+
+function time(fn: () => Storage[], repeats = 10): number {
+  const times: number[] = [];
+  for (let i = 0; i <= repeats; i++) {
+    g.synchronize();
+    const t0 = performance.now();
+    const outs = fn();
+    g.synchronize();
+    if (i > 0) times.push(performance.now() - t0);
+    for (const o of outs) g.free(o);
+  }
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)]!;
+}
+
+const N = 1 << 26; // 64M floats, 256 MB
+const x = random(N);
+const y = random(N);
+const bias = random(4096);
+const rows = 16384, vocab = 4096; // 64M logits
+const targets = g.fromArray(Int32Array.from({ length: rows }, (_, i) => i % vocab));
+const B = 1, T = 65536, H = 16, D = 64; // [B, T, H, D] = 64M
+
+const cases: [string, number, () => Storage[]][] = [
+  ['add (same shape)', 12 * N, () => [g.binary('add', x, [N], y, [N], [N])]],
+  ['add bias [16384,4096]+[4096]', 8 * N, () => [g.binary('add', x, [N / 4096, 4096], bias, [4096], [N / 4096, 4096])]],
+  ['gelu', 8 * N, () => [g.unary('gelu', x)]],
+  ['mul scalar', 8 * N, () => [g.binaryScalar('mul', x, 0.5)]],
+  ['sum over last axis [16384,4096]', 4 * N, () => [g.reduce('sum', x, [N / 4096, 4096], [1])]],
+  ['sum over first axis [16384,4096]', 4 * N, () => [g.reduce('sum', x, [N / 4096, 4096], [0])]],
+  ['permute [B,T,H,D]->[B,H,T,D]', 8 * N, () => [g.permute(x, [B, T, H, D], [0, 2, 1, 3])]],
+  ['transpose [8192,8192]', 8 * N, () => [g.permute(x, [8192, 8192], [1, 0])]],
+  ['softmax [16384,4096]', 8 * N, () => [g.softmax(x, rows, vocab, false)]],
+  ['layerNorm [65536,1024]', 8 * N, () => {
+    const r = g.layerNorm(x, null, null, N / 1024, 1024, 1e-5);
+    return [r.y, r.mean, r.rstd];
+  }],
+  ['crossEntropy [16384,4096]', 4 * N, () => {
+    const r = g.crossEntropy(x, targets, rows, vocab, -100);
+    return [r.loss, r.lse];
+  }],
+];
+
+console.log(`device: ${g.info.name}`);
+console.log('kernel                              ms       GB/s');
+for (const [name, bytes, fn] of cases) {
+  const ms = time(fn);
+  console.log(`${name.padEnd(34)} ${ms.toFixed(3).padStart(7)}  ${(bytes / ms / 1e6).toFixed(0).padStart(7)}`);
+}
+
+// host overhead: many small ops back to back, measured on the host clock after one sync
+const small = random(1024);
+const ops = 20000;
+g.synchronize();
+const t0 = performance.now();
+for (let i = 0; i < ops; i++) g.free(g.binary('add', small, [1024], small, [1024], [1024]));
+g.synchronize();
+console.log(`small op (add of 1024, alloc + launch + free): ${(((performance.now() - t0) / ops) * 1000).toFixed(2)} us each`);

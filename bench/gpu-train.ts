@@ -1,0 +1,321 @@
+/**
+ * Training throughput and model FLOP utilization (MFU) of a preset on one GPU: whole optimizer steps
+ * (forward, backward, clipping, AdamW) through the Trainer, B = 1, the paper's schedule, on a real code
+ * corpus; then one step with every backend call timed on its own, for a profile of where the time goes.
+ *
+ *   node --import tsx bench/gpu-train.ts [--preset base] [--lengths 8192,32768] [--tokenizers byte,cl100k_base]
+ *        [--precisions tf32[,bf16,fp32]] [--steps 4] [--data PATH] [--append] [--section PATH]
+ *
+ * Each configuration runs in a child process of its own (its peak memory is its own; an out-of-memory
+ * is a row, not the end). MFU counts, per token, 6 x the weights of every matrix product (the output
+ * head included, the embedding lookup not) plus 3 x the causal forward attention FLOPs of the schedule
+ * (SPEC section 1's count; forward + backward = 3 x forward), over the card's dense peak: 989 TFLOP/s
+ * (H100 SXM / H200, bf16) and 494 TFLOP/s (TF32). With --append, a dated section goes to bench/RESULTS.md;
+ * with --section PATH, that section is written to PATH alone (a GPU machine whose files do not come back).
+ */
+import { spawnSync } from 'node:child_process';
+import { appendFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { Backend } from '../src/backend/backend.js';
+import { cudaAvailable, type CudaBackend } from '../src/backend/cuda/index.js';
+import { getBackend } from '../src/backend/registry.js';
+import { buildTokenDataset, createTokenizer, defaultCorpusPath } from '../src/data/index.js';
+import {
+  attentionFlops, LongNetDecoder, matmulParameterCount, modelFlopsPerToken, presetConfig, type ModelConfig,
+} from '../src/model/index.js';
+import { Trainer } from '../src/train/trainer.js';
+
+const PEAK_BF16 = 989e12;
+const PEAK_TF32 = 494e12;
+
+const { values } = parseArgs({
+  options: {
+    preset: { type: 'string', default: 'base' },
+    lengths: { type: 'string', default: '8192,32768' },
+    tokenizers: { type: 'string', default: 'byte,cl100k_base' },
+    // 'bf16' (cuBLASLt's 32F_FAST_16BF on float32 operands) measured the same kernels as TF32 on an H200
+    precisions: { type: 'string', default: 'tf32' },
+    steps: { type: 'string', default: '4' },
+    data: { type: 'string' },
+    'token-cache': { type: 'string', default: '/tmp/longnet-bench-tokens' },
+    append: { type: 'boolean', default: false },
+    section: { type: 'string' },
+    child: { type: 'string' },
+  },
+});
+
+interface Job { preset: string; seqLen: number; tokenizer: string; precision: string; steps: number; data: string; cache: string }
+
+interface Profile { [category: string]: { ms: number; calls: number } }
+
+interface Outcome {
+  job: Job;
+  ok: boolean;
+  error?: string;
+  card?: string;
+  params?: number;
+  matmulParams?: number;
+  stepMs?: number[];
+  losses?: number[];
+  inUse?: number[];
+  peakBytes?: number;
+  totalBytes?: number;
+  profile?: Profile;
+  /** The same by method (and op), for the log. */
+  detail?: Profile;
+  profiledStepMs?: number;
+  emptySyncUs?: number;
+  setupSeconds?: number;
+}
+
+const CATEGORY: Record<string, string> = {
+  matmul: 'matmul',
+  dilatedAttention: 'attention', dilatedAttentionBackward: 'attention',
+  layerNorm: 'layer norm', layerNormBackward: 'layer norm',
+  crossEntropy: 'cross-entropy', crossEntropyBackward: 'cross-entropy',
+  unary: 'elementwise', binary: 'elementwise', binaryScalar: 'elementwise', reduce: 'elementwise',
+  softmax: 'elementwise', softmaxBackward: 'elementwise',
+  permute: 'layout', slice: 'layout', addSliceInto: 'layout', copy: 'layout', cast: 'layout', assign: 'layout',
+  gather: 'embedding', scatterAdd: 'embedding',
+  alloc: 'memory', fill: 'memory', fromArray: 'memory', read: 'memory', free: 'memory',
+  allFinite: 'finiteness checks',
+  adamw: 'optimizer',
+};
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
+/** Times every backend call of `fn` on its own (synchronized before and after), by category. */
+function profiled(backend: CudaBackend, fn: () => void): { profile: Profile; detail: Profile; ms: number } {
+  const profile: Profile = {};
+  const detail: Profile = {};
+  const target = backend as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const originals = new Map<string, (...a: unknown[]) => unknown>();
+  for (const [name, category] of Object.entries(CATEGORY)) {
+    const original = target[name]!;
+    originals.set(name, original);
+    target[name] = (...args: unknown[]): unknown => {
+      backend.synchronize();
+      const t0 = performance.now();
+      const r = original.apply(backend, args);
+      backend.synchronize();
+      const ms = performance.now() - t0;
+      const entry = (profile[category] ??= { ms: 0, calls: 0 });
+      entry.ms += ms;
+      entry.calls++;
+      // finer keys for the log: the method, and the op of elementwise calls
+      const key = `${name}${typeof args[0] === 'string' ? `:${args[0]}` : ''}`;
+      const fine = (detail[key] ??= { ms: 0, calls: 0 });
+      fine.ms += ms;
+      fine.calls++;
+      return r;
+    };
+  }
+  const t0 = performance.now();
+  try {
+    fn();
+    backend.synchronize();
+  } finally {
+    for (const [name, original] of originals) target[name] = original;
+  }
+  return { profile, detail, ms: performance.now() - t0 };
+}
+
+async function runChild(job: Job): Promise<Outcome> {
+  const started = performance.now();
+  const backend = getBackend('cuda') as CudaBackend & Backend;
+  const tokenizer = createTokenizer(job.tokenizer);
+  const data = await buildTokenDataset(job.data, tokenizer, { valFraction: 0.01, cacheDir: job.cache });
+  const config = presetConfig(job.preset, { vocabSize: tokenizer.vocabSize });
+  const model = new LongNetDecoder(config, { seed: 0, device: 'cuda' });
+  const trainer = new Trainer(model, data, {
+    seqLen: job.seqLen, batch: 1, accumulate: 1, schedule: { lr: 6e-4, totalSteps: 1000, warmup: 2, endLr: 0 },
+    adamw: { beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0.01 }, clip: 2, seed: 0, device: 'cuda',
+  });
+  const setupSeconds = (performance.now() - started) / 1000;
+  const losses: number[] = [];
+  const stepMs: number[] = [];
+  const inUse: number[] = [];
+  // one untimed step: cuBLASLt plans, the allocator's first blocks
+  losses.push(trainer.step().loss);
+  backend.synchronize();
+  inUse.push(backend.memoryStats().inUse);
+  for (let i = 0; i < job.steps; i++) {
+    const t0 = performance.now();
+    losses.push(trainer.step().loss);
+    backend.synchronize();
+    stepMs.push(performance.now() - t0);
+    inUse.push(backend.memoryStats().inUse);
+  }
+  // the cost of an empty synchronize, which every profiled call pays twice
+  const syncTimes: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    const t0 = performance.now();
+    backend.synchronize();
+    syncTimes.push(performance.now() - t0);
+  }
+  const p = profiled(backend, () => losses.push(trainer.step().loss));
+  const stats = backend.memoryStats();
+  return {
+    job, ok: true, card: backend.info.name, params: model.parameterCount(), matmulParams: matmulParameterCount(config),
+    stepMs, losses, inUse, peakBytes: stats.peakInUse, totalBytes: stats.deviceTotal, profile: p.profile, detail: p.detail, profiledStepMs: p.ms,
+    emptySyncUs: median(syncTimes) * 1000, setupSeconds,
+  };
+}
+
+if (values.child !== undefined) {
+  const job = JSON.parse(values.child) as Job;
+  let out: Outcome;
+  try {
+    out = await runChild(job);
+  } catch (err) {
+    out = { job, ok: false, error: (err as Error).message.split('\n')[0]! };
+  }
+  process.stdout.write(`RESULT ${JSON.stringify(out)}\n`);
+  process.exit(0);
+}
+
+const status = cudaAvailable();
+if (!status.ok) {
+  console.log(`skipped: ${status.reason}`);
+  process.exit(0);
+}
+
+const gb = (b: number): string => (b / 2 ** 30).toFixed(1);
+const jobs: Job[] = [];
+const steps = Number(values.steps);
+const dataPath = resolve(values.data ?? defaultCorpusPath());
+for (const tokenizer of values.tokenizers.split(',')) {
+  for (const seqLen of values.lengths.split(',').map(Number)) {
+    for (const precision of values.precisions.split(',')) {
+      jobs.push({ preset: values.preset, seqLen, tokenizer, precision, steps, data: dataPath, cache: values['token-cache'] });
+    }
+  }
+}
+
+const self = fileURLToPath(import.meta.url);
+const outcomes: Outcome[] = [];
+for (const job of jobs) {
+  const r = spawnSync(process.execPath, [...process.execArgv, self, '--child', JSON.stringify(job)], {
+    env: { ...process.env, LONGNET_MATMUL_PRECISION: job.precision }, encoding: 'utf8', maxBuffer: 1 << 26,
+  });
+  const line = (r.stdout ?? '').split('\n').find((l) => l.startsWith('RESULT '));
+  const outcome: Outcome = line
+    ? JSON.parse(line.slice(7)) as Outcome
+    : { job, ok: false, error: `child exited ${r.status ?? r.signal}: ${(r.stderr ?? '').trim().split('\n').slice(-3).join(' | ')}` };
+  outcomes.push(outcome);
+  const tag = `${job.tokenizer} ${job.precision} N=${job.seqLen}`;
+  if (outcome.ok) {
+    console.log(`${tag}: steps ${outcome.stepMs!.map((t) => t.toFixed(0)).join(', ')} ms; losses ${outcome.losses!.map((l) => l.toFixed(3)).join(', ')}; ` +
+      `peak ${gb(outcome.peakBytes!)} GiB; in use after each step ${outcome.inUse!.map(gb).join(', ')} GiB; setup ${outcome.setupSeconds!.toFixed(1)} s`);
+    const top = Object.entries(outcome.detail!).sort((a, b) => b[1].ms - a[1].ms).slice(0, 14);
+    console.log(`  slowest calls: ${top.map(([k, e]) => `${k} ${e.ms.toFixed(1)} ms/${e.calls}`).join(', ')}`);
+  } else {
+    console.log(`${tag}: failed: ${outcome.error}`);
+  }
+}
+
+function figures(o: Outcome): { config: ModelConfig; tokensPerSecond: number; flops3: number; flops35: number; mfu: number; mfuTf32: number } {
+  const tokenizer = createTokenizer(o.job.tokenizer);
+  const config = presetConfig(o.job.preset, { vocabSize: tokenizer.vocabSize });
+  const n = o.job.seqLen;
+  const tokensPerSecond = n / (median(o.stepMs!) / 1000);
+  const flops3 = 6 * matmulParameterCount(config) + (3 * attentionFlops(config, n, true)) / n;
+  const flops35 = modelFlopsPerToken(config, n);
+  return { config, tokensPerSecond, flops3, flops35, mfu: (flops3 * tokensPerSecond) / PEAK_BF16, mfuTf32: (flops3 * tokensPerSecond) / PEAK_TF32 };
+}
+
+function schedule(config: ModelConfig): string {
+  const a = config.attention;
+  return a.kind === 'dense' ? 'dense attention' : `dilated attention w=${a.segmentLengths.join(',')} r=${a.dilationRates.join(',')}`;
+}
+
+const card = outcomes.find((o) => o.ok)?.card ?? 'unknown GPU';
+const lines: string[] = [];
+lines.push('| tokenizer (vocab) | matmul | N | step ms (median) | tokens/s | model GFLOP/token | TFLOP/s | MFU vs 989 | MFU vs 494 (TF32) | peak GiB | losses |');
+lines.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|');
+for (const o of outcomes) {
+  const j = o.job;
+  if (!o.ok) {
+    lines.push(`| ${j.tokenizer} | ${j.precision} | ${j.seqLen} | failed: ${o.error} | | | | | | | |`);
+    continue;
+  }
+  const f = figures(o);
+  lines.push(
+    `| ${j.tokenizer} (${f.config.vocabSize}) | ${j.precision} | ${j.seqLen} | ${median(o.stepMs!).toFixed(0)} | ${f.tokensPerSecond.toFixed(0)} | ` +
+      `${(f.flops3 / 1e9).toFixed(3)} | ${((f.flops3 * f.tokensPerSecond) / 1e12).toFixed(1)} | ${(100 * f.mfu).toFixed(1)}% | ${(100 * f.mfuTf32).toFixed(1)}% | ` +
+      `${gb(o.peakBytes!)} | ${o.losses!.map((l) => l.toFixed(2)).join(', ')} |`,
+  );
+}
+
+const categories = ['matmul', 'attention', 'elementwise', 'layout', 'layer norm', 'cross-entropy', 'embedding', 'optimizer', 'finiteness checks', 'memory'];
+const prof: string[] = [];
+prof.push(`| config | step ms | profiled ms | ${categories.join(' | ')} | calls | host and gaps |`);
+prof.push(`|---|---:|---:|${categories.map(() => '---:').join('|')}|---:|---:|`);
+for (const o of outcomes) {
+  if (!o.ok) continue;
+  const p = o.profile!;
+  const calls = Object.values(p).reduce((a, e) => a + e.calls, 0);
+  // every profiled call pays about one empty synchronize on top of its device time
+  const overhead = (o.emptySyncUs! / 1000);
+  const net = (c: string): number => Math.max(0, (p[c]?.ms ?? 0) - (p[c]?.calls ?? 0) * overhead);
+  const deviceMs = categories.reduce((a, c) => a + net(c), 0);
+  const step = median(o.stepMs!);
+  prof.push(
+    `| ${o.job.tokenizer} ${o.job.precision} N=${o.job.seqLen} | ${step.toFixed(0)} | ${o.profiledStepMs!.toFixed(0)} | ` +
+      `${categories.map((c) => `${net(c).toFixed(1)} (${((100 * net(c)) / step).toFixed(0)}%)`).join(' | ')} | ${calls} | ` +
+      `${(step - deviceMs).toFixed(1)} (${((100 * (step - deviceMs)) / step).toFixed(0)}%) |`,
+  );
+}
+
+const ok = outcomes.filter((o) => o.ok);
+const best = (n: number): Outcome | undefined =>
+  ok.filter((o) => o.job.seqLen === n).sort((a, b) => figures(b).mfu - figures(a).mfu)[0];
+const headlineParts = values.lengths.split(',').map(Number).map((n) => {
+  const o = best(n);
+  if (!o) return `N=${n}: no result`;
+  const f = figures(o);
+  return `N=${n}: ${f.tokensPerSecond.toFixed(0)} tokens/s, MFU ${(100 * f.mfu).toFixed(1)}% of 989 (${o.job.tokenizer}, ${o.job.precision} matmuls)`;
+});
+const headline = `headline (${values.preset}, ${card}): ${headlineParts.join('; ')}`;
+
+console.log('');
+console.log(prof.join('\n'));
+console.log('');
+console.log(lines.join('\n'));
+console.log(headline);
+
+if (values.append || values.section !== undefined) {
+  const date = new Date().toISOString().slice(0, 10);
+  const example = ok[0];
+  const section = [
+    '',
+    `## ${date} GPU training throughput and MFU, ${values.preset} preset (bench/gpu-train.ts)`,
+    '',
+    `Card: ${card}${example ? `, ${gb(example.totalBytes!)} GiB` : ''}; one GPU; float32 storage and activations, float32 master weights; ` +
+      'matmuls through cuBLASLt, float32 operands, in the mode named in the table (LONGNET_MATMUL_PRECISION); ' +
+      'dilated attention by the float32 kernels of the addon.',
+    `Configuration: ${values.preset} preset (${example ? `${(example.params! / 1e6).toFixed(1)}M parameters with the first tokenizer` : ''}), ` +
+      `${schedule(presetConfig(values.preset))}, batch 1 sequence, whole AdamW steps (forward, backward, clip, update) through ` +
+      `the Trainer on ${dataPath.replace(/^.*\/node_modules\//, 'node_modules/')}; the median of ${steps} steps after one warm-up step, ` +
+      'each synchronized. MFU = (6 x matmul weights + 3 x causal forward attention FLOPs per token) x tokens/s over 989 TFLOP/s ' +
+      '(bf16 dense peak of H100 SXM and H200); the TF32 column divides by 494. No peer implementation was run in this pass.',
+    '',
+    ...lines,
+    '',
+    'Profile: one more step with every backend call synchronized and timed alone (ms, share of the unprofiled step time), ' +
+      `net of one empty synchronize per call (${example ? example.emptySyncUs!.toFixed(1) : '?'} us). "host and gaps" is the ` +
+      'unprofiled step time minus the device time of all calls: JavaScript work, launches and waits the device does not overlap.',
+    '',
+    ...prof,
+    '',
+    headline,
+    '',
+  ].join('\n');
+  if (values.append) appendFileSync(join(dirname(self), 'RESULTS.md'), section);
+  if (values.section !== undefined) writeFileSync(values.section, section);
+}

@@ -1,0 +1,127 @@
+/**
+ * CPU packed (varlen) attention and the log-sum-exp merge of partial results: the primitives of
+ * sequence-parallel attention (Backend.gatheredAttention, gatheredAttentionBackward, mergeAttention).
+ * Groups run on the thread pool when the arrays are shared and the work pays for it.
+ */
+import type { GatheredAttentionLayout } from '../backend.js';
+import { dtypeOfArray, newTypedArray, type FloatArray } from '../../tensor/dtype.js';
+import { parallelFor } from './thread-pool.js';
+import { GATHERED_FORWARD_KERNEL, groupShape, type GatheredForwardArgs, type GatheredPlan } from './attention-gathered-forward.js';
+import { GATHERED_BACKWARD_KERNEL, type GatheredBackwardArgs } from './attention-gathered-backward.js';
+
+const MIN_WORK_PER_THREAD = 3e6;
+
+function newLike(a: FloatArray, size: number): FloatArray {
+  return newTypedArray(dtypeOfArray(a), size, a.buffer instanceof SharedArrayBuffer) as FloatArray;
+}
+
+/** Workers read the offsets too: put them on shared memory when the data is. */
+function shareLike(a: Int32Array, like: FloatArray): Int32Array {
+  if (!(like.buffer instanceof SharedArrayBuffer) || a.buffer instanceof SharedArrayBuffer) return a;
+  const out = new Int32Array(new SharedArrayBuffer(4 * a.length));
+  out.set(a);
+  return out;
+}
+
+/** Checks the offsets against the arrays (the caller built them; a mistake here would read out of bounds). */
+function checkedPlan(layout: GatheredAttentionLayout, rowsQ: number, rowsK: number, like: FloatArray): GatheredPlan {
+  const { qOffsets, kOffsets, headDim } = layout;
+  const groups = qOffsets.length - 1;
+  if (groups < 0 || kOffsets.length !== qOffsets.length) {
+    throw new RangeError(`gatheredAttention: ${qOffsets.length} query offsets but ${kOffsets.length} key offsets`);
+  }
+  for (const [name, offsets, rows] of [['query', qOffsets, rowsQ], ['key', kOffsets, rowsK]] as const) {
+    if (offsets[0] !== 0 || offsets[groups] !== rows) {
+      throw new RangeError(`gatheredAttention: ${name} offsets span [${offsets[0]}, ${offsets[groups]}) but there are ${rows} rows`);
+    }
+    for (let g = 0; g < groups; g++) {
+      if (offsets[g + 1]! < offsets[g]!) throw new RangeError(`gatheredAttention: ${name} offsets decrease at group ${g}`);
+    }
+  }
+  if (!(Number.isInteger(headDim) && headDim > 0)) throw new RangeError(`gatheredAttention: headDim ${headDim}`);
+  return {
+    qOffsets: shareLike(qOffsets, like), kOffsets: shareLike(kOffsets, like), headDim,
+    causal: layout.causal, scale: layout.scale,
+  };
+}
+
+/** Score entries computed over all groups, about (for the thread split). */
+function pairs(plan: GatheredPlan): number {
+  let total = 0;
+  for (let g = 0; g + 1 < plan.qOffsets.length; g++) {
+    const mq = plan.qOffsets[g + 1]! - plan.qOffsets[g]!;
+    const mk = plan.kOffsets[g + 1]! - plan.kOffsets[g]!;
+    const { m, full } = groupShape(mq, mk, plan.causal);
+    total += m * full + (plan.causal ? (m * (m + 1)) / 2 : 0);
+  }
+  return total;
+}
+
+export function gatheredAttentionForward(
+  q: FloatArray, k: FloatArray, v: FloatArray, layout: GatheredAttentionLayout,
+): { o: FloatArray; lse: FloatArray } {
+  const D = layout.headDim;
+  const plan = checkedPlan(layout, q.length / D, k.length / D, q);
+  if (v.length !== k.length) throw new RangeError(`gatheredAttention: v has ${v.length} values but k has ${k.length}`);
+  const o = newLike(q, q.length);
+  const lse = newLike(q, q.length / D);
+  const groups = plan.qOffsets.length - 1;
+  const cost = (pairs(plan) * 4 * D) / Math.max(1, groups);
+  parallelFor<GatheredForwardArgs>(GATHERED_FORWARD_KERNEL, { ...plan, q, k, v, o, lse }, groups, {
+    itemCost: cost, minCostPerThread: MIN_WORK_PER_THREAD,
+  });
+  return { o, lse };
+}
+
+export function gatheredAttentionBackward(
+  q: FloatArray, k: FloatArray, v: FloatArray, lse: FloatArray, dsum: FloatArray, dO: FloatArray,
+  layout: GatheredAttentionLayout,
+): { dq: FloatArray; dk: FloatArray; dv: FloatArray } {
+  const D = layout.headDim;
+  const plan = checkedPlan(layout, q.length / D, k.length / D, q);
+  const rowsQ = q.length / D;
+  if (lse.length !== rowsQ || dsum.length !== rowsQ || dO.length !== q.length) {
+    throw new RangeError('gatheredAttentionBackward: lse, dsum and dO must match the query rows');
+  }
+  const dq = newLike(q, q.length);
+  const dk = newLike(q, k.length);
+  const dv = newLike(q, v.length);
+  const groups = plan.qOffsets.length - 1;
+  const cost = (pairs(plan) * 10 * D) / Math.max(1, groups);
+  parallelFor<GatheredBackwardArgs>(GATHERED_BACKWARD_KERNEL, { ...plan, q, k, v, lse, dsum, dO, dq, dk, dv }, groups, {
+    itemCost: cost, minCostPerThread: MIN_WORK_PER_THREAD,
+  });
+  return { dq, dk, dv };
+}
+
+/** In place: row rows[i] of (accO, accLse) absorbs packed row i of (o, lse). */
+export function mergeAttentionRows(
+  accO: FloatArray, accLse: FloatArray, o: FloatArray, lse: FloatArray, rows: Int32Array, D: number,
+): void {
+  if (o.length !== rows.length * D || lse.length !== rows.length) {
+    throw new RangeError(`mergeAttention: ${rows.length} rows but o has ${o.length} values and lse ${lse.length}`);
+  }
+  const total = accLse.length;
+  for (let i = 0; i < rows.length; i++) {
+    const row = rows[i]!;
+    if (!(row >= 0 && row < total)) throw new RangeError(`mergeAttention: row ${row} is outside [0, ${total})`);
+    const lp = lse[i]!;
+    if (lp === -Infinity) continue;
+    const la = accLse[row]!;
+    const src = i * D;
+    const dst = row * D;
+    if (la === -Infinity) {
+      for (let d = 0; d < D; d++) accO[dst + d] = o[src + d]!;
+      accLse[row] = lp;
+      continue;
+    }
+    const mx = la > lp ? la : lp;
+    const ea = Math.exp(la - mx);
+    const ep = Math.exp(lp - mx);
+    const sum = ea + ep;
+    const wa = ea / sum;
+    const wp = ep / sum;
+    for (let d = 0; d < D; d++) accO[dst + d] = wa * accO[dst + d]! + wp * o[src + d]!;
+    accLse[row] = mx + Math.log(sum);
+  }
+}

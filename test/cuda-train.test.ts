@@ -1,0 +1,197 @@
+// Training, evaluation and generation with `device: 'cuda'`, end to end, against the CPU. On a machine
+// with a GPU this runs on it; elsewhere on the emulated addon (test/cuda-emulator.ts), which runs the same
+// TypeScript (CUDA backend, model, trainer, checkpoints) with CPU arithmetic, and counts device buffers
+// and host synchronizations, so that leaks and host reads in the training step show up without a GPU.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { cudaAvailable } from '../src/backend/cuda/index.js';
+import { getBackend } from '../src/backend/registry.js';
+import { ByteTokenizer, buildTokenDataset, type TokenDataset } from '../src/data/index.js';
+import { LongNetDecoder, presetConfig } from '../src/model/index.js';
+import { crossEntropy, Rng, tensor, tidy } from '../src/tensor/index.js';
+import { loadModel } from '../src/train/load-model.js';
+import { runTraining, type GivenArgs } from '../src/train/run.js';
+import { evaluateLoss, Trainer, type TrainerOptions } from '../src/train/trainer.js';
+import { useEmulatedCuda, type EmulatorCounters } from './cuda-emulator.js';
+import type { CudaBackend } from '../src/backend/cuda/index.js';
+
+const real = cudaAvailable().ok;
+const emulated: EmulatorCounters | null = real ? null : useEmulatedCuda().counters;
+const gpu = getBackend('cuda') as CudaBackend;
+/** Loss agreement between the devices: TF32 products on the GPU, exact float32 on the emulator. */
+const LOSS_TOL = real ? 2e-3 : 1e-6;
+
+const work = mkdtempSync(join(tmpdir(), 'longnet-cuda-train-'));
+after(() => rmSync(work, { recursive: true, force: true }));
+
+const corpusPath = join(work, 'corpus.js');
+{
+  const rng = new Rng(11);
+  const lines: string[] = [];
+  for (let i = 0; i < 400; i++) {
+    const a = rng.int(1000);
+    lines.push(`function add${i}(a, b) { return a * ${a} + b - ${i}; } // scaled sum ${a}`);
+  }
+  writeFileSync(corpusPath, lines.join('\n'));
+}
+let dataset: Promise<TokenDataset> | null = null;
+const data = (): Promise<TokenDataset> => (dataset ??= buildTokenDataset(corpusPath, new ByteTokenizer(), { valFraction: 0.1 }));
+
+function trainerOptions(device: 'cpu' | 'cuda'): TrainerOptions {
+  return {
+    seqLen: 128, batch: 2, accumulate: 2, schedule: { lr: 3e-3, totalSteps: 20, warmup: 2, endLr: 0 },
+    adamw: { beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0.01 }, clip: 2, seed: 3, device,
+  };
+}
+
+const tiny = presetConfig('tiny', { vocabSize: 257 });
+
+/**
+ * One forward and backward of a small model on cuda, freed: what the addon creates once per process
+ * (the cuBLASLt workspace) exists afterwards, so that bytes in use can be compared before and after.
+ */
+function warmUp(): void {
+  const model = new LongNetDecoder(tiny, { seed: 1, device: 'cuda' });
+  tidy(() => {
+    const ids = tensor(Int32Array.from({ length: 64 }, (_, i) => i % 257), [1, 64], { dtype: 'int32', device: 'cuda' });
+    model.loss(ids, ids).backward();
+  });
+  model.dispose();
+  gpu.synchronize();
+}
+warmUp();
+
+test('training steps on cuda match the CPU and keep device memory flat', async () => {
+  const ds = await data();
+  const run = (device: 'cpu' | 'cuda'): { losses: number[]; inUse: number[]; syncs: number[] } => {
+    const model = new LongNetDecoder(tiny, { seed: 3, device });
+    const trainer = new Trainer(model, ds, trainerOptions(device));
+    const losses: number[] = [];
+    const inUse: number[] = [];
+    const syncs: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const before = emulated?.syncs ?? 0;
+      losses.push(trainer.step().loss);
+      syncs.push((emulated?.syncs ?? 0) - before);
+      if (device === 'cuda') {
+        gpu.synchronize();
+        inUse.push(gpu.memoryStats().inUse);
+      }
+    }
+    trainer.optimizer.dispose();
+    model.dispose();
+    return { losses, inUse, syncs };
+  };
+  const startInUse = gpu.memoryStats().inUse;
+  const c = run('cpu');
+  const g = run('cuda');
+  for (let i = 0; i < c.losses.length; i++) {
+    assert.ok(Number.isFinite(g.losses[i]!), `step ${i + 1}: loss ${g.losses[i]}`);
+    const rel = Math.abs(g.losses[i]! - c.losses[i]!) / Math.abs(c.losses[i]!);
+    assert.ok(rel < LOSS_TOL * (i + 1), `step ${i + 1}: cuda loss ${g.losses[i]} vs cpu ${c.losses[i]} (relative ${rel.toExponential(2)})`);
+  }
+  assert.ok(g.losses[3]! < g.losses[0]!, `loss did not fall: ${g.losses.join(', ')}`);
+  // after the first step (which creates the moments' final values and any cached tables) nothing grows
+  assert.deepEqual(g.inUse.slice(1), g.inUse.slice(1).map(() => g.inUse[1]), `bytes in use after each step: ${g.inUse.join(', ')}`);
+  assert.equal(gpu.memoryStats().inUse, startInUse, 'model and optimizer freed: back to the starting bytes');
+  if (emulated) {
+    // per micro-batch: the embedding's index check, 3 finiteness checks per attention layer, the loss's
+    // target check, the embedding gradient's index check and the read of its loss (after every backward);
+    // per step: the gradient norm
+    const perMicroBatch = 4 + 3 * tiny.layers;
+    const expected = trainerOptions('cuda').accumulate * perMicroBatch + 1;
+    assert.ok(g.syncs.every((s) => s <= expected), `host synchronizations per step: ${g.syncs.join(', ')} (at most ${expected})`);
+  }
+});
+
+test('a mean cross-entropy with ignored targets gives the same loss and gradients on cuda', () => {
+  const rng = new Rng(5);
+  const rows = 37, cols = 11;
+  const logits = Float32Array.from({ length: rows * cols }, () => rng.normal());
+  const targets = Int32Array.from({ length: rows }, (_, i) => (i % 5 === 2 ? -100 : rng.int(cols)));
+  const result = (device: 'cpu' | 'cuda', ignoreAll = false): { loss: number; grad: ArrayLike<number> } => {
+    const x = tensor(logits, [rows, cols], { device, requiresGrad: true });
+    const t = tensor(ignoreAll ? targets.map(() => -100) : targets, [rows], { dtype: 'int32', device });
+    const loss = crossEntropy(x, t);
+    loss.backward();
+    const r = { loss: loss.item(), grad: x.grad!.toArray() };
+    for (const d of [x.grad!, x, t, loss]) d.dispose();
+    return r;
+  };
+  const c = result('cpu');
+  const g = result('cuda');
+  assert.ok(Math.abs(g.loss - c.loss) <= 1e-6 * Math.abs(c.loss), `loss ${g.loss} vs ${c.loss}`);
+  for (let i = 0; i < c.grad.length; i++) assert.ok(Math.abs(g.grad[i]! - c.grad[i]!) <= 1e-6, `grad[${i}] ${g.grad[i]} vs ${c.grad[i]}`);
+  // every target ignored: loss 0 and no gradient, not NaN
+  const none = result('cuda', true);
+  assert.equal(none.loss, 0);
+  assert.ok(Array.from(none.grad).every((v) => v === 0));
+});
+
+test('a checkpoint trained on cuda evaluates alike on cuda and cpu, and one trained on cpu alike too', async () => {
+  const ds = await data();
+  const given = (device: 'cpu' | 'cuda'): GivenArgs => ({
+    data: corpusPath, steps: 3, seqLen: 128, batch: 2, evalEvery: 3, evalSequences: 2, device,
+  });
+  const quiet = { resume: false, overwrite: true, log: () => {}, progress: { write: () => true } };
+  for (const trainedOn of ['cuda', 'cpu'] as const) {
+    const out = join(work, `run-${trainedOn}`);
+    const r = await runTraining(given(trainedOn), { ...quiet, out });
+    assert.equal(r.step, 3);
+    assert.ok(r.lastValLoss !== null && Number.isFinite(r.lastValLoss), `${trainedOn}: validation loss ${r.lastValLoss}`);
+    const losses: Record<string, number> = {};
+    for (const device of ['cpu', 'cuda'] as const) {
+      const { model } = loadModel(out, device);
+      try {
+        losses[device] = evaluateLoss(model, ds, 128, { batchSize: 2, maxSequences: 4, device });
+      } finally {
+        model.dispose();
+      }
+    }
+    const rel = Math.abs(losses['cuda']! - losses['cpu']!) / losses['cpu']!;
+    assert.ok(rel < LOSS_TOL, `trained on ${trainedOn}: eval loss cuda ${losses['cuda']} vs cpu ${losses['cpu']}`);
+  }
+});
+
+test('generation on cuda gives the CPU tokens (greedy) and frees what it allocates', () => {
+  const model = { cpu: new LongNetDecoder(tiny, { seed: 9, device: 'cpu' }), cuda: new LongNetDecoder(tiny, { seed: 9, device: 'cuda' }) };
+  const startInUse = gpu.memoryStats().inUse;
+  const greedy = (device: 'cpu' | 'cuda'): number[] => {
+    const m = model[device];
+    const cache = m.createCache(1, 64);
+    const out: number[] = [];
+    let input = [256, 102, 117, 110];
+    for (let i = 0; i < 12; i++) {
+      const t = tensor(Int32Array.from(input), [1, input.length], { dtype: 'int32', device });
+      const logits = m.step(t, cache);
+      t.dispose();
+      const all = logits.toArray();
+      logits.dispose();
+      const row = all.subarray(all.length - 257);
+      let best = 0;
+      for (let j = 1; j < row.length; j++) if (row[j]! > row[best]!) best = j;
+      out.push(best);
+      input = [best];
+    }
+    cache.dispose();
+    return out;
+  };
+  const c = greedy('cpu');
+  // float32 products (not TF32), so that a close second-best token cannot flip the argmax
+  const precision = gpu.matmulPrecision();
+  gpu.setMatmulPrecision('fp32');
+  let g: number[];
+  try {
+    g = greedy('cuda');
+  } finally {
+    gpu.setMatmulPrecision(precision);
+  }
+  assert.deepEqual(g, c);
+  gpu.synchronize();
+  assert.equal(gpu.memoryStats().inUse, startInUse, 'the decode cache and every step were freed');
+  model.cpu.dispose();
+  model.cuda.dispose();
+});
