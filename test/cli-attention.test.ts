@@ -1,4 +1,4 @@
-import { describe, it, test, before, after } from 'node:test';
+import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  fromFloat32, fromFloat64, getTensor, readSafetensors, toFloat32, toFloat64, writeSafetensors,
+  fromFloat32, getTensor, readSafetensors, toFloat32, toFloat64, writeSafetensors,
   type StoredTensor,
 } from '../src/io/safetensors.js';
 import { dilatedAttention } from '../src/attention/dilated.js';

@@ -14,7 +14,11 @@ export interface AttentionResult {
   lse: Tensor;
 }
 
-function geometryOf(q: Tensor, k: Tensor, v: Tensor): AttentionGeometry {
+/**
+ * Checks q, k, v of one attention call ([batch, seqLen, heads, headDim], one float dtype, one device,
+ * finite values) and returns their geometry; every message names the offending tensor.
+ */
+export function checkAttentionInputs(q: Tensor, k: Tensor, v: Tensor): AttentionGeometry {
   check(q.rank === 4, `q must be [batch, seqLen, heads, headDim], got ${formatShape(q.shape)}`);
   check(shapesEqual(k.shape, q.shape), `k has shape ${formatShape(k.shape)} but q has ${formatShape(q.shape)}`);
   check(shapesEqual(v.shape, q.shape), `v has shape ${formatShape(v.shape)} but q has ${formatShape(q.shape)}`);
@@ -25,6 +29,9 @@ function geometryOf(q: Tensor, k: Tensor, v: Tensor): AttentionGeometry {
   }
   const [batch, seqLen, heads, headDim] = q.shape as [number, number, number, number];
   check(headDim > 0, 'headDim must be positive');
+  for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) {
+    check(t.backend.allFinite(t.storage), `${name} contains NaN or infinite values`);
+  }
   return { batch, seqLen, heads, headDim };
 }
 
@@ -34,12 +41,9 @@ function geometryOf(q: Tensor, k: Tensor, v: Tensor): AttentionGeometry {
  * Differentiable in q, k and v, with the exact gradients (through the mixture weights too).
  */
 export function dilatedAttention(q: Tensor, k: Tensor, v: Tensor, options: DilatedAttentionOptions): AttentionResult {
-  const geometry = geometryOf(q, k, v);
+  const geometry = checkAttentionInputs(q, k, v);
   const config = attentionConfig(options, geometry);
   const backend = q.backend;
-  for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) {
-    check(backend.allFinite(t.storage), `${name} contains NaN or infinite values`);
-  }
   const r = backend.dilatedAttention(q.storage, k.storage, v.storage, geometry, config);
   const { batch, seqLen, heads } = geometry;
   const output = wrap(r.o, q.shape, backend);

@@ -19,8 +19,9 @@
  */
 import type { AttentionConfig, AttentionGeometry, Backend, GatheredAttentionLayout, Storage } from '../backend/backend.js';
 import { attentionConfig, type DilatedAttentionOptions } from '../attention/patterns.js';
+import { checkAttentionInputs } from '../attention/dilated.js';
 import { check } from '../errors.js';
-import { isFloat, type DType } from '../tensor/dtype.js';
+import type { DType } from '../tensor/dtype.js';
 import { formatShape, shapesEqual } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { Communicator, RecvSpec, SendSpec } from './communicator.js';
@@ -103,15 +104,8 @@ function layoutOf(call: CallPlan, ctx: Context, causal: boolean): GatheredAttent
 }
 
 function checkInputs(comm: Communicator, q: Tensor, k: Tensor, v: Tensor): void {
-  check(q.rank === 4, `q must be [batch, localSeqLen, heads, headDim], got ${formatShape(q.shape)}`);
-  check(shapesEqual(k.shape, q.shape), `k has shape ${formatShape(k.shape)} but q has ${formatShape(q.shape)}`);
-  check(shapesEqual(v.shape, q.shape), `v has shape ${formatShape(v.shape)} but q has ${formatShape(q.shape)}`);
-  for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) {
-    check(isFloat(t.dtype), `${name} must be a float tensor, got ${t.dtype}`);
-    check(t.dtype === q.dtype, `${name} is ${t.dtype} but q is ${q.dtype}`);
-    check(t.backend === comm.backend, `${name} is on ${t.device} but the communicator works on ${comm.backend.device}`);
-    check(t.backend.allFinite(t.storage), `${name} contains NaN or infinite values`);
-  }
+  checkAttentionInputs(q, k, v);
+  check(q.backend === comm.backend, `q is on ${q.device} but the communicator works on ${comm.backend.device}`);
 }
 
 /**

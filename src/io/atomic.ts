@@ -57,7 +57,7 @@ function writeChunk(fd: number, chunk: Uint8Array | string): void {
 }
 
 /** Flushes a directory entry to disk; a no-op where the platform cannot open directories (Windows). */
-function fsyncDirectory(dir: string): void {
+export function fsyncDirectory(dir: string): void {
   let fd: number;
   try {
     fd = openSync(dir, 'r');

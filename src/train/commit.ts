@@ -11,29 +11,13 @@
  * every load and save) finishes the move, so readers always see the complete old set or the complete
  * new one. Files of the directory that are not part of the set (metrics, plots) are left alone.
  */
-import { closeSync, fsyncSync, mkdirSync, mkdtempSync, openSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { InputError } from '../errors.js';
-import { writeFileAtomic, type AtomicData } from '../io/atomic.js';
+import { fsyncDirectory, writeFileAtomic, type AtomicData } from '../io/atomic.js';
 
 const COMMIT = '.commit';
 const STAGING_PREFIX = '.staging-';
-
-function fsyncDir(dir: string): void {
-  let fd: number;
-  try {
-    fd = openSync(dir, 'r');
-  } catch {
-    return;
-  }
-  try {
-    fsyncSync(fd);
-  } catch {
-    // some platforms cannot flush a directory; the renames are still atomic
-  } finally {
-    closeSync(fd);
-  }
-}
 
 function isDirectory(path: string): boolean {
   try {
@@ -64,7 +48,7 @@ export function recoverCommit(dir: string): boolean {
     const commit = join(dir, COMMIT);
     if (isDirectory(commit)) {
       for (const name of readdirSync(commit)) renameSync(join(commit, name), join(dir, name));
-      fsyncDir(dir);
+      fsyncDirectory(dir);
       rmSync(commit, { recursive: true, force: true });
       changed = true;
     }
@@ -117,10 +101,10 @@ export function commitFiles(dir: string, files: ReadonlyMap<string, FileContent>
       if (typeof data === 'function') data(join(staging, name));
       else writeFileAtomic(join(staging, name), data);
     }
-    fsyncDir(staging);
+    fsyncDirectory(staging);
     hooks.beforeCommit?.();
     renameSync(staging, join(dir, COMMIT));
-    fsyncDir(dir);
+    fsyncDirectory(dir);
   } catch (err) {
     rmSync(staging, { recursive: true, force: true });
     throw describe(err, dir);

@@ -10,7 +10,7 @@ import { registerRangeKernel } from './kernel-registry.js';
 import { headOffset, type AttentionPlan } from './attention-plan.js';
 import { Scratch } from './attention-scratch.js';
 import { gatherRows, gatherScalars } from './attention-rows.js';
-import { accumulateColumns, accumulateRows, scoreTile } from './attention-tiles.js';
+import { backwardTile } from './attention-steps.js';
 
 export const BACKWARD_KERNEL = 'attention.backward';
 
@@ -132,39 +132,7 @@ function flashBackward(
     const jEnd = causal ? i1 : m; // key tiles wholly above the diagonal contribute nothing
     for (let j0 = 0; j0 < jEnd; j0 += BK) {
       const j1 = Math.min(jEnd, j0 + BK);
-      scoreTile(q, k, D, i0, i1, j0, j1, causal, 0, p, BK);
-      scoreTile(dO, v, D, i0, i1, j0, j1, causal, 0, ds, BK);
-      probabilities(p, ds, BK, j0, j1, i0, i1, causal, lse, dsum);
-      accumulateRows(ds, BK, k, D, i0, i1, j0, j1, causal, dq);
-      accumulateColumns(p, BK, dO, D, i0, i1, j0, j1, causal, dv);
-      accumulateColumns(ds, BK, q, D, i0, i1, j0, j1, causal, dk);
-    }
-  }
-}
-
-/**
- * Turns a tile of scores into P = exp(s - L) and a tile of dP = dO v^T into dS = P (dP - Dsum), in place.
- * Entries a causal row may not see are 0 in both; so are rows with no key at all (L = -inf).
- */
-function probabilities(
-  p: Float64Array, ds: Float64Array, ld: number, j0: number, j1: number, i0: number, i1: number, causal: boolean,
-  lse: Float64Array, dsum: Float64Array,
-): void {
-  for (let i = i0; i < i1; i++) {
-    const row = (i - i0) * ld;
-    const n = (causal && i + 1 < j1 ? i + 1 : j1) - j0;
-    if (n <= 0) continue; // masked entirely; the score tiles hold 0 here already
-    const li = lse[i]!;
-    if (li === -Infinity) {
-      p.fill(0, row, row + n);
-      ds.fill(0, row, row + n);
-      continue;
-    }
-    const di = dsum[i]!;
-    for (let x = 0; x < n; x++) {
-      const e = Math.exp(p[row + x]! - li);
-      p[row + x] = e;
-      ds[row + x] = e * (ds[row + x]! - di);
+      backwardTile(q, k, v, dO, lse, dsum, D, i0, i1, j0, j1, causal, p, ds, BK, dq, dk, dv);
     }
   }
 }

@@ -10,6 +10,7 @@ import { headOffset, type AttentionPlan } from './attention-plan.js';
 import { Scratch } from './attention-scratch.js';
 import { gatherRows } from './attention-rows.js';
 import { accumulateRows, scoreTile } from './attention-tiles.js';
+import { mergeRow, softmaxStep } from './attention-steps.js';
 
 export const FORWARD_KERNEL = 'attention.forward';
 
@@ -120,47 +121,6 @@ function flashForward(
 }
 
 /**
- * Online-softmax step over one score tile: raises each row's running maximum, rescales its running sum
- * and output row accordingly, and turns the scores into unnormalized probabilities in place.
- */
-function softmaxStep(
-  s: Float64Array, ld: number, j0: number, j1: number, i0: number, i1: number, D: number, causal: boolean,
-  out: Float64Array, rowMax: Float64Array, rowSum: Float64Array,
-): void {
-  for (let i = i0; i < i1; i++) {
-    const t = i - i0;
-    const row = t * ld;
-    // keys this row may see; the entry just past them must read 0 (the 2-row products touch it)
-    const n = (causal && i + 1 < j1 ? i + 1 : j1) - j0;
-    if (n < j1 - j0 && n >= 0) s[row + n] = 0;
-    let tileMax = -Infinity;
-    for (let x = 0; x < n; x++) {
-      const y = s[row + x]!;
-      if (y > tileMax) tileMax = y;
-    }
-    if (tileMax === -Infinity) continue; // no key of this tile is visible to this row
-    let mx = rowMax[t]!;
-    if (tileMax > mx) {
-      if (mx !== -Infinity) {
-        const alpha = Math.exp(mx - tileMax);
-        rowSum[t]! *= alpha;
-        const oi = i * D;
-        for (let d = 0; d < D; d++) out[oi + d] *= alpha;
-      }
-      mx = tileMax;
-      rowMax[t] = mx;
-    }
-    let sum = 0;
-    for (let x = 0; x < n; x++) {
-      const p = Math.exp(s[row + x]! - mx);
-      s[row + x] = p;
-      sum += p;
-    }
-    rowSum[t]! += sum;
-  }
-}
-
-/**
  * Folds one pattern's rows (output `os`, log-sum-exp `ls`) into the unit's running output: rows
  * row0, row0 + r, ... of the chunk. The weights exp(l - L_new) are the paper's mixture weights.
  */
@@ -168,24 +128,5 @@ function mergeRows(
   os: Float64Array, ls: Float64Array, m: number, D: number,
   accO: Float64Array, accL: Float64Array, row0: number, r: number,
 ): void {
-  for (let j = 0; j < m; j++) {
-    const row = row0 + j * r;
-    const lp = ls[j]!;
-    const la = accL[row]!;
-    const src = j * D;
-    const dst = row * D;
-    if (la === -Infinity) {
-      for (let d = 0; d < D; d++) accO[dst + d] = os[src + d]!;
-      accL[row] = lp;
-      continue;
-    }
-    const mx = la > lp ? la : lp;
-    const ea = Math.exp(la - mx);
-    const ep = Math.exp(lp - mx);
-    const total = ea + ep;
-    const wa = ea / total;
-    const wp = ep / total;
-    for (let d = 0; d < D; d++) accO[dst + d] = wa * accO[dst + d]! + wp * os[src + d]!;
-    accL[row] = mx + Math.log(total);
-  }
+  for (let j = 0; j < m; j++) mergeRow(accO, accL, row0 + j * r, os, j, ls[j]!, D);
 }

@@ -9,7 +9,7 @@ import type { FloatArray } from '../../tensor/dtype.js';
 import { registerRangeKernel } from './kernel-registry.js';
 import { Scratch } from './attention-scratch.js';
 import { gatherRows, gatherScalars } from './attention-rows.js';
-import { accumulateColumns, accumulateRows, scoreTile } from './attention-tiles.js';
+import { backwardTile } from './attention-steps.js';
 import { groupShape, type GatheredPlan } from './attention-gathered-forward.js';
 
 export const GATHERED_BACKWARD_KERNEL = 'attention.gathered.backward';
@@ -68,12 +68,12 @@ function backwardGroup(args: GatheredBackwardArgs, g: number): void {
     const i1 = Math.min(m, i0 + BQ);
     for (let j0 = 0; j0 < full; j0 += BK) {
       const j1 = Math.min(full, j0 + BK);
-      tileStep(qs, ks, vs, dos, ls, ds, D, i0, i1, j0, j1, false, p, dp, dqs, dks, dvs);
+      backwardTile(qs, ks, vs, dos, ls, ds, D, i0, i1, j0, j1, false, p, dp, BK, dqs, dks, dvs);
     }
     if (causal) {
       for (let j0 = 0; j0 < i1; j0 += BK) {
         const j1 = Math.min(i1, j0 + BK);
-        tileStep(qs, kTail, vTail, dos, ls, ds, D, i0, i1, j0, j1, true, p, dp, dqs, dkTail, dvTail);
+        backwardTile(qs, kTail, vTail, dos, ls, ds, D, i0, i1, j0, j1, true, p, dp, BK, dqs, dkTail, dvTail);
       }
     }
   }
@@ -87,45 +87,5 @@ function backwardGroup(args: GatheredBackwardArgs, g: number): void {
   for (let x = 0; x < mk * D; x++) {
     dk[kBase + x] = dks[x]!;
     dv[kBase + x] = dvs[x]!;
-  }
-}
-
-function tileStep(
-  q: Float64Array, k: Float64Array, v: Float64Array, dO: Float64Array, lse: Float64Array, dsum: Float64Array, D: number,
-  i0: number, i1: number, j0: number, j1: number, causal: boolean,
-  p: Float64Array, ds: Float64Array, dq: Float64Array, dk: Float64Array, dv: Float64Array,
-): void {
-  scoreTile(q, k, D, i0, i1, j0, j1, causal, 0, p, BK);
-  scoreTile(dO, v, D, i0, i1, j0, j1, causal, 0, ds, BK);
-  probabilities(p, ds, BK, j0, j1, i0, i1, causal, lse, dsum);
-  accumulateRows(ds, BK, k, D, i0, i1, j0, j1, causal, dq);
-  accumulateColumns(p, BK, dO, D, i0, i1, j0, j1, causal, dv);
-  accumulateColumns(ds, BK, q, D, i0, i1, j0, j1, causal, dk);
-}
-
-/**
- * Turns a tile of scores into P = exp(s - L) and a tile of dP = dO v^T into dS = P (dP - Dsum), in place.
- * Entries a causal row may not see stay 0 in both; so do rows with no key at all (L = -inf).
- */
-function probabilities(
-  p: Float64Array, ds: Float64Array, ld: number, j0: number, j1: number, i0: number, i1: number, causal: boolean,
-  lse: Float64Array, dsum: Float64Array,
-): void {
-  for (let i = i0; i < i1; i++) {
-    const row = (i - i0) * ld;
-    const n = (causal && i + 1 < j1 ? i + 1 : j1) - j0;
-    if (n <= 0) continue;
-    const li = lse[i]!;
-    if (li === -Infinity) {
-      p.fill(0, row, row + n);
-      ds.fill(0, row, row + n);
-      continue;
-    }
-    const di = dsum[i]!;
-    for (let x = 0; x < n; x++) {
-      const e = Math.exp(p[row + x]! - li);
-      p[row + x] = e;
-      ds[row + x] = e * (ds[row + x]! - di);
-    }
   }
 }

@@ -9,6 +9,7 @@ import { registerRangeKernel } from './kernel-registry.js';
 import { Scratch } from './attention-scratch.js';
 import { gatherRows } from './attention-rows.js';
 import { accumulateRows, scoreTile } from './attention-tiles.js';
+import { softmaxStep } from './attention-steps.js';
 
 export const GATHERED_FORWARD_KERNEL = 'attention.gathered.forward';
 
@@ -105,46 +106,5 @@ function forwardGroup(args: GatheredForwardArgs, g: number): void {
       for (let d = 0; d < D; d++) o[to + d] = os[from + d]! * inv;
       lse[q0 + i] = rowMax[t]! + Math.log(rowSum[t]!);
     }
-  }
-}
-
-/**
- * Online-softmax step over one score tile: raises each row's running maximum, rescales its running sum and
- * output row, and turns the visible scores into unnormalized probabilities in place.
- */
-function softmaxStep(
-  s: Float64Array, ld: number, j0: number, j1: number, i0: number, i1: number, D: number, causal: boolean,
-  out: Float64Array, rowMax: Float64Array, rowSum: Float64Array,
-): void {
-  for (let i = i0; i < i1; i++) {
-    const t = i - i0;
-    const row = t * ld;
-    const n = (causal && i + 1 < j1 ? i + 1 : j1) - j0;
-    // the entry just past the visible ones must read 0: the 2-row products of accumulateRows touch it
-    if (n < j1 - j0 && n >= 0) s[row + n] = 0;
-    let tileMax = -Infinity;
-    for (let x = 0; x < n; x++) {
-      const y = s[row + x]!;
-      if (y > tileMax) tileMax = y;
-    }
-    if (tileMax === -Infinity) continue;
-    let mx = rowMax[t]!;
-    if (tileMax > mx) {
-      if (mx !== -Infinity) {
-        const alpha = Math.exp(mx - tileMax);
-        rowSum[t]! *= alpha;
-        const oi = i * D;
-        for (let d = 0; d < D; d++) out[oi + d] *= alpha;
-      }
-      mx = tileMax;
-      rowMax[t] = mx;
-    }
-    let sum = 0;
-    for (let x = 0; x < n; x++) {
-      const p = Math.exp(s[row + x]! - mx);
-      s[row + x] = p;
-      sum += p;
-    }
-    rowSum[t]! += sum;
   }
 }

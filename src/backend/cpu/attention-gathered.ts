@@ -8,6 +8,7 @@ import { dtypeOfArray, newTypedArray, type FloatArray } from '../../tensor/dtype
 import { parallelFor } from './thread-pool.js';
 import { GATHERED_FORWARD_KERNEL, groupShape, type GatheredForwardArgs, type GatheredPlan } from './attention-gathered-forward.js';
 import { GATHERED_BACKWARD_KERNEL, type GatheredBackwardArgs } from './attention-gathered-backward.js';
+import { mergeRow } from './attention-steps.js';
 
 const MIN_WORK_PER_THREAD = 3e6;
 
@@ -105,23 +106,6 @@ export function mergeAttentionRows(
   for (let i = 0; i < rows.length; i++) {
     const row = rows[i]!;
     if (!(row >= 0 && row < total)) throw new RangeError(`mergeAttention: row ${row} is outside [0, ${total})`);
-    const lp = lse[i]!;
-    if (lp === -Infinity) continue;
-    const la = accLse[row]!;
-    const src = i * D;
-    const dst = row * D;
-    if (la === -Infinity) {
-      for (let d = 0; d < D; d++) accO[dst + d] = o[src + d]!;
-      accLse[row] = lp;
-      continue;
-    }
-    const mx = la > lp ? la : lp;
-    const ea = Math.exp(la - mx);
-    const ep = Math.exp(lp - mx);
-    const sum = ea + ep;
-    const wa = ea / sum;
-    const wp = ep / sum;
-    for (let d = 0; d < D; d++) accO[dst + d] = wa * accO[dst + d]! + wp * o[src + d]!;
-    accLse[row] = mx + Math.log(sum);
+    mergeRow(accO, accLse, row, o, i, lse[i]!, D);
   }
 }
