@@ -7,6 +7,7 @@ import { gzipSync } from 'node:zlib';
 import { formatOf, listSourceFiles, openDocuments, type SourceOptions } from '../src/data/index.js';
 import { fsInputError } from '../src/data/fs-errors.js';
 import { InputError } from '../src/errors.js';
+import { isRoot, runUnprivileged } from './support/unprivileged.js';
 
 const root = mkdtempSync(join(tmpdir(), 'longnet-sources-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -186,19 +187,27 @@ describe('bad paths and options', () => {
     await rejectsInput(join(f, 'inside.txt'), /cannot read .*file\.txt\/inside\.txt: not a directory/);
   });
 
-  it('an unreadable file names it', async (t) => {
-    if (process.getuid?.() === 0) {
-      t.skip('permissions do not bind root');
-      return;
-    }
+  it('an unreadable file names it', async () => {
     const f = write(join(fresh(), 'secret.txt'), 'x');
     chmodSync(f, 0o000);
     try {
-      await rejectsInput(f, /cannot read .*secret\.txt: permission denied/);
+      if (isRoot) {
+        // root ignores permissions: read as an unprivileged user (the mkdtemp root is private to root)
+        chmodSync(root, 0o755);
+        const child = runUnprivileged(`
+          import { openDocuments } from './src/data/index.ts';
+          try { for await (const d of openDocuments(${JSON.stringify(f)})) console.log('read', d); }
+          catch (err) { console.log(err.name + ': ' + err.message); }`);
+        assert.equal(child.status, 0, child.stderr);
+        assert.match(child.stdout, /^InputError: cannot read .*secret\.txt: permission denied/);
+      } else {
+        await rejectsInput(f, /cannot read .*secret\.txt: permission denied/);
+      }
     } finally {
       chmodSync(f, 0o644);
     }
   });
+
 
   it('maps file-system failures to one line naming the path', () => {
     const err = (code: string) => Object.assign(new Error(`${code}: raw message`), { code });
