@@ -132,6 +132,20 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
       put(dk, r.dk);
       put(dv, r.dv);
     },
+    gatheredAttentionForward(q, k, v, o, lse, qo, ko, _tiles, headDim, causal, scale) {
+      const layout = { qOffsets: cpu.read(s(qo)) as Int32Array, kOffsets: cpu.read(s(ko)) as Int32Array, headDim, causal, scale };
+      const r = cpu.gatheredAttention(s(q), s(k), s(v), layout);
+      put(o, r.o);
+      put(lse, r.lse);
+    },
+    gatheredAttentionBackward(q, k, v, lse, dsum, dO, dq, dk, dv, qo, ko, _qt, headDim, causal, scale, _kt) {
+      const layout = { qOffsets: cpu.read(s(qo)) as Int32Array, kOffsets: cpu.read(s(ko)) as Int32Array, headDim, causal, scale };
+      const r = cpu.gatheredAttentionBackward(s(q), s(k), s(v), s(lse), s(dsum), s(dO), layout);
+      put(dq, r.dq);
+      put(dk, r.dk);
+      put(dv, r.dv);
+    },
+    mergeAttention: (accO, accLse, o, lse, rows, headDim) => cpu.mergeAttention(s(accO), s(accLse), s(o), s(lse), s(rows), headDim),
     ncclInfo: () => ({ ok: false, reason: 'emulated addon has no NCCL' }),
     ncclUniqueId: () => { throw new Error('emulated addon has no NCCL'); },
     ncclCommInit: () => { throw new Error('emulated addon has no NCCL'); },
@@ -141,6 +155,8 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
     ncclAllGather: () => { throw new Error('emulated addon has no NCCL'); },
     ncclReduceScatter: () => { throw new Error('emulated addon has no NCCL'); },
     ncclBroadcast: () => { throw new Error('emulated addon has no NCCL'); },
+    ncclSend: () => { throw new Error('emulated addon has no NCCL'); },
+    ncclRecv: () => { throw new Error('emulated addon has no NCCL'); },
     ncclGroupStart: () => {},
     ncclGroupEnd: () => {},
   };

@@ -2,7 +2,7 @@
 // right bytes. Several ranks on several GPUs are the distributed tests' business.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { NcclCommunicator, ncclStatus, ncclUniqueId } from '../src/backend/cuda/nccl.js';
+import { NcclComm, ncclStatus, ncclUniqueId } from '../src/backend/cuda/nccl.js';
 import { gpu, readGpu, rng, skip } from './cuda-support.js';
 
 const status = gpu ? ncclStatus(gpu) : null;
@@ -16,7 +16,7 @@ test('a one-rank communicator runs every collective', { skip: ncclSkip }, () => 
   const g = gpu!;
   const id = ncclUniqueId(g);
   assert.equal(id.length, 128);
-  const comm = NcclCommunicator.init(g, id, 1, 0);
+  const comm = NcclComm.init(g, id, 1, 0);
   try {
     const data = rng.floats(1000);
     const send = g.fromArray(data);

@@ -337,16 +337,18 @@ __global__ void __launch_bounds__(kThreads) gathered_dkv_kernel(const float* __r
 }
 
 __global__ void merge_attention_kernel(float* __restrict__ acc_o, float* __restrict__ acc_lse, const float* __restrict__ o,
-                                       const float* __restrict__ lse, const int32_t* __restrict__ rows, int64_t count, int dim) {
+                                       const float* __restrict__ lse, const int32_t* __restrict__ rows, int64_t count, int64_t total, int dim) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x / 32) + threadIdx.x / 32;
   if (i >= count) return;
   const int lane = threadIdx.x % 32;
   const int64_t row = rows[i];
+  if (row < 0 || row >= total) return;  // the caller checks the rows; never write out of bounds
   const float lp = lse[i];
   if (lp == -INFINITY) return;
   const float la = acc_lse[row];
   float* dst = acc_o + row * dim;
   const float* src = o + i * dim;
+  float next = lp;
   if (la == -INFINITY) {
     for (int d = lane; d < dim; d += 32) dst[d] = src[d];
   } else {
@@ -355,9 +357,69 @@ __global__ void merge_attention_kernel(float* __restrict__ acc_o, float* __restr
     const float sum = ea + ep;
     const float wa = ea / sum, wp = ep / sum;
     for (int d = lane; d < dim; d += 32) dst[d] = wa * dst[d] + wp * src[d];
+    next = mx + logf(sum);
   }
-  __syncwarp();
-  if (lane == 0) acc_lse[row] = la == -INFINITY ? lp : mx_log(la, lp);
+  __syncwarp();  // every lane has read acc_lse[row]
+  if (lane == 0) acc_lse[row] = next;
+}
+
+
+template <typename F>
+void dispatch_dim(int dim, F&& f) {
+  if (dim <= 32) return f.template operator()<32>();
+  if (dim <= 64) return f.template operator()<64>();
+  if (dim <= 128) return f.template operator()<128>();
+  if (dim <= 256) return f.template operator()<256>();
+  throw RangeError("gathered attention on CUDA supports headDim up to 256, got " + std::to_string(dim));
+}
+
+unsigned grid_of(int64_t tiles, const char* what) {
+  if (tiles > INT32_MAX) fail(std::string(what) + ": too many tiles");
+  return static_cast<unsigned>(tiles);
 }
 
 }  // namespace
+
+void launch_gathered_forward(const float* q, const float* k, const float* v, float* o, float* lse, const GatheredArgs& a,
+                             cudaStream_t s) {
+  if (a.tile_count == 0) return;
+  dispatch_dim(a.head_dim, [&]<int DM>() {
+    const size_t smem = sizeof(float) * (kTileRows + 2 * kStream) * (DM + 1);
+    auto kernel = gathered_forward_kernel<DM>;
+    allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "gathered attention forward");
+    kernel<<<grid_of(a.tile_count, "gathered attention forward"), kThreads, smem, s>>>(q, k, v, o, lse, a);
+    check_launch("gathered attention forward kernel");
+  });
+}
+
+void launch_gathered_backward(const float* q, const float* k, const float* v, const float* lse, const float* dsum, const float* d_o,
+                              float* dq, float* dk, float* dv, const GatheredArgs& a, const int32_t* k_tiles,
+                              int64_t k_tile_count, cudaStream_t s) {
+  dispatch_dim(a.head_dim, [&]<int DM>() {
+    if (a.tile_count > 0) {
+      const size_t smem = sizeof(float) * (2 * kTileRows + 2 * kStream) * (DM + 1);
+      auto kernel = gathered_dq_kernel<DM>;
+      allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "gathered attention dq");
+      kernel<<<grid_of(a.tile_count, "gathered attention dq"), kThreads, smem, s>>>(q, k, v, lse, dsum, d_o, dq, a);
+      check_launch("gathered attention dq kernel");
+    }
+    if (k_tile_count > 0) {
+      const size_t smem = sizeof(float) * ((2 * kTileRows + 2 * kStream) * (DM + 1) + 2 * kStream);
+      auto kernel = gathered_dkv_kernel<DM>;
+      allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "gathered attention dk dv");
+      kernel<<<grid_of(k_tile_count, "gathered attention dk dv"), kThreads, smem, s>>>(q, k, v, lse, dsum, d_o, dk, dv, a, k_tiles);
+      check_launch("gathered attention dk dv kernel");
+    }
+  });
+}
+
+void launch_merge_attention(float* acc_o, float* acc_lse, const float* o, const float* lse, const int32_t* rows, int64_t count,
+                            int64_t total_rows, int head_dim, cudaStream_t s) {
+  if (count == 0) return;
+  constexpr int kRowsPerBlock = 8;
+  const int64_t blocks = (count + kRowsPerBlock - 1) / kRowsPerBlock;
+  merge_attention_kernel<<<grid_of(blocks, "merge attention"), kRowsPerBlock * 32, 0, s>>>(acc_o, acc_lse, o, lse, rows, count, total_rows, head_dim);
+  check_launch("merge attention kernel");
+}
+
+}  // namespace ln

@@ -41,6 +41,8 @@ Loaded& state() {
     bind_symbol(lib, a.AllGather, "ncclAllGather");
     bind_symbol(lib, a.ReduceScatter, "ncclReduceScatter");
     bind_symbol(lib, a.Broadcast, "ncclBroadcast");
+    bind_symbol(lib, a.Send, "ncclSend");
+    bind_symbol(lib, a.Recv, "ncclRecv");
     bind_symbol(lib, a.GroupStart, "ncclGroupStart");
     bind_symbol(lib, a.GroupEnd, "ncclGroupEnd");
     s.ok = true;

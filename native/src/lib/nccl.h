@@ -36,6 +36,8 @@ struct Api {
   Result (*AllGather)(const void*, void*, size_t, int, Comm, cudaStream_t);
   Result (*ReduceScatter)(const void*, void*, size_t, int, int, Comm, cudaStream_t);
   Result (*Broadcast)(const void*, void*, size_t, int, int root, Comm, cudaStream_t);
+  Result (*Send)(const void*, size_t, int, int peer, Comm, cudaStream_t);
+  Result (*Recv)(void*, size_t, int, int peer, Comm, cudaStream_t);
   Result (*GroupStart)();
   Result (*GroupEnd)();
 };

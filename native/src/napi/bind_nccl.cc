@@ -158,6 +158,38 @@ napi_value broadcast(const Call& c) {
   return undefined(c.env);
 }
 
+// (comm, buffer, offset, count, peer): elements [offset, offset + count) of the buffer
+void p2p_args(const Call& c, const char* what, CommBox*& box, Buffer*& b, size_t& offset, size_t& count, int& peer) {
+  box = comm_arg(c, 0);
+  b = c.buffer(1, "buffer");
+  const int64_t off = c.integer(2, "offset"), n = c.integer(3, "count");
+  peer = static_cast<int>(c.integer(4, "peer"));
+  if (off < 0 || n < 0 || off + n > b->size) throw RangeError(std::string(what) + ": elements outside the buffer");
+  offset = size_t(off) * dtype_size(b->dtype);
+  count = size_t(n);
+}
+
+napi_value send(const Call& c) {
+  CommBox* box;
+  Buffer* b;
+  size_t offset, count;
+  int peer;
+  p2p_args(c, "ncclSend", box, b, offset, count, peer);
+  nccl::check(nccl::api().Send(static_cast<const char*>(b->ptr) + offset, count, nccl_type(b->dtype), peer, box->comm, stream()),
+              "ncclSend");
+  return undefined(c.env);
+}
+
+napi_value recv(const Call& c) {
+  CommBox* box;
+  Buffer* b;
+  size_t offset, count;
+  int peer;
+  p2p_args(c, "ncclRecv", box, b, offset, count, peer);
+  nccl::check(nccl::api().Recv(static_cast<char*>(b->ptr) + offset, count, nccl_type(b->dtype), peer, box->comm, stream()), "ncclRecv");
+  return undefined(c.env);
+}
+
 napi_value group_start(const Call& c) {
   nccl::check(nccl::api().GroupStart(), "ncclGroupStart");
   return undefined(c.env);
@@ -178,6 +210,8 @@ const Register reg({
     {"ncclAllGather", entry<all_gather>},
     {"ncclReduceScatter", entry<reduce_scatter>},
     {"ncclBroadcast", entry<broadcast>},
+    {"ncclSend", entry<send>},
+    {"ncclRecv", entry<recv>},
     {"ncclGroupStart", entry<group_start>},
     {"ncclGroupEnd", entry<group_end>},
 });

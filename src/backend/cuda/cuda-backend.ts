@@ -1,5 +1,5 @@
 import type {
-  AdamWHyper, AttentionConfig, AttentionGeometry, Backend, BinaryOp, LayerNormGrads, LayerNormResult, ReduceOp, Storage, UnaryOp,
+  AdamWHyper, AttentionConfig, AttentionGeometry, Backend, BinaryOp, GatheredAttentionLayout, LayerNormGrads, LayerNormResult, ReduceOp, Storage, UnaryOp,
 } from '../backend.js';
 import { newTypedArray, dtypeOfArray, type DType, type TypedArray } from '../../tensor/dtype.js';
 import { sizeOf, type Shape } from '../../tensor/shape.js';
@@ -208,6 +208,63 @@ export class CudaBackend implements Backend {
     return { dq, dk, dv };
   }
 
+  gatheredAttention(q: Storage, k: Storage, v: Storage, layout: GatheredAttentionLayout): { o: Storage; lse: Storage } {
+    const D = layout.headDim;
+    const plan = gatheredPlan(layout, q.size / D, k.size / D, v.size);
+    const o = this.make('float32', q.size, true);
+    const lse = this.f32(q.size / D);
+    this.native.fill(lse.handle, -Infinity);
+    if (plan.queryTiles.length === 0) return { o, lse };
+    const [qo, ko, tiles] = [this.fromArray(layout.qOffsets), this.fromArray(layout.kOffsets), this.fromArray(plan.queryTiles)];
+    try {
+      this.native.gatheredAttentionForward(
+        floatHandle(q, 'attention q'), floatHandle(k, 'attention k'), floatHandle(v, 'attention v'), o.handle, lse.handle,
+        intHandle(qo, 'offsets'), intHandle(ko, 'offsets'), intHandle(tiles, 'tiles'), D, layout.causal, layout.scale,
+      );
+    } finally {
+      // stream order: the kernel queued above has read them before any later allocation reuses the blocks
+      for (const x of [qo, ko, tiles]) this.free(x);
+    }
+    return { o, lse };
+  }
+
+  gatheredAttentionBackward(
+    q: Storage, k: Storage, v: Storage, lse: Storage, dsum: Storage, dO: Storage, layout: GatheredAttentionLayout,
+  ): { dq: Storage; dk: Storage; dv: Storage } {
+    const D = layout.headDim;
+    const plan = gatheredPlan(layout, q.size / D, k.size / D, v.size);
+    const rowsQ = q.size / D;
+    if (lse.size !== rowsQ || dsum.size !== rowsQ || dO.size !== q.size) {
+      throw new RangeError('gatheredAttentionBackward: lse, dsum and dO must match the query rows');
+    }
+    const dq = this.make('float32', q.size, true);
+    const dk = this.make('float32', k.size, true);
+    const dv = this.make('float32', v.size, true);
+    if (plan.queryTiles.length === 0) return { dq, dk, dv };
+    const ints = [layout.qOffsets, layout.kOffsets, plan.queryTiles, plan.keyTiles].map((a) => this.fromArray(a));
+    const [qo, ko, qt, kt] = ints as [Storage, Storage, Storage, Storage];
+    try {
+      this.native.gatheredAttentionBackward(
+        floatHandle(q, 'attention q'), floatHandle(k, 'attention k'), floatHandle(v, 'attention v'), floatHandle(lse, 'attention lse'),
+        floatHandle(dsum, 'attention dsum'), floatHandle(dO, 'attention dO'), dq.handle, dk.handle, dv.handle,
+        intHandle(qo, 'offsets'), intHandle(ko, 'offsets'), intHandle(qt, 'tiles'), D, layout.causal, layout.scale, intHandle(kt, 'tiles'),
+      );
+    } finally {
+      for (const x of ints) this.free(x);
+    }
+    return { dq, dk, dv };
+  }
+
+  mergeAttention(accO: Storage, accLse: Storage, o: Storage, lse: Storage, rows: Storage, headDim: number): void {
+    if (o.size !== rows.size * headDim || lse.size !== rows.size) {
+      throw new RangeError(`mergeAttention: ${rows.size} rows but o has ${o.size} values and lse ${lse.size}`);
+    }
+    this.native.mergeAttention(
+      floatHandle(accO, 'mergeAttention accO'), floatHandle(accLse, 'mergeAttention accLse'), floatHandle(o, 'mergeAttention o'),
+      floatHandle(lse, 'mergeAttention lse'), intHandle(rows, 'mergeAttention rows'), headDim,
+    );
+  }
+
   adamw(param: Storage, grad: Storage, m: Storage, v: Storage, h: AdamWHyper): void {
     this.native.adamw(
       floatHandle(param, 'adamw'), floatHandle(grad, 'adamw'), floatHandle(m, 'adamw'), floatHandle(v, 'adamw'),
@@ -239,6 +296,44 @@ export class CudaBackend implements Backend {
   get addon(): NativeAddon { return this.native; }
 
   handleOf(x: Storage): NativeHandle { return cudaHandle(x, 'storage'); }
+}
+
+/** Rows a block of the packed attention kernels takes (native/src/kernels/attention_gathered.cu). */
+const GATHERED_TILE = 16;
+
+/**
+ * Checks the offsets against the row counts (a mistake would make the kernels read out of bounds) and lists
+ * the kernels' tiles as (group, first row) pairs: query tiles over the queries that see a key, key tiles
+ * over the keys of groups with such queries.
+ */
+function gatheredPlan(layout: GatheredAttentionLayout, rowsQ: number, rowsK: number, sizeV: number): { queryTiles: Int32Array; keyTiles: Int32Array } {
+  const { qOffsets, kOffsets, headDim, causal } = layout;
+  if (!(Number.isInteger(headDim) && headDim > 0)) throw new RangeError(`gatheredAttention: headDim ${headDim}`);
+  if (!Number.isInteger(rowsQ) || !Number.isInteger(rowsK)) throw new RangeError(`gatheredAttention: sizes are not multiples of headDim ${headDim}`);
+  if (sizeV !== rowsK * headDim) throw new RangeError(`gatheredAttention: v has ${sizeV} values but k has ${rowsK * headDim}`);
+  const groups = qOffsets.length - 1;
+  if (groups < 0 || kOffsets.length !== qOffsets.length) {
+    throw new RangeError(`gatheredAttention: ${qOffsets.length} query offsets but ${kOffsets.length} key offsets`);
+  }
+  for (const [name, offsets, rows] of [['query', qOffsets, rowsQ], ['key', kOffsets, rowsK]] as const) {
+    if (offsets[0] !== 0 || offsets[groups] !== rows) {
+      throw new RangeError(`gatheredAttention: ${name} offsets span [${offsets[0]}, ${offsets[groups]}) but there are ${rows} rows`);
+    }
+    for (let g = 0; g < groups; g++) {
+      if (offsets[g + 1]! < offsets[g]!) throw new RangeError(`gatheredAttention: ${name} offsets decrease at group ${g}`);
+    }
+  }
+  const qt: number[] = [];
+  const kt: number[] = [];
+  for (let g = 0; g < groups; g++) {
+    const mq = qOffsets[g + 1]! - qOffsets[g]!;
+    const mk = kOffsets[g + 1]! - kOffsets[g]!;
+    const m = mk === 0 ? 0 : causal ? Math.min(mq, mk) : mq;
+    if (m === 0) continue;
+    for (let i = 0; i < m; i += GATHERED_TILE) qt.push(g, i);
+    for (let j = 0; j < mk; j += GATHERED_TILE) kt.push(g, j);
+  }
+  return { queryTiles: Int32Array.from(qt), keyTiles: Int32Array.from(kt) };
 }
 
 function flatPatterns(config: AttentionConfig): number[] {

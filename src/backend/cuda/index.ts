@@ -13,7 +13,8 @@ export { CudaBackend } from './cuda-backend.js';
 export { CudaStorage } from './storage.js';
 export { cudaAvailable, type CudaStatus } from './load.js';
 export type { DeviceInfo, MatmulPrecision, MemoryStats } from './native.js';
-export { NcclCommunicator, ncclStatus, ncclUniqueId, type NcclStatus, type ReduceOpName } from './nccl.js';
+export { NcclComm, ncclStatus, ncclUniqueId, type NcclStatus, type ReduceOpName } from './nccl.js';
+export { NcclCommunicator, createNcclCommunicator } from './nccl-communicator.js';
 
 /**
  * The GPU of this process: LONGNET_CUDA_DEVICE, else LOCAL_RANK (one process per GPU under a launcher),

@@ -86,6 +86,14 @@ export interface NativeAddon {
     batch: number, seqLen: number, heads: number, headDim: number, patterns: Dims, causal: boolean, scale: number, blocked: boolean,
   ): void;
 
+  /** Packed attention; offsets and tiles are int32 buffers, tiles (group, first row) pairs of 16 rows. */
+  gatheredAttentionForward(q: H, k: H, v: H, o: H, lse: H, qOffsets: H, kOffsets: H, tiles: H, headDim: number, causal: boolean, scale: number): void;
+  gatheredAttentionBackward(
+    q: H, k: H, v: H, lse: H, dsum: H, dO: H, dq: H, dk: H, dv: H,
+    qOffsets: H, kOffsets: H, queryTiles: H, headDim: number, causal: boolean, scale: number, keyTiles: H,
+  ): void;
+  mergeAttention(accO: H, accLse: H, o: H, lse: H, rows: H, headDim: number): void;
+
   ncclInfo(): { ok: true; version: number } | { ok: false; reason: string };
   ncclUniqueId(): Uint8Array;
   ncclCommInit(id: Uint8Array, nranks: number, rank: number): NativeComm;
@@ -96,9 +104,12 @@ export interface NativeAddon {
   ncclAllGather(comm: NativeComm, send: H, recv: H): void;
   ncclReduceScatter(comm: NativeComm, send: H, recv: H, op: 'sum' | 'max' | 'min' | 'avg'): void;
   ncclBroadcast(comm: NativeComm, send: H, recv: H, root: number): void;
+  /** Point-to-point: elements [offset, offset + count) of the buffer (inside a group for several). */
+  ncclSend(comm: NativeComm, buffer: H, offset: number, count: number, peer: number): void;
+  ncclRecv(comm: NativeComm, buffer: H, offset: number, count: number, peer: number): void;
   ncclGroupStart(): void;
   ncclGroupEnd(): void;
 }
 
 /** The addon version this TypeScript expects; a stale build is reported instead of misbehaving. */
-export const ABI_VERSION = 1;
+export const ABI_VERSION = 2;

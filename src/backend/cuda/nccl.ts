@@ -16,10 +16,11 @@ export function ncclUniqueId(backend: CudaBackend): Uint8Array {
 }
 
 /**
- * One rank's NCCL communicator. Collectives are queued on the backend's stream, in order with its
- * kernels; `send` and `recv` may be the same storage (in place) where NCCL allows it.
+ * One rank's NCCL communicator, the thin layer over the addon: collectives are queued on the backend's
+ * stream, in order with its kernels; `send` and `recv` may be the same storage (in place) where NCCL
+ * allows it. `NcclCommunicator` (nccl-communicator.ts) builds the `Communicator` interface on it.
  */
-export class NcclCommunicator {
+export class NcclComm {
   private comm: NativeComm | null;
 
   private constructor(private readonly backend: CudaBackend, comm: NativeComm, readonly rank: number, readonly size: number) {
@@ -27,8 +28,8 @@ export class NcclCommunicator {
   }
 
   /** Blocks until all `size` ranks have joined with the same id. */
-  static init(backend: CudaBackend, id: Uint8Array, size: number, rank: number): NcclCommunicator {
-    return new NcclCommunicator(backend, backend.addon.ncclCommInit(id, size, rank), rank, size);
+  static init(backend: CudaBackend, id: Uint8Array, size: number, rank: number): NcclComm {
+    return new NcclComm(backend, backend.addon.ncclCommInit(id, size, rank), rank, size);
   }
 
   private handle(): NativeComm {
@@ -52,6 +53,15 @@ export class NcclCommunicator {
 
   broadcast(send: Storage, recv: Storage, root: number): void {
     this.backend.addon.ncclBroadcast(this.handle(), this.backend.handleOf(send), this.backend.handleOf(recv), root);
+  }
+
+  /** Point-to-point: elements [offset, offset + count) of `data` to `peer` (pair with the peer's recv). */
+  send(data: Storage, offset: number, count: number, peer: number): void {
+    this.backend.addon.ncclSend(this.handle(), this.backend.handleOf(data), offset, count, peer);
+  }
+
+  recv(data: Storage, offset: number, count: number, peer: number): void {
+    this.backend.addon.ncclRecv(this.handle(), this.backend.handleOf(data), offset, count, peer);
   }
 
   /** Runs the collectives `fn` queues as one NCCL group (needed for point-to-point patterns). */
