@@ -27,7 +27,7 @@ function config(patterns: [number, number][]): AttentionConfig {
   };
 }
 
-/** Effective forward FLOPs of causal dilated attention (SPEC section 1); fwd+bwd counts 3.5 times that. */
+/** Effective forward FLOPs of causal dilated attention (docs/ATTENTION.md); fwd+bwd counts 3.5 times that. */
 function forwardFlops(n: number, patterns: [number, number][]): number {
   let f = 0;
   for (const [w, r] of patterns) {
@@ -173,7 +173,7 @@ function main(): void {
       `${fmt(load1, 2)} at end (the machine is shared). B=1, H=${HEADS}, D=${HEAD_DIM}, float32, causal, ` +
       `schedule ${schedule}; peer: dense attention, pattern (N, 1), same kernel. Each N: fastest fwd+bwd of ` +
       `${ROUNDS} passes over all N (small N: more runs, ${MIN_MEASURE_MS / 1000} s in all); CPU ns/token is the ` +
-      `CPU time of all threads; GFLOP/s counts 3.5x the SPEC forward FLOPs.`,
+      `CPU time of all threads; GFLOP/s counts 3.5x the forward FLOPs of docs/ATTENTION.md.`,
     '',
     `| ${header.join(' | ')} |`,
     `|${header.map(() => '---').join('|')}|`,

@@ -1,5 +1,5 @@
 // Dilated attention on one GPU (float32 kernels): forward and forward+backward time for the paper's
-// schedule, B = 1, H = 12, D = 64, causal, with effective TFLOP/s counted as SPEC section 1 says.
+// schedule, B = 1, H = 12, D = 64, causal, with effective TFLOP/s counted as docs/ATTENTION.md says.
 //
 //   node --import tsx bench/gpu-attention.ts [N ...]
 import type { AttentionConfig, AttentionGeometry, Storage } from '../src/backend/backend.js';

@@ -9,7 +9,7 @@
  * Each configuration runs in a child process of its own (its peak memory is its own; an out-of-memory
  * is a row, not the end). MFU counts, per token, 6 x the weights of every matrix product (the output
  * head included, the embedding lookup not) plus 3 x the causal forward attention FLOPs of the schedule
- * (SPEC section 1's count; forward + backward = 3 x forward), over the card's dense peak: 989 TFLOP/s
+ * (the count of docs/ATTENTION.md; forward + backward = 3 x forward), over the card's dense peak: 989 TFLOP/s
  * (H100 SXM / H200, bf16) and 494 TFLOP/s (TF32). With --append, a dated section goes to bench/RESULTS.md;
  * with --section PATH, that section is written to PATH alone (a GPU machine whose files do not come back).
  */

@@ -79,7 +79,7 @@ function assertClose(a: ArrayLike<number>, b: ArrayLike<number>, tol: number, wh
 }
 
 // ---------------------------------------------------------------------------------------------------
-// the oracle: dense attention over the explicit multiset mask of SPEC section 1
+// the oracle: dense attention over the explicit multiset mask of docs/ATTENTION.md
 
 function headOffsetOf(h: number, H: number, r: number, mode: HeadOffsets): number {
   return mode === 'paper' ? h % r : Math.floor(h / Math.ceil(H / r));

@@ -1,4 +1,4 @@
-// Dilated attention on the GPU against dense attention over the explicit multiset mask (SPEC section 1).
+// Dilated attention on the GPU against dense attention over the explicit multiset mask (docs/ATTENTION.md).
 //
 // FlashAttention's rule: the kernel's error against a float64 oracle is at most twice the error of a plain
 // implementation in the kernel's precision, plus a floor. Two plain float32 implementations are measured:

@@ -84,7 +84,7 @@ test('causal without balancing gives the same result', async () => {
   await compare({ B: 1, N: 24, H: 2, D: 4, P: 4, ws: [6, 24], rs: [1, 2], balance: false }, true, 3);
 });
 
-/** Pairs (query, key) of the single-device multiset mask (SPEC section 1), counted directly. */
+/** Pairs (query, key) of the single-device multiset mask (docs/ATTENTION.md), counted directly. */
 function oracleWork(N: number, H: number, B: number, ws: number[], rs: number[], causal: boolean): number {
   let total = 0;
   ws.forEach((w0, i) => {

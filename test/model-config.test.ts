@@ -88,7 +88,7 @@ test('validateConfig names what is wrong', () => {
     ['pattern 1 (w=8, r=4) has more offsets than the 2 heads cover']);
 });
 
-test('attention FLOPs follow SPEC section 1 and modelFlopsPerToken adds 6 per weight', () => {
+test('attention FLOPs follow docs/ATTENTION.md and modelFlopsPerToken adds 6 per weight', () => {
   const c = small({ layers: 3, heads: 2, dModel: 16 }); // D = 8, patterns (4, 1), (8, 2)
   const n = 32;
   const perLayer = 2 * (n / 4) * 2 * 4 ** 2 * 8 + 2 * (n / 8) * 2 * (8 / 2) ** 2 * 8;

@@ -36,7 +36,7 @@ export function checkAttentionInputs(q: Tensor, k: Tensor, v: Tensor): Attention
 }
 
 /**
- * Dilated attention (LongNet), exactly as SPEC section 1: every pattern (w_i, r_i) contributes its keys to
+ * Dilated attention (LongNet), exactly as docs/ATTENTION.md defines it: every pattern (w_i, r_i) contributes its keys to
  * one softmax per query, so the result is the paper's mixture with weights from the log-sum-exps.
  * Differentiable in q, k and v, with the exact gradients (through the mixture weights too).
  */

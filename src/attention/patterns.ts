@@ -40,7 +40,7 @@ export function attentionConfig(options: DilatedAttentionOptions, geometry: Atte
   return { patterns, causal: options.causal ?? false, scale, headOffsets };
 }
 
-/** The offset of head `h` under dilation `r` (SPEC section 1). */
+/** The offset of head `h` under dilation `r` (docs/ATTENTION.md). */
 export function headOffset(h: number, heads: number, r: number, mode: HeadOffsets): number {
   return mode === 'paper' ? h % r : Math.floor(h / Math.ceil(heads / r));
 }

@@ -1,5 +1,5 @@
 /**
- * Sequence-parallel dilated attention (SPEC section 3). Each rank holds l consecutive tokens of q, k, v
+ * Sequence-parallel dilated attention (docs/ATTENTION.md, sequence parallelism). Each rank holds l consecutive tokens of q, k, v
  * ([B, l, H, D]); the result on each rank is exactly its rows of the single-device `dilatedAttention`:
  * output, log-sum-exp and, through `backward`, the gradients of its q, k, v.
  *

@@ -1,5 +1,5 @@
 /**
- * Who computes what in sequence-parallel dilated attention (SPEC section 3), as plain index arrays. Every
+ * Who computes what in sequence-parallel dilated attention (docs/ATTENTION.md, sequence parallelism), as plain index arrays. Every
  * rank builds the same global plan from the same arguments, so no metadata is ever exchanged.
  *
  * Rank j holds positions [starts[j], starts[j+1]) with starts[j] = floor(j N / P). For each pattern,

@@ -12,7 +12,7 @@ import type { ModelConfig } from './config.js';
  * start, the residue (p - start) mod r and the causal keys (positions start + o + j*r <= p) do not
  * depend on N. So the output at p is the same for every length past p, and a decode step attends each
  * new query to exactly those keys of the cache, one softmax over the multiset of all patterns' keys
- * (a key two patterns select counts twice), as SPEC section 1 defines.
+ * (a key two patterns select counts twice), as docs/ATTENTION.md defines.
  *
  * Memory stays bounded: a query at position p or later only reaches keys at floor(p/w_i)*w_i or later,
  * so keys before min_i floor(p/w_i)*w_i are dropped (at most the largest segment is kept).
@@ -45,7 +45,7 @@ const NO_KEY = -1e30;
 /**
  * The multiset mask of queries [queryStart, queryStart + queries) against keys [keyStart, keyStart + keys):
  * `logCount` [H, T, L] is log(how many patterns select the key for that head and query), NO_KEY for
- * none; `selected` [H, T, 1] is 1 where some pattern selects the query (others output 0, as in SPEC).
+ * none; `selected` [H, T, 1] is 1 where some pattern selects the query (others output 0, as docs/ATTENTION.md defines).
  * Head h uses offset h mod r (the paper's rule).
  */
 export function decodeMask(

@@ -21,7 +21,7 @@ export interface ModelConfig {
   tieEmbeddings: boolean;
 }
 
-/** The paper's language-modelling schedule (SPEC section 1). */
+/** The paper's language-modelling schedule (docs/ATTENTION.md). */
 const PAPER_SCHEDULE: AttentionSpec = {
   kind: 'dilated',
   segmentLengths: [2048, 4096, 8192, 16384, 32768],
@@ -86,7 +86,7 @@ const positiveInteger = (value: unknown, name: string): void =>
 /**
  * Throws an InputError naming the first invalid field. With `seqLen`, also checks that the model can run
  * sequences of that length: an integer >= 1 within XPos's float32 range (see xpos.ts). Every such length
- * fits every schedule: SPEC section 1 clips segments to min(w, N) and lets the last segment be shorter,
+ * fits every schedule: the operator clips segments to min(w, N) and lets the last segment be shorter,
  * so segments longer than the sequence are allowed (`scheduleNotes` lists them).
  */
 export function validateConfig(config: ModelConfig, seqLen?: number): void {

@@ -31,7 +31,7 @@ export interface DecoderOptions {
 }
 
 /**
- * LongNet's decoder-only language model (SPEC section 2): token embedding scaled by sqrt(dModel),
+ * LongNet's decoder-only language model (the paper's section 2 and Table 4): token embedding scaled by sqrt(dModel),
  * `layers` MAGNETO blocks with XPos and dilated attention, a final LayerNorm, and an output head
  * (its own [vocab, dModel] weight, or the embedding table when `tieEmbeddings`).
  *

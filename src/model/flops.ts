@@ -2,7 +2,7 @@ import type { AttentionPattern } from '../backend/backend.js';
 import { attentionPatterns, type ModelConfig } from './config.js';
 
 /**
- * SPEC section 1's count for one dilated attention call, forward, all heads, with w' = min(w, N):
+ * The count of docs/ATTENTION.md for one dilated attention call, forward, all heads, with w' = min(w, N):
  * sum_i H * (N / w') * 2 * (w'/r_i)^2 * D when causal (half of QK^T and PV), twice that when not.
  */
 export function dilatedAttentionFlops(
@@ -31,7 +31,7 @@ export function matmulParameterCount(config: ModelConfig): number {
 
 /**
  * Training FLOPs per token (forward and backward) for model FLOP utilization: 6 per matrix weight
- * (2 forward, 4 backward) plus the causal attention count times 3.5 (SPEC section 1), spread over the
+ * (2 forward, 4 backward) plus the causal attention count times 3.5 (docs/ATTENTION.md), spread over the
  * sequence. Embedding lookups, norms and elementwise work are not counted.
  */
 export function modelFlopsPerToken(config: ModelConfig, seqLen: number): number {

@@ -1,6 +1,6 @@
 /**
- * AdamW (decoupled weight decay) over a model's named parameters, with the paper's defaults (SPEC
- * section 2, Table 3): betas (0.9, 0.98), eps 1e-8, weight decay 0.01. The update itself is the
+ * AdamW (decoupled weight decay) over a model's named parameters, with the paper's defaults (its
+ * Table 3): betas (0.9, 0.98), eps 1e-8, weight decay 0.01. The update itself is the
  * backend's fused in-place kernel; this class owns the moment buffers and decides which parameters decay.
  */
 import { check, InputError } from '../errors.js';

@@ -1,4 +1,4 @@
-// Dilated attention (SPEC section 1) on [batch, seq, heads, headDim] float32 tensors.
+// Dilated attention (docs/ATTENTION.md) on [batch, seq, heads, headDim] float32 tensors.
 #pragma once
 
 #include <cstdint>

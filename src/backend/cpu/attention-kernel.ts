@@ -1,5 +1,5 @@
 /**
- * CPU dilated attention (SPEC section 1): exact forward and backward, memory linear in N, work split over
+ * CPU dilated attention (docs/ATTENTION.md): exact forward and backward, memory linear in N, work split over
  * the thread pool when the tensors live on shared buffers. Arguments are validated by the caller.
  */
 import type { AttentionConfig, AttentionGeometry } from '../backend.js';
