@@ -5,7 +5,7 @@ import { tidy } from '../scope.js';
 import { formatShape, shapesEqual } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 import { reshape } from './layout.js';
-import { broadcastTo, mul, mulScalar } from './elementwise.js';
+import { broadcastTo, mul } from './elementwise.js';
 import { common, requireFloat, wrap } from './util.js';
 
 function rowsCols(x: Tensor): [number, number] {
@@ -80,41 +80,24 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntr
   const r = backend.crossEntropy(logits.storage, targets.storage, rows, cols, ignoreIndex);
   const lse = wrap(r.lse, [rows], backend);
   const perRow = wrap(r.loss, targets.shape, backend);
-  // the weight of each row in the reduced loss: 1, or 1/count for the mean over rows not ignored. The
-  // CPU counts on the host; a device counts on the device (a host read would wait for every queued
-  // kernel in the middle of the forward pass), giving the weight as a one-element tensor.
-  let weight = 1;
-  let deviceWeight: Tensor | null = null;
-  if (reduction === 'mean') {
-    if (backend.device === 'cpu') {
-      const t = targets.toArray();
-      let counted = 0;
-      for (let i = 0; i < t.length; i++) if (t[i] !== ignoreIndex) counted++;
-      weight = 1 / Math.max(counted, 1);
-    } else {
-      deviceWeight = wrap(meanWeight(backend, targets.storage, rows, ignoreIndex, logits.dtype), [1], backend);
-    }
-  }
+  // the mean divides by the rows not ignored, counted on the backend: a host read would wait for every
+  // queued kernel in the middle of the forward pass on a GPU
+  const meanScale = reduction === 'mean'
+    ? wrap(meanWeight(backend, targets.storage, rows, ignoreIndex, logits.dtype), [1], backend)
+    : null;
   let out: Tensor;
   if (reduction === 'none') {
     out = perRow;
   } else {
-    const total = wrap(backend.reduce('sum', perRow.storage, [rows], [0]), [1], backend);
+    let total = wrap(backend.reduce('sum', perRow.storage, [rows], [0]), [1], backend);
     perRow.dispose();
-    if (deviceWeight) {
-      const scaled = wrap(backend.binary('mul', total.storage, [1], deviceWeight.storage, [1], [1]), [1], backend);
+    if (meanScale) {
+      const scaled = wrap(backend.binary('mul', total.storage, [1], meanScale.storage, [1], [1]), [1], backend);
       total.dispose();
-      out = reshape(scaled, []);
-      scaled.dispose();
-    } else {
-      out = reshape(total, []);
-      total.dispose();
-      if (weight !== 1) {
-        const scaled = wrap(backend.binaryScalar('mul', out.storage, weight), [], backend);
-        out.dispose();
-        out = scaled;
-      }
+      total = scaled;
     }
+    out = reshape(total, []);
+    total.dispose();
   }
   record('crossEntropy', out, [logits], (g) => {
     // per-row weights of the reduced loss: g itself, or the scalar g (times 1/count for the mean) on every row
@@ -122,7 +105,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntr
       ? g
       : tidy(() => {
         const rowsOfG = broadcastTo(reshape(g, [1]), [rows]);
-        return deviceWeight ? mul(rowsOfG, deviceWeight) : mulScalar(rowsOfG, weight);
+        return meanScale ? mul(rowsOfG, meanScale) : rowsOfG;
       });
     const d = wrap(backend.crossEntropyBackward(logits.storage, targets.storage, lse.storage, dLoss.storage, rows, cols, ignoreIndex), logits.shape, backend);
     if (dLoss !== g) dLoss.dispose();
@@ -130,7 +113,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntr
   });
   if (!out.gradNode) {
     lse.dispose();
-    deviceWeight?.dispose();
+    meanScale?.dispose();
   }
   return out;
 }
