@@ -101,6 +101,13 @@ describe('JSON lines', () => {
     assert.deepEqual(await collect(write(join(d, 'x.jsonl.gz'), gzipSync(body))), ['a', 'b']);
   });
 
+  it('inside a directory, a .json file is a text document (package.json), .jsonl still JSON lines', async () => {
+    const d = fresh();
+    write(join(d, 'package.json'), '{ "name": "x" }\n');
+    write(join(d, 'rows.jsonl'), '{"text":"a"}\n');
+    assert.deepEqual(await collect(d), ['{ "name": "x" }\n', 'a']);
+  });
+
   it('names the line that is not JSON, not an object, or lacks the field', async () => {
     const d = fresh();
     await rejectsInput(write(join(d, 'a.jsonl'), '{"text":"ok"}\n{"text": oops}\n'), /a\.jsonl:2: not valid JSON/);

@@ -26,10 +26,14 @@ export const BINARY_SNIFF_BYTES = 8192;
 
 const JSONL_SUFFIXES = ['.jsonl', '.ndjson', '.json', '.jsonl.gz', '.ndjson.gz', '.json.gz'];
 
-/** The format a file name implies: JSON lines, Parquet, or plain text. */
-export function formatOf(path: string): SourceFormat {
+/**
+ * The format a file name implies: JSON lines, Parquet, or plain text. Inside a directory walk a `.json` file
+ * is text: there it is nearly always a document of its own (package.json, tsconfig.json), not a data set.
+ */
+export function formatOf(path: string, inDirectory = false): SourceFormat {
   const lower = path.toLowerCase();
-  if (JSONL_SUFFIXES.some((s) => lower.endsWith(s))) return 'jsonl';
+  const plainJson = lower.endsWith('.json') || lower.endsWith('.json.gz');
+  if (JSONL_SUFFIXES.some((s) => lower.endsWith(s)) && !(inDirectory && plainJson)) return 'jsonl';
   if (lower.endsWith('.parquet')) return 'parquet';
   return 'text';
 }
@@ -116,7 +120,7 @@ export async function listSourceFiles(path: string, options: WalkOptions = {}): 
         skipped.extension++;
         continue;
       }
-      const format = options.format ?? formatOf(name);
+      const format = options.format ?? formatOf(name, true);
       if (format === 'text' && st.size > 0 && (await findNulByte(full)) >= 0) {
         skipped.binary++;
         continue;
