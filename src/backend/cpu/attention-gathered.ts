@@ -9,6 +9,7 @@ import { parallelFor } from './thread-pool.js';
 import { GATHERED_FORWARD_KERNEL, groupShape, type GatheredForwardArgs, type GatheredPlan } from './attention-gathered-forward.js';
 import { GATHERED_BACKWARD_KERNEL, type GatheredBackwardArgs } from './attention-gathered-backward.js';
 import { mergeRow } from './attention-steps.js';
+import { checkGatheredLayout } from '../gathered-layout.js';
 
 const MIN_WORK_PER_THREAD = 3e6;
 
@@ -24,22 +25,10 @@ function shareLike(a: Int32Array, like: FloatArray): Int32Array {
   return out;
 }
 
-/** Checks the offsets against the arrays (the caller built them; a mistake here would read out of bounds). */
+/** The layout, checked, with its offsets on shared buffers like the operands (for worker threads). */
 function checkedPlan(layout: GatheredAttentionLayout, rowsQ: number, rowsK: number, like: FloatArray): GatheredPlan {
+  checkGatheredLayout(layout, rowsQ, rowsK);
   const { qOffsets, kOffsets, headDim } = layout;
-  const groups = qOffsets.length - 1;
-  if (groups < 0 || kOffsets.length !== qOffsets.length) {
-    throw new RangeError(`gatheredAttention: ${qOffsets.length} query offsets but ${kOffsets.length} key offsets`);
-  }
-  for (const [name, offsets, rows] of [['query', qOffsets, rowsQ], ['key', kOffsets, rowsK]] as const) {
-    if (offsets[0] !== 0 || offsets[groups] !== rows) {
-      throw new RangeError(`gatheredAttention: ${name} offsets span [${offsets[0]}, ${offsets[groups]}) but there are ${rows} rows`);
-    }
-    for (let g = 0; g < groups; g++) {
-      if (offsets[g + 1]! < offsets[g]!) throw new RangeError(`gatheredAttention: ${name} offsets decrease at group ${g}`);
-    }
-  }
-  if (!(Number.isInteger(headDim) && headDim > 0)) throw new RangeError(`gatheredAttention: headDim ${headDim}`);
   return {
     qOffsets: shareLike(qOffsets, like), kOffsets: shareLike(kOffsets, like), headDim,
     causal: layout.causal, scale: layout.scale,

@@ -7,6 +7,7 @@ import {
   DTYPE_CODE, MATMUL_PRECISION_CODE, type DeviceInfo, type MatmulPrecision, type MemoryStats, type NativeAddon, type NativeHandle,
 } from './native.js';
 import { CudaStorage, cudaHandle, floatHandle, intHandle } from './storage.js';
+import { checkGatheredLayout } from '../gathered-layout.js';
 
 /**
  * The GPU backend: every kernel runs in the native addon on one CUDA stream, so calls return as soon as
@@ -307,22 +308,10 @@ const GATHERED_TILE = 16;
  * over the keys of groups with such queries.
  */
 function gatheredPlan(layout: GatheredAttentionLayout, rowsQ: number, rowsK: number, sizeV: number): { queryTiles: Int32Array; keyTiles: Int32Array } {
+  checkGatheredLayout(layout, rowsQ, rowsK);
   const { qOffsets, kOffsets, headDim, causal } = layout;
-  if (!(Number.isInteger(headDim) && headDim > 0)) throw new RangeError(`gatheredAttention: headDim ${headDim}`);
-  if (!Number.isInteger(rowsQ) || !Number.isInteger(rowsK)) throw new RangeError(`gatheredAttention: sizes are not multiples of headDim ${headDim}`);
   if (sizeV !== rowsK * headDim) throw new RangeError(`gatheredAttention: v has ${sizeV} values but k has ${rowsK * headDim}`);
   const groups = qOffsets.length - 1;
-  if (groups < 0 || kOffsets.length !== qOffsets.length) {
-    throw new RangeError(`gatheredAttention: ${qOffsets.length} query offsets but ${kOffsets.length} key offsets`);
-  }
-  for (const [name, offsets, rows] of [['query', qOffsets, rowsQ], ['key', kOffsets, rowsK]] as const) {
-    if (offsets[0] !== 0 || offsets[groups] !== rows) {
-      throw new RangeError(`gatheredAttention: ${name} offsets span [${offsets[0]}, ${offsets[groups]}) but there are ${rows} rows`);
-    }
-    for (let g = 0; g < groups; g++) {
-      if (offsets[g + 1]! < offsets[g]!) throw new RangeError(`gatheredAttention: ${name} offsets decrease at group ${g}`);
-    }
-  }
   const qt: number[] = [];
   const kt: number[] = [];
   for (let g = 0; g < groups; g++) {
