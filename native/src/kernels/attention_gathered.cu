@@ -9,6 +9,7 @@
 
 #include "../common.h"
 #include "../device.h"
+#include "launch_util.cuh"
 
 namespace ln {
 
@@ -18,7 +19,7 @@ constexpr int kWarps = 4;
 constexpr int kRowsPerWarp = 4;
 constexpr int kTileRows = kWarps * kRowsPerWarp;  // 16 rows a block
 constexpr int kStream = 32;                         // streamed rows a step, one a lane
-constexpr int kThreads = kWarps * 32;
+constexpr int kBlockThreads = kWarps * 32;
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
@@ -47,7 +48,7 @@ __device__ __forceinline__ GroupShape group_shape(const int32_t* qo, const int32
 template <int DM>
 __device__ __forceinline__ void load_tile(float* __restrict__ dst, const float* __restrict__ src, int64_t first, int count, int n,
                                           int dim) {
-  for (int idx = threadIdx.x; idx < n * DM; idx += kThreads) {
+  for (int idx = threadIdx.x; idx < n * DM; idx += kBlockThreads) {
     const int r = idx / DM, d = idx % DM;
     float x = 0.0f;
     if (r < count && d < dim) x = src[(first + r) * dim + d];
@@ -55,14 +56,23 @@ __device__ __forceinline__ void load_tile(float* __restrict__ dst, const float* 
   }
 }
 
-__device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
+// acc[r][:] += w_jj(r) * tile[jj][:] over the kStream rows of a shared tile, where w_jj(r) is lane jj's
+// weight for row r: P V in the forward pass, dS K for dQ
+template <int R, int C, int LD>
+__device__ __forceinline__ void accumulate_streamed(float (&acc)[R][C], const float (&w)[R], const float* __restrict__ tile,
+                                                    int lane) {
+#pragma unroll 4
+  for (int jj = 0; jj < kStream; jj++) {
+    float row[C];
+#pragma unroll
+    for (int c = 0; c < C; c++) row[c] = tile[jj * LD + lane + 32 * c];
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+      const float wj = __shfl_sync(0xffffffffu, w[r], jj);
+#pragma unroll
+      for (int c = 0; c < C; c++) acc[r][c] = fmaf(wj, row[c], acc[r][c]);
+    }
+  }
 }
 
 // the last key (exclusive) that active query i of the group sees
@@ -71,7 +81,7 @@ __device__ __forceinline__ int key_end(const GroupShape& s, int i, bool causal) 
 }
 
 template <int DM>
-__global__ void __launch_bounds__(kThreads) gathered_forward_kernel(const float* __restrict__ q, const float* __restrict__ k,
+__global__ void __launch_bounds__(kBlockThreads) gathered_forward_kernel(const float* __restrict__ q, const float* __restrict__ k,
                                                                    const float* __restrict__ v, float* __restrict__ o,
                                                                    float* __restrict__ lse, GatheredArgs a) {
   constexpr int LD = DM + 1, C = DM / 32, R = kRowsPerWarp;
@@ -118,27 +128,16 @@ __global__ void __launch_bounds__(kThreads) gathered_forward_kernel(const float*
       const int i = i0 + warp * R + r;
       const bool keep = i < s.m && j < min(s.mk, key_end(s, i, a.causal));
       const float x = keep ? sc[r] * sl2 : -INFINITY;
-      const float m_new = fmaxf(mx[r], warp_max(x));
+      const float m_new = fmaxf(mx[r], warp_reduce(x, MaxOp{}));
       const float m_use = m_new == -INFINITY ? 0.0f : m_new;
       const float alpha = exp2f(mx[r] - m_use);
       p[r] = exp2f(x - m_use);
-      l[r] = l[r] * alpha + warp_sum(p[r]);
+      l[r] = l[r] * alpha + warp_reduce(p[r], SumOp{});
       mx[r] = m_new;
 #pragma unroll
       for (int c = 0; c < C; c++) acc[r][c] *= alpha;
     }
-#pragma unroll 4
-    for (int jj = 0; jj < kStream; jj++) {
-      float vv[C];
-#pragma unroll
-      for (int c = 0; c < C; c++) vv[c] = vs[jj * LD + lane + 32 * c];
-#pragma unroll
-      for (int r = 0; r < R; r++) {
-        const float pj = __shfl_sync(0xffffffffu, p[r], jj);
-#pragma unroll
-        for (int c = 0; c < C; c++) acc[r][c] = fmaf(pj, vv[c], acc[r][c]);
-      }
-    }
+    accumulate_streamed<R, C, LD>(acc, p, vs, lane);
   }
 #pragma unroll
   for (int r = 0; r < R; r++) {
@@ -157,7 +156,7 @@ __global__ void __launch_bounds__(kThreads) gathered_forward_kernel(const float*
 
 // dQ over query tiles: dS = P (dO v^T - Dsum), dQ = scale dS K.
 template <int DM>
-__global__ void __launch_bounds__(kThreads) gathered_dq_kernel(const float* __restrict__ q, const float* __restrict__ k,
+__global__ void __launch_bounds__(kBlockThreads) gathered_dq_kernel(const float* __restrict__ q, const float* __restrict__ k,
                                                               const float* __restrict__ v, const float* __restrict__ lse,
                                                               const float* __restrict__ dsum, const float* __restrict__ d_o,
                                                               float* __restrict__ dq, GatheredArgs a) {
@@ -212,18 +211,7 @@ __global__ void __launch_bounds__(kThreads) gathered_dq_kernel(const float* __re
       const float p = keep ? exp2f(sc[r] * sl2 - L[r]) : 0.0f;
       ds[r] = p * (dp[r] - Ds[r]);
     }
-#pragma unroll 4
-    for (int jj = 0; jj < kStream; jj++) {
-      float kv[C];
-#pragma unroll
-      for (int c = 0; c < C; c++) kv[c] = ks[jj * LD + lane + 32 * c];
-#pragma unroll
-      for (int r = 0; r < R; r++) {
-        const float w = __shfl_sync(0xffffffffu, ds[r], jj);
-#pragma unroll
-        for (int c = 0; c < C; c++) acc[r][c] = fmaf(w, kv[c], acc[r][c]);
-      }
-    }
+    accumulate_streamed<R, C, LD>(acc, ds, ks, lane);
   }
 #pragma unroll
   for (int r = 0; r < R; r++) {
@@ -240,7 +228,7 @@ __global__ void __launch_bounds__(kThreads) gathered_dq_kernel(const float* __re
 
 // dK and dV over key tiles: dV = P^T dO, dK = scale dS^T Q; queries stream one a lane.
 template <int DM>
-__global__ void __launch_bounds__(kThreads) gathered_dkv_kernel(const float* __restrict__ q, const float* __restrict__ k,
+__global__ void __launch_bounds__(kBlockThreads) gathered_dkv_kernel(const float* __restrict__ q, const float* __restrict__ k,
                                                                const float* __restrict__ v, const float* __restrict__ lse,
                                                                const float* __restrict__ dsum, const float* __restrict__ d_o,
                                                                float* __restrict__ dk, float* __restrict__ dv, GatheredArgs a,
@@ -274,7 +262,7 @@ __global__ void __launch_bounds__(kThreads) gathered_dkv_kernel(const float* __r
     __syncthreads();
     load_tile<DM>(qs, q, s.q0 + i0, count, kStream, dim);
     load_tile<DM>(dos, d_o, s.q0 + i0, count, kStream, dim);
-    for (int t = threadIdx.x; t < kStream; t += kThreads) {
+    for (int t = threadIdx.x; t < kStream; t += kBlockThreads) {
       ls[t] = t < count ? lse[s.q0 + i0 + t] * kLog2e : -INFINITY;
       dss[t] = t < count ? dsum[s.q0 + i0 + t] : 0.0f;
     }
@@ -387,7 +375,7 @@ void launch_gathered_forward(const float* q, const float* k, const float* v, flo
     const size_t smem = sizeof(float) * (kTileRows + 2 * kStream) * (DM + 1);
     auto kernel = gathered_forward_kernel<DM>;
     allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "gathered attention forward");
-    kernel<<<grid_of(a.tile_count, "gathered attention forward"), kThreads, smem, s>>>(q, k, v, o, lse, a);
+    kernel<<<grid_of(a.tile_count, "gathered attention forward"), kBlockThreads, smem, s>>>(q, k, v, o, lse, a);
     check_launch("gathered attention forward kernel");
   });
 }
@@ -400,14 +388,14 @@ void launch_gathered_backward(const float* q, const float* k, const float* v, co
       const size_t smem = sizeof(float) * (2 * kTileRows + 2 * kStream) * (DM + 1);
       auto kernel = gathered_dq_kernel<DM>;
       allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "gathered attention dq");
-      kernel<<<grid_of(a.tile_count, "gathered attention dq"), kThreads, smem, s>>>(q, k, v, lse, dsum, d_o, dq, a);
+      kernel<<<grid_of(a.tile_count, "gathered attention dq"), kBlockThreads, smem, s>>>(q, k, v, lse, dsum, d_o, dq, a);
       check_launch("gathered attention dq kernel");
     }
     if (k_tile_count > 0) {
       const size_t smem = sizeof(float) * ((2 * kTileRows + 2 * kStream) * (DM + 1) + 2 * kStream);
       auto kernel = gathered_dkv_kernel<DM>;
       allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "gathered attention dk dv");
-      kernel<<<grid_of(k_tile_count, "gathered attention dk dv"), kThreads, smem, s>>>(q, k, v, lse, dsum, d_o, dk, dv, a, k_tiles);
+      kernel<<<grid_of(k_tile_count, "gathered attention dk dv"), kBlockThreads, smem, s>>>(q, k, v, lse, dsum, d_o, dk, dv, a, k_tiles);
       check_launch("gathered attention dk dv kernel");
     }
   });
