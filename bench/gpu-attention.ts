@@ -11,6 +11,8 @@ if (!status.ok) {
   process.exit(0);
 }
 const g = createCudaBackend();
+// this benchmark is about the float32 kernels (the fused bf16 ones: bench/gpu-dilated-attention.ts)
+g.setAttentionPrecision('fp32');
 const sizes = process.argv.slice(2).map(Number).filter((n) => n > 0);
 const lengths = sizes.length ? sizes : [8192, 32768, 131072];
 const H = 12, D = 64;

@@ -89,6 +89,15 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
+/** Which attention kernels a run of the preset's head dimension takes (LONGNET_CUDA_ATTENTION). */
+function attentionKernelsLine(): string {
+  const config = presetConfig(values.preset);
+  const cuda = getBackend('cuda') as CudaBackend;
+  return cuda.attentionKernels(config.dModel / config.heads) === 'bf16'
+    ? 'fused bf16 tensor-core kernels of the addon (bf16 copies of q, k, v and dO; o, lse and gradients in float32)'
+    : 'exact float32 kernels of the addon';
+}
+
 /** Times every backend call of `fn` on its own (synchronized before and after), by category. */
 function profiled(backend: CudaBackend, fn: () => void): { profile: Profile; detail: Profile; ms: number } {
   const profile: Profile = {};
@@ -298,7 +307,7 @@ if (values.append || values.section !== undefined) {
     '',
     `Card: ${card}${example ? `, ${gb(example.totalBytes!)} GiB` : ''}; one GPU; float32 storage and activations, float32 master weights; ` +
       'matmuls through cuBLASLt, float32 operands, in the mode named in the table (LONGNET_MATMUL_PRECISION); ' +
-      'dilated attention by the float32 kernels of the addon.',
+      `dilated attention by the ${attentionKernelsLine()}.`,
     `Configuration: ${values.preset} preset (${example ? `${(example.params! / 1e6).toFixed(1)}M parameters with the first tokenizer` : ''}), ` +
       `${schedule(presetConfig(values.preset))}, batch 1 sequence, whole AdamW steps (forward, backward, clip, update) through ` +
       `the Trainer on ${dataPath.replace(/^.*\/node_modules\//, 'node_modules/')}; the median of ${steps} steps after one warm-up step, ` +

@@ -1,7 +1,8 @@
 // A stand-in for the native addon, computed by the CPU backend, so that the TypeScript side of the CUDA
 // backend (src/backend/cuda/cuda-backend.ts) and everything above it (model, trainer, CLI) can be run
 // with `device: 'cuda'` on a machine without a GPU. It keeps the addon's rules that matter to callers:
-// float32-only kernels (the backend's own checks), outputs passed in, explicit frees. It also counts what
+// float32-only kernels (the backend's own checks), outputs passed in, explicit frees. bfloat16 buffers (the
+// inputs of the fused attention kernels) hold float32 values rounded to bfloat16. It also counts what
 // costs on a real GPU: live buffers (a leak shows as growth), and host synchronizations (reads,
 // allFinite, index checks).
 import type { Storage } from '../src/backend/backend.js';
@@ -14,8 +15,31 @@ import { registerBackendLoader } from '../src/backend/registry.js';
 import { bytesPerElement, type DType, type TypedArray } from '../src/tensor/dtype.js';
 
 const DTYPES: readonly DType[] = ['float32', 'float64', 'int32'];
+const BF16 = 3;
+const FLASH_HEAD_DIMS = [32, 64, 128];
 
-interface Buffer { storage: Storage; freed: boolean; bytes: number }
+interface Buffer { storage: Storage; freed: boolean; bytes: number; bf16: boolean }
+
+function bf16Values(bits: Uint16Array): Float32Array {
+  const u = new Uint32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) u[i] = bits[i]! << 16;
+  return new Float32Array(u.buffer);
+}
+
+/** Rounds float32 values to the nearest bfloat16 (ties to even), as __float2bfloat16_rn does. */
+export function roundToBf16(x: Float32Array): Float32Array {
+  const out = new Float32Array(x);
+  const bits = new Uint32Array(out.buffer);
+  for (let i = 0; i < bits.length; i++) {
+    const b = bits[i]!;
+    if ((b & 0x7f800000) === 0x7f800000) {
+      if (b & 0x7fffff) bits[i] = (b | 0x400000) & 0xffff0000; // NaN stays NaN
+      continue;
+    }
+    bits[i] = ((b + 0x7fff + ((b >>> 16) & 1)) >>> 0) & 0xffff0000;
+  }
+  return out;
+}
 
 export interface EmulatorCounters {
   /** Host waits: downloads, allFinite, and the index checks of gather, scatterAdd and crossEntropy. */
@@ -34,16 +58,32 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
     return b;
   };
   const s = (h: NativeHandle): Storage => buf(h).storage;
-  const put = (out: NativeHandle, value: Storage): void => cpu.assign(s(out), value);
+  const put = (out: NativeHandle, value: Storage): void => {
+    const b = buf(out);
+    cpu.assign(b.storage, value);
+    if (b.bf16) cpu.assign(b.storage, cpu.fromArray(roundToBf16(cpu.read(b.storage) as Float32Array)));
+  };
+  const f32 = (h: NativeHandle): Float32Array => cpu.read(s(h)) as Float32Array;
+  /** The fused kernels' argument rules: bf16 inputs, float32 outputs, head dims 32, 64, 128. */
+  const flashArgs = (bf16: NativeHandle[], fp32: NativeHandle[], headDim: number): void => {
+    if (!FLASH_HEAD_DIMS.includes(headDim)) throw new RangeError(`emulated addon: flash attention headDim ${headDim}`);
+    for (const h of bf16) if (!buf(h).bf16) throw new RangeError('emulated addon: flash attention input is not bfloat16');
+    for (const h of fp32) if (buf(h).bf16 || s(h).dtype !== 'float32') throw new RangeError('emulated addon: flash attention output is not float32');
+  };
+  /** The fused forward's output: float32 or bfloat16. */
+  const flashOutput = (o: NativeHandle): void => {
+    if (s(o).dtype !== 'float32') throw new RangeError('emulated addon: flash attention output is not float32 or bfloat16');
+  };
   let precision = 1;
   const addon: NativeAddon = {
     abiVersion: ABI_VERSION,
     probe: () => ({ ok: true, reason: '', devices: 1 }),
     init: (index) => ({ index, name: 'emulated GPU (CPU backend)', major: 9, minor: 0, multiprocessors: 1, totalMemory: 2 ** 34 }),
     alloc(dtype, size, _zero) {
-      const d = DTYPES[dtype];
+      const d = dtype === BF16 ? 'float32' : DTYPES[dtype];
       if (d === undefined) throw new Error(`emulated addon: dtype code ${dtype}`);
-      const b: Buffer = { storage: cpu.alloc(d, size), freed: false, bytes: size * bytesPerElement(d) };
+      const bf16 = dtype === BF16;
+      const b: Buffer = { storage: cpu.alloc(d, size), freed: false, bytes: size * (bf16 ? 2 : bytesPerElement(d)), bf16 };
       counters.live++;
       counters.liveBytes += b.bytes;
       counters.peakBytes = Math.max(counters.peakBytes, counters.liveBytes);
@@ -55,10 +95,16 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
       counters.live--;
       counters.liveBytes -= b.bytes;
     },
-    upload: (h, data) => put(h, cpu.fromArray(data)),
-    download(h, out: TypedArray) {
+    upload(h, data) {
+      if (buf(h).bf16 !== data instanceof Uint16Array) throw new Error('emulated addon: bf16 buffers take Uint16Array bit patterns');
+      put(h, cpu.fromArray(data instanceof Uint16Array ? bf16Values(data) : data));
+    },
+    download(h, out: TypedArray | Uint16Array) {
       counters.syncs++;
-      out.set(cpu.read(s(h)) as never);
+      if (buf(h).bf16 !== out instanceof Uint16Array) throw new Error('emulated addon: bf16 buffers give Uint16Array bit patterns');
+      const values = cpu.read(s(h));
+      if (out instanceof Uint16Array) out.set(new Uint32Array(Float32Array.from(values).buffer).map((b) => b >>> 16));
+      else out.set(values as never);
     },
     fill: (h, value) => cpu.fill(s(h), value),
     copyInto: (dst, src) => put(dst, s(src)),
@@ -146,6 +192,129 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
       put(dv, r.dv);
     },
     mergeAttention: (accO, accLse, o, lse, rows, headDim) => cpu.mergeAttention(s(accO), s(accLse), s(o), s(lse), s(rows), headDim),
+    flashAttentionForward(q, k, v, o, lse, batch, seqLen, heads, headDim, patterns, causal, scale, blocked, accumulate = false) {
+      flashArgs([q, k, v], [lse], headDim);
+      flashOutput(o);
+      const r = cpu.dilatedAttention(s(q), s(k), s(v), { batch, seqLen, heads, headDim }, config(patterns, causal, scale, blocked));
+      if (!accumulate) {
+        put(o, r.o);
+        put(lse, r.lse);
+        return;
+      }
+      const acc = f32(o).slice(), accLse = f32(lse).slice();
+      const part = cpu.read(r.o) as Float32Array, partLse = cpu.read(r.lse) as Float32Array;
+      for (let row = 0; row < accLse.length; row++) mergeRow(acc, accLse, row, part.subarray(row * headDim, (row + 1) * headDim), partLse[row]!);
+      put(o, cpu.fromArray(acc));
+      put(lse, cpu.fromArray(accLse));
+    },
+    flashProblemsForward(q, k, v, o, lse, problems, headDim, causal, scale) {
+      flashArgs([q, k, v], [lse], headDim);
+      flashOutput(o);
+      if (problems.length % 6 !== 0) throw new RangeError('emulated addon: flashProblemsForward problems must be 6 integers each');
+      const D = headDim;
+      const qa = f32(q), ka = f32(k), va = f32(v);
+      const acc = f32(o).slice(), accLse = f32(lse).slice();
+      if (s(v).size !== s(k).size || acc.length !== qa.length || accLse.length * D !== qa.length) {
+        throw new RangeError('emulated addon: flashProblemsForward sizes');
+      }
+      const within = (row0: number, stride: number, n: number, rows: number, i: number, what: string): void => {
+        if (n > 0 && (row0 < 0 || stride < 1 || row0 + (n - 1) * stride >= rows)) {
+          throw new RangeError(`flashProblemsForward: problem ${i}: ${what} rows outside the buffer`);
+        }
+      };
+      const seen = new Set<number>();
+      for (let i = 0; i < problems.length / 6; i++) {
+        const [qRow0, qStride, nQ, kRow0, kStride, nK] = problems.slice(6 * i, 6 * i + 6) as number[] as [number, number, number, number, number, number];
+        within(qRow0, qStride, nQ, qa.length / D, i, 'query');
+        within(kRow0, kStride, nK, ka.length / D, i, 'key');
+        if (nK === 0) continue;
+        const scores = new Float64Array(nK);
+        for (let qi = 0; qi < nQ; qi++) {
+          const row = qRow0 + qi * qStride;
+          if (seen.has(row)) throw new RangeError(`emulated addon: flashProblemsForward query row ${row} twice`);
+          seen.add(row);
+          const last = causal ? Math.min(nK - 1, qi + nK - nQ) : nK - 1;
+          if (last < 0) continue;
+          let max = -Infinity;
+          for (let j = 0; j <= last; j++) {
+            let dot = 0;
+            const kr = (kRow0 + j * kStride) * D;
+            for (let d = 0; d < D; d++) dot += qa[row * D + d]! * ka[kr + d]!;
+            scores[j] = scale * dot;
+            max = Math.max(max, scores[j]!);
+          }
+          let sum = 0;
+          const out = new Float32Array(D);
+          const weighted = new Float64Array(D);
+          for (let j = 0; j <= last; j++) {
+            const p = Math.exp(scores[j]! - max);
+            sum += p;
+            const vr = (kRow0 + j * kStride) * D;
+            for (let d = 0; d < D; d++) weighted[d] += p * va[vr + d]!;
+          }
+          for (let d = 0; d < D; d++) out[d] = weighted[d]! / sum;
+          mergeRow(acc, accLse, row, out, max + Math.log(sum));
+        }
+      }
+      put(o, cpu.fromArray(acc));
+      put(lse, cpu.fromArray(accLse));
+    },
+    flashAttentionBackward(q, k, v, dO, lse, dsum, dq, dk, dv, batch, seqLen, heads, headDim, patterns, causal, scale, blocked) {
+      flashArgs([q, k, v, dO], [lse, dsum, dq, dk, dv], headDim);
+      // the CPU backward takes O only through Dsum = rowsum(dO * O): a stand-in O with the given Dsum
+      const g = f32(dO), ds = f32(dsum);
+      const o = new Float32Array(g.length);
+      for (let row = 0; row < ds.length; row++) {
+        let norm = 0;
+        for (let d = 0; d < headDim; d++) norm += g[row * headDim + d]! ** 2;
+        if (norm > 0) for (let d = 0; d < headDim; d++) o[row * headDim + d] = (g[row * headDim + d]! * ds[row]!) / norm;
+      }
+      const r = cpu.dilatedAttentionBackward(
+        s(q), s(k), s(v), cpu.fromArray(o), s(lse), s(dO), { batch, seqLen, heads, headDim }, config(patterns, causal, scale, blocked),
+      );
+      put(dq, r.dq);
+      put(dk, r.dk);
+      put(dv, r.dv);
+    },
+    attentionDsum(o, dO, dsum, rows, dim) {
+      const a = f32(o), b = f32(dO);
+      if (a.length !== rows * dim || b.length !== rows * dim || s(dsum).size !== rows) throw new RangeError('emulated addon: attentionDsum sizes');
+      const out = new Float32Array(rows);
+      for (let row = 0; row < rows; row++) {
+        let acc = 0;
+        for (let d = 0; d < dim; d++) acc += a[row * dim + d]! * b[row * dim + d]!;
+        out[row] = acc;
+      }
+      put(dsum, cpu.fromArray(out));
+    },
+    fillRandomNormal(x, seed, stddev) {
+      let state = (seed >>> 0) ^ 0x9e3779b9;
+      const uniform = (): number => {
+        state = (state + 0x6d2b79f5) >>> 0;
+        let t = Math.imul(state ^ (state >>> 15), state | 1);
+        t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+        return (((t ^ (t >>> 14)) >>> 0) + 1) / 4294967297;
+      };
+      const out = new Float32Array(s(x).size);
+      for (let i = 0; i < out.length; i++) out[i] = stddev * Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+      put(x, cpu.fromArray(out));
+    },
+    resetPeakMemory() { counters.peakBytes = counters.liveBytes; },
+    copyRows(dst, dstRow0, src, srcRow0, srcStride, count, rowElems) {
+      const a = buf(dst), b = buf(src);
+      if (a.bf16 !== b.bf16 || a.storage.dtype !== b.storage.dtype) throw new RangeError('copyRows: dst and src differ in dtype');
+      if (dst === src) throw new RangeError('copyRows: dst and src must be different storages');
+      if (rowElems < 1 || count < 0 || srcStride < 1) throw new RangeError('copyRows: invalid rowElems, count or srcStride');
+      if (count === 0) return;
+      const to = cpu.read(a.storage).slice(), from = cpu.read(b.storage);
+      if (dstRow0 < 0 || (dstRow0 + count) * rowElems > to.length) throw new RangeError('copyRows: dst rows outside dst');
+      if (srcRow0 < 0 || (srcRow0 + (count - 1) * srcStride + 1) * rowElems > from.length) throw new RangeError('copyRows: src rows outside src');
+      for (let i = 0; i < count; i++) {
+        const at = (srcRow0 + i * srcStride) * rowElems;
+        (to as Float32Array).set((from as Float32Array).subarray(at, at + rowElems), (dstRow0 + i) * rowElems);
+      }
+      put(dst, cpu.fromArray(to));
+    },
     ncclInfo: () => ({ ok: false, reason: 'emulated addon has no NCCL' }),
     ncclUniqueId: () => { throw new Error('emulated addon has no NCCL'); },
     ncclCommInit: () => { throw new Error('emulated addon has no NCCL'); },
@@ -161,6 +330,19 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
     ncclGroupEnd: () => {},
   };
   return { addon, counters };
+}
+
+/**
+ * Merges a normalized partial result (`part`, its log-sum-exp `partLse`) into row `row` of an accumulator
+ * (`acc` rows of part.length values, `accLse`), as the fused kernels do: -Infinity on either side keeps the other.
+ */
+function mergeRow(acc: Float32Array, accLse: Float32Array, row: number, part: ArrayLike<number>, partLse: number): void {
+  if (partLse === -Infinity) return;
+  const old = accLse[row]!, D = part.length;
+  const total = old === -Infinity ? partLse : Math.max(old, partLse) + Math.log1p(Math.exp(-Math.abs(old - partLse)));
+  const wOld = old === -Infinity ? 0 : Math.exp(old - total), wNew = Math.exp(partLse - total);
+  for (let d = 0; d < D; d++) acc[row * D + d] = (old === -Infinity ? 0 : acc[row * D + d]! * wOld) + part[d]! * wNew;
+  accLse[row] = total;
 }
 
 function config(patterns: readonly number[], causal: boolean, scale: number, blocked: boolean) {

@@ -17,6 +17,8 @@ import { Random, seed } from './cuda-support.js';
 const real = cudaAvailable().ok;
 if (!real) useEmulatedCuda();
 const gpu = getBackend('cuda') as CudaBackend;
+// the single-device reference in float32, like the packed kernels the ranks use
+gpu.setAttentionPrecision('fp32');
 /** float32 on both sides, different summation orders on a real GPU; the emulator computes both on the CPU */
 const TOL = real ? 2e-5 : 1e-6;
 

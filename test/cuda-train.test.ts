@@ -21,6 +21,8 @@ import type { CudaBackend } from '../src/backend/cuda/index.js';
 const real = cudaAvailable().ok;
 const emulated: EmulatorCounters | null = real ? null : useEmulatedCuda().counters;
 const gpu = getBackend('cuda') as CudaBackend;
+// float32 attention kernels, so that only the products' precision separates the devices
+gpu.setAttentionPrecision('fp32');
 /** Loss agreement between the devices: TF32 products on the GPU, exact float32 on the emulator. */
 const LOSS_TOL = real ? 2e-3 : 1e-6;
 

@@ -29,6 +29,8 @@ class Allocator {
   // Returns every cached block to the driver.
   void empty_cache();
   MemoryStats stats() const { return stats_; }
+  // Starts a new peak measurement: peak_in_use becomes the bytes in use now.
+  void reset_peak() { stats_.peak_in_use = stats_.in_use; }
 
   static size_t round_size(size_t bytes);
 

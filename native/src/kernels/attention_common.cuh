@@ -55,10 +55,12 @@ struct Problem {
 };
 
 // Blocks are ordered tile-major so that, in causal runs, the heaviest tiles start first:
-// the last query tiles (forward, dq) or the first key tiles (dk, dv).
-__device__ __forceinline__ Problem locate(const PatternGeom& g, int64_t block, bool last_tiles_first) {
-  const int64_t tile_rank = block / g.group;
-  int64_t rest = block - tile_rank * g.group;
+// the last query tiles (forward, dq) or the first key tiles (dk, dv). With problem_major, the tiles of
+// one (batch, head, segment) are neighbours instead (heaviest first), so that the blocks running at
+// once share their keys or queries in L2.
+__device__ __forceinline__ Problem locate(const PatternGeom& g, int64_t block, bool last_tiles_first, bool problem_major = false) {
+  const int64_t tile_rank = problem_major ? block % g.tiles : block / g.group;
+  int64_t rest = problem_major ? block / g.tiles : block - tile_rank * g.group;
   const int64_t seg = rest % g.segments;
   rest /= g.segments;
   const int h = static_cast<int>(rest % g.heads);

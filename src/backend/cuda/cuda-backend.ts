@@ -4,7 +4,8 @@ import type {
 import { newTypedArray, dtypeOfArray, type DType, type TypedArray } from '../../tensor/dtype.js';
 import { sizeOf, type Shape } from '../../tensor/shape.js';
 import {
-  DTYPE_CODE, MATMUL_PRECISION_CODE, type DeviceInfo, type MatmulPrecision, type MemoryStats, type NativeAddon, type NativeHandle,
+  ATTENTION_PRECISIONS, BF16_CODE, DTYPE_CODE, FLASH_HEAD_DIMS, MATMUL_PRECISION_CODE, type AttentionPrecision, type DeviceInfo,
+  type MatmulPrecision, type MemoryStats, type NativeAddon, type NativeHandle,
 } from './native.js';
 import { CudaStorage, cudaHandle, floatHandle, intHandle } from './storage.js';
 import { checkGatheredLayout } from '../gathered-layout.js';
@@ -12,10 +13,13 @@ import { checkGatheredLayout } from '../gathered-layout.js';
 /**
  * The GPU backend: every kernel runs in the native addon on one CUDA stream, so calls return as soon as
  * the work is queued; `read`, `allFinite` and index checks wait for it. Float32 storage throughout, int32
- * for indices; products go through cuBLASLt (TF32 tensor cores by default, see `setMatmulPrecision`).
+ * for indices; products go through cuBLASLt (TF32 tensor cores by default, see `setMatmulPrecision`), and
+ * dilated attention through the fused bf16 tensor-core kernels where the head dim allows (see
+ * `setAttentionPrecision`).
  */
 export class CudaBackend implements Backend {
   readonly device = 'cuda' as const;
+  private attention: AttentionPrecision = 'bf16';
 
   constructor(private readonly native: NativeAddon, readonly info: DeviceInfo) {}
 
@@ -186,9 +190,16 @@ export class CudaBackend implements Backend {
     const { batch, seqLen, heads, headDim } = geometry;
     const o = this.f32(batch * seqLen * heads * headDim);
     const lse = this.f32(batch * seqLen * heads);
+    const args = [batch, seqLen, heads, headDim, flatPatterns(config), config.causal, config.scale, config.headOffsets === 'blocked'] as const;
+    if (this.attentionKernels(headDim) === 'bf16') {
+      // bf16 copies of q, k, v for the fused kernels; o and lse come back in float32
+      this.orFree([o, lse], () => this.withBf16([[q, 'attention q'], [k, 'attention k'], [v, 'attention v']], ([qb, kb, vb]) => {
+        this.native.flashAttentionForward(qb!, kb!, vb!, o.handle, lse.handle, ...args);
+      }));
+      return { o, lse };
+    }
     this.native.attentionForward(
-      floatHandle(q, 'attention q'), floatHandle(k, 'attention k'), floatHandle(v, 'attention v'), o.handle, lse.handle,
-      batch, seqLen, heads, headDim, flatPatterns(config), config.causal, config.scale, config.headOffsets === 'blocked',
+      floatHandle(q, 'attention q'), floatHandle(k, 'attention k'), floatHandle(v, 'attention v'), o.handle, lse.handle, ...args,
     );
     return { o, lse };
   }
@@ -197,16 +208,63 @@ export class CudaBackend implements Backend {
     q: Storage, k: Storage, v: Storage, o: Storage, lse: Storage, dO: Storage, geometry: AttentionGeometry, config: AttentionConfig,
   ): { dq: Storage; dk: Storage; dv: Storage } {
     const { batch, seqLen, heads, headDim } = geometry;
-    const n = batch * seqLen * heads * headDim;
+    const rows = batch * seqLen * heads;
+    const n = rows * headDim;
     const dq = this.f32(n);
     const dk = this.f32(n);
     const dv = this.f32(n);
+    const args = [batch, seqLen, heads, headDim, flatPatterns(config), config.causal, config.scale, config.headOffsets === 'blocked'] as const;
+    if (this.attentionKernels(headDim) === 'bf16') {
+      // Dsum = rowsum(dO * O) from the float32 tensors, then the fused backward on bf16 copies
+      this.orFree([dq, dk, dv], () => {
+        const dsum = this.f32(rows);
+        try {
+          this.native.attentionDsum(floatHandle(o, 'attention o'), floatHandle(dO, 'attention dO'), dsum.handle, rows, headDim);
+          this.withBf16([[q, 'attention q'], [k, 'attention k'], [v, 'attention v'], [dO, 'attention dO']], ([qb, kb, vb, dOb]) => {
+            this.native.flashAttentionBackward(
+              qb!, kb!, vb!, dOb!, floatHandle(lse, 'attention lse'), dsum.handle, dq.handle, dk.handle, dv.handle, ...args,
+            );
+          });
+        } finally {
+          this.free(dsum);
+        }
+      });
+      return { dq, dk, dv };
+    }
     this.native.attentionBackward(
       floatHandle(q, 'attention q'), floatHandle(k, 'attention k'), floatHandle(v, 'attention v'), floatHandle(o, 'attention o'),
-      floatHandle(lse, 'attention lse'), floatHandle(dO, 'attention dO'), dq.handle, dk.handle, dv.handle,
-      batch, seqLen, heads, headDim, flatPatterns(config), config.causal, config.scale, config.headOffsets === 'blocked',
+      floatHandle(lse, 'attention lse'), floatHandle(dO, 'attention dO'), dq.handle, dk.handle, dv.handle, ...args,
     );
     return { dq, dk, dv };
+  }
+
+  /** Runs `fn`; if it throws (out of memory, a bad argument), frees `outputs` before passing the error on. */
+  private orFree(outputs: readonly Storage[], fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      for (const x of outputs) this.free(x);
+      throw e;
+    }
+  }
+
+  /**
+   * Runs `fn` with bf16 copies of float32 storages, freed afterwards (stream order: the kernels `fn`
+   * queued have read them before any later allocation can reuse the blocks).
+   */
+  private withBf16(inputs: readonly (readonly [Storage, string])[], fn: (handles: NativeHandle[]) => void): void {
+    const handles: NativeHandle[] = [];
+    try {
+      for (const [x, what] of inputs) {
+        const src = floatHandle(x, what);
+        const h = this.native.alloc(BF16_CODE, x.size, false);
+        handles.push(h);
+        this.native.cast(src, h);
+      }
+      fn(handles);
+    } finally {
+      for (const h of handles) this.native.free(h);
+    }
   }
 
   gatheredAttention(q: Storage, k: Storage, v: Storage, layout: GatheredAttentionLayout): { o: Storage; lse: Storage } {
@@ -292,6 +350,27 @@ export class CudaBackend implements Backend {
     const code = this.native.matmulPrecision();
     return (Object.keys(MATMUL_PRECISION_CODE) as MatmulPrecision[]).find((k) => MATMUL_PRECISION_CODE[k] === code)!;
   }
+
+  /**
+   * How dilated attention runs: 'bf16' (the default) uses the fused tensor-core kernels, which take bf16
+   * copies of q, k, v (and dO) and keep o, lse and the gradients in float32, for head dims 32, 64 and 128,
+   * and the float32 kernels for other head dims; 'fp32' always uses the exact float32 kernels.
+   * LONGNET_CUDA_ATTENTION=fp32|bf16 sets it when the backend is created.
+   */
+  setAttentionPrecision(precision: AttentionPrecision): void {
+    if (!ATTENTION_PRECISIONS.includes(precision)) throw new Error(`attention precision must be fp32 or bf16, got ${String(precision)}`);
+    this.attention = precision;
+  }
+
+  attentionPrecision(): AttentionPrecision { return this.attention; }
+
+  /** The kernels dilated attention uses for this head dim under the current setting. */
+  attentionKernels(headDim: number): AttentionPrecision {
+    return this.attention === 'bf16' && FLASH_HEAD_DIMS.includes(headDim) ? 'bf16' : 'fp32';
+  }
+
+  /** Starts a new peak measurement: `memoryStats().peakInUse` becomes the bytes in use now. */
+  resetPeakMemory(): void { this.native.resetPeakMemory(); }
 
   /** The addon, for modules of this directory (NCCL). */
   get addon(): NativeAddon { return this.native; }

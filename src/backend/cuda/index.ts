@@ -7,12 +7,12 @@ import { InputError } from '../../errors.js';
 import { registerBackendLoader } from '../registry.js';
 import { CudaBackend } from './cuda-backend.js';
 import { loadAddon } from './load.js';
-import { MATMUL_PRECISION_CODE, type MatmulPrecision } from './native.js';
+import { ATTENTION_PRECISIONS, MATMUL_PRECISION_CODE, type AttentionPrecision, type MatmulPrecision } from './native.js';
 
 export { CudaBackend } from './cuda-backend.js';
 export { CudaStorage } from './storage.js';
 export { cudaAvailable, type CudaStatus } from './load.js';
-export type { DeviceInfo, MatmulPrecision, MemoryStats } from './native.js';
+export type { AttentionPrecision, DeviceInfo, MatmulPrecision, MemoryStats } from './native.js';
 export { NcclComm, ncclStatus, ncclUniqueId, type NcclStatus, type ReduceOpName } from './nccl.js';
 export { NcclCommunicator, createNcclCommunicator } from './nccl-communicator.js';
 
@@ -31,6 +31,15 @@ function deviceIndex(count: number): number {
   return 0;
 }
 
+/** The value of LONGNET_CUDA_ATTENTION: undefined when unset or empty, else fp32 or bf16 (anything else throws). */
+export function attentionPrecisionFromEnv(value: string | undefined): AttentionPrecision | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (!(ATTENTION_PRECISIONS as readonly string[]).includes(value)) {
+    throw new InputError(`LONGNET_CUDA_ATTENTION=${value}: expected fp32 or bf16`);
+  }
+  return value as AttentionPrecision;
+}
+
 export function createCudaBackend(): CudaBackend {
   const r = loadAddon();
   if (!r.ok) throw new InputError(`longnet: CUDA unavailable: ${r.reason}`);
@@ -43,6 +52,8 @@ export function createCudaBackend(): CudaBackend {
     }
     backend.setMatmulPrecision(precision as MatmulPrecision);
   }
+  const attention = attentionPrecisionFromEnv(process.env['LONGNET_CUDA_ATTENTION']);
+  if (attention) backend.setAttentionPrecision(attention);
   return backend;
 }
 

@@ -7,6 +7,11 @@ export type NativeComm = { readonly __longnetNcclComm: unique symbol };
 
 /** Element type codes of the addon (native/src/common.h). */
 export const DTYPE_CODE: Readonly<Record<DType, number>> = { float32: 0, float64: 1, int32: 2 };
+/**
+ * The addon's bfloat16 element type. No tensor dtype maps to it: bf16 buffers are temporaries of the
+ * backend (inputs of the fused attention kernels) and benchmark inputs, held as raw handles.
+ */
+export const BF16_CODE = 3;
 
 export interface DeviceInfo {
   index: number;
@@ -33,6 +38,15 @@ export interface MemoryStats {
 export type MatmulPrecision = 'fp32' | 'tf32' | 'bf16';
 export const MATMUL_PRECISION_CODE: Readonly<Record<MatmulPrecision, number>> = { fp32: 0, tf32: 1, bf16: 2 };
 
+/**
+ * Dilated attention on the GPU: 'bf16' runs the fused tensor-core kernels (bf16 q, k, v, dO; float32
+ * accumulation, o, lse and gradients) for head dims 32, 64 and 128; 'fp32' the exact float32 kernels.
+ */
+export type AttentionPrecision = 'fp32' | 'bf16';
+export const ATTENTION_PRECISIONS: readonly AttentionPrecision[] = ['fp32', 'bf16'];
+/** Head dimensions the fused bf16 kernels take (native/src/kernels/flash_attention.h). */
+export const FLASH_HEAD_DIMS: readonly number[] = [32, 64, 128];
+
 type H = NativeHandle;
 type Dims = readonly number[];
 
@@ -44,8 +58,9 @@ export interface NativeAddon {
 
   alloc(dtype: number, size: number, zero: boolean): H;
   free(x: H): void;
-  upload(x: H, data: TypedArray): void;
-  download(x: H, out: TypedArray): void;
+  /** Byte-for-byte: a bfloat16 buffer takes and gives its bit patterns as a Uint16Array. */
+  upload(x: H, data: TypedArray | Uint16Array): void;
+  download(x: H, out: TypedArray | Uint16Array): void;
   fill(x: H, value: number): void;
   copyInto(dst: H, src: H): void;
   cast(src: H, dst: H): void;
@@ -94,6 +109,40 @@ export interface NativeAddon {
   ): void;
   mergeAttention(accO: H, accLse: H, o: H, lse: H, rows: H, headDim: number): void;
 
+  /**
+   * Fused bf16 kernels: q, k, v bfloat16; o float32 or bfloat16, lse float32; headDim 32, 64 or 128. Overwrites
+   * o and lse, or with `accumulate` merges into them as they stand (a previous result, or 0 and -Infinity).
+   */
+  flashAttentionForward(
+    q: H, k: H, v: H, o: H, lse: H,
+    batch: number, seqLen: number, heads: number, headDim: number, patterns: Dims, causal: boolean, scale: number, blocked: boolean,
+    accumulate?: boolean,
+  ): void;
+  /**
+   * Packed attention problems merged into o and lse, rows of headDim elements: `problems` is
+   * [qRow0, qStride, nQ, kRow0, kStride, nK, ...]; query i of a problem is row qRow0 + i * qStride of q, o and
+   * lse, key j row kRow0 + j * kStride of k and v (k and v may be other storages than q, e.g. gathered keys).
+   * Causal: key j is visible to query i iff j <= i + nK - nQ (the queries are the last nQ positions). q, k, v
+   * bfloat16, o float32 or bfloat16, lse float32; the problems' query rows must be distinct.
+   */
+  flashProblemsForward(q: H, k: H, v: H, o: H, lse: H, problems: Dims, headDim: number, causal: boolean, scale: number): void;
+  /** q, k, v, dO bfloat16; lse, dsum float32 [B, N, H]; dq, dk, dv float32 (overwritten). */
+  flashAttentionBackward(
+    q: H, k: H, v: H, dO: H, lse: H, dsum: H, dq: H, dk: H, dv: H,
+    batch: number, seqLen: number, heads: number, headDim: number, patterns: Dims, causal: boolean, scale: number, blocked: boolean,
+  ): void;
+  /** dsum[row] = sum_d o[row, d] dO[row, d] in float32; o and dO each float32 or bfloat16. */
+  attentionDsum(o: H, dO: H, dsum: H, rows: number, dim: number): void;
+  /** Normal random values (float32 or bfloat16 storage), a function of (seed, index) only. */
+  fillRandomNormal(x: H, seed: number, stddev: number): void;
+  /** Starts a new peak measurement: memoryStats().peakInUse becomes the bytes in use now. */
+  resetPeakMemory(): void;
+  /**
+   * Rows of rowElems elements, same dtype: dst rows dstRow0 + i become src rows srcRow0 + i * srcStride, for
+   * i < count (one strided copy on the stream; dst and src are different storages).
+   */
+  copyRows(dst: H, dstRow0: number, src: H, srcRow0: number, srcStride: number, count: number, rowElems: number): void;
+
   ncclInfo(): { ok: true; version: number } | { ok: false; reason: string };
   ncclUniqueId(): Uint8Array;
   ncclCommInit(id: Uint8Array, nranks: number, rank: number): NativeComm;
@@ -112,4 +161,4 @@ export interface NativeAddon {
 }
 
 /** The addon version this TypeScript expects; a stale build is reported instead of misbehaving. */
-export const ABI_VERSION = 2;
+export const ABI_VERSION = 4;

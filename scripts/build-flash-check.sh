@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds native/build/check/flash_check (native/check/flash_check.cu): the fused attention kernels against
+# the exact float32 ones, and their timings, with no Node in the way. Needs nvcc; runs where a GPU is.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+out="$root/native/build/check"
+mkdir -p "$out"
+nvcc=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+archs=(-gencode arch=compute_90,code=sm_90)
+sources=(common.cc device.cc memory.cc strided.cc kernels/elementwise.cu kernels/attention_forward.cu
+  kernels/attention_backward.cu kernels/flash_attention_forward.cu kernels/flash_attention_backward.cu)
+objects=()
+for s in "${sources[@]}"; do
+  o="$out/$(echo "$s" | tr / _).o"
+  objects+=("$o")
+  "$nvcc" -std=c++20 -O3 "${archs[@]}" -x cu -I"$root/native/src" -c "$root/native/src/$s" -o "$o" &
+done
+wait
+"$nvcc" -std=c++20 -O3 "${archs[@]}" -I"$root/native/src" "$root/native/check/flash_check.cu" "${objects[@]}" -o "$out/flash_check"
+echo "built $out/flash_check"
