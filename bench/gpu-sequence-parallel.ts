@@ -6,22 +6,32 @@
  *
  * `check`: every rank builds the same random q, k, v, dO of a whole sequence, runs the single-device op
  * on it (its own GPU) and the sequence-parallel op on its share, and compares outputs, log-sum-exps and
- * gradients, for a schedule whose longer segments cross the ranks, causal and not.
+ * gradients, for a schedule whose longer segments cross the ranks, causal and not; and the bytes the NCCL
+ * communicator counted for this rank (NcclCommunicator.traffic) against those of the same problem run on P
+ * in-process ranks on this GPU. Runs on any number of ranks (2 and 4 in scripts/device-scaling.sh). With OUT
+ * set, rank 0 writes $OUT/sp-check-P<P>.json (read by `bench/gpu-scaling.ts record`).
  * `time`: forward + backward of one attention layer (the op alone: no projections) at LONGNET_SP_TOKENS
  * tokens per GPU (default 2^20), median of LONGNET_SP_REPEAT runs after one warm-up.
  */
 import { Tensor, dilatedAttention } from '../src/index.js';
 import { getBackend } from '../src/backend/registry.js';
 import type { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
-import { createNcclCommunicator } from '../src/backend/cuda/nccl-communicator.js';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createNcclCommunicator, type NcclCommunicator } from '../src/backend/cuda/nccl-communicator.js';
 import type { Communicator } from '../src/distributed/communicator.js';
+import { runRanks } from '../src/distributed/in-process.js';
+import { TrafficLog } from '../src/distributed/traffic.js';
 import { sequenceParallelAttention } from '../src/distributed/sequence-parallel.js';
 import { splitSequence } from '../src/distributed/split.js';
 
 const mode = process.argv[2] ?? 'check';
 const distributed = process.env['WORLD_SIZE'] !== undefined;
 const backend = getBackend('cuda') as CudaBackend;
-const comm: Communicator | null = distributed ? await createNcclCommunicator(backend) : null;
+// the single-device reference in float32, like the packed kernels the ranks use
+backend.setAttentionPrecision('fp32');
+const nccl: NcclCommunicator | null = distributed ? await createNcclCommunicator(backend) : null;
+const comm: Communicator | null = nccl;
 const rank = comm?.rank ?? 0;
 const P = comm?.size ?? 1;
 const log = (s: string): void => { if (rank === 0) console.log(s); };
@@ -98,7 +108,10 @@ async function check(): Promise<boolean> {
   const B = 1, N = 6000, H = 4, D = 64;
   const shape = [B, N, H, D];
   const size = B * N * H * D;
-  let ok = await collectives(comm);
+  const collectivesOk = await collectives(comm);
+  let ok = collectivesOk;
+  let bytesMatch = true;
+  const worstBy: Record<string, number> = {};
   log(`check: P=${P} B=${B} N=${N} H=${H} D=${D} w=[1024, 4000, 6000] r=[1, 2, 3] (4000 and 6000 cross the ranks)`);
   for (const causal of [false, true]) {
     const options = { segmentLengths: [1024, 4000, 6000], dilationRates: [1, 2, 3], causal };
@@ -106,9 +119,24 @@ async function check(): Promise<boolean> {
     const dO = cuda(randoms(size, 99), shape);
     const ref = dilatedAttention(q, k, v, options);
     ref.output.backward(dO);
-    const [qs, ks, vs, ds] = [q, k, v, dO].map((t) => splitSequence(t, P)[rank]!) as [Tensor, Tensor, Tensor, Tensor];
+    const shards = [q, k, v, dO].map((t) => splitSequence(t, P)) as [Tensor[], Tensor[], Tensor[], Tensor[]];
+    const [qs, ks, vs, ds] = shards.map((x) => x[rank]!) as [Tensor, Tensor, Tensor, Tensor];
+    const me = nccl!.members[nccl!.rank]!;
+    const before = { sent: nccl!.traffic.sent(me), received: nccl!.traffic.received(me) };
     const r = await sequenceParallelAttention(comm, qs, ks, vs, { ...options, sequenceLength: N });
     const g = await r.backward(ds);
+    const counted = { sent: nccl!.traffic.sent(me) - before.sent, received: nccl!.traffic.received(me) - before.received };
+    // the same problem on P in-process ranks on this GPU: the messages, hence the bytes, must be the same
+    const log = new TrafficLog(P);
+    await runRanks(P, async (c) => {
+      const x = await sequenceParallelAttention(c, shards[0][c.rank]!, shards[1][c.rank]!, shards[2][c.rank]!, { ...options, sequenceLength: N });
+      const y = await x.backward(shards[3][c.rank]!);
+      for (const t of [x.output, x.lse, y.dq, y.dk, y.dv]) t.dispose();
+    }, { backend, traffic: log });
+    const bytesOk = counted.sent === log.sent(me) && counted.received === log.received(me);
+    bytesMatch &&= bytesOk;
+    console.log(`rank ${rank} causal=${causal}: bytes sent ${counted.sent}, received ${counted.received} (in process: ${log.sent(me)}, ${log.received(me)}) ` +
+      `${bytesOk ? 'PASS' : 'FAIL'}`);
     const mine = (t: Tensor): Float32Array | Float64Array | Int32Array => splitSequence(t, P)[rank]!.toArray();
     const errs = {
       o: compare(r.output.toArray(), mine(ref.output)), lse: compare(r.lse.toArray(), mine(ref.lse)),
@@ -116,9 +144,25 @@ async function check(): Promise<boolean> {
     };
     const worst = Math.max(...Object.values(errs));
     const pass = worst <= 1e-4;
-    ok &&= pass;
+    worstBy[String(causal)] = worst;
+    ok &&= pass && bytesOk;
     console.log(`rank ${rank} causal=${causal}: ${Object.entries(errs).map(([n, e]) => `${n} ${e.toExponential(2)}`).join(', ')} ${pass ? 'PASS' : 'FAIL'}`);
     r.dispose();
+  }
+  // every rank's verdict and errors, for rank 0's summary
+  const mine = backend.fromArray(Float32Array.of(ok ? 1 : 0, collectivesOk ? 1 : 0, bytesMatch ? 1 : 0, worstBy['false'] ?? 0, worstBy['true'] ?? 0));
+  const all = backend.read(await comm.allGather(mine));
+  const at = (i: number): number[] => Array.from({ length: P }, (_, p) => all[5 * p + i]!);
+  const summary = {
+    P, pass: at(0).every((x) => x === 1), collectives: at(1).every((x) => x === 1), bytesMatch: at(2).every((x) => x === 1),
+    errors: { false: Math.max(...at(3)), true: Math.max(...at(4)) }, device: backend.info.name, date: new Date().toISOString(),
+  };
+  log(`check: P=${P} ${summary.pass ? 'PASS' : 'FAIL'} (collectives ${summary.collectives ? 'PASS' : 'FAIL'}, worst relative error ` +
+    `${summary.errors.false.toExponential(2)} non-causal, ${summary.errors.true.toExponential(2)} causal, bytes as in process: ${summary.bytesMatch ? 'yes' : 'NO'})`);
+  const out = process.env['OUT'];
+  if (rank === 0 && out) {
+    mkdirSync(out, { recursive: true });
+    writeFileSync(join(out, `sp-check-P${P}.json`), JSON.stringify(summary, null, 1) + '\n');
   }
   return ok;
 }

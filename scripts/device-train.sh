@@ -14,18 +14,7 @@ export NCCL_NVLS_ENABLE=0
 L="node --import tsx src/cli/main.ts"
 status=0
 
-# a real code corpus: lodash's JavaScript and this repository's TypeScript, C++ and CUDA (no JSON: the
-# directory reader takes .json files for JSON lines)
-corpus=/tmp/corpus
-if [ ! -d $corpus ]; then
-  mkdir -p $corpus/lodash $corpus/longnet
-  (cd node_modules/lodash && find . -name '*.js' -exec cp --parents {} $corpus/lodash/ \;)
-  for d in src test bench native/src scripts; do
-    (find "$d" -type f \( -name '*.ts' -o -name '*.cc' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' -o -name '*.sh' -o -name '*.mjs' \) \
-      -exec cp --parents {} $corpus/longnet/ \;)
-  done
-  echo "corpus: $(find $corpus -type f | wc -l) files, $(du -sb $corpus | cut -f1) bytes"
-fi
+source scripts/device-corpus.sh
 tokens=/tmp/longnet-tokens
 
 for mode in "$@"; do

@@ -102,6 +102,8 @@ export const command: Command = {
     column: { type: 'string', value: 'C', description: 'Parquet column holding the text', defaultText: 'content, else text' },
     'stop-at': { type: 'string', value: 'STEP', description: 'save and stop after this step (continue later with --resume)' },
     'token-cache': { type: 'string', value: 'DIR', description: 'keep the tokenized corpus in files here (corpora larger than memory; reused by later runs)' },
+    'seq-parallel': { type: 'string', value: 'P', description: 'ranks that share each sequence (N/P tokens each); the other factor of the ranks is data parallel', defaultText: '1' },
+    ranks: { type: 'string', value: 'W', description: 'CPU: run W ranks in this process (on CUDA: one process per GPU under longnet launch)', defaultText: '1' },
   },
   details: [
     'Writes into --out: model.safetensors, config.json (model, tokenizer, training arguments),',
@@ -109,6 +111,9 @@ export const command: Command = {
     'checkpoint), metrics.jsonl (one line per step) and loss.svg (training and validation loss).',
     'SIGINT or SIGTERM saves a checkpoint before exiting; --resume continues with exactly the losses an',
     'uninterrupted run would have had. AdamW betas (0.9, 0.98), eps 1e-8, linear warm-up then linear decay.',
+    'Parallel: the W ranks (--ranks W on the CPU; on GPUs, longnet launch --nproc-per-node W -- longnet train',
+    '--device cuda ...) form W/P data-parallel replicas of --seq-parallel P ranks each; --batch is the global batch',
+    '(divisible by W/P), and the run trains as one device would on it. A checkpoint resumes under any layout.',
   ].join('\n'),
   async run(args: Args) {
     const g = given(args);
@@ -118,18 +123,27 @@ export const command: Command = {
     const tokenCache = args.string('token-cache');
     const stopAtText = args.string('stop-at');
     const stopAt = stopAtText === undefined ? undefined : parseInteger('stop-at', stopAtText, 1);
-    if (g.data === undefined && !resume) process.stdout.write('no --data given: training on the default corpus (lodash.js from the lodash package)\n');
+    const seqParallelText = args.string('seq-parallel');
+    const ranksText = args.string('ranks');
+    const parallel = {
+      ...(seqParallelText !== undefined ? { seqParallel: parseInteger('seq-parallel', seqParallelText, 1) } : {}),
+      ...(ranksText !== undefined ? { ranks: parseInteger('ranks', ranksText, 1) } : {}),
+    };
+    // under the launcher only rank 0 speaks
+    const speaks = (process.env['RANK'] ?? '0') === '0';
+    if (g.data === undefined && !resume && speaks) process.stdout.write('no --data given: training on the default corpus (lodash.js from the lodash package)\n');
     const result = await runTraining(g, {
       out,
       resume,
       overwrite: args.boolean('overwrite'),
       ...(tokenCache !== undefined ? { tokenCache } : {}),
       ...(stopAt !== undefined ? { stopAt } : {}),
+      parallel,
       log: (line) => process.stdout.write(`${line}\n`),
       progress: process.stdout,
     });
     if (result.interrupted !== null) process.exit(signalExitCode(result.interrupted));
-    if (result.step >= result.args.steps) {
+    if (result.step >= result.args.steps && result.rank === 0) {
       const prompt = result.args.data === null ? 'function debounce(' : '';
       process.stdout.write(
         `generate from it:\n  npx longnet generate --checkpoint ${shellQuote(out)} --prompt ${shellQuote(prompt)} --max-new-tokens 200\n`,

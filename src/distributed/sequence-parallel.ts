@@ -25,7 +25,7 @@ import type { DType } from '../tensor/dtype.js';
 import { formatShape, shapesEqual } from '../tensor/shape.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { Communicator, RecvSpec, SendSpec } from './communicator.js';
-import { Scratchpad, concatFlat, gatherRows, sliceFlat } from './rows.js';
+import { Scratchpad, addRowsInto, concatFlat, gatherRows, sliceFlat } from './rows.js';
 import { planSequenceParallel, sequenceStarts, type CallPlan, type PatternExec, type SequencePlan } from './sequence-plan.js';
 
 export interface SequenceParallelOptions extends DilatedAttentionOptions {
@@ -291,8 +291,10 @@ async function backwardAll(
     const dk = new GradParts();
     const dv = new GradParts();
     // Dsum = rowsum(dO * O) of the final output, once for every pattern
-    const prod = pad.hold(backend.binary('mul', dO.storage, [rows, D], output.storage, [rows, D], [rows, D]));
+    // (the product is as large as q: freed at once, so that it never adds to the backward's peak)
+    const prod = backend.binary('mul', dO.storage, [rows, D], output.storage, [rows, D], [rows, D]);
     const dsum = pad.hold(backend.reduce('sum', prod, [rows, D], [1]));
+    backend.free(prod);
     for (const s of saved) await backwardPattern(ctx, s, dO.storage, lse.storage, dsum, dq, dk, dv, pad);
 
     let base: { dq: Storage; dk: Storage; dv: Storage };
@@ -305,18 +307,19 @@ async function backwardAll(
     }
     const finish = (acc: Storage, parts: GradParts): Tensor => {
       if (parts.values.length === 0) return Tensor.fromStorage(acc, ctx.shape, backend);
-      const values = pad.hold(concatFlat(backend, dtype, parts.values));
+      const values = concatFlat(backend, dtype, parts.values);
       const all = new Int32Array(parts.rows.reduce((a, r) => a + r.length, 0));
       let at = 0;
       for (const r of parts.rows) {
         all.set(r, at);
         at += r.length;
       }
-      const idx = pad.hold(backend.fromArray(all));
-      const scattered = pad.hold(backend.scatterAdd(values, idx, rows, D));
-      const sum = backend.binary('add', acc, [rows * D], scattered, [rows * D], [rows * D]);
-      backend.free(acc);
-      return Tensor.fromStorage(sum, ctx.shape, backend);
+      try {
+        addRowsInto(backend, acc, rows, D, values, all);
+      } finally {
+        backend.free(values);
+      }
+      return Tensor.fromStorage(acc, ctx.shape, backend);
     };
     return { dq: finish(base.dq, dq), dk: finish(base.dk, dk), dv: finish(base.dv, dv) };
   } finally {

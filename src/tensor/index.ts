@@ -1,5 +1,5 @@
 export { Tensor, type TensorOptions } from './tensor.js';
-export { tidy, keep } from './scope.js';
+export { tidy, keep, collectInto } from './scope.js';
 export { noGrad, isGradEnabled } from './autograd.js';
 export { Rng } from './random.js';
 export type { DType, FloatDType, TypedArray, FloatArray } from './dtype.js';

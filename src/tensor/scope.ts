@@ -33,7 +33,11 @@ export function setTensorCheck(check: (v: unknown) => v is Tensor): void {
   tensorCheck = check;
 }
 
-export function tidy<T>(fn: () => T): T {
+/**
+ * Runs synchronous `fn` in a new scope and returns its result with the tensors it created (and did not
+ * dispose or `keep`). If `fn` throws or returns a promise, those tensors are freed and the error passes on.
+ */
+function runInScope<T>(name: string, fn: () => T): { result: T; scope: Set<Tensor> } {
   const scope = new Set<Tensor>();
   scopes.push(scope);
   let result: T;
@@ -47,8 +51,25 @@ export function tidy<T>(fn: () => T): T {
   scopes.pop();
   if (result instanceof Promise) {
     for (const t of scope) t.dispose();
-    throw new Error('tidy: the function must be synchronous');
+    throw new Error(`${name}: the function must be synchronous`);
   }
+  return { result, scope };
+}
+
+/**
+ * Runs synchronous `fn` in its own scope, like `tidy`, but frees nothing: every tensor `fn` created and
+ * did not dispose or `keep` is appended to `owned`, whose owner disposes them later. For computations
+ * split by awaits (collectives between their pieces), which one `tidy` cannot span: the pieces' tensors
+ * stay alive for a backward pass that comes later.
+ */
+export function collectInto<T>(owned: Tensor[], fn: () => T): T {
+  const { result, scope } = runInScope('collectInto', fn);
+  for (const t of scope) if (!t.isDisposed) owned.push(t);
+  return result;
+}
+
+export function tidy<T>(fn: () => T): T {
+  const { result, scope } = runInScope('tidy', fn);
   const returned = new Set<Tensor>();
   collectTensors(result, returned, tensorCheck);
   const parent = scopes[scopes.length - 1];

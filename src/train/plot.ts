@@ -156,3 +156,88 @@ export function lossPlotSvg(records: readonly StepRecord[], options: PlotOptions
   parts.push('</g>', '</svg>');
   return parts.join('\n') + '\n';
 }
+
+export interface LogLogSeries {
+  label: string;
+  /** (x, y) pairs, both positive; drawn in x order. */
+  points: readonly (readonly [number, number])[];
+  color?: string;
+  dashed?: boolean;
+}
+
+export interface LogLogPlotOptions {
+  title: string;
+  xLabel: string;
+  yLabel: string;
+  /** Tick labels of the x axis (default: the value, compactly). */
+  formatX?: (x: number) => string;
+  /** Lines of small print under the title. */
+  notes?: readonly string[];
+}
+
+const SERIES_COLORS = ['#d62728', '#1f77b4', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b', '#17becf'];
+
+/**
+ * Several series on log-log axes (benchmarks: time against sequence length), with a legend on the right.
+ * Grid lines at the powers of 10 of y and at every x of the data; plain SVG 1.1 like the loss plot.
+ */
+export function logLogPlotSvg(series: readonly LogLogSeries[], options: LogLogPlotOptions): string {
+  const width = 860, height = 480;
+  const notes = options.notes ?? [];
+  const m = { left: 72, right: 230, top: 48 + 14 * notes.length, bottom: 56 };
+  const parts: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" ` +
+      `font-family="Helvetica, Arial, sans-serif" font-size="12">`,
+    `<title>${escapeXml(options.title)}</title>`,
+    `<rect x="0" y="0" width="${width}" height="${height}" fill="#ffffff"/>`,
+    `<text x="${m.left}" y="24" font-size="15" font-weight="bold">${escapeXml(options.title)}</text>`,
+    ...notes.map((n, i) => `<text x="${m.left}" y="${42 + 14 * i}" font-size="11" fill="#555555">${escapeXml(n)}</text>`),
+  ];
+  const pts = series.flatMap((s) => s.points).filter(([x, y]) => x > 0 && y > 0 && Number.isFinite(x) && Number.isFinite(y));
+  if (pts.length === 0) {
+    parts.push(`<text x="${width / 2}" y="${height / 2}" text-anchor="middle" fill="#777777">no measurements</text>`, '</svg>');
+    return parts.join('\n') + '\n';
+  }
+  const lx = (x: number): number => Math.log10(x);
+  const xs = [...new Set(pts.map((p) => p[0]))].sort((a, b) => a - b);
+  const x0 = lx(xs[0]!) - 0.1, x1 = lx(xs[xs.length - 1]!) + 0.1;
+  const y0 = Math.floor(lx(Math.min(...pts.map((p) => p[1])))), y1 = Math.max(y0 + 1, Math.ceil(lx(Math.max(...pts.map((p) => p[1])))));
+  const right = width - m.right, bottom = height - m.bottom;
+  const px = (x: number): number => m.left + ((lx(x) - x0) / Math.max(x1 - x0, 1e-9)) * (right - m.left);
+  const py = (y: number): number => bottom - ((lx(y) - y0) / (y1 - y0)) * (bottom - m.top);
+  const f = (v: number): string => v.toFixed(1);
+  const fx = options.formatX ?? ((x: number) => formatTick(x));
+  parts.push('<g class="grid" stroke-width="1">');
+  for (let e = y0; e <= y1; e++) parts.push(`<line x1="${m.left}" y1="${f(py(10 ** e))}" x2="${right}" y2="${f(py(10 ** e))}" stroke="${COLORS.grid}"/>`);
+  for (const x of xs) parts.push(`<line x1="${f(px(x))}" y1="${m.top}" x2="${f(px(x))}" y2="${bottom}" stroke="${COLORS.grid}"/>`);
+  parts.push('</g>');
+  parts.push(`<g class="axes" stroke="${COLORS.axis}" fill="none"><rect x="${m.left}" y="${m.top}" width="${right - m.left}" height="${bottom - m.top}"/></g>`);
+  parts.push(`<g class="y-axis" text-anchor="end" fill="${COLORS.axis}">`);
+  for (let e = y0; e <= y1; e++) parts.push(`<text x="${m.left - 6}" y="${f(py(10 ** e) + 4)}">${formatTick(Number((10 ** e).toPrecision(1)))}</text>`);
+  parts.push('</g>');
+  // every x of the data, thinned to about 12 labels
+  const stride = Math.max(1, Math.ceil(xs.length / 12));
+  parts.push(`<g class="x-axis" text-anchor="middle" fill="${COLORS.axis}">`);
+  xs.forEach((x, i) => { if (i % stride === 0) parts.push(`<text x="${f(px(x))}" y="${bottom + 18}">${escapeXml(fx(x))}</text>`); });
+  parts.push('</g>');
+  parts.push(
+    `<text class="x-label" x="${(m.left + right) / 2}" y="${height - 14}" text-anchor="middle">${escapeXml(options.xLabel)}</text>`,
+    `<text class="y-label" transform="translate(18 ${(m.top + bottom) / 2}) rotate(-90)" text-anchor="middle">${escapeXml(options.yLabel)}</text>`,
+  );
+  series.forEach((s, i) => {
+    const color = s.color ?? SERIES_COLORS[i % SERIES_COLORS.length]!;
+    const own = s.points.filter(([x, y]) => x > 0 && y > 0 && Number.isFinite(x) && Number.isFinite(y)).slice().sort((a, b) => a[0] - b[0]);
+    const dash = s.dashed ? ' stroke-dasharray="6 4"' : '';
+    if (own.length > 1) {
+      parts.push(`<polyline fill="none" stroke="${color}" stroke-width="2"${dash} points="${own.map(([x, y]) => `${f(px(x))},${f(py(y))}`).join(' ')}"/>`);
+    }
+    for (const [x, y] of own) {
+      parts.push(`<circle cx="${f(px(x))}" cy="${f(py(y))}" r="3" fill="${color}"><title>${escapeXml(`${s.label}: ${fx(x)}, ${Number(y.toPrecision(4))}`)}</title></circle>`);
+    }
+    const ly = m.top + 12 + 20 * i;
+    parts.push(`<line x1="${right + 12}" y1="${ly}" x2="${right + 36}" y2="${ly}" stroke="${color}" stroke-width="2"${dash}/>`);
+    parts.push(`<text x="${right + 42}" y="${ly + 4}">${escapeXml(s.label)}</text>`);
+  });
+  parts.push('</svg>');
+  return parts.join('\n') + '\n';
+}

@@ -15,7 +15,7 @@ import {
   buildTokenDataset, createTokenizer, DEFAULT_VAL_FRACTION, defaultCorpusDescription, defaultCorpusPath, type TokenDataset, type Tokenizer,
   type TokenizerName,
 } from '../data/index.js';
-import { LongNetDecoder, presetConfig, PRESETS, validateConfig, type ModelConfig } from '../model/index.js';
+import { LongNetDecoder, presetConfig, PRESETS, validateConfig, type AnyModelConfig, type ModelConfig } from '../model/index.js';
 import {
   CONFIG_FILE, holdsCheckpoint, MODEL_FILE, OPTIMIZER_FILE, openCheckpointDir, readCheckpointConfig, readModelWeights,
   readTrainingState, saveCheckpoint, STATE_FILE, type CheckpointConfig, type TrainerState,
@@ -25,7 +25,8 @@ import { checkAdamW } from './optimizer.js';
 import { lossPlotSvg } from './plot.js';
 import { formatDuration, ProgressLine } from './progress.js';
 import { checkSchedule, defaultWarmup } from './schedule.js';
-import { signalExitCode, withStopSignals, yieldToEvents, type StopSignal } from './signals.js';
+import { signalExitCode, yieldToEvents, type StopSignal } from './signals.js';
+import { describeLayout, ParallelTrainer, resolveLayout, runOnLayout, type LayoutRequest, type RankSetup } from './parallel.js';
 import { Trainer, type TrainerOptions } from './trainer.js';
 
 export const METRICS_FILE = 'metrics.jsonl';
@@ -39,7 +40,8 @@ export interface TrainArgs {
   /** JSON-lines field or Parquet column holding the text (null: the source's default). */
   field: string | null;
   tokenizer: TokenizerName;
-  attention: 'dilated' | 'dense';
+  /** The attention kind; 'sparse-fixed' only comes from RunOptions.model (the preset's sizes, another attention). */
+  attention: 'dilated' | 'dense' | 'sparse-fixed';
   steps: number;
   seqLen: number;
   batch: number;
@@ -158,6 +160,7 @@ function checkArgs(a: TrainArgs): void {
 
 /** The model a fresh run trains: the preset, sized to the tokenizer, with dense attention if asked. */
 export function modelConfigFor(args: TrainArgs, tokenizer: Tokenizer): ModelConfig {
+  check(args.attention !== 'sparse-fixed', 'sparse-fixed attention needs its stride and summary: pass the model config');
   const overrides: Partial<ModelConfig> = { vocabSize: tokenizer.vocabSize };
   if (args.attention === 'dense') overrides.attention = { kind: 'dense' };
   const config = presetConfig(args.preset, overrides);
@@ -209,6 +212,17 @@ export interface RunOptions {
   progress: { write(s: string): unknown; isTTY?: boolean };
   /** Save and stop after this step, as if interrupted (to split a run over time-limited jobs). */
   stopAt?: number;
+  /**
+   * The model of a fresh run, instead of the preset's (vocabSize must be the tokenizer's); the
+   * checkpoint records it, and the training arguments record its attention kind.
+   */
+  model?: AnyModelConfig;
+  /**
+   * Sequence x data parallel training: `ranks` in-process CPU ranks (`--ranks`; on CUDA the launcher's
+   * WORLD_SIZE processes), split into groups of `seqParallel` (`--seq-parallel`) ranks that share each
+   * sequence (src/train/parallel.ts).
+   */
+  parallel?: LayoutRequest;
 }
 
 export interface RunResult {
@@ -220,6 +234,8 @@ export interface RunResult {
   firstValLoss: number | null;
   lastValLoss: number | null;
   seconds: number;
+  /** The rank that returned this (0 on one device; in-process ranks return rank 0's result). */
+  rank: number;
 }
 
 function loadDataset(args: TrainArgs, tokenizer: Tokenizer, tokenCache: string | undefined): Promise<TokenDataset> {
@@ -231,11 +247,13 @@ function loadDataset(args: TrainArgs, tokenizer: Tokenizer, tokenCache: string |
   });
 }
 
-function describeModel(config: ModelConfig, params: number): string {
+function describeModel(config: AnyModelConfig, params: number): string {
   const a = config.attention;
   const attention = a.kind === 'dense'
     ? 'dense attention'
-    : `dilated attention w=${a.segmentLengths.join(',')} r=${a.dilationRates.join(',')}`;
+    : a.kind === 'sparse-fixed'
+      ? `sparse fixed attention stride ${a.stride}, summary ${a.summary}`
+      : `dilated attention w=${a.segmentLengths.join(',')} r=${a.dilationRates.join(',')}`;
   const count = params >= 1e6 ? `${(params / 1e6).toFixed(2)}M` : `${(params / 1e3).toFixed(0)}K`;
   return `${count} parameters, ${config.layers} layers x ${config.dModel}, ${config.heads} heads, FFN ${config.ffnDim}, ${attention}`;
 }
@@ -256,7 +274,7 @@ export async function runTraining(given: GivenArgs, options: RunOptions): Promis
   checkOutDir(out);
   let args: TrainArgs;
   let tokenizer: Tokenizer;
-  let modelConfig: ModelConfig;
+  let modelConfig: AnyModelConfig;
   let resumed: { state: TrainerState; moments: Map<string, { data: Float32Array | Float64Array; shape: readonly number[] }>; optimizerStep: number } | null = null;
   let saved: CheckpointConfig<TrainArgs> | null = null;
   if (options.resume) {
@@ -275,13 +293,26 @@ export async function runTraining(given: GivenArgs, options: RunOptions): Promis
       `${out} already holds a checkpoint; pass --resume to continue it or --overwrite to start over`,
     );
     tokenizer = createTokenizer(args.tokenizer);
-    modelConfig = modelConfigFor(args, tokenizer);
+    if (options.model !== undefined) {
+      modelConfig = structuredClone(options.model);
+      validateConfig(modelConfig, args.seqLen);
+      check(modelConfig.vocabSize === tokenizer.vocabSize,
+        `the model's vocabSize ${modelConfig.vocabSize} is not the ${tokenizer.name} tokenizer's ${tokenizer.vocabSize}`);
+      args.attention = modelConfig.attention.kind;
+    } else {
+      modelConfig = modelConfigFor(args, tokenizer);
+    }
   }
   checkDevice(args.device);
+  const layout = resolveLayout(
+    { device: args.device, seqLen: args.seqLen, batch: args.batch, attention: modelConfig.attention.kind }, options.parallel ?? {},
+  );
 
   const source = args.data === null ? `default corpus: ${defaultCorpusDescription()}` : args.data;
-  const dataset = await loadDataset(args, tokenizer, options.tokenCache);
-  try {
+  // one rank's run (every rank of a parallel job runs it; rank 0 alone writes files and logs)
+  const trainRank = async (dataset: TokenDataset, setup: RankSetup): Promise<RunResult> => {
+    const writer = setup.rank === 0;
+    const log = writer ? options.log : (): void => {};
     const model = new LongNetDecoder(modelConfig, { seed: args.seed, device: args.device });
     const trainerOptions: TrainerOptions = {
       seqLen: args.seqLen,
@@ -293,7 +324,9 @@ export async function runTraining(given: GivenArgs, options: RunOptions): Promis
       seed: args.seed,
       device: args.device,
     };
-    const trainer = new Trainer(model, dataset, trainerOptions);
+    const trainer = setup.comms === null
+      ? new Trainer(model, dataset, trainerOptions)
+      : new ParallelTrainer(model, dataset, trainerOptions, setup.comms);
     // a validation split too short for one sequence is an error now (it throws), not after the first steps
     dataset.validationBatches(args.seqLen, { maxSequences: 1 });
 
@@ -326,6 +359,7 @@ export async function runTraining(given: GivenArgs, options: RunOptions): Promis
         `(${perStep.toLocaleString('en-US')} tokens a step), AdamW lr ${args.lr} (warm-up ${args.warmup}, linear decay to ${args.endLr}), ` +
         `betas (${args.beta1}, ${args.beta2}), weight decay ${args.weightDecay}, clip ${args.clip}, seed ${args.seed}, ${args.device}`,
     );
+    if (layout.world > 1) log(describeLayout(layout, args.batch, args.seqLen));
     if (resumed) log(`resuming ${out} at step ${resumed.state.step} of ${args.steps}`);
     log(`output: ${out}`);
 
@@ -338,35 +372,37 @@ export async function runTraining(given: GivenArgs, options: RunOptions): Promis
 
     if (startStep >= args.steps) {
       log(`nothing to do: ${out} has finished all ${args.steps} steps (pass a larger --steps to train further)`);
-      return { args, out, step: startStep, interrupted: null, firstValLoss: null, lastValLoss, seconds: 0 };
+      return { args, out, step: startStep, interrupted: null, firstValLoss: null, lastValLoss, seconds: 0, rank: setup.rank };
     }
 
     // From here on files are written: every check that can fail on bad input has run.
     try {
-      mkdirSync(out, { recursive: true });
+      if (writer) mkdirSync(out, { recursive: true });
     } catch (err) {
       throw new InputError(`cannot create ${out}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
     let history: StepRecord[];
-    if (resumed) {
+    if (!writer) {
+      history = [];
+    } else if (resumed) {
       history = truncateMetrics(metricsPath, startStep);
     } else {
       writeFileAtomic(metricsPath, '');
       history = [];
     }
     const record = (r: StepRecord): void => {
-      appendMetrics(metricsPath, r);
+      if (writer) appendMetrics(metricsPath, r);
       history.push(r);
     };
 
-    const progress = new ProgressLine(options.progress, Math.max(1, Math.round(args.steps / 50)));
-    const evaluate = (): number => trainer.evaluate(args.evalSequences);
+    const progress = new ProgressLine(writer ? options.progress : { write: () => true }, Math.max(1, Math.round(args.steps / 50)));
+    const evaluate = async (): Promise<number> => trainer.evaluate(args.evalSequences);
     let firstValLoss: number | null = null;
     const started = performance.now();
     const elapsed = (): number => elapsedBefore + (performance.now() - started) / 1000;
 
     if (!resumed) {
-      const v = evaluate();
+      const v = await evaluate();
       firstValLoss = v;
       lastValLoss = v;
       bestValLoss = v;
@@ -376,6 +412,7 @@ export async function runTraining(given: GivenArgs, options: RunOptions): Promis
 
     let lastSaved = startStep;
     const save = (): void => {
+      if (!writer) return;
       const p = trainer.progress;
       saveCheckpoint(out, {
         params: trainer.params,
@@ -391,12 +428,17 @@ export async function runTraining(given: GivenArgs, options: RunOptions): Promis
     };
 
     let stoppedEarly = false;
-    const interrupted = await withStopSignals(async (flag) => {
+    // the ranks of a parallel job agree on a stop request, so that they all stop after the same step
+    const agreeOnStop = async (signal: StopSignal | null): Promise<StopSignal | null> =>
+      trainer instanceof ParallelTrainer ? trainer.agreeOnStop(signal) : signal;
+    const interrupted = await setup.withStopSignals(async (flag) => {
       const loopStart = performance.now();
+      let stopped: StopSignal | null = null;
       while (trainer.progress.step < args.steps) {
         await yieldToEvents();
-        if (flag.signal !== null) break;
-        const r = trainer.step();
+        stopped = await agreeOnStop(flag.signal);
+        if (stopped !== null) break;
+        const r = await trainer.step();
         const entry: StepRecord = {
           step: r.step, loss: r.loss, lr: r.lr, gradNorm: r.gradNorm, tokens: trainer.progress.tokens,
           tokensPerSecond: r.tokens / r.seconds, elapsed: elapsed(),
@@ -408,7 +450,7 @@ export async function runTraining(given: GivenArgs, options: RunOptions): Promis
           etaSeconds: perStepSeconds * (args.steps - r.step),
         });
         if (r.step % args.evalEvery === 0 || r.step === args.steps) {
-          const v = evaluate();
+          const v = await evaluate();
           lastValLoss = v;
           bestValLoss = bestValLoss === null ? v : Math.min(bestValLoss, v);
           entry.valLoss = v;
@@ -426,11 +468,13 @@ export async function runTraining(given: GivenArgs, options: RunOptions): Promis
         }
       }
       progress.finish();
-      if (flag.signal !== null) {
+      // a signal that came during the last step
+      stopped ??= await agreeOnStop(flag.signal);
+      if (stopped !== null) {
         if (trainer.progress.step > lastSaved) save();
-        log(`stopped by ${flag.signal} at step ${trainer.progress.step}: checkpoint saved in ${out}; continue with --resume`);
+        log(`stopped by ${stopped} at step ${trainer.progress.step}: checkpoint saved in ${out}; continue with --resume`);
       }
-      return flag.signal;
+      return stopped;
     });
 
     const seconds = (performance.now() - started) / 1000;
@@ -442,10 +486,9 @@ export async function runTraining(given: GivenArgs, options: RunOptions): Promis
       log(`done: ${args.steps} steps in ${formatDuration(seconds)}${change}`);
       log(`checkpoint: ${out}/ (${[MODEL_FILE, CONFIG_FILE, OPTIMIZER_FILE, STATE_FILE, METRICS_FILE, PLOT_FILE].join(', ')})`);
     }
-    return { args, out, step: trainer.progress.step, interrupted, firstValLoss, lastValLoss, seconds };
-  } finally {
-    dataset.close();
-  }
+    return { args, out, step: trainer.progress.step, interrupted, firstValLoss, lastValLoss, seconds, rank: setup.rank };
+  };
+  return runOnLayout(layout, () => loadDataset(args, tokenizer, options.tokenCache), trainRank);
 }
 
 export { signalExitCode, readMetrics };

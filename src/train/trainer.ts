@@ -60,6 +60,35 @@ export function checkTrainerOptions(o: TrainerOptions): void {
   check(Number.isFinite(o.clip) && o.clip >= 0, `clip must be a number >= 0, got ${o.clip}`);
 }
 
+/** What the end of an optimizer step needs of a trainer. */
+interface Stepper {
+  readonly params: Map<string, Tensor>;
+  readonly optimizer: AdamW;
+  readonly options: TrainerOptions;
+  progress: TrainerProgress;
+}
+
+/**
+ * The end of an optimizer step, once the gradients of the whole batch are in place: clip, refuse a
+ * diverged step, AdamW, and advance the trainer's progress to `position`.
+ */
+export function finishStep(t: Stepper, loss: number, position: TrainerProgress['data'], started: number): StepResult {
+  const { accumulate, batch, seqLen } = t.options;
+  const nextStep = t.progress.step + 1;
+  const gradNorm = clipGradNorm(t.params.values(), t.options.clip);
+  if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+    throw new InputError(
+      `training diverged at step ${nextStep} (loss ${loss}, gradient norm ${gradNorm}); try a lower --lr or a longer warm-up`,
+    );
+  }
+  const lr = learningRate(t.options.schedule, nextStep);
+  noGrad(() => t.optimizer.update(lr));
+  t.optimizer.zeroGrad();
+  const tokens = accumulate * batch * seqLen;
+  t.progress = { step: nextStep, data: position, tokens: t.progress.tokens + tokens };
+  return { step: nextStep, loss, lr, gradNorm, tokens, seconds: (performance.now() - started) / 1000 };
+}
+
 export class Trainer {
   readonly optimizer: AdamW;
   readonly params: Map<string, Tensor>;
@@ -91,7 +120,7 @@ export class Trainer {
   /** One optimizer update: `accumulate` micro-batches forward and backward, clip, AdamW. */
   step(): StepResult {
     const started = performance.now();
-    const { accumulate, batch, seqLen } = this.options;
+    const { accumulate, batch } = this.options;
     this.optimizer.zeroGrad();
     let position = this.progress.data;
     const batches = this.data.batches(this.batchOptions(), position);
@@ -116,20 +145,7 @@ export class Trainer {
     } finally {
       for (const l of losses) l.dispose();
     }
-    const loss = lossSum / accumulate;
-    const nextStep = this.progress.step + 1;
-    const gradNorm = clipGradNorm(this.params.values(), this.options.clip);
-    if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
-      throw new InputError(
-        `training diverged at step ${nextStep} (loss ${loss}, gradient norm ${gradNorm}); try a lower --lr or a longer warm-up`,
-      );
-    }
-    const lr = learningRate(this.options.schedule, nextStep);
-    noGrad(() => this.optimizer.update(lr));
-    this.optimizer.zeroGrad();
-    const tokens = accumulate * batch * seqLen;
-    this.progress = { step: nextStep, data: position, tokens: this.progress.tokens + tokens };
-    return { step: nextStep, loss, lr, gradNorm, tokens, seconds: (performance.now() - started) / 1000 };
+    return finishStep(this, lossSum / accumulate, position, started);
   }
 
   /** Mean validation loss (nats per token) over up to `maxSequences` held-out sequences of `seqLen`. */

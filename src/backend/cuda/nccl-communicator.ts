@@ -8,8 +8,17 @@
  * messages (ncclSend/ncclRecv between ncclGroupStart and ncclGroupEnd) on the world communicator, so only
  * the members of a group take part and creating one sends nothing; reductions of blocks received that
  * way are summed in rank order on the GPU, the same order on every member.
+ *
+ * `traffic` counts the bytes this rank moves, per operation, with the in-process communicator's
+ * convention (in-process.ts), so that both report the same numbers: the payload this rank addresses to
+ * each other member (all-gather: its block to every other member; reduce-scatter: block m to member m;
+ * all-reduce: a reduce-scatter then an all-gather of its reduced block; broadcast: the root's data to
+ * every other member; exchange: each message), not the hops of NCCL's rings; a barrier counts nothing.
+ * Groups share their parent's log (world ranks). Counting is a few additions a call, nothing on the GPU.
  */
 import type { Storage } from '../backend.js';
+import { bytesPerElement } from '../../tensor/dtype.js';
+import { TrafficLog } from '../../distributed/traffic.js';
 import { rendezvous } from '../../distributed/rendezvous.js';
 import {
   blockCounts, checkGroupRanks, type CollectiveReduceOp, type Communicator, type RecvSpec, type SendSpec,
@@ -23,12 +32,31 @@ export class NcclCommunicator implements Communicator {
   private readonly whole: boolean;
   private readonly groups = new Map<string, NcclCommunicator>();
 
-  /** `members`: world ranks of `comm` (the communicator of every process), ascending, this one among them. */
-  constructor(readonly backend: CudaBackend, private readonly comm: NcclComm, readonly members: readonly number[]) {
+  /**
+   * `members`: world ranks of `comm` (the communicator of every process), ascending, this one among them.
+   * `traffic`: where this rank's bytes are counted (world ranks; by default a new log).
+   */
+  constructor(
+    readonly backend: CudaBackend, private readonly comm: NcclComm, readonly members: readonly number[],
+    readonly traffic: TrafficLog = new TrafficLog(comm.size),
+  ) {
     this.rank = members.indexOf(comm.rank);
     if (this.rank < 0) throw new RangeError(`NcclCommunicator: world rank ${comm.rank} is not among [${members.join(', ')}]`);
+    if (traffic.size !== comm.size) throw new RangeError(`NcclCommunicator: the traffic log is for ${traffic.size} ranks, not ${comm.size}`);
     this.size = members.length;
     this.whole = this.size === comm.size;
+  }
+
+  /** Counts, for every other member m, to(m) elements of `dtypeOf`'s dtype sent to m and from(m) received from it. */
+  private count(op: string, dtypeOf: Storage, to: (m: number) => number, from: (m: number) => number): void {
+    const b = bytesPerElement(dtypeOf.dtype);
+    const me = this.members[this.rank]!;
+    for (let m = 0; m < this.size; m++) {
+      if (m === this.rank) continue;
+      const out = to(m), back = from(m);
+      if (out > 0) this.traffic.record(op, me, this.members[m]!, out * b);
+      if (back > 0) this.traffic.record(op, this.members[m]!, me, back * b);
+    }
   }
 
   /** The communicator of every process of the world. */
@@ -50,6 +78,11 @@ export class NcclCommunicator implements Communicator {
     this.checkHealthy();
     const blocks = counts === undefined ? new Array<number>(this.size).fill(send.size) : blockCounts('allGather', 0, this.size, counts);
     if (send.size !== blocks[this.rank]) throw new RangeError(`allGather: rank ${this.rank} sends ${send.size} elements, counts say ${blocks[this.rank]}`);
+    this.count('allGather', send, () => send.size, (m) => blocks[m]!);
+    return this.gatherUncounted(send, blocks);
+  }
+
+  private gatherUncounted(send: Storage, blocks: readonly number[]): Storage {
     const total = blocks.reduce((a, b) => a + b, 0);
     const out = this.backend.alloc(send.dtype, total);
     if (total === 0) return out;
@@ -73,6 +106,7 @@ export class NcclCommunicator implements Communicator {
     const starts = prefix(blocks);
     if (starts[this.size] !== send.size) throw new RangeError(`reduceScatter: counts add up to ${starts[this.size]} but ${send.size} elements were given`);
     const own = blocks[this.rank]!;
+    this.count('reduceScatter', send, (m) => blocks[m]!, () => own);
     if (this.whole && blocks.every((c) => c === own) && own > 0) {
       const out = this.backend.alloc(send.dtype, own);
       this.comm.reduceScatter(send, out, 'sum');
@@ -109,16 +143,23 @@ export class NcclCommunicator implements Communicator {
   async allReduce(x: Storage, op: CollectiveReduceOp = 'sum'): Promise<Storage> {
     this.checkHealthy();
     if (op !== 'sum' && op !== 'max') throw new RangeError(`allReduce: unknown reduction '${String(op)}'`);
+    return this.allReduceCounted(x, op, true);
+  }
+
+  private async allReduceCounted(x: Storage, op: CollectiveReduceOp, counted: boolean): Promise<Storage> {
+    const n = x.size;
+    const blocks = Array.from({ length: this.size }, (_, m) => Math.floor(((m + 1) * n) / this.size) - Math.floor((m * n) / this.size));
+    const own = blocks[this.rank]!;
+    // as a reduce-scatter followed by an all-gather of the reduced blocks
+    if (counted) this.count('allReduce', x, (m) => blocks[m]! + own, (m) => own + blocks[m]!);
     if (this.whole) {
       const out = this.backend.alloc(x.dtype, x.size);
       if (x.size > 0) this.comm.allReduce(x, out, op);
       return out;
     }
-    const n = x.size;
-    const blocks = Array.from({ length: this.size }, (_, m) => Math.floor(((m + 1) * n) / this.size) - Math.floor((m * n) / this.size));
     const starts = prefix(blocks);
     const mine = this.reduceBlocks(x, blocks, starts, op);
-    const out = await this.allGather(mine, blocks);
+    const out = this.gatherUncounted(mine, blocks);
     this.backend.free(mine);
     return out;
   }
@@ -126,6 +167,8 @@ export class NcclCommunicator implements Communicator {
   async broadcast(x: Storage, root: number): Promise<Storage> {
     this.checkHealthy();
     const worldRoot = this.peer('broadcast', root);
+    if (this.rank === root) this.count('broadcast', x, () => x.size, () => 0);
+    else this.traffic.record('broadcast', worldRoot, this.members[this.rank]!, x.size * bytesPerElement(x.dtype));
     if (this.whole) {
       const out = this.backend.alloc(x.dtype, x.size);
       if (x.size > 0) this.comm.broadcast(x, out, worldRoot);
@@ -144,7 +187,7 @@ export class NcclCommunicator implements Communicator {
   async barrier(): Promise<void> {
     this.checkHealthy();
     const one = this.backend.fromArray(new Float32Array([1]));
-    const sum = await this.allReduce(one, 'sum');
+    const sum = await this.allReduceCounted(one, 'sum', false);
     this.backend.synchronize();
     this.backend.free(one);
     this.backend.free(sum);
@@ -155,6 +198,9 @@ export class NcclCommunicator implements Communicator {
     this.checkHealthy();
     const targets = sends.map((s) => this.peer('exchange', s.peer));
     const sources = recvs.map((r) => this.peer('exchange', r.peer));
+    const me = this.members[this.rank]!;
+    sends.forEach((s, i) => { if (s.data.size > 0) this.traffic.record('exchange', me, targets[i]!, s.data.size * bytesPerElement(s.data.dtype)); });
+    recvs.forEach((r, i) => { if (r.size > 0) this.traffic.record('exchange', sources[i]!, me, r.size * bytesPerElement(r.dtype)); });
     const outs = recvs.map((r) => this.backend.alloc(r.dtype, r.size));
     this.comm.group(() => {
       sends.forEach((s, i) => { if (s.data.size > 0) this.comm.send(s.data, 0, s.data.size, targets[i]!); });
@@ -168,7 +214,7 @@ export class NcclCommunicator implements Communicator {
     const key = local.join(',');
     let g = this.groups.get(key);
     if (g === undefined) {
-      g = new NcclCommunicator(this.backend, this.comm, local.map((r) => this.members[r]!));
+      g = new NcclCommunicator(this.backend, this.comm, local.map((r) => this.members[r]!), this.traffic);
       this.groups.set(key, g);
     }
     return g;
