@@ -12,7 +12,7 @@ import {
 } from '../io/safetensors.js';
 import type { Tensor } from '../tensor/index.js';
 import type { Args, Command } from './command.js';
-import { parseChoice, parseFiniteNumber, parsePositiveIntList } from './values.js';
+import { parseChoice, parseFiniteNumber, parsePositiveIntList, readSchedule } from './values.js';
 
 const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
 const HEAD_OFFSETS: readonly HeadOffsets[] = ['paper', 'blocked'];
@@ -32,15 +32,7 @@ interface Options {
 
 /** Everything that can be checked before reading a file, with errors naming the flag. */
 function readOptions(args: Args): Options {
-  const segmentLengths = parsePositiveIntList('segments', args.requireString('segments'));
-  const dilationRates = parsePositiveIntList('dilations', args.requireString('dilations'));
-  if (segmentLengths.length !== dilationRates.length) {
-    throw new InputError(`--segments has ${segmentLengths.length} entries but --dilations has ${dilationRates.length}`);
-  }
-  segmentLengths.forEach((w, i) => {
-    const r = dilationRates[i]!;
-    if (r > w) throw new InputError(`pattern ${i + 1}: dilation ${r} is larger than its segment length ${w}`);
-  });
+  const { segmentLengths, dilationRates } = readSchedule(args);
   const scaleText = args.string('scale');
   const headText = args.string('head-offsets');
   const ranksText = args.string('ranks');

@@ -1,5 +1,6 @@
 /** Parsers for flag values; each error names the flag and quotes what was given. */
 import { InputError } from '../errors.js';
+import type { Args } from './command.js';
 
 /** "2048,4096" -> [2048, 4096]; every item a positive integer, at least one item. */
 export function parsePositiveIntList(flag: string, text: string): number[] {
@@ -31,4 +32,18 @@ export function parseFiniteNumber(flag: string, text: string): number {
 export function parseChoice<T extends string>(flag: string, text: string, choices: readonly T[]): T {
   if ((choices as readonly string[]).includes(text)) return text as T;
   throw new InputError(`--${flag}: "${text}" is not one of ${choices.join(', ')}`);
+}
+
+/** `--segments` and `--dilations`: equally long lists of positive integers, no dilation above its segment. */
+export function readSchedule(args: Args): { segmentLengths: number[]; dilationRates: number[] } {
+  const segmentLengths = parsePositiveIntList('segments', args.requireString('segments'));
+  const dilationRates = parsePositiveIntList('dilations', args.requireString('dilations'));
+  if (segmentLengths.length !== dilationRates.length) {
+    throw new InputError(`--segments has ${segmentLengths.length} entries but --dilations has ${dilationRates.length}`);
+  }
+  segmentLengths.forEach((w, i) => {
+    const r = dilationRates[i]!;
+    if (r > w) throw new InputError(`pattern ${i + 1}: dilation ${r} is larger than its segment length ${w}`);
+  });
+  return { segmentLengths, dilationRates };
 }

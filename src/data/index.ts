@@ -39,3 +39,12 @@ export {
   type DatasetOptions,
 } from './build.js';
 export { defaultCorpusDescription, defaultCorpusPath } from './default-corpus.js';
+export {
+  PASSKEY_FILLER,
+  PASSKEY_INTRO,
+  PASSKEY_QUESTION,
+  passkeyMinLength,
+  passkeySample,
+  type PasskeyOptions,
+  type PasskeySample,
+} from './passkey.js';

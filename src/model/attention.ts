@@ -1,9 +1,10 @@
 import { dilatedAttention, denseAttention } from '../attention/dilated.js';
+import { sparseFixedAttention } from '../attention/sparse-fixed.js';
 import { check } from '../errors.js';
 import { Rng } from '../tensor/index.js';
 import * as T from '../tensor/index.js';
 import type { Tensor } from '../tensor/index.js';
-import type { AttentionSpec } from './config.js';
+import type { ModelAttention } from './config.js';
 import { xavierStd } from './init.js';
 import { LayerNorm } from './layer-norm.js';
 import { Linear } from './linear.js';
@@ -11,8 +12,8 @@ import { Module, resolveParameterOptions, type ParameterOptions } from './module
 import { applyXPos, xposCenter, xposTables, type XPosTables } from './xpos.js';
 
 export interface MultiheadDilatedAttentionOptions extends ParameterOptions {
-  /** Dilated with a schedule, or dense (the default, vanilla attention). */
-  attention?: AttentionSpec;
+  /** Dilated with a schedule, sparse fixed (causal only), or dense (the default, vanilla attention). */
+  attention?: ModelAttention;
   /** Default true (a decoder). */
   causal?: boolean;
   xposScaleBase?: number;
@@ -34,7 +35,7 @@ export class MultiheadDilatedAttention extends Module {
   readonly innerNorm: LayerNorm;
   readonly outProj: Linear;
   readonly headDim: number;
-  readonly attention: AttentionSpec;
+  readonly attention: ModelAttention;
   readonly causal: boolean;
   readonly xposScaleBase: number;
   private readonly placement: Required<ParameterOptions>;
@@ -83,6 +84,10 @@ export class MultiheadDilatedAttention extends Module {
   /** The attention core on rotated q, k: [B, N, H, D]. */
   attend(q: Tensor, k: Tensor, v: Tensor): Tensor {
     const a = this.attention;
+    if (a.kind === 'sparse-fixed') {
+      check(this.causal, 'attention: the sparse fixed pattern is causal only');
+      return sparseFixedAttention(q, k, v, { stride: a.stride, summary: a.summary }).output;
+    }
     const result = a.kind === 'dense'
       ? denseAttention(q, k, v, { causal: this.causal })
       : dilatedAttention(q, k, v, { segmentLengths: a.segmentLengths, dilationRates: a.dilationRates, causal: this.causal });

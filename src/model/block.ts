@@ -2,7 +2,7 @@ import { Rng } from '../tensor/index.js';
 import * as T from '../tensor/index.js';
 import type { Tensor } from '../tensor/index.js';
 import { MultiheadDilatedAttention } from './attention.js';
-import type { ModelConfig } from './config.js';
+import type { AnyModelConfig } from './config.js';
 import { FeedForward } from './feed-forward.js';
 import { LayerNorm } from './layer-norm.js';
 import { Module, type ParameterOptions } from './module.js';
@@ -25,7 +25,7 @@ export class DecoderBlock extends Module {
   readonly ffnNorm: LayerNorm;
   readonly ffn: FeedForward;
 
-  constructor(config: ModelConfig, options: DecoderBlockOptions = {}) {
+  constructor(config: AnyModelConfig, options: DecoderBlockOptions = {}) {
     super();
     const rng = options.rng ?? new Rng(0);
     const p = { device: options.device, dtype: options.dtype };

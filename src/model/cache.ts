@@ -1,7 +1,7 @@
-import { check } from '../errors.js';
+import { check, InputError } from '../errors.js';
 import * as T from '../tensor/index.js';
 import type { Tensor } from '../tensor/index.js';
-import type { ModelConfig } from './config.js';
+import type { AnyModelConfig } from './config.js';
 
 /**
  * Exact cached decoding for causal dilated attention.
@@ -24,9 +24,12 @@ export interface CachePattern {
   readonly dilationRate: number;
 }
 
-export function cachePatterns(config: ModelConfig): CachePattern[] {
+export function cachePatterns(config: AnyModelConfig): CachePattern[] {
   const a = config.attention;
   if (a.kind === 'dense') return [{ segmentLength: Infinity, dilationRate: 1 }];
+  if (a.kind === 'sparse-fixed') {
+    throw new InputError('cached decoding supports dilated and dense attention, not sparse-fixed (score it with a full forward pass)');
+  }
   return a.segmentLengths.map((w, i) => ({ segmentLength: w, dilationRate: a.dilationRates[i]! }));
 }
 

@@ -8,18 +8,39 @@ export type AttentionSpec =
   | { kind: 'dilated'; segmentLengths: number[]; dilationRates: number[] }
   | { kind: 'dense' };
 
-export interface ModelConfig {
+/**
+ * The Sparse Transformer's fixed pattern (causal only), the paper's sparse baseline: blocks of `stride`
+ * positions, each query sees the earlier keys of its own block and the last `summary` positions of every
+ * earlier block (src/attention/sparse-fixed.ts).
+ */
+export interface SparseFixedSpec {
+  kind: 'sparse-fixed';
+  stride: number;
+  summary: number;
+}
+
+/** Every attention a model can have: LongNet's and vanilla (AttentionSpec), or the sparse baseline. */
+export type ModelAttention = AttentionSpec | SparseFixedSpec;
+
+/**
+ * A model's configuration. The default type parameter covers the LongNet and vanilla models (every
+ * preset); `AnyModelConfig` also admits the sparse baseline, and is what models and checkpoints accept.
+ */
+export interface ModelConfig<A extends ModelAttention = AttentionSpec> {
   vocabSize: number;
   dModel: number;
   layers: number;
   heads: number;
   ffnDim: number;
-  attention: AttentionSpec;
+  attention: A;
   xposScaleBase: number;
   layerNormEps: number;
   /** Share the embedding table with the output head. */
   tieEmbeddings: boolean;
 }
+
+/** A configuration with any kind of attention, the sparse baseline included. */
+export type AnyModelConfig = ModelConfig<ModelAttention>;
 
 /** The paper's language-modelling schedule (docs/ATTENTION.md). */
 const PAPER_SCHEDULE: AttentionSpec = {
@@ -73,10 +94,14 @@ export function presetConfig(name: string, overrides: Partial<ModelConfig> = {})
   return config;
 }
 
-/** The patterns of a config for a sequence of `seqLen` tokens: dense is the single pattern (N, 1). */
-export function attentionPatterns(config: ModelConfig, seqLen: number): AttentionPattern[] {
+/**
+ * The patterns of a config for a sequence of `seqLen` tokens: dense is the single pattern (N, 1). The
+ * sparse fixed pattern is not a dilated schedule: asking for its patterns is an error.
+ */
+export function attentionPatterns(config: AnyModelConfig, seqLen: number): AttentionPattern[] {
   const a = config.attention;
   if (a.kind === 'dense') return [{ segmentLength: Math.max(seqLen, 1), dilationRate: 1 }];
+  check(a.kind === 'dilated', `${a.kind} attention is not a schedule of dilated patterns`);
   return parsePatterns(a.segmentLengths, a.dilationRates);
 }
 
@@ -89,7 +114,7 @@ const positiveInteger = (value: unknown, name: string): void =>
  * fits every schedule: the operator clips segments to min(w, N) and lets the last segment be shorter,
  * so segments longer than the sequence are allowed (`scheduleNotes` lists them).
  */
-export function validateConfig(config: ModelConfig, seqLen?: number): void {
+export function validateConfig(config: AnyModelConfig, seqLen?: number): void {
   check(config !== null && typeof config === 'object', 'model config must be an object');
   positiveInteger(config.vocabSize, 'vocabSize');
   positiveInteger(config.dModel, 'dModel');
@@ -117,8 +142,12 @@ export function validateConfig(config: ModelConfig, seqLen?: number): void {
       if (error instanceof InputError) throw new InputError(`model config: attention.${error.message}`);
       throw error;
     }
+  } else if (a.kind === 'sparse-fixed') {
+    positiveInteger(a.stride, 'attention.stride');
+    positiveInteger(a.summary, 'attention.summary');
+    check(a.summary <= a.stride, `model config: attention.summary = ${a.summary} is larger than attention.stride = ${a.stride}`);
   } else {
-    check(a.kind === 'dense', `model config: attention.kind = ${String((a as { kind: unknown }).kind)} is not 'dilated' or 'dense'`);
+    check(a.kind === 'dense', `model config: attention.kind = ${String((a as { kind: unknown }).kind)} is not 'dilated', 'dense' or 'sparse-fixed'`);
   }
   if (seqLen !== undefined) {
     check(Number.isInteger(seqLen) && seqLen >= 1, `sequence length ${seqLen} is not a positive integer`);
@@ -135,9 +164,12 @@ export function validateConfig(config: ModelConfig, seqLen?: number): void {
  * sequence (several clipped to the same (N, r) count their keys several times), and rates above the
  * head count (offsets h mod r then leave some residues without queries).
  */
-export function scheduleNotes(config: ModelConfig, seqLen: number): string[] {
+export function scheduleNotes(config: AnyModelConfig, seqLen: number): string[] {
   const a = config.attention;
   if (a.kind === 'dense') return [];
+  if (a.kind === 'sparse-fixed') {
+    return a.stride >= seqLen ? [`sparse-fixed stride ${a.stride} covers the whole sequence of ${seqLen}: it is dense attention`] : [];
+  }
   const notes: string[] = [];
   a.segmentLengths.forEach((w, i) => {
     const r = a.dilationRates[i]!;
@@ -148,7 +180,7 @@ export function scheduleNotes(config: ModelConfig, seqLen: number): string[] {
 }
 
 /** Parameters of one decoder block (all linear layers carry a bias). */
-export function blockParameterCount(config: ModelConfig): number {
+export function blockParameterCount(config: AnyModelConfig): number {
   const d = config.dModel;
   const f = config.ffnDim;
   const attention = 4 * (d * d + d) + 2 * d; // q, k, v, o projections and LN_inner
@@ -158,7 +190,7 @@ export function blockParameterCount(config: ModelConfig): number {
 }
 
 /** The parameter count of a decoder, from its config alone (no allocation). */
-export function parameterCountOf(config: ModelConfig): number {
+export function parameterCountOf(config: AnyModelConfig): number {
   const embedding = config.vocabSize * config.dModel;
   const head = config.tieEmbeddings ? 0 : config.vocabSize * config.dModel;
   return embedding + config.layers * blockParameterCount(config) + 2 * config.dModel + head;

@@ -5,7 +5,7 @@ import * as T from '../tensor/index.js';
 import type { FloatDType, Tensor } from '../tensor/index.js';
 import { DecoderBlock } from './block.js';
 import { cachedAttention, cachePatterns, decodeMask, DecoderCache, firstReachable } from './cache.js';
-import { validateConfig, type ModelConfig } from './config.js';
+import { validateConfig, type AnyModelConfig } from './config.js';
 import { Embedding } from './embedding.js';
 import { magnetoGamma } from './init.js';
 import { LayerNorm } from './layer-norm.js';
@@ -15,7 +15,7 @@ import { applyXPos, xposCenter, xposMaxOffset } from './xpos.js';
 
 export {
   PRESETS, presetConfig, validateConfig, scheduleNotes, parameterCountOf, attentionPatterns,
-  type ModelConfig, type AttentionSpec,
+  type ModelConfig, type AnyModelConfig, type AttentionSpec, type ModelAttention, type SparseFixedSpec,
 } from './config.js';
 export { attentionFlops, modelFlopsPerToken, dilatedAttentionFlops, matmulParameterCount } from './flops.js';
 export { DecoderCache } from './cache.js';
@@ -40,7 +40,7 @@ export interface DecoderOptions {
  * and the untied head are normal with std dModel^-1/2 (so embedding * sqrt(dModel) has unit scale).
  */
 export class LongNetDecoder extends Module {
-  readonly config: ModelConfig;
+  readonly config: AnyModelConfig;
   readonly embedding: Embedding;
   readonly blocks: ModuleList<DecoderBlock>;
   readonly finalNorm: LayerNorm;
@@ -48,7 +48,7 @@ export class LongNetDecoder extends Module {
   readonly headDim: number;
   private readonly placement: { device: Device; dtype: FloatDType };
 
-  constructor(config: ModelConfig, options: DecoderOptions = {}) {
+  constructor(config: AnyModelConfig, options: DecoderOptions = {}) {
     super();
     validateConfig(config);
     this.config = structuredClone(config);
@@ -83,11 +83,13 @@ export class LongNetDecoder extends Module {
     return [b, n];
   }
 
-  private embed(tokens: Tensor): Tensor {
+  /** Token embeddings scaled by sqrt(dModel): the input of the first block (sequence-parallel training runs the blocks itself). */
+  embed(tokens: Tensor): Tensor {
     return T.mulScalar(this.embedding.forward(tokens), Math.sqrt(this.config.dModel));
   }
 
-  private logits(x: Tensor): Tensor {
+  /** The final LayerNorm and the output head: logits [B, N, vocab] of the last block's output. */
+  logits(x: Tensor): Tensor {
     const h = this.finalNorm.forward(x);
     if (this.head) return this.head.forward(h);
     const [b, n] = h.shape as [number, number];
@@ -121,6 +123,7 @@ export class LongNetDecoder extends Module {
    * (about 28K tokens); see xpos.ts.
    */
   createCache(batch = 1, maxLength?: number): DecoderCache {
+    cachePatterns(this.config); // an attention that has no cached decoding (sparse-fixed) is refused here
     if (maxLength !== undefined) {
       check(Number.isInteger(maxLength) && maxLength > 0, `createCache: maxLength = ${maxLength} is not a positive integer`);
       validateConfig(this.config, maxLength);

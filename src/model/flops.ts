@@ -1,5 +1,6 @@
 import type { AttentionPattern } from '../backend/backend.js';
-import { attentionPatterns, type ModelConfig } from './config.js';
+import { sparseFixedFlops } from '../attention/sparse-fixed.js';
+import { attentionPatterns, type AnyModelConfig } from './config.js';
 
 /**
  * The count of docs/ATTENTION.md for one dilated attention call, forward, all heads, with w' = min(w, N):
@@ -17,13 +18,18 @@ export function dilatedAttentionFlops(
 }
 
 /** Attention FLOPs of a whole decoder (every layer) for one sequence of `seqLen` tokens, forward. */
-export function attentionFlops(config: ModelConfig, seqLen: number, causal = true): number {
+export function attentionFlops(config: AnyModelConfig, seqLen: number, causal = true): number {
   const headDim = config.dModel / config.heads;
+  const a = config.attention;
+  if (a.kind === 'sparse-fixed') {
+    // causal only: the non-causal count is not defined for this pattern
+    return config.layers * sparseFixedFlops(seqLen, config.heads, headDim, a.stride, a.summary);
+  }
   return config.layers * dilatedAttentionFlops(attentionPatterns(config, seqLen), config.heads, headDim, seqLen, causal);
 }
 
 /** Weights that take part in a matrix product per token: every block's projections and the output head. */
-export function matmulParameterCount(config: ModelConfig): number {
+export function matmulParameterCount(config: AnyModelConfig): number {
   const d = config.dModel;
   const perBlock = 4 * d * d + 2 * d * config.ffnDim;
   return config.layers * perBlock + config.vocabSize * d;
@@ -34,6 +40,6 @@ export function matmulParameterCount(config: ModelConfig): number {
  * (2 forward, 4 backward) plus the causal attention count times 3.5 (docs/ATTENTION.md), spread over the
  * sequence. Embedding lookups, norms and elementwise work are not counted.
  */
-export function modelFlopsPerToken(config: ModelConfig, seqLen: number): number {
+export function modelFlopsPerToken(config: AnyModelConfig, seqLen: number): number {
   return 6 * matmulParameterCount(config) + (3.5 * attentionFlops(config, seqLen, true)) / seqLen;
 }

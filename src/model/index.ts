@@ -8,7 +8,7 @@ export { DecoderBlock, type DecoderBlockOptions } from './block.js';
 export { LongNetDecoder, type DecoderOptions } from './decoder.js';
 export {
   PRESETS, presetConfig, validateConfig, scheduleNotes, parameterCountOf, blockParameterCount, attentionPatterns,
-  type ModelConfig, type AttentionSpec,
+  type ModelConfig, type AnyModelConfig, type AttentionSpec, type ModelAttention, type SparseFixedSpec,
 } from './config.js';
 export { attentionFlops, modelFlopsPerToken, dilatedAttentionFlops, matmulParameterCount } from './flops.js';
 export { DecoderCache } from './cache.js';

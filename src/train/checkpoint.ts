@@ -20,7 +20,7 @@ import {
 } from '../io/safetensors.js';
 import type { Tensor } from '../tensor/index.js';
 import { tokenizerFromSpec, type Tokenizer, type TokenizerSpec } from '../data/index.js';
-import { validateConfig, type ModelConfig } from '../model/config.js';
+import { validateConfig, type AnyModelConfig } from '../model/config.js';
 import { commitFiles, hasPendingCommit, recoverCommit, type FileContent } from './commit.js';
 import type { AdamW } from './optimizer.js';
 
@@ -37,7 +37,7 @@ const ID_KEY = 'longnet.save_id';
 export interface CheckpointConfig<TrainingArgs = Record<string, unknown>> {
   format: typeof FORMAT;
   version: number;
-  model: ModelConfig;
+  model: AnyModelConfig;
   tokenizer: TokenizerSpec;
   training: TrainingArgs | null;
 }
@@ -152,7 +152,7 @@ export function readCheckpointConfig<TrainingArgs = Record<string, unknown>>(dir
   check(isObject(raw) && raw['format'] === FORMAT, `${path}: not a longnet checkpoint config (no "format": "${FORMAT}")`);
   check(raw['version'] === VERSION, `${path}: checkpoint format version ${String(raw['version'])}, this longnet reads version ${VERSION}`);
   check(isObject(raw['model']), `${path}: "model" is missing or not an object`);
-  const model = raw['model'] as unknown as ModelConfig;
+  const model = raw['model'] as unknown as AnyModelConfig;
   let tokenizer: Tokenizer;
   try {
     validateConfig(model);
