@@ -11,7 +11,7 @@
 // inputs are fresh random values each run (LONGNET_TEST_SEED repeats one).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { AttentionConfig, AttentionGeometry, HeadOffsets } from '../src/backend/backend.js';
+import type { AttentionConfig, AttentionGeometry, HeadOffsets, Storage } from '../src/backend/backend.js';
 import { CudaBackend, attentionPrecisionFromEnv } from '../src/backend/cuda/index.js';
 import { getBackend } from '../src/backend/registry.js';
 import { BF16_CODE, type NativeHandle } from '../src/backend/cuda/native.js';
@@ -398,4 +398,50 @@ test('LONGNET_CUDA_ATTENTION accepts fp32 and bf16 and refuses anything else', (
   assert.equal(attentionPrecisionFromEnv('fp32'), 'fp32');
   assert.equal(attentionPrecisionFromEnv('bf16'), 'bf16');
   assert.throws(() => attentionPrecisionFromEnv('tf32'), /LONGNET_CUDA_ATTENTION=tf32: expected fp32 or bf16/);
+});
+
+test('dilated attention on the emulated addon: an allocation that fails frees what was allocated', () => {
+  for (const precision of ['fp32', 'bf16'] as const) {
+    const { addon, counters } = createEmulatedAddon();
+    const g = new CudaBackend(addon, addon.init(0));
+    g.setAttentionPrecision(precision);
+    const geometry: AttentionGeometry = { batch: 1, seqLen: 40, heads: 2, headDim: 32 };
+    const config: AttentionConfig = { patterns: [{ segmentLength: 16, dilationRate: 2 }], causal: true, scale: 0.2, headOffsets: 'paper' };
+    const n = 40 * 2 * 32;
+    const r = new Random(seed);
+    const [q, k, v, dO] = [r.floats(n), r.floats(n), r.floats(n), r.floats(n)].map((x) => g.fromArray(x));
+    const alloc = addon.alloc.bind(addon);
+    const before = counters.live;
+    addon.alloc = (code, size, zero) => {
+      if (size === 40 * 2) throw Object.assign(new Error('CUDA out of memory (emulated)'), { code: 'ERR_CUDA_OUT_OF_MEMORY' });
+      return alloc(code, size, zero);
+    };
+    assert.throws(() => g.dilatedAttention(q!, k!, v!, geometry, config), /out of memory/);
+    addon.alloc = alloc;
+    assert.equal(counters.live, before, `${precision}: the forward's o was freed when its lse could not be allocated`);
+    const f = g.dilatedAttention(q!, k!, v!, geometry, config);
+    const live = counters.live;
+    // every allocation position inside the backward, in turn, runs out of memory
+    for (let failAt = 1; ; failAt++) {
+      let calls = 0;
+      addon.alloc = (code, size, zero) => {
+        if (++calls === failAt) throw Object.assign(new Error('CUDA out of memory (emulated)'), { code: 'ERR_CUDA_OUT_OF_MEMORY' });
+        return alloc(code, size, zero);
+      };
+      let grads: { dq: Storage; dk: Storage; dv: Storage } | null = null;
+      try {
+        grads = g.dilatedAttentionBackward(q!, k!, v!, f.o, f.lse, dO!, geometry, config);
+      } catch (e) {
+        assert.match(String(e), /out of memory/);
+        assert.equal(counters.live, live, `${precision}: allocation ${failAt} failed and left buffers behind`);
+        continue;
+      } finally {
+        addon.alloc = alloc;
+      }
+      for (const x of Object.values(grads)) g.free(x);
+      assert.equal(counters.live, live, `${precision}: a successful backward leaves only its gradients`);
+      assert.ok(failAt > 3, `${precision}: the backward allocated its three gradients`);
+      break;
+    }
+  }
 });

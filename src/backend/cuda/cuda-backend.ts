@@ -189,7 +189,8 @@ export class CudaBackend implements Backend {
   dilatedAttention(q: Storage, k: Storage, v: Storage, geometry: AttentionGeometry, config: AttentionConfig): { o: Storage; lse: Storage } {
     const { batch, seqLen, heads, headDim } = geometry;
     const o = this.f32(batch * seqLen * heads * headDim);
-    const lse = this.f32(batch * seqLen * heads);
+    let lse!: CudaStorage;
+    this.orFree([o], () => { lse = this.f32(batch * seqLen * heads); });
     const args = [batch, seqLen, heads, headDim, flatPatterns(config), config.causal, config.scale, config.headOffsets === 'blocked'] as const;
     if (this.attentionKernels(headDim) === 'bf16') {
       // bf16 copies of q, k, v for the fused kernels; o and lse come back in float32
@@ -198,9 +199,9 @@ export class CudaBackend implements Backend {
       }));
       return { o, lse };
     }
-    this.native.attentionForward(
+    this.orFree([o, lse], () => this.native.attentionForward(
       floatHandle(q, 'attention q'), floatHandle(k, 'attention k'), floatHandle(v, 'attention v'), o.handle, lse.handle, ...args,
-    );
+    ));
     return { o, lse };
   }
 
@@ -210,9 +211,7 @@ export class CudaBackend implements Backend {
     const { batch, seqLen, heads, headDim } = geometry;
     const rows = batch * seqLen * heads;
     const n = rows * headDim;
-    const dq = this.f32(n);
-    const dk = this.f32(n);
-    const dv = this.f32(n);
+    const [dq, dk, dv] = this.f32s(3, n) as [CudaStorage, CudaStorage, CudaStorage];
     const args = [batch, seqLen, heads, headDim, flatPatterns(config), config.causal, config.scale, config.headOffsets === 'blocked'] as const;
     if (this.attentionKernels(headDim) === 'bf16') {
       // Dsum = rowsum(dO * O) from the float32 tensors, then the fused backward on bf16 copies
@@ -231,11 +230,20 @@ export class CudaBackend implements Backend {
       });
       return { dq, dk, dv };
     }
-    this.native.attentionBackward(
+    this.orFree([dq, dk, dv], () => this.native.attentionBackward(
       floatHandle(q, 'attention q'), floatHandle(k, 'attention k'), floatHandle(v, 'attention v'), floatHandle(o, 'attention o'),
       floatHandle(lse, 'attention lse'), floatHandle(dO, 'attention dO'), dq.handle, dk.handle, dv.handle, ...args,
-    );
+    ));
     return { dq, dk, dv };
+  }
+
+  /** `count` float32 storages of `size`; if one cannot be allocated, the others are freed before the error. */
+  private f32s(count: number, size: number): CudaStorage[] {
+    const made: CudaStorage[] = [];
+    this.orFree(made, () => {
+      for (let i = 0; i < count; i++) made.push(this.f32(size));
+    });
+    return made;
   }
 
   /** Runs `fn`; if it throws (out of memory, a bad argument), frees `outputs` before passing the error on. */
