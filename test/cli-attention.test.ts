@@ -3,29 +3,14 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import {
   fromFloat32, getTensor, readSafetensors, toFloat32, toFloat64, writeSafetensors,
   type StoredTensor,
 } from '../src/io/safetensors.js';
 import { dilatedAttention } from '../src/attention/dilated.js';
 import { Tensor } from '../src/tensor/index.js';
-
-const ROOT = resolve(fileURLToPath(import.meta.url), '../..');
-const MAIN = join(ROOT, 'src/cli/main.ts');
-
-interface Result { code: number; stdout: string; stderr: string }
-
-function cli(args: string[], env: Record<string, string> = {}): Promise<Result> {
-  return new Promise((done) => {
-    execFile(process.execPath, ['--import', 'tsx', MAIN, ...args], { cwd: ROOT, env: { ...process.env, ...env } },
-      (err, stdout, stderr) => {
-        const code = err === null ? 0 : typeof err.code === 'number' ? err.code : -1;
-        done({ code, stdout, stderr });
-      });
-  });
-}
+import { runCli as cli, ROOT, type CliResult as Result } from './support/cli.js';
 
 /** Runs a script that drives the CLI frame with a made-up command table. */
 function frame(script: string, env: Record<string, string> = {}): Promise<Result> {

@@ -1,24 +1,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { readSafetensors } from '../src/io/safetensors.js';
-
-const ROOT = resolve(fileURLToPath(import.meta.url), '../..');
-const MAIN = join(ROOT, 'src/cli/main.ts');
-
-interface Result { code: number; stdout: string; stderr: string }
-
-function cli(args: string[]): Promise<Result> {
-  return new Promise((done) => {
-    execFile(process.execPath, ['--import', 'tsx', MAIN, ...args], { cwd: ROOT, maxBuffer: 1 << 24 }, (err, stdout, stderr) => {
-      done({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr });
-    });
-  });
-}
+import { runCli as cli, ROOT, MAIN, type CliResult as Result } from './support/cli.js';
 
 let work: string;
 let corpus: string;

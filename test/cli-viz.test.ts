@@ -1,24 +1,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { vizSvg, type VizOptions } from '../src/cli/viz.js';
-
-const ROOT = resolve(fileURLToPath(import.meta.url), '../..');
-const MAIN = join(ROOT, 'src/cli/main.ts');
-
-interface Result { code: number; stdout: string; stderr: string }
-
-function cli(args: string[]): Promise<Result> {
-  return new Promise((done) => {
-    execFile(process.execPath, ['--import', 'tsx', MAIN, ...args], { cwd: ROOT }, (err, stdout, stderr) => {
-      done({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr });
-    });
-  });
-}
+import { runCli as cli } from './support/cli.js';
 
 let work: string;
 before(() => {

@@ -1,22 +1,14 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { Rng } from '../src/index.js';
 import { fromFloat32, readSafetensors, toFloat64, writeSafetensors } from '../src/io/safetensors.js';
+import { runCli } from './support/cli.js';
 
-const ROOT = resolve(fileURLToPath(import.meta.url), '../..');
-const MAIN = join(ROOT, 'src/cli/main.ts');
-
-function cli(args: string[]): Promise<{ code: number; stderr: string }> {
-  return new Promise((done) => {
-    execFile(process.execPath, ['--import', 'tsx', MAIN, ...args], { cwd: ROOT, env: { ...process.env, LONGNET_THREADS: '1' } },
-      (err, _stdout, stderr) => done({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stderr }));
-  });
-}
+// one worker thread a process, to keep these runs light on a two-core machine
+const cli = (args: string[]) => runCli(args, { LONGNET_THREADS: '1' });
 
 let dir: string;
 let input: string;

@@ -5,25 +5,11 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { readSafetensors, toFloat32 } from '../src/io/safetensors.js';
-
-const ROOT = resolve(fileURLToPath(import.meta.url), '../..');
-const MAIN = join(ROOT, 'src/cli/main.ts');
-
-interface Result { code: number; stdout: string; stderr: string }
-
-function cli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Result> {
-  return new Promise((done) => {
-    execFile(process.execPath, ['--import', 'tsx', MAIN, ...args], { cwd: ROOT, env, maxBuffer: 1 << 24 }, (err, stdout, stderr) => {
-      done({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr });
-    });
-  });
-}
+import { runCli as cli, type CliResult as Result } from './support/cli.js';
 
 let work: string;
 let corpus: string;
@@ -103,8 +89,7 @@ function assertOneLineError(r: Result, pattern: RegExp): void {
 test('layouts that do not fit are one line on stderr, exit 2, and write nothing', async () => {
   const out = join(work, 'bad');
   const base = ['train', '--data', corpus, '--out', out, ...FAST];
-  const noLaunch = { ...process.env };
-  delete noLaunch['WORLD_SIZE'];
+  const noLaunch = { WORLD_SIZE: undefined };
   const [notDividing, tooFew, batch, short, launched, zero] = await Promise.all([
     cli([...base, '--ranks', '4', '--seq-parallel', '3'], noLaunch),
     cli([...base, '--seq-parallel', '2'], noLaunch),
