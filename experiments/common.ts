@@ -9,6 +9,10 @@ import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { sparseFixedFlops } from '../src/attention/sparse-fixed.js';
+import type { Device } from '../src/backend/backend.js';
+// registers the CUDA backend for --device cuda (its addon loads only when that device is used)
+import { CudaBackend } from '../src/backend/cuda/index.js';
+import { getBackend } from '../src/backend/registry.js';
 import { writeFileAtomic } from '../src/io/atomic.js';
 import {
   dilatedAttentionFlops, LongNetDecoder, type AnyModelConfig, type ModelAttention,
@@ -89,13 +93,18 @@ export function matchSparseFixed(target: number, seqLen: number, heads: number, 
 }
 
 /** The machine, for the record. */
-export function hardware(): Record<string, unknown> {
+/** The machine a result was measured on; on the GPU, the card too. */
+export function hardware(device: Device = 'cpu'): Record<string, unknown> {
   const list = cpus();
-  return {
+  const machine = {
     cpu: list[0]?.model ?? 'unknown', logicalCores: list.length, memoryGiB: Math.round(totalmem() / 2 ** 30),
     node: process.version, platform: `${process.platform} ${process.arch}`, loadAverage1m: Number(loadavg()[0]!.toFixed(2)),
-    note: 'shared machine: other jobs ran on the same 2 cores; experiment processes ran under nice -n 10',
   };
+  if (device === 'cuda') {
+    const backend = getBackend('cuda');
+    return { ...machine, gpu: backend instanceof CudaBackend ? backend.info.name : 'unknown' };
+  }
+  return { ...machine, note: 'shared machine: other jobs ran on the same 2 cores; experiment processes ran under nice -n 10' };
 }
 
 export function writeJson(path: string, value: unknown): void {
@@ -116,7 +125,7 @@ export function tokenLosses(model: LongNetDecoder, tokens: Int32Array, from = 0)
   const n = tokens.length - 1;
   const vocab = model.config.vocabSize;
   return noGrad(() => tidy(() => {
-    const logits = model.forward(tensor(tokens.subarray(0, n), [1, n], { dtype: 'int32' })).toArray();
+    const logits = model.forward(tensor(tokens.subarray(0, n), [1, n], { dtype: 'int32', device: model.device })).toArray();
     const out = new Float64Array(n - from);
     for (let i = from; i < n; i++) {
       let max = -Infinity;

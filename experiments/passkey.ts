@@ -164,7 +164,7 @@ for (const name of values['plot-only'] ? [] : values.models!.split(',')) {
     task: { digits: DIGITS, trainLength, evalLengths: lengths, samplesPerLength: samples, depths: 'evenly spaced in [0, 1]', tokenizer: 'byte' },
     model: { ...smallConfig({ kind: 'dense' }), attention: 'per row' },
     training: { steps, batch, lr, warmup: Math.max(1, Math.round(steps / 10)), seed, loss: 'mean cross-entropy of all tokens + mean cross-entropy of the answer digits', data: 'a passkey sample of uniformly random length in [minimum, trainLength + 1], then filler', device },
-    hardware: hardware(),
+    hardware: hardware(device),
     rows,
   });
   plot(rows);

@@ -59,7 +59,7 @@ for (const name of values.models!.split(',')) {
   writeJson(join(RESULTS, `suffix-loss-${tag}.json`), {
     experiment: 'loss on a fixed suffix as the prompt before it grows (Figure 7(b))',
     corpus: { name: `typescript ${corpus.version} lib/typescript.js`, split: 'validation (valFraction 0.1)', tokenizer: 'byte' },
-    suffix, windows, windowLengths: totals, hardware: hardware(), rows,
+    suffix, windows, windowLengths: totals, hardware: hardware(device), rows,
   });
   writeText(join(RESULTS, `suffix-loss-${tag}.svg`), linePlotSvg({
     title: `Loss on the last ${suffix} tokens against the prompt before them`,

@@ -186,7 +186,7 @@ function save(rows: Row[]): void {
     model: { ...smallConfig({ kind: 'dense' }), attention: 'per row' },
     training: { steps, tokensPerStep, lr, warmup: Math.max(1, Math.round(steps / 10)), seed, device },
     evaluation: { lengths: evalLengths, tokensPerLength: evalTokens, note: 'the first tokens of the validation split at every length' },
-    hardware: hardware(),
+    hardware: hardware(device),
     rows,
   });
   const colors = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd', '#ff7f0e', '#8c564b', '#17becf'];

@@ -2,9 +2,9 @@
 # Sourced first on a GPU machine that has CUDA but no Node: unpacks .device/node.tar.xz, checks that the
 # prebuilt native/build/longnet_cuda.node loads there (else builds it), and prints the machine's particulars.
 # Besides the source tree it needs .device/, native/build/longnet_cuda.node and node_modules/{tsx,esbuild,@esbuild};
-# or the run-time dependencies that scripts/device-pack.sh (run here first) puts in .device/node_modules.
+# or the run-time dependencies that scripts/device-pack.sh (run here first) puts in .device/node_modules.tar.xz.
 mkdir -p /opt/node && tar xJf .device/node.tar.xz -C /opt/node
-if [ -d .device/node_modules ]; then mkdir -p node_modules && cp -r .device/node_modules/. node_modules/; fi
+if [ -f .device/node_modules.tar.xz ]; then tar -xJf .device/node_modules.tar.xz; fi
 export PATH=/opt/node/bin:$PATH
 export NCCL_NVLS_ENABLE=0
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader
