@@ -35,7 +35,7 @@ const { values } = parseArgs({
     preset: { type: 'string', default: 'base' },
     lengths: { type: 'string', default: '8192,32768' },
     tokenizers: { type: 'string', default: 'byte,cl100k_base' },
-    // 'bf16' (cuBLASLt's 32F_FAST_16BF on float32 operands) measured the same kernels as TF32 on an H200
+    // 'bf16': operands converted to bf16 for cuBLASLt's bf16 kernels (fp32 accumulation); e.g. tf32,bf16
     precisions: { type: 'string', default: 'tf32' },
     steps: { type: 'string', default: '4' },
     data: { type: 'string' },

@@ -55,18 +55,18 @@ struct Plan {
   lt::MatmulAlgo algo{};
 };
 
-uint32_t alignment(const void* p, int64_t stride_elems, int32_t batch) {
+uint32_t alignment(const void* p, int64_t stride_elems, int32_t batch, size_t elem_bytes = sizeof(float)) {
   uint64_t v = reinterpret_cast<uintptr_t>(p);
-  if (batch > 1) v |= uint64_t(stride_elems) * sizeof(float);
+  if (batch > 1) v |= uint64_t(stride_elems) * elem_bytes;
   uint32_t a = 256;
   while (a > 4 && (v % a) != 0) a /= 2;
   return a;
 }
 
-lt::MatrixLayout make_layout(uint64_t rows, uint64_t cols, int64_t ld, int32_t batch, int64_t stride) {
+lt::MatrixLayout make_layout(cudaDataType type, uint64_t rows, uint64_t cols, int64_t ld, int32_t batch, int64_t stride) {
   const lt::Api& api = lt::api();
   lt::MatrixLayout l = nullptr;
-  lt::check(api.MatrixLayoutCreate(&l, CUDA_R_32F, rows, cols, ld), "cublasLtMatrixLayoutCreate");
+  lt::check(api.MatrixLayoutCreate(&l, type, rows, cols, ld), "cublasLtMatrixLayoutCreate");
   if (batch > 1) {
     lt::check(api.MatrixLayoutSetAttribute(l, lt::kLayoutBatchCount, &batch, sizeof batch), "cublasLtMatrixLayoutSetAttribute");
     lt::check(api.MatrixLayoutSetAttribute(l, lt::kLayoutStridedBatchOffset, &stride, sizeof stride),
@@ -82,15 +82,15 @@ const Plan& plan_for(const Problem& p) {
   const lt::Api& api = lt::api();
   LtState& st = lt_state();
   Plan plan;
-  const int compute = p.precision == int(MatmulPrecision::TF32)   ? lt::kCompute32FFastTF32
-                      : p.precision == int(MatmulPrecision::BF16) ? lt::kCompute32FFast16BF
-                                                                  : lt::kCompute32F;
+  // BF16: the operands arrive converted to bf16 (run_problem), products accumulate in fp32
+  const int compute = p.precision == int(MatmulPrecision::TF32) ? lt::kCompute32FFastTF32 : lt::kCompute32F;
+  const cudaDataType operand = p.precision == int(MatmulPrecision::BF16) ? CUDA_R_16BF : CUDA_R_32F;
   lt::check(api.MatmulDescCreate(&plan.desc, compute, CUDA_R_32F), "cublasLtMatmulDescCreate");
   lt::check(api.MatmulDescSetAttribute(plan.desc, lt::kDescTransA, &p.op_x, sizeof p.op_x), "cublasLtMatmulDescSetAttribute");
   lt::check(api.MatmulDescSetAttribute(plan.desc, lt::kDescTransB, &p.op_y, sizeof p.op_y), "cublasLtMatmulDescSetAttribute");
-  plan.x = make_layout(p.x_rows, p.x_cols, p.x_ld, p.batch, p.x_stride);
-  plan.y = make_layout(p.y_rows, p.y_cols, p.y_ld, p.batch, p.y_stride);
-  plan.d = make_layout(p.d_rows, p.d_cols, p.d_ld, p.batch, p.d_stride);
+  plan.x = make_layout(operand, p.x_rows, p.x_cols, p.x_ld, p.batch, p.x_stride);
+  plan.y = make_layout(operand, p.y_rows, p.y_cols, p.y_ld, p.batch, p.y_stride);
+  plan.d = make_layout(CUDA_R_32F, p.d_rows, p.d_cols, p.d_ld, p.batch, p.d_stride);
   lt::Preference pref = nullptr;
   lt::check(api.MatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
   const uint64_t ws = kWorkspaceBytes;
@@ -113,14 +113,50 @@ const Plan& plan_for(const Problem& p) {
   return cache.emplace(p.key(), plan).first->second;
 }
 
+// A float32 operand as bf16 in scratch memory, for the duration of one product. One stream orders the
+// work, so the scratch returns to the cache as soon as the product is queued.
+class Bf16Copy {
+ public:
+  Bf16Copy(const float* from, int64_t elems, cudaStream_t s) {
+    ptr_ = allocator().allocate(size_t(elems) * 2, capacity_);
+    launch_cast(from, DType::F32, ptr_, DType::BF16, elems, s);
+  }
+  ~Bf16Copy() { allocator().release(ptr_, capacity_); }
+  Bf16Copy(const Bf16Copy&) = delete;
+  Bf16Copy& operator=(const Bf16Copy&) = delete;
+  const void* get() const { return ptr_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+// Elements an operand spans: its last matrix starts (batch - 1) strides in (0 when broadcast).
+int64_t operand_span(uint64_t cols, int64_t ld, int32_t batch, int64_t stride) {
+  return int64_t(cols) * ld + (batch > 1 ? int64_t(batch - 1) * stride : 0);
+}
+
 void run_problem(Problem p, const float* x, const float* y, float* d, cudaStream_t s) {
   p.precision = int(g_precision);
-  p.align_x = alignment(x, p.x_stride, p.batch);
-  p.align_y = alignment(y, p.y_stride, p.batch);
-  p.align_d = alignment(d, p.d_stride, p.batch);
-  const Plan& plan = plan_for(p);
   const float alpha = 1.0f, beta = 0.0f;
   LtState& st = lt_state();
+  p.align_d = alignment(d, p.d_stride, p.batch);
+  if (g_precision == MatmulPrecision::BF16) {
+    // cuBLASLt's fp32 products with bf16 compute (32F_FAST_16BF) ran TF32 kernels here; true bf16
+    // operands run the bf16 tensor-core kernels at twice TF32's rate
+    const Bf16Copy xb(x, operand_span(p.x_cols, p.x_ld, p.batch, p.x_stride), s);
+    const Bf16Copy yb(y, operand_span(p.y_cols, p.y_ld, p.batch, p.y_stride), s);
+    p.align_x = alignment(xb.get(), p.x_stride, p.batch, 2);
+    p.align_y = alignment(yb.get(), p.y_stride, p.batch, 2);
+    const Plan& plan = plan_for(p);
+    lt::check(lt::api().Matmul(st.handle, plan.desc, &alpha, xb.get(), plan.x, yb.get(), plan.y, &beta, d, plan.d, d, plan.d,
+                               &plan.algo, st.workspace, kWorkspaceBytes, s),
+              "cublasLtMatmul");
+    return;
+  }
+  p.align_x = alignment(x, p.x_stride, p.batch);
+  p.align_y = alignment(y, p.y_stride, p.batch);
+  const Plan& plan = plan_for(p);
   lt::check(lt::api().Matmul(st.handle, plan.desc, &alpha, x, plan.x, y, plan.y, &beta, d, plan.d, d, plan.d, &plan.algo,
                              st.workspace, kWorkspaceBytes, s),
             "cublasLtMatmul");

@@ -1,11 +1,12 @@
 // Fused backward on tensor cores: FlashAttention-2's backward run per pattern with the final L and
 // Dsum = rowsum(dO * O), which is exact for the mixture (docs/ATTENTION.md):
 //   P = exp(S - L), dV += P^T dO, dS = P (dP - Dsum), dQ += dS K scale, dK += dS^T Q scale.
-// A block owns 128 selected keys of one (batch, head, segment); its eight warps own 16 keys each and
-// stream the segment's 64-row query tiles (q, dO, L, Dsum; double-buffered) past them, keeping dK and dV
-// in fp32 registers. dS goes through shared memory so that the warps can then split dQ = dS K (16 query
-// rows by half the head dimension each), added to the fp32 dq with atomics: one add per 128 keys. Patterns run in order, and within a launch every key row belongs to one
-// block, so dk and dv are read-modify-written without atomics.
+// A block owns 128 selected keys of one (batch, head, segment); its warps own 16 or 32 keys each
+// (BackwardConfig) and stream the segment's query tiles (q, dO, L, Dsum; double-buffered) past them,
+// keeping dK and dV in fp32 registers. dS goes through shared memory so that the warps can then split
+// dQ = dS K (16 query rows by a slice of the head dimension each), added to the fp32 dq with atomics: one
+// add per 128 keys. Patterns run in order, and within a launch every key row belongs to one block, so dk
+// and dv are read-modify-written without atomics.
 #include "flash_attention.h"
 
 #include "../device.h"
@@ -16,16 +17,27 @@ namespace ln {
 namespace flash {
 namespace {
 
-constexpr int kWarps = 8;
-constexpr int kThreads = 32 * kWarps;
-constexpr int kBlockKeys = 16 * kWarps;
-constexpr int kQueryTile = kKeyTile;
+constexpr int kBlockKeys = 128;
+
+// Block shape per head dimension: MT 16-key tiles per warp (so 128 / (16 MT) warps), BM query rows per
+// step, and the blocks an SM should hold. At D = 64 a warp owns 32 keys, so each Q and dO fragment feeds
+// two mma; with 32-row query tiles a thread stays within 255 registers and two 4-warp blocks share an SM
+// (each ~66 KB of shared memory), one computing while the other waits.
+template <int D>
+struct BackwardConfig {
+  static constexpr int kQueryTile = D == 64 ? 32 : kKeyTile;
+  static constexpr int kMinBlocks = D == 64 ? 2 : 1;
+  static constexpr int kKeyTiles = D == 64 ? 2 : 1;
+  static constexpr int kWarps = kBlockKeys / (16 * kKeyTiles);
+  static constexpr int kThreads = 32 * kWarps;
+};
 
 template <int D>
 constexpr size_t backward_smem() {
+  constexpr int BM = BackwardConfig<D>::kQueryTile;
   // k and v; two buffers each of q and dO; dS^T; two buffers each of L and Dsum
-  return sizeof(bf16) * (size_t(2 * kBlockKeys + 4 * kQueryTile) * (D + kPad) + size_t(kBlockKeys) * (kQueryTile + kPad)) +
-         sizeof(float) * 4 * kQueryTile;
+  return sizeof(bf16) * (size_t(2 * kBlockKeys + 4 * BM) * (D + kPad) + size_t(kBlockKeys) * (BM + kPad)) +
+         sizeof(float) * 4 * BM;
 }
 
 __device__ __forceinline__ void add_pair(float* at, float x, float y) {
@@ -38,18 +50,21 @@ __device__ __forceinline__ void add_pair(float* at, float x, float y) {
 }
 
 template <int D, bool CAUSAL>
-__global__ void __launch_bounds__(kThreads) backward_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k,
-                                                            const bf16* __restrict__ v, const bf16* __restrict__ d_o,
-                                                            const float* __restrict__ lse, const float* __restrict__ dsum,
-                                                            float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv,
-                                                            PatternGeom g) {
-  constexpr int BN = kBlockKeys, BM = kQueryTile;
+__global__ void __launch_bounds__(BackwardConfig<D>::kThreads, BackwardConfig<D>::kMinBlocks)
+    backward_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const bf16* __restrict__ d_o,
+                    const float* __restrict__ lse, const float* __restrict__ dsum, float* __restrict__ dq, float* __restrict__ dk,
+                    float* __restrict__ dv, PatternGeom g) {
+  using C = BackwardConfig<D>;
+  constexpr int BN = kBlockKeys, BM = C::kQueryTile, MT = C::kKeyTiles, W = C::kWarps, T = C::kThreads;
   constexpr int LD = D + kPad;
   constexpr int LDS = BM + kPad;
-  constexpr int KD = D / 16;    // k-steps over the head dimension
-  constexpr int NS = BM / 8;    // 8-column tiles of S^T (query columns)
-  constexpr int NO = D / 8;     // 8-column tiles of dK and dV
-  constexpr int NQ = D / 16;    // 8-column tiles of a warp's half of dQ
+  constexpr int KD = D / 16;            // k-steps over the head dimension
+  constexpr int NS = BM / 8;            // 8-column tiles of S^T (query columns)
+  constexpr int NO = D / 8;             // 8-column tiles of dK and dV
+  constexpr int RG = BM / 16;           // dQ: 16-row groups of the query tile...
+  constexpr int DC = D * RG / W;        // ...by column slices of DC, one pair per warp
+  constexpr int NQ = DC / 8;            // 8-column tiles of a warp's slice of dQ
+  static_assert(NQ % 2 == 0 && W % RG == 0, "dQ split");
   extern __shared__ __align__(16) unsigned char smem_bytes[];
   bf16* ks = reinterpret_cast<bf16*>(smem_bytes);
   bf16* vs = ks + BN * LD;
@@ -63,18 +78,18 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const bf16* __restri
   const int64_t k0 = int64_t(p.tile) * BN;
   if (k0 >= p.n_sel) return;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int wk = warp * 16 * MT;  // the warp's first key, block-relative
   const float scale = g.scale_log2 * kLn2;
   const int first_q = CAUSAL ? static_cast<int>(k0 / BM) : 0;
   const int q_tiles = static_cast<int>((p.n_sel + BM - 1) / BM);
-  const int64_t tk[2] = {k0 + warp * 16 + lane / 4, k0 + warp * 16 + lane / 4 + 8};
 
   // Query tile j's L (natural log) and Dsum into row buffer `buf`, with its q and dO tiles (the caller
   // commits). Rows past the end read as zeros, like their q and dO rows: such a query then gets P = 1
   // against zero dO and contributes nothing.
   auto load_rows = [&](int j, int buf) {
     const int64_t m0 = int64_t(j) * BM;
-    load_tile_async<D, BM, kThreads>(qs + buf * BM * LD, q, p.row0, p.rstride, p.n_sel, m0);
-    load_tile_async<D, BM, kThreads>(dos + buf * BM * LD, d_o, p.row0, p.rstride, p.n_sel, m0);
+    load_tile_async<D, BM, T>(qs + buf * BM * LD, q, p.row0, p.rstride, p.n_sel, m0);
+    load_tile_async<D, BM, T>(dos + buf * BM * LD, d_o, p.row0, p.rstride, p.n_sel, m0);
     if (threadIdx.x < 2 * BM) {
       const int i = threadIdx.x % BM;
       const bool valid = m0 + i < p.n_sel;
@@ -82,17 +97,20 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const bf16* __restri
       cp_async4(lrow + buf * 2 * BM + threadIdx.x, from, valid);
     }
   };
+  static_assert(2 * BM <= T, "row loads");
 
-  load_tile_async<D, BN, kThreads>(ks, k, p.row0, p.rstride, p.n_sel, k0);
-  load_tile_async<D, BN, kThreads>(vs, v, p.row0, p.rstride, p.n_sel, k0);
+  load_tile_async<D, BN, T>(ks, k, p.row0, p.rstride, p.n_sel, k0);
+  load_tile_async<D, BN, T>(vs, v, p.row0, p.rstride, p.n_sel, k0);
   load_rows(first_q, 0);
   cp_async_commit();
 
-  float dk_acc[NO][4], dv_acc[NO][4];
+  float dk_acc[MT][NO][4], dv_acc[MT][NO][4];
 #pragma unroll
-  for (int n = 0; n < NO; n++)
+  for (int t = 0; t < MT; t++)
 #pragma unroll
-    for (int e = 0; e < 4; e++) dk_acc[n][e] = dv_acc[n][e] = 0.0f;
+    for (int n = 0; n < NO; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) dk_acc[t][n][e] = dv_acc[t][n][e] = 0.0f;
 
   for (int j = first_q; j < q_tiles; j++) {
     const int buf = (j - first_q) & 1;
@@ -110,27 +128,36 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const bf16* __restri
     const float* dr = lr + BM;
     const int64_t m0 = int64_t(j) * BM;
 
-    // S^T = K Q^T and dP^T = V dO^T for this warp's 16 keys against the tile's queries, interleaved so
-    // that the two products' independent mma chains hide each other's latency.
-    float s[NS][4], ds[NS][4];
+    // S^T = K Q^T and dP^T = V dO^T for this warp's keys against the tile's queries, interleaved so that
+    // the two products' independent mma chains hide each other's latency; each Q and dO fragment feeds
+    // all MT key tiles.
+    float s[MT][NS][4], ds[MT][NS][4];
 #pragma unroll
-    for (int n = 0; n < NS; n++)
+    for (int t = 0; t < MT; t++)
 #pragma unroll
-      for (int e = 0; e < 4; e++) s[n][e] = ds[n][e] = 0.0f;
+      for (int n = 0; n < NS; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) s[t][n][e] = ds[t][n][e] = 0.0f;
 #pragma unroll
     for (int kk = 0; kk < KD; kk++) {
-      uint32_t ak[4], av[4];
-      load_a(ak, ks, LD, warp * 16, kk * 16);
-      load_a(av, vs, LD, warp * 16, kk * 16);
+      uint32_t ak[MT][4], av[MT][4];
+#pragma unroll
+      for (int t = 0; t < MT; t++) {
+        load_a(ak[t], ks, LD, wk + 16 * t, kk * 16);
+        load_a(av[t], vs, LD, wk + 16 * t, kk * 16);
+      }
 #pragma unroll
       for (int n = 0; n < NS; n += 2) {
         uint32_t bq[4], bd[4];
         load_b_rows(bq, qt, LD, n * 8, kk * 16);
         load_b_rows(bd, dot, LD, n * 8, kk * 16);
-        mma(s[n], ak, bq[0], bq[1]);
-        mma(ds[n], av, bd[0], bd[1]);
-        mma(s[n + 1], ak, bq[2], bq[3]);
-        mma(ds[n + 1], av, bd[2], bd[3]);
+#pragma unroll
+        for (int t = 0; t < MT; t++) {
+          mma(s[t][n], ak[t], bq[0], bq[1]);
+          mma(ds[t][n], av[t], bd[0], bd[1]);
+          mma(s[t][n + 1], ak[t], bq[2], bq[3]);
+          mma(ds[t][n + 1], av[t], bd[2], bd[3]);
+        }
       }
     }
     // Keys past the segment's end, or (causal) after a query, only in the tiles near the diagonal.
@@ -138,56 +165,71 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const bf16* __restri
       const int key_end = static_cast<int>(min(p.n_sel - k0, int64_t(BN)));  // block-relative
       const int q_off = static_cast<int>(m0 - k0);                           // query c is at key position q_off + c
 #pragma unroll
-      for (int n = 0; n < NS; n++)
+      for (int t = 0; t < MT; t++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int c = n * 8 + 2 * (lane % 4) + (e & 1);
-          const int key = warp * 16 + lane / 4 + 8 * (e / 2);
-          const bool keep = key < key_end && !(CAUSAL && key > q_off + c);
-          s[n][e] = keep ? exp2f(fmaf(s[n][e], g.scale_log2, -lr[c] * kLog2e)) : 0.0f;
-        }
+        for (int n = 0; n < NS; n++)
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int c = n * 8 + 2 * (lane % 4) + (e & 1);
+            const int key = wk + 16 * t + lane / 4 + 8 * (e / 2);
+            const bool keep = key < key_end && !(CAUSAL && key > q_off + c);
+            s[t][n][e] = keep ? exp2f(fmaf(s[t][n][e], g.scale_log2, -lr[c] * kLog2e)) : 0.0f;
+          }
     } else {
 #pragma unroll
-      for (int n = 0; n < NS; n++)
+      for (int t = 0; t < MT; t++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) s[n][e] = exp2f(fmaf(s[n][e], g.scale_log2, -lr[n * 8 + 2 * (lane % 4) + (e & 1)] * kLog2e));
+        for (int n = 0; n < NS; n++)
+#pragma unroll
+          for (int e = 0; e < 4; e++)
+            s[t][n][e] = exp2f(fmaf(s[t][n][e], g.scale_log2, -lr[n * 8 + 2 * (lane % 4) + (e & 1)] * kLog2e));
     }
 
     // dS^T = P^T (dP^T - Dsum)
 #pragma unroll
-    for (int n = 0; n < NS; n++)
+    for (int t = 0; t < MT; t++)
 #pragma unroll
-      for (int e = 0; e < 4; e++) ds[n][e] = s[n][e] * (ds[n][e] - dr[n * 8 + 2 * (lane % 4) + (e & 1)]);
+      for (int n = 0; n < NS; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) ds[t][n][e] = s[t][n][e] * (ds[t][n][e] - dr[n * 8 + 2 * (lane % 4) + (e & 1)]);
 
-    // dV += P^T dO and dK += dS^T Q, interleaved
+    // dV += P^T dO and dK += dS^T Q, interleaved; each dO and Q fragment feeds all MT key tiles.
 #pragma unroll
     for (int kk = 0; kk < BM / 16; kk++) {
-      uint32_t ap[4], as[4];
-      c_to_a(ap, s[2 * kk], s[2 * kk + 1]);
-      c_to_a(as, ds[2 * kk], ds[2 * kk + 1]);
+      uint32_t ap[MT][4], as[MT][4];
+#pragma unroll
+      for (int t = 0; t < MT; t++) {
+        c_to_a(ap[t], s[t][2 * kk], s[t][2 * kk + 1]);
+        c_to_a(as[t], ds[t][2 * kk], ds[t][2 * kk + 1]);
+      }
 #pragma unroll
       for (int n = 0; n < NO; n += 2) {
         uint32_t bd[4], bq[4];
         load_b_cols(bd, dot, LD, n * 8, kk * 16);
         load_b_cols(bq, qt, LD, n * 8, kk * 16);
-        mma(dv_acc[n], ap, bd[0], bd[1]);
-        mma(dk_acc[n], as, bq[0], bq[1]);
-        mma(dv_acc[n + 1], ap, bd[2], bd[3]);
-        mma(dk_acc[n + 1], as, bq[2], bq[3]);
+#pragma unroll
+        for (int t = 0; t < MT; t++) {
+          mma(dv_acc[t][n], ap[t], bd[0], bd[1]);
+          mma(dk_acc[t][n], as[t], bq[0], bq[1]);
+          mma(dv_acc[t][n + 1], ap[t], bd[2], bd[3]);
+          mma(dk_acc[t][n + 1], as[t], bq[2], bq[3]);
+        }
       }
     }
 
     // dS^T to shared memory for dQ.
 #pragma unroll
-    for (int n = 0; n < NS; n++) {
-      bf16* at = dst + (warp * 16 + lane / 4) * LDS + n * 8 + 2 * (lane % 4);
-      *reinterpret_cast<uint32_t*>(at) = pack_bf16(ds[n][0], ds[n][1]);
-      *reinterpret_cast<uint32_t*>(at + 8 * LDS) = pack_bf16(ds[n][2], ds[n][3]);
-    }
+    for (int t = 0; t < MT; t++)
+#pragma unroll
+      for (int n = 0; n < NS; n++) {
+        bf16* at = dst + (wk + 16 * t + lane / 4) * LDS + n * 8 + 2 * (lane % 4);
+        *reinterpret_cast<uint32_t*>(at) = pack_bf16(ds[t][n][0], ds[t][n][1]);
+        *reinterpret_cast<uint32_t*>(at + 8 * LDS) = pack_bf16(ds[t][n][2], ds[t][n][3]);
+      }
     __syncthreads();
 
-    // dQ = dS K: warp w takes query rows 16 (w % 4) .. and half (w / 4) of the head dimension.
-    const int q_row = 16 * (warp % 4), d0 = (warp / 4) * (D / 2);
+    // dQ = dS K: warp w takes query rows 16 (w % RG) .. and columns DC (w / RG) ...
+    const int q_row = 16 * (warp % RG), d0 = (warp / RG) * DC;
     float dqa[2][NQ][4];  // even and odd key steps: twice the independent mma chains
 #pragma unroll
     for (int h = 0; h < 2; h++)
@@ -218,22 +260,25 @@ __global__ void __launch_bounds__(kThreads) backward_kernel(const bf16* __restri
 
   // This block's keys: add dK and dV into the gradients of earlier patterns.
 #pragma unroll
-  for (int r = 0; r < 2; r++) {
-    if (tk[r] >= p.n_sel) continue;
-    const int64_t offset = (p.row0 + tk[r] * p.rstride) * D + 2 * (lane % 4);
+  for (int t = 0; t < MT; t++)
 #pragma unroll
-    for (int n = 0; n < NO; n++) {
-      float2* pk = reinterpret_cast<float2*>(dk + offset + n * 8);
-      float2* pv = reinterpret_cast<float2*>(dv + offset + n * 8);
-      float2 a = *pk, b = *pv;
-      a.x += dk_acc[n][2 * r] * scale;
-      a.y += dk_acc[n][2 * r + 1] * scale;
-      b.x += dv_acc[n][2 * r];
-      b.y += dv_acc[n][2 * r + 1];
-      *pk = a;
-      *pv = b;
+    for (int r = 0; r < 2; r++) {
+      const int64_t key = k0 + wk + 16 * t + lane / 4 + 8 * r;
+      if (key >= p.n_sel) continue;
+      const int64_t offset = (p.row0 + key * p.rstride) * D + 2 * (lane % 4);
+#pragma unroll
+      for (int n = 0; n < NO; n++) {
+        float2* pk = reinterpret_cast<float2*>(dk + offset + n * 8);
+        float2* pv = reinterpret_cast<float2*>(dv + offset + n * 8);
+        float2 a = *pk, b = *pv;
+        a.x += dk_acc[t][n][2 * r] * scale;
+        a.y += dk_acc[t][n][2 * r + 1] * scale;
+        b.x += dv_acc[t][n][2 * r];
+        b.y += dv_acc[t][n][2 * r + 1];
+        *pk = a;
+        *pv = b;
+      }
     }
-  }
 }
 
 }  // namespace
@@ -254,7 +299,7 @@ void launch_flash_attention_backward(const __nv_bfloat16* q, const __nv_bfloat16
       const PatternGeom g = make_geom(sh, pat, opt, flash::kBlockKeys);
       const int64_t blocks = g.group * g.tiles;
       if (blocks > INT32_MAX) fail("fused dilated attention backward: too many blocks");
-      kernel<<<static_cast<unsigned>(blocks), flash::kThreads, smem, s>>>(q, k, v, d_o, lse, dsum, dq, dk, dv, g);
+      kernel<<<static_cast<unsigned>(blocks), flash::BackwardConfig<D>::kThreads, smem, s>>>(q, k, v, d_o, lse, dsum, dq, dk, dv, g);
       check_launch("fused dilated attention backward kernel");
     }
   });
