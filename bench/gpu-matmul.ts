@@ -1,4 +1,4 @@
-// float32 matrix products through cuBLASLt in each precision mode (fp32, TF32, bf16 compute), and the
+// float32 matrix products through cuBLASLt in each precision mode (fp32, TF32, bf16 operands), and the
 // error of each against fp32, to choose the default.
 //
 //   node --import tsx bench/gpu-matmul.ts [size]
@@ -22,11 +22,12 @@ function random(n: number): Storage {
 const shapes: [string, number[], number[], number[], number, number, number][] = [
   [`${S}^3`, [S, S], [S, S], [], S, S, S],
   ['x[8192,768] W[768,3072]', [8, 1024, 768], [768, 3072], [8], 1024, 3072, 768],
+  ['head x[8192,768] W[768,100277]', [8192, 768], [768, 100277], [], 8192, 100277, 768],
   ['batched 96 x 512x512x64', [96, 512, 64], [96, 512, 64], [96], 512, 512, 64],
 ];
 
 console.log(`device: ${g.info.name}`);
-console.log('shape                        precision  ms       TFLOP/s  rel. error vs fp32');
+console.log('shape                           precision  ms       TFLOP/s  rel. error vs fp32');
 for (const [name, aShape, bShape, batch, m, n, k] of shapes) {
   const a = random(aShape.reduce((x, y) => x * y, 1));
   const b = random(bShape.reduce((x, y) => x * y, 1));
@@ -55,7 +56,7 @@ for (const [name, aShape, bShape, batch, m, n, k] of shapes) {
       den += reference[i]! ** 2;
     }
     const flops = 2 * batch.reduce((x, y) => x * y, 1) * m * n * k;
-    console.log(`${name.padEnd(28)} ${precision.padEnd(9)}  ${ms.toFixed(3).padStart(7)}  ${(flops / ms / 1e9).toFixed(1).padStart(7)}  ${Math.sqrt(num / den).toExponential(2)}`);
+    console.log(`${name.padEnd(31)} ${precision.padEnd(9)}  ${ms.toFixed(3).padStart(7)}  ${(flops / ms / 1e9).toFixed(1).padStart(7)}  ${Math.sqrt(num / den).toExponential(2)}`);
   }
   g.free(a);
   g.free(b);

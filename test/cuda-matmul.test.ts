@@ -57,6 +57,27 @@ for (const precision of ['fp32', 'tf32', 'bf16'] as const) {
   });
 }
 
+test('bf16 products round each operand to bf16 and accumulate in fp32', { skip }, () => {
+  const g = requireGpu();
+  const previous = g.matmulPrecision();
+  g.setMatmulPrecision('bf16');
+  try {
+    const [m, n, k] = [24, 40, 64];
+    // multiples of 1/8 up to 2 are bf16 values and their sums of products are exact in fp32
+    const a = both(Float32Array.from({ length: m * k }, (_, i) => ((i * 7) % 33 - 16) / 8));
+    const b = both(Float32Array.from({ length: k * n }, (_, i) => ((i * 5) % 33 - 16) / 8));
+    const exact = readGpu(g.matmul(a.g, [m, k], b.g, [k, n], false, false, [], m, n, k));
+    assert.deepEqual(exact, cpu.read(cpu.matmul(a.c, [m, k], b.c, [k, n], false, false, [], m, n, k)));
+    // 1 + 2^-10 is not a bf16 value (7 mantissa bits): it rounds to 1, so a row of it times ones gives k
+    const ones = g.fromArray(new Float32Array(k * n).fill(1));
+    const near = g.fromArray(new Float32Array(m * k).fill(1 + 2 ** -10));
+    const rounded = readGpu(g.matmul(near, [m, k], ones, [k, n], false, false, [], m, n, k));
+    assert.ok(rounded.every((v) => v === k), `expected ${k} everywhere (operands rounded to bf16), got ${rounded[0]}`);
+  } finally {
+    g.setMatmulPrecision(previous);
+  }
+});
+
 test('the default matmul precision is TF32, and mismatched shapes are refused', { skip }, () => {
   const g = requireGpu();
   assert.equal(g.matmulPrecision(), process.env['LONGNET_MATMUL_PRECISION'] ?? 'tf32');
