@@ -92,8 +92,7 @@ export function matchSparseFixed(target: number, seqLen: number, heads: number, 
   return best!;
 }
 
-/** The machine, for the record. */
-/** The machine a result was measured on; on the GPU, the card too. */
+/** The machine a result was measured on, for the record; on the GPU, the card too. */
 export function hardware(device: Device = 'cpu'): Record<string, unknown> {
   const list = cpus();
   const machine = {
