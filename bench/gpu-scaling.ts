@@ -841,7 +841,9 @@ function record(): void {
       `and a 2-GPU run resumed on 1 GPU, each against 1 GPU): ${lines.length ? lines.join('; ') : 'no comparison lines in the log'}`);
     heads.push(`training check: ${lines.length && lines.every((l) => /agree/.test(l) && !/DISAGREE/.test(l)) ? 'agree' : 'see log'}`);
   }
-  const section = ['', `## ${date}: sequence-parallel attention over NCCL, scaling on 1, 2 and 4 GPUs (bench/gpu-scaling.ts)`, '', ...body, '',
+  const counts = [...new Set([1, ...all.map((x) => x.P), ...checks.map((c) => c.P)])].sort((x, y) => x - y).map(String);
+  const ran = counts.length > 1 ? `${counts.slice(0, -1).join(', ')} and ${counts.at(-1)}` : counts[0]!;
+  const section = ['', `## ${date}: sequence-parallel attention over NCCL, scaling on ${ran} GPUs (bench/gpu-scaling.ts)`, '', ...body, '',
     `headline: ${heads.join('; ')}`, ''].join('\n');
   if (values.section) writeFileSync(values.section, section);
   if (!values['no-append']) appendFileSync(join(here, 'RESULTS.md'), section);

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# On a GPU machine with 4 GPUs (H100 80 GB or H200): the sequence-parallel attention of the library over NCCL,
-# as training uses it, in about 9 minutes in all (bench/gpu-scaling.ts says what each mode measures):
-#   1. equality with one GPU (bench/gpu-sequence-parallel.ts check) on 4 and on 2 ranks;
-#   2. weak scaling at 2^21 tokens a GPU on 1, 2 and 4 GPUs (forward+backward);
-#   3. bytes exchanged a GPU on 2 and 4 GPUs over several N;
-#   4. the largest sequence (forward+backward) on 1 and on 4 GPUs;
-#   5. the paper's Figure 5: forward latency from 8K on 1, 2 and 4 GPUs, and dense FlashAttention (PyTorch) on 1;
+# On a GPU machine with 4 or 8 GPUs (H100 80 GB or H200): the sequence-parallel attention of the library over
+# NCCL, as training uses it, in about 9 minutes in all on 4 GPUs (bench/gpu-scaling.ts says what each mode
+# measures); the 8-GPU steps run only where 8 GPUs are (set BUDGET higher there):
+#   1. equality with one GPU (bench/gpu-sequence-parallel.ts check) on 8, 4 and 2 ranks;
+#   2. weak scaling at 2^21 tokens a GPU on 1, 2, 4 and 8 GPUs (forward+backward);
+#   3. bytes exchanged a GPU on 2, 4 and 8 GPUs over several N;
+#   4. the largest sequence (forward+backward) on 1 and on the most GPUs;
+#   5. the paper's Figure 5: forward latency from 8K on 1, 2, 4 and 8 GPUs, and dense FlashAttention (PyTorch) on 1;
 #   6. scripts/device-train-parallel.sh check (2 GPUs: CUDA_VISIBLE_DEVICES=0,1).
 # Every step has its own time limit, cut to what is left of the overall budget (BUDGET seconds, 540 by
 # default); output is printed as it comes and logged to $OUT, with the JSON results (scaling-*.json,
@@ -66,6 +67,7 @@ on() {
 }
 
 if has check; then
+  on 8 step 120 sp-check-P8.log $LAUNCH 8 -- node --import tsx bench/gpu-sequence-parallel.ts check
   on 4 step 90 sp-check-P4.log $LAUNCH 4 -- node --import tsx bench/gpu-sequence-parallel.ts check
   step 60 sp-check-P2.log $LAUNCH 2 -- node --import tsx bench/gpu-sequence-parallel.ts check
 fi
@@ -73,20 +75,24 @@ if has weak; then
   step 90 scaling-weak-P1.log $N $S weak --precision "$PRECISION"
   step 90 scaling-weak-P2.log $LAUNCH 2 -- node --import tsx $S weak --precision "$PRECISION"
   on 4 step 90 scaling-weak-P4.log $LAUNCH 4 -- node --import tsx $S weak --precision "$PRECISION"
+  on 8 step 100 scaling-weak-P8.log $LAUNCH 8 -- node --import tsx $S weak --precision "$PRECISION"
 fi
 if has bytes; then
   step 75 scaling-bytes-P2.log $LAUNCH 2 -- node --import tsx $S bytes --precision "$PRECISION" --lengths 131072,524288,2097152,4194304
   on 4 step 75 scaling-bytes-P4.log $LAUNCH 4 -- node --import tsx $S bytes --precision "$PRECISION" --lengths 131072,524288,2097152,8388608
+  on 8 step 90 scaling-bytes-P8.log $LAUNCH 8 -- node --import tsx $S bytes --precision "$PRECISION" --lengths 131072,524288,2097152,16777216
 fi
 if has largest; then
   step 110 scaling-largest-P1.log $N $S largest --gpus 1 --precision "$PRECISION" --trial-timeout 45 --time-limit 100
   [ "$gpus" -lt 4 ] && on 2 step 120 scaling-largest-P2.log $N $S largest --gpus 2 --precision "$PRECISION" --trial-timeout 50 --time-limit 110
-  on 4 step 150 scaling-largest-P4.log $N $S largest --gpus 4 --precision "$PRECISION" --trial-timeout 60 --time-limit 140
+  [ "$gpus" -lt 8 ] && on 4 step 150 scaling-largest-P4.log $N $S largest --gpus 4 --precision "$PRECISION" --trial-timeout 60 --time-limit 140
+  on 8 step 180 scaling-largest-P8.log $N $S largest --gpus 8 --precision "$PRECISION" --trial-timeout 70 --time-limit 170
 fi
 if has fig5; then
   step 75 scaling-fig5-P1.log $N $S fig5 --precision "$PRECISION"
   step 50 scaling-fig5-P2.log $LAUNCH 2 -- node --import tsx $S fig5 --precision "$PRECISION"
   on 4 step 50 scaling-fig5-P4.log $LAUNCH 4 -- node --import tsx $S fig5 --precision "$PRECISION"
+  on 8 step 60 scaling-fig5-P8.log $LAUNCH 8 -- node --import tsx $S fig5 --precision "$PRECISION"
 fi
 if has train; then
   # its own log is $OUT/parallel-check.log
