@@ -16,8 +16,8 @@ for (const dtype of ['float32', 'float64'] as const) {
       for (const transA of [false, true]) {
         for (const transB of [false, true]) {
           const batches = 2;
-          const a = F.from({ length: batches * m * k }, () => rng.normal());
-          const b = F.from({ length: batches * n * k }, () => rng.normal());
+          const a = new F(batches * m * k).map(() => rng.normal());
+          const b = new F(batches * n * k).map(() => rng.normal());
           const c = new F(batches * m * n).fill(Number.NaN);
           const aOffsets = Int32Array.from({ length: batches }, (_, i) => i * m * k);
           const bOffsets = Int32Array.from({ length: batches }, (_, i) => i * n * k);

@@ -5,7 +5,7 @@ import type {
 import { broadcastStrides, sizeOf, type Shape } from '../../tensor/shape.js';
 import { dtypeOfArray, type DType, type TypedArray } from '../../tensor/dtype.js';
 import { CpuStorage, allocArray, cpuData, floatData, intData } from './storage.js';
-import { binaryKernel, binaryScalarKernel, unaryKernel } from './elementwise.js';
+import { binaryKernel, binaryScalarKernel, unaryKernel } from './elementwise-parallel.js';
 import { reduceKernel } from './reduce.js';
 import { runMatmul } from './matmul-parallel.js';
 import { addSliceIntoKernel, permuteKernel, sliceKernel } from './layout.js';

@@ -1,7 +1,6 @@
 import type { BinaryOp, UnaryOp } from '../backend.js';
 import { broadcastStrides, type Shape } from '../../tensor/shape.js';
 import type { TypedArray } from '../../tensor/dtype.js';
-import { allocLike } from './storage.js';
 import { walkStrided } from './index-walk.js';
 
 // GELU with the tanh approximation (as in GPT-2 and most LongNet ports).
@@ -45,46 +44,51 @@ export const binaryFunctions: Record<BinaryOp, (a: number, b: number) => number>
   geluBackward: (x, dy) => dy * geluDerivative(x),
 };
 
-export function unaryKernel(op: UnaryOp, x: TypedArray): TypedArray {
+// Range kernels: each computes output elements (or, for broadcasts, output rows) [start, end), so that
+// elementwise-parallel.ts can split one op across threads. Every element is computed as a whole-array loop
+// would compute it.
+
+export function unaryRange(op: UnaryOp, x: TypedArray, out: TypedArray, start: number, end: number): void {
   const f = unaryFunctions[op];
-  const out = allocLike(x);
-  for (let i = 0; i < x.length; i++) out[i] = f(x[i]!);
-  return out;
+  for (let i = start; i < end; i++) out[i] = f(x[i]!);
 }
 
-export function binaryScalarKernel(op: BinaryOp, a: TypedArray, scalar: number): TypedArray {
-  const out = allocLike(a);
+export function scalarRange(op: BinaryOp, a: TypedArray, scalar: number, out: TypedArray, start: number, end: number): void {
   switch (op) {
-    case 'add': for (let i = 0; i < a.length; i++) out[i] = a[i]! + scalar; break;
-    case 'mul': for (let i = 0; i < a.length; i++) out[i] = a[i]! * scalar; break;
+    case 'add': for (let i = start; i < end; i++) out[i] = a[i]! + scalar; break;
+    case 'mul': for (let i = start; i < end; i++) out[i] = a[i]! * scalar; break;
     default: {
       const f = binaryFunctions[op];
-      for (let i = 0; i < a.length; i++) out[i] = f(a[i]!, scalar);
+      for (let i = start; i < end; i++) out[i] = f(a[i]!, scalar);
     }
   }
-  return out;
 }
 
-export function binaryKernel(op: BinaryOp, a: TypedArray, aShape: Shape, b: TypedArray, bShape: Shape, outShape: Shape): TypedArray {
-  let size = 1;
-  for (const d of outShape) size *= d;
-  const out = allocLike(a, size);
-  const f = binaryFunctions[op];
-  if (a.length === size && b.length === size) {
-    // same shapes: one flat loop, with the hottest ops unrolled from the function table
-    if (op === 'add') for (let i = 0; i < size; i++) out[i] = a[i]! + b[i]!;
-    else if (op === 'mul') for (let i = 0; i < size; i++) out[i] = a[i]! * b[i]!;
-    else if (op === 'sub') for (let i = 0; i < size; i++) out[i] = a[i]! - b[i]!;
-    else for (let i = 0; i < size; i++) out[i] = f(a[i]!, b[i]!);
-    return out;
+/** Operands of the output's shape: one flat loop, with the hottest ops unrolled from the function table. */
+export function flatRange(op: BinaryOp, a: TypedArray, b: TypedArray, out: TypedArray, start: number, end: number): void {
+  if (op === 'add') for (let i = start; i < end; i++) out[i] = a[i]! + b[i]!;
+  else if (op === 'mul') for (let i = start; i < end; i++) out[i] = a[i]! * b[i]!;
+  else if (op === 'sub') for (let i = start; i < end; i++) out[i] = a[i]! - b[i]!;
+  else {
+    const f = binaryFunctions[op];
+    for (let i = start; i < end; i++) out[i] = f(a[i]!, b[i]!);
   }
-  const strides = [broadcastStrides(aShape, outShape), broadcastStrides(bShape, outShape)];
-  walkStrided(outShape, strides, (outStart, length, starts, inner) => {
+}
+
+/** Broadcast operands: output rows (runs of the last axis) [start, end), `strides` 0 where an operand broadcasts. */
+export function broadcastRange(
+  op: BinaryOp, a: TypedArray, b: TypedArray, out: TypedArray, shape: Shape, aStrides: readonly number[], bStrides: readonly number[],
+  start: number, end: number,
+): void {
+  const f = binaryFunctions[op];
+  walkStrided(shape, [aStrides, bStrides], (outStart, length, starts, inner) => {
     let ia = starts[0]!;
     let ib = starts[1]!;
     const sa = inner[0]!;
     const sb = inner[1]!;
-    for (let i = 0; i < length; i++, ia += sa, ib += sb) out[outStart + i] = f(a[ia]!, b[ib]!);
-  });
-  return out;
+    if (op === 'add') for (let i = 0; i < length; i++, ia += sa, ib += sb) out[outStart + i] = a[ia]! + b[ib]!;
+    else if (op === 'mul') for (let i = 0; i < length; i++, ia += sa, ib += sb) out[outStart + i] = a[ia]! * b[ib]!;
+    else for (let i = 0; i < length; i++, ia += sa, ib += sb) out[outStart + i] = f(a[ia]!, b[ib]!);
+  }, start, end);
 }
+

@@ -1,0 +1,58 @@
+/**
+ * The CPU backend's elementwise ops on one thread and on all of them (src/backend/cpu/elementwise-parallel.ts),
+ * on the activation size of the tiny preset at 4096 tokens ([4096, 128] float32), interleaved so that both
+ * see the same machine load. Prints the median time of each.
+ *
+ *   node --import tsx bench/cpu-elementwise.ts [--rows 4096] [--cols 128] [--repeat 40]
+ */
+import { availableParallelism } from 'node:os';
+import { parseArgs } from 'node:util';
+import { binaryKernel, binaryScalarKernel, unaryKernel } from '../src/backend/cpu/elementwise-parallel.js';
+import { allocArray } from '../src/backend/cpu/storage.js';
+import { lastLoopThreads } from '../src/backend/cpu/thread-pool.js';
+
+const { values } = parseArgs({
+  options: { rows: { type: 'string', default: '4096' }, cols: { type: 'string', default: '128' }, repeat: { type: 'string', default: '40' } },
+});
+const rows = Number(values.rows);
+const cols = Number(values.cols);
+const repeat = Number(values.repeat);
+const n = rows * cols;
+const random = (size: number): Float32Array => {
+  const a = allocArray('float32', size) as Float32Array;
+  for (let i = 0; i < size; i++) a[i] = Math.random() * 2 - 1;
+  return a;
+};
+const x = random(n);
+const y = random(n);
+const bias = random(cols);
+const shape = [rows, cols];
+const ops: [string, () => unknown][] = [
+  ['add (same shape)', () => binaryKernel('add', x, shape, y, shape, shape)],
+  ['add a bias row', () => binaryKernel('add', x, shape, bias, [cols], shape)],
+  ['mul by a scalar', () => binaryScalarKernel('mul', x, 0.5)],
+  ['gelu', () => unaryKernel('gelu', x)],
+  ['exp', () => unaryKernel('exp', x)],
+];
+const all = String(availableParallelism());
+const median = (a: number[]): number => [...a].sort((p, q) => p - q)[a.length >> 1]!;
+console.log(`[${rows}, ${cols}] float32, ${all} logical cores, median of ${repeat}`);
+console.log('| op | 1 thread ms | all threads ms | threads used | speed-up |');
+console.log('|---|---:|---:|---:|---:|');
+for (const [name, run] of ops) {
+  const times: Record<string, number[]> = { '1': [], [all]: [] };
+  let used = 1;
+  for (let r = 0; r < repeat; r++) {
+    for (const threads of ['1', all]) {
+      process.env['LONGNET_THREADS'] = threads;
+      const t0 = performance.now();
+      run();
+      times[threads]!.push(performance.now() - t0);
+      if (threads === all) used = lastLoopThreads();
+    }
+  }
+  const one = median(times['1']!);
+  const many = median(times[all]!);
+  console.log(`| ${name} | ${one.toFixed(2)} | ${many.toFixed(2)} | ${used} | ${(one / many).toFixed(2)}x |`);
+}
+process.exit(0);

@@ -1,0 +1,71 @@
+// The CPU backend's elementwise ops split across threads: the same results, bit for bit, as one thread
+// computing the whole array, for every kind of op (unary, scalar, same-shape and broadcast binary).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { availableParallelism } from 'node:os';
+import type { BinaryOp, UnaryOp } from '../src/backend/backend.js';
+import { binaryKernel, binaryScalarKernel, unaryKernel } from '../src/backend/cpu/elementwise-parallel.js';
+import { walkStrided } from '../src/backend/cpu/index-walk.js';
+import { allocArray } from '../src/backend/cpu/storage.js';
+import { lastLoopThreads } from '../src/backend/cpu/thread-pool.js';
+import { Rng } from '../src/index.js';
+
+const rng = new Rng(5);
+function random(size: number): Float32Array {
+  const a = allocArray('float32', size) as Float32Array; // shared: large arrays live on SharedArrayBuffers
+  for (let i = 0; i < a.length; i++) a[i] = rng.normal();
+  return a;
+}
+
+/** Runs `fn` once on one thread and once on several, returning both results. */
+function bothWays(fn: () => Float32Array | Float64Array | Int32Array): { serial: number[]; threaded: number[]; threads: number } {
+  const saved = process.env['LONGNET_THREADS'];
+  try {
+    process.env['LONGNET_THREADS'] = '1';
+    const serial = Array.from(fn());
+    process.env['LONGNET_THREADS'] = String(Math.max(2, Math.min(4, availableParallelism())));
+    const threaded = Array.from(fn());
+    return { serial, threaded, threads: lastLoopThreads() };
+  } finally {
+    if (saved === undefined) delete process.env['LONGNET_THREADS'];
+    else process.env['LONGNET_THREADS'] = saved;
+  }
+}
+
+test('elementwise ops on several threads equal one thread, bit for bit', () => {
+  const x = random(600_000);
+  const y = random(600_000);
+  const row = random(600);
+  const column = random(1000);
+  const cases: [string, () => Float32Array | Float64Array | Int32Array][] = [
+    ...(['exp', 'gelu', 'neg', 'square'] as UnaryOp[]).map((op): [string, () => Float32Array | Float64Array | Int32Array] =>
+      [`unary ${op}`, () => unaryKernel(op, x)]),
+    ...(['add', 'mul', 'pow'] as BinaryOp[]).map((op): [string, () => Float32Array | Float64Array | Int32Array] =>
+      [`scalar ${op}`, () => binaryScalarKernel(op, x, 1.5)]),
+    ...(['add', 'sub', 'mul', 'div', 'geluBackward'] as BinaryOp[]).map((op): [string, () => Float32Array | Float64Array | Int32Array] =>
+      [`same-shape ${op}`, () => binaryKernel(op, x, [1000, 600], y, [1000, 600], [1000, 600])]),
+    ['broadcast add over rows', () => binaryKernel('add', x, [1000, 600], row, [600], [1000, 600])],
+    ['broadcast mul over columns', () => binaryKernel('mul', x, [1000, 600], column, [1000, 1], [1000, 600])],
+    ['broadcast sub, three axes', () => binaryKernel('sub', x, [10, 100, 600], row, [1, 1, 600], [10, 100, 600])],
+  ];
+  for (const [name, fn] of cases) {
+    const { serial, threaded, threads } = bothWays(fn);
+    assert.ok(threads > 1, `${name}: expected the threaded run to use several threads`);
+    assert.deepEqual(threaded, serial, name);
+  }
+});
+
+test('a walk over a range of rows visits exactly those rows of the full walk, with the same offsets', () => {
+  const shape = [3, 4, 5, 7];
+  const strides = [[140, 35, 7, 1], [0, 5, 1, 0]];
+  const visits = (start?: number, end?: number): string[] => {
+    const seen: string[] = [];
+    walkStrided(shape, strides, (outStart, length, starts, inner) => seen.push(`${outStart}:${length}:${starts[0]},${starts[1]}:${inner.join(',')}`), start, end);
+    return seen;
+  };
+  const all = visits();
+  assert.equal(all.length, 60);
+  for (const [start, end] of [[0, 60], [1, 2], [7, 33], [59, 60], [20, 20], [45, 1000]] as const) {
+    assert.deepEqual(visits(start, end), all.slice(start, Math.min(end, 60)), `rows [${start}, ${end})`);
+  }
+});
