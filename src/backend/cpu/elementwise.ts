@@ -1,5 +1,5 @@
 import type { BinaryOp, UnaryOp } from '../backend.js';
-import { broadcastStrides, type Shape } from '../../tensor/shape.js';
+import type { Shape } from '../../tensor/shape.js';
 import type { TypedArray } from '../../tensor/dtype.js';
 import { walkStrided } from './index-walk.js';
 
