@@ -8,11 +8,12 @@ import { CpuStorage, allocArray, cpuData, floatData, intData } from './storage.j
 import { binaryKernel, binaryScalarKernel, unaryKernel } from './elementwise-parallel.js';
 import { reduceKernel } from './reduce.js';
 import { runMatmul } from './matmul-parallel.js';
-import { addSliceIntoKernel, permuteKernel, sliceKernel } from './layout.js';
+import { addSliceIntoKernel, sliceKernel } from './layout.js';
+import { permuteKernel } from './layout-parallel.js';
 import {
-  adamwKernel, crossEntropyBackwardKernel, crossEntropyKernel, gatherKernel, layerNormBackwardKernel, layerNormKernel,
-  scatterAddKernel, softmaxBackwardKernel, softmaxKernel,
+  adamwKernel, crossEntropyBackwardKernel, crossEntropyKernel, gatherKernel, scatterAddKernel, softmaxBackwardKernel, softmaxKernel,
 } from './nn.js';
+import { layerNormBackwardKernel, layerNormKernel } from './nn-parallel.js';
 import { dilatedAttentionBackward, dilatedAttentionForward } from './attention-kernel.js';
 import { gatheredAttentionBackward, gatheredAttentionForward, mergeAttentionRows } from './attention-gathered.js';
 

@@ -4,11 +4,11 @@
  * results do not depend on the number of threads.
  */
 import type { BinaryOp, UnaryOp } from '../backend.js';
-import { dtypeOfArray, newTypedArray, type TypedArray } from '../../tensor/dtype.js';
+import type { TypedArray } from '../../tensor/dtype.js';
 import { broadcastStrides, type Shape } from '../../tensor/shape.js';
 import { broadcastRange, flatRange, scalarRange, unaryRange } from './elementwise.js';
 import { rowCount } from './index-walk.js';
-import { allocLike } from './storage.js';
+import { allocLike, shareable } from './storage.js';
 import { parallelFor, registerRangeKernel, threadCount } from './thread-pool.js';
 
 interface UnaryArgs { op: UnaryOp; x: TypedArray; out: TypedArray }
@@ -31,17 +31,6 @@ const MIN_COST_PER_THREAD = 1 << 17;
 /** Relative cost of one element: the transcendental ops take tens of times an add. */
 const EXPENSIVE = new Set<string>(['exp', 'log', 'tanh', 'gelu', 'sigmoid', 'pow', 'geluBackward']);
 const elementCost = (op: string): number => (EXPENSIVE.has(op) ? 16 : 1);
-
-/**
- * A broadcast operand (a bias, a row of scales) is often below the size that lives on a shared buffer; a
- * shared copy of it costs little and lets the workers read it.
- */
-function shareable(x: TypedArray): TypedArray {
-  if (x.buffer instanceof SharedArrayBuffer) return x;
-  const copy = newTypedArray(dtypeOfArray(x), x.length, true);
-  copy.set(x as never);
-  return copy;
-}
 
 export function unaryKernel(op: UnaryOp, x: TypedArray): TypedArray {
   const out = allocLike(x);

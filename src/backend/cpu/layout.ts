@@ -3,17 +3,15 @@ import type { TypedArray } from '../../tensor/dtype.js';
 import { allocLike } from './storage.js';
 import { walkStrided } from './index-walk.js';
 
-export function permuteKernel(x: TypedArray, shape: Shape, perm: readonly number[]): TypedArray {
-  const inStrides = stridesOf(shape);
-  const outShape = perm.map((p) => shape[p]!);
-  const readStrides = perm.map((p) => inStrides[p]!);
-  const out = allocLike(x);
+/** Output rows (runs of the last axis) [start, end) of a permutation: out reads x with `readStrides`. */
+export function permuteRows(
+  x: TypedArray, out: TypedArray, outShape: Shape, readStrides: readonly number[], start: number, end: number,
+): void {
   walkStrided(outShape, [readStrides], (outStart, length, starts, inner) => {
     let ix = starts[0]!;
     const s = inner[0]!;
     for (let i = 0; i < length; i++, ix += s) out[outStart + i] = x[ix]!;
-  });
-  return out;
+  }, start, end);
 }
 
 function blockOffset(shape: Shape, begin: readonly number[]): number {

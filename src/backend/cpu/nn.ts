@@ -40,13 +40,12 @@ export function softmaxBackwardKernel(y: FloatArray, dy: FloatArray, rows: numbe
   return dx;
 }
 
-export function layerNormKernel(
-  x: FloatArray, gamma: FloatArray | null, beta: FloatArray | null, rows: number, cols: number, eps: number,
-): { y: FloatArray; mean: FloatArray; rstd: FloatArray } {
-  const y = allocLike(x) as FloatArray;
-  const mean = allocLike(x, rows) as FloatArray;
-  const rstd = allocLike(x, rows) as FloatArray;
-  for (let r = 0; r < rows; r++) {
+/** Layer norm of rows [start, end) into y, with each row's mean and 1 / std. */
+export function layerNormRows(
+  x: FloatArray, gamma: FloatArray | null, beta: FloatArray | null, cols: number, eps: number,
+  y: FloatArray, mean: FloatArray, rstd: FloatArray, start: number, end: number,
+): void {
+  for (let r = start; r < end; r++) {
     const base = r * cols;
     let mu = 0;
     for (let j = 0; j < cols; j++) mu += x[base + j]!;
@@ -66,21 +65,17 @@ export function layerNormKernel(
       y[base + j] = v;
     }
   }
-  return { y, mean, rstd };
 }
 
-export function layerNormBackwardKernel(
-  dy: FloatArray, x: FloatArray, gamma: FloatArray | null, mean: FloatArray, rstd: FloatArray,
-  rows: number, cols: number, hasBeta: boolean,
-): { dx: FloatArray; dGamma: FloatArray | null; dBeta: FloatArray | null } {
-  const dx = allocLike(x) as FloatArray;
-  const dGamma = gamma ? (allocLike(x, cols) as FloatArray) : null;
-  const dBeta = hasBeta ? (allocLike(x, cols) as FloatArray) : null;
-  for (let r = 0; r < rows; r++) {
+/** dx of layer norm for rows [start, end): rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * gamma. */
+export function layerNormBackwardRows(
+  dy: FloatArray, x: FloatArray, gamma: FloatArray | null, mean: FloatArray, rstd: FloatArray, cols: number,
+  dx: FloatArray, start: number, end: number,
+): void {
+  for (let r = start; r < end; r++) {
     const base = r * cols;
     const mu = mean[r]!;
     const rs = rstd[r]!;
-    // dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * gamma
     let sumG = 0;
     let sumGX = 0;
     for (let j = 0; j < cols; j++) {
@@ -88,8 +83,6 @@ export function layerNormBackwardKernel(
       const g = gamma ? dy[base + j]! * gamma[j]! : dy[base + j]!;
       sumG += g;
       sumGX += g * xhat;
-      if (dGamma) dGamma[j] += dy[base + j]! * xhat;
-      if (dBeta) dBeta[j] += dy[base + j]!;
     }
     const meanG = sumG / cols;
     const meanGX = sumGX / cols;
@@ -99,7 +92,23 @@ export function layerNormBackwardKernel(
       dx[base + j] = rs * (g - meanG - xhat * meanGX);
     }
   }
-  return { dx, dGamma, dBeta };
+}
+
+/** The gradients of gamma and beta: sums over every row, in row order. */
+export function layerNormParamGrads(
+  dy: FloatArray, x: FloatArray, mean: FloatArray, rstd: FloatArray, rows: number, cols: number,
+  dGamma: FloatArray | null, dBeta: FloatArray | null,
+): void {
+  if (!dGamma && !dBeta) return;
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    const mu = mean[r]!;
+    const rs = rstd[r]!;
+    for (let j = 0; j < cols; j++) {
+      if (dGamma) dGamma[j] += dy[base + j]! * ((x[base + j]! - mu) * rs);
+      if (dBeta) dBeta[j] += dy[base + j]!;
+    }
+  }
 }
 
 function checkTarget(t: number, cols: number, row: number): void {

@@ -32,6 +32,17 @@ export function intData(x: Storage, what: string): Int32Array {
   return data;
 }
 
+/**
+ * `x`, or a copy of it on a SharedArrayBuffer: small operands (a bias, a row of scales) live on ordinary
+ * buffers, and a shared copy costs little next to the work it lets the worker threads share.
+ */
+export function shareable<T extends TypedArray>(x: T): T {
+  if (x.buffer instanceof SharedArrayBuffer) return x;
+  const copy = newTypedArray(dtypeOfArray(x), x.length, true) as T;
+  copy.set(x as never);
+  return copy;
+}
+
 /** A new array of the same dtype as `like`. */
 export function allocLike(like: TypedArray, size = like.length): TypedArray {
   return allocArray(dtypeOfArray(like), size);

@@ -1,11 +1,13 @@
-// The CPU backend's elementwise ops split across threads: the same results, bit for bit, as one thread
-// computing the whole array, for every kind of op (unary, scalar, same-shape and broadcast binary).
+// The CPU backend's ops that split across threads (elementwise, permute, layer norm): the same results, bit
+// for bit, as one thread computing the whole array.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { availableParallelism } from 'node:os';
 import type { BinaryOp, UnaryOp } from '../src/backend/backend.js';
 import { binaryKernel, binaryScalarKernel, unaryKernel } from '../src/backend/cpu/elementwise-parallel.js';
 import { walkStrided } from '../src/backend/cpu/index-walk.js';
+import { permuteKernel } from '../src/backend/cpu/layout-parallel.js';
+import { layerNormBackwardKernel, layerNormKernel } from '../src/backend/cpu/nn-parallel.js';
 import { allocArray } from '../src/backend/cpu/storage.js';
 import { lastLoopThreads } from '../src/backend/cpu/thread-pool.js';
 import { Rng } from '../src/index.js';
@@ -18,13 +20,16 @@ function random(size: number): Float32Array {
 }
 
 /** Runs `fn` once on one thread and once on several, returning both results. */
-function bothWays(fn: () => Float32Array | Float64Array | Int32Array): { serial: number[]; threaded: number[]; threads: number } {
+function bothWays(fn: () => Float32Array | Float64Array | Int32Array | (Float32Array | Float64Array | null)[]): {
+  serial: number[]; threaded: number[]; threads: number;
+} {
+  const flat = (r: ReturnType<typeof fn>): number[] => (Array.isArray(r) ? r.flatMap((a) => (a === null ? [] : Array.from(a))) : Array.from(r));
   const saved = process.env['LONGNET_THREADS'];
   try {
     process.env['LONGNET_THREADS'] = '1';
-    const serial = Array.from(fn());
+    const serial = flat(fn());
     process.env['LONGNET_THREADS'] = String(Math.max(2, Math.min(4, availableParallelism())));
-    const threaded = Array.from(fn());
+    const threaded = flat(fn());
     return { serial, threaded, threads: lastLoopThreads() };
   } finally {
     if (saved === undefined) delete process.env['LONGNET_THREADS'];
@@ -67,5 +72,35 @@ test('a walk over a range of rows visits exactly those rows of the full walk, wi
   assert.equal(all.length, 60);
   for (const [start, end] of [[0, 60], [1, 2], [7, 33], [59, 60], [20, 20], [45, 1000]] as const) {
     assert.deepEqual(visits(start, end), all.slice(start, Math.min(end, 60)), `rows [${start}, ${end})`);
+  }
+});
+
+test('permute and layer norm (forward and backward) on several threads equal one thread, bit for bit', () => {
+  const x = random(600_000);
+  const dy = random(600_000);
+  const gamma = Float32Array.from({ length: 600 }, () => rng.normal()); // small: not on a shared buffer
+  const beta = Float32Array.from({ length: 600 }, () => rng.normal());
+  const cases: [string, () => (Float32Array | Float64Array | null)[]][] = [
+    ['permute [10, 100, 600] -> [600, 10, 100]', () => [permuteKernel(x, [10, 100, 600], [2, 0, 1]) as Float32Array]],
+    ['permute [1000, 600] -> [600, 1000]', () => [permuteKernel(x, [1000, 600], [1, 0]) as Float32Array]],
+    ['layer norm with gamma and beta', () => {
+      const r = layerNormKernel(x, gamma, beta, 1000, 600, 1e-5);
+      return [r.y, r.mean, r.rstd];
+    }],
+    ['layer norm backward', () => {
+      const f = layerNormKernel(x, gamma, beta, 1000, 600, 1e-5);
+      const g = layerNormBackwardKernel(dy, x, gamma, f.mean, f.rstd, 1000, 600, true);
+      return [g.dx, g.dGamma, g.dBeta];
+    }],
+    ['layer norm without parameters, backward', () => {
+      const f = layerNormKernel(x, null, null, 1000, 600, 1e-5);
+      const g = layerNormBackwardKernel(dy, x, null, f.mean, f.rstd, 1000, 600, false);
+      return [f.y, g.dx, g.dGamma, g.dBeta];
+    }],
+  ];
+  for (const [name, fn] of cases) {
+    const { serial, threaded, threads } = bothWays(fn);
+    assert.ok(threads > 1, `${name}: expected the threaded run to use several threads`);
+    assert.deepEqual(threaded, serial, name);
   }
 });

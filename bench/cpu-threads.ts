@@ -1,13 +1,16 @@
 /**
- * The CPU backend's elementwise ops on one thread and on all of them (src/backend/cpu/elementwise-parallel.ts),
- * on the activation size of the tiny preset at 4096 tokens ([4096, 128] float32), interleaved so that both
- * see the same machine load. Prints the median time of each.
+ * The CPU backend's ops that split across threads (elementwise-parallel.ts, layout-parallel.ts,
+ * nn-parallel.ts) on one thread and on all of them, on the activation size of the tiny preset at 4096
+ * tokens ([4096, 128] float32), interleaved so that both see the same machine load. Prints the median time
+ * of each as a markdown table.
  *
- *   node --import tsx bench/cpu-elementwise.ts [--rows 4096] [--cols 128] [--repeat 40]
+ *   node --import tsx bench/cpu-threads.ts [--rows 4096] [--cols 128] [--repeat 40]
  */
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { binaryKernel, binaryScalarKernel, unaryKernel } from '../src/backend/cpu/elementwise-parallel.js';
+import { permuteKernel } from '../src/backend/cpu/layout-parallel.js';
+import { layerNormBackwardKernel, layerNormKernel } from '../src/backend/cpu/nn-parallel.js';
 import { allocArray } from '../src/backend/cpu/storage.js';
 import { lastLoopThreads } from '../src/backend/cpu/thread-pool.js';
 
@@ -26,6 +29,8 @@ const random = (size: number): Float32Array => {
 const x = random(n);
 const y = random(n);
 const bias = random(cols);
+const gamma = random(cols);
+const norm = layerNormKernel(x, gamma, bias, rows, cols, 1e-5);
 const shape = [rows, cols];
 const ops: [string, () => unknown][] = [
   ['add (same shape)', () => binaryKernel('add', x, shape, y, shape, shape)],
@@ -33,6 +38,9 @@ const ops: [string, () => unknown][] = [
   ['mul by a scalar', () => binaryScalarKernel('mul', x, 0.5)],
   ['gelu', () => unaryKernel('gelu', x)],
   ['exp', () => unaryKernel('exp', x)],
+  ['permute [rows, 4, cols/4] -> [4, rows, cols/4]', () => permuteKernel(x, [rows, 4, cols / 4], [1, 0, 2])],
+  ['layer norm', () => layerNormKernel(x, gamma, bias, rows, cols, 1e-5)],
+  ['layer norm backward', () => layerNormBackwardKernel(y, x, gamma, norm.mean, norm.rstd, rows, cols, true)],
 ];
 const all = String(availableParallelism());
 const median = (a: number[]): number => [...a].sort((p, q) => p - q)[a.length >> 1]!;
