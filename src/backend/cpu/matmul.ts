@@ -112,7 +112,8 @@ function dotTile(aRows: Float64Array, b: FloatArray, bBase: number, c: FloatArra
 /**
  * Four rows of C = A B (B is [k, n]), four columns at a time: 16 independent sums kept in registers while
  * p runs over k, each loaded value of A and B serving four of them. Every output adds its k products in
- * order, as a row-at-a-time accumulation would.
+ * order, as a row-at-a-time accumulation would. (dotTile with B's other layout: one function taking both
+ * layouts as strides ran about 30% slower.)
  */
 function axpyTile(aRows: Float64Array, b: FloatArray, bBase: number, c: FloatArray, cBase: number, n: number, k: number): void {
   const k2 = 2 * k;
