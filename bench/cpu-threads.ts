@@ -10,7 +10,9 @@ import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { binaryKernel, binaryScalarKernel, unaryKernel } from '../src/backend/cpu/elementwise-parallel.js';
 import { permuteKernel } from '../src/backend/cpu/layout-parallel.js';
-import { layerNormBackwardKernel, layerNormKernel } from '../src/backend/cpu/nn-parallel.js';
+import {
+  crossEntropyBackwardKernel, crossEntropyKernel, layerNormBackwardKernel, layerNormKernel, softmaxKernel,
+} from '../src/backend/cpu/nn-parallel.js';
 import { allocArray } from '../src/backend/cpu/storage.js';
 import { lastLoopThreads } from '../src/backend/cpu/thread-pool.js';
 
@@ -31,6 +33,12 @@ const y = random(n);
 const bias = random(cols);
 const gamma = random(cols);
 const norm = layerNormKernel(x, gamma, bias, rows, cols, 1e-5);
+// the byte vocabulary's logits: [rows, 257]
+const VOCAB = 257;
+const logits = random(rows * VOCAB);
+const targets = Int32Array.from({ length: rows }, (_, r) => (r * 31) % VOCAB);
+const ce = crossEntropyKernel(logits, targets, rows, VOCAB, -100);
+const dLoss = new Float32Array(rows).fill(1 / rows);
 const shape = [rows, cols];
 const ops: [string, () => unknown][] = [
   ['add (same shape)', () => binaryKernel('add', x, shape, y, shape, shape)],
@@ -41,6 +49,9 @@ const ops: [string, () => unknown][] = [
   ['permute [rows, 4, cols/4] -> [4, rows, cols/4]', () => permuteKernel(x, [rows, 4, cols / 4], [1, 0, 2])],
   ['layer norm', () => layerNormKernel(x, gamma, bias, rows, cols, 1e-5)],
   ['layer norm backward', () => layerNormBackwardKernel(y, x, gamma, norm.mean, norm.rstd, rows, cols, true)],
+  ['softmax [rows, 257]', () => softmaxKernel(logits, rows, VOCAB, false)],
+  ['cross-entropy [rows, 257]', () => crossEntropyKernel(logits, targets, rows, VOCAB, -100)],
+  ['cross-entropy backward [rows, 257]', () => crossEntropyBackwardKernel(logits, targets, ce.lse, dLoss, rows, VOCAB, -100)],
 ];
 const all = String(availableParallelism());
 const median = (a: number[]): number => [...a].sort((p, q) => p - q)[a.length >> 1]!;

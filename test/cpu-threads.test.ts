@@ -1,5 +1,5 @@
-// The CPU backend's ops that split across threads (elementwise, permute, layer norm): the same results, bit
-// for bit, as one thread computing the whole array.
+// The CPU backend's ops that split across threads (elementwise, permute, layer norm, softmax,
+// cross-entropy): the same results, bit for bit, as one thread computing the whole array.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { availableParallelism } from 'node:os';
@@ -7,7 +7,9 @@ import type { BinaryOp, UnaryOp } from '../src/backend/backend.js';
 import { binaryKernel, binaryScalarKernel, unaryKernel } from '../src/backend/cpu/elementwise-parallel.js';
 import { walkStrided } from '../src/backend/cpu/index-walk.js';
 import { permuteKernel } from '../src/backend/cpu/layout-parallel.js';
-import { layerNormBackwardKernel, layerNormKernel } from '../src/backend/cpu/nn-parallel.js';
+import {
+  crossEntropyBackwardKernel, crossEntropyKernel, layerNormBackwardKernel, layerNormKernel, softmaxBackwardKernel, softmaxKernel,
+} from '../src/backend/cpu/nn-parallel.js';
 import { allocArray } from '../src/backend/cpu/storage.js';
 import { lastLoopThreads } from '../src/backend/cpu/thread-pool.js';
 import { Rng } from '../src/index.js';
@@ -103,4 +105,32 @@ test('permute and layer norm (forward and backward) on several threads equal one
     assert.ok(threads > 1, `${name}: expected the threaded run to use several threads`);
     assert.deepEqual(threaded, serial, name);
   }
+});
+
+test('softmax and cross-entropy (forward and backward) on several threads equal one thread, bit for bit', () => {
+  const [rows, cols] = [2000, 300];
+  const x = random(rows * cols);
+  const dy = random(rows * cols);
+  // every fifth target ignored; the arrays of one value a row are small, on ordinary buffers
+  const targets = Int32Array.from({ length: rows }, (_, r) => (r % 5 === 0 ? -100 : (r * 7) % cols));
+  const dLoss = Float32Array.from({ length: rows }, () => rng.normal());
+  const cases: [string, () => (Float32Array | Float64Array | null)[]][] = [];
+  for (const log of [false, true]) {
+    cases.push([`${log ? 'log-' : ''}softmax and its backward`, () => {
+      const y = softmaxKernel(x, rows, cols, log);
+      return [y, softmaxBackwardKernel(y, dy, rows, cols, log)];
+    }]);
+  }
+  cases.push(['cross-entropy and its backward', () => {
+    const f = crossEntropyKernel(x, targets, rows, cols, -100);
+    return [f.loss, f.lse, crossEntropyBackwardKernel(x, targets, f.lse, dLoss, rows, cols, -100)];
+  }]);
+  for (const [name, fn] of cases) {
+    const { serial, threaded, threads } = bothWays(fn);
+    assert.ok(threads > 1, `${name}: expected the threaded run to use several threads`);
+    assert.deepEqual(threaded, serial, name);
+  }
+  const bad = Int32Array.from(targets);
+  bad[1234] = cols;
+  assert.throws(() => crossEntropyKernel(x, bad, rows, cols, -100), /target 300 at row 1234 is outside \[0, 300\)/);
 });

@@ -10,10 +10,10 @@ import { reduceKernel } from './reduce.js';
 import { runMatmul } from './matmul-parallel.js';
 import { addSliceIntoKernel, sliceKernel } from './layout.js';
 import { permuteKernel } from './layout-parallel.js';
+import { adamwKernel, gatherKernel, scatterAddKernel } from './nn.js';
 import {
-  adamwKernel, crossEntropyBackwardKernel, crossEntropyKernel, gatherKernel, scatterAddKernel, softmaxBackwardKernel, softmaxKernel,
-} from './nn.js';
-import { layerNormBackwardKernel, layerNormKernel } from './nn-parallel.js';
+  crossEntropyBackwardKernel, crossEntropyKernel, layerNormBackwardKernel, layerNormKernel, softmaxBackwardKernel, softmaxKernel,
+} from './nn-parallel.js';
 import { dilatedAttentionBackward, dilatedAttentionForward } from './attention-kernel.js';
 import { gatheredAttentionBackward, gatheredAttentionForward, mergeAttentionRows } from './attention-gathered.js';
 

@@ -2,9 +2,9 @@ import type { AdamWHyper } from '../backend.js';
 import type { FloatArray } from '../../tensor/dtype.js';
 import { allocLike } from './storage.js';
 
-export function softmaxKernel(x: FloatArray, rows: number, cols: number, log: boolean): FloatArray {
-  const out = allocLike(x) as FloatArray;
-  for (let r = 0; r < rows; r++) {
+/** Softmax (or log-softmax) of rows [start, end) into out. */
+export function softmaxRows(x: FloatArray, cols: number, log: boolean, out: FloatArray, start: number, end: number): void {
+  for (let r = start; r < end; r++) {
     const base = r * cols;
     let max = -Infinity;
     for (let j = 0; j < cols; j++) if (x[base + j]! > max) max = x[base + j]!;
@@ -18,12 +18,13 @@ export function softmaxKernel(x: FloatArray, rows: number, cols: number, log: bo
       for (let j = 0; j < cols; j++) out[base + j] = Math.exp(x[base + j]! - max) / sum;
     }
   }
-  return out;
 }
 
-export function softmaxBackwardKernel(y: FloatArray, dy: FloatArray, rows: number, cols: number, log: boolean): FloatArray {
-  const dx = allocLike(y) as FloatArray;
-  for (let r = 0; r < rows; r++) {
+/** The gradient of softmax (or log-softmax) output y for rows [start, end) into dx. */
+export function softmaxBackwardRows(
+  y: FloatArray, dy: FloatArray, cols: number, log: boolean, dx: FloatArray, start: number, end: number,
+): void {
+  for (let r = start; r < end; r++) {
     const base = r * cols;
     if (log) {
       // y = log softmax: dx = dy - softmax * sum(dy)
@@ -37,7 +38,6 @@ export function softmaxBackwardKernel(y: FloatArray, dy: FloatArray, rows: numbe
       for (let j = 0; j < cols; j++) dx[base + j] = y[base + j]! * (dy[base + j]! - s);
     }
   }
-  return dx;
 }
 
 /** Layer norm of rows [start, end) into y, with each row's mean and 1 / std. */
@@ -111,16 +111,21 @@ export function layerNormParamGrads(
   }
 }
 
-function checkTarget(t: number, cols: number, row: number): void {
-  if (!(t >= 0 && t < cols)) throw new RangeError(`crossEntropy: target ${t} at row ${row} is outside [0, ${cols})`);
+/** Throws for the first target (in row order) that is neither ignoreIndex nor a class in [0, cols). */
+export function checkTargets(targets: Int32Array, rows: number, cols: number, ignoreIndex: number): void {
+  for (let r = 0; r < rows; r++) {
+    const t = targets[r]!;
+    if (t !== ignoreIndex && !(t >= 0 && t < cols)) {
+      throw new RangeError(`crossEntropy: target ${t} at row ${r} is outside [0, ${cols})`);
+    }
+  }
 }
 
-export function crossEntropyKernel(
-  logits: FloatArray, targets: Int32Array, rows: number, cols: number, ignoreIndex: number,
-): { loss: FloatArray; lse: FloatArray } {
-  const loss = allocLike(logits, rows) as FloatArray;
-  const lse = allocLike(logits, rows) as FloatArray;
-  for (let r = 0; r < rows; r++) {
+/** Cross-entropy of rows [start, end): each row's log-sum-exp, and its loss unless its target is ignored. Targets are checked first. */
+export function crossEntropyRows(
+  logits: FloatArray, targets: Int32Array, cols: number, ignoreIndex: number, loss: FloatArray, lse: FloatArray, start: number, end: number,
+): void {
+  for (let r = start; r < end; r++) {
     const base = r * cols;
     let max = -Infinity;
     for (let j = 0; j < cols; j++) if (logits[base + j]! > max) max = logits[base + j]!;
@@ -130,17 +135,16 @@ export function crossEntropyKernel(
     lse[r] = l;
     const t = targets[r]!;
     if (t === ignoreIndex) continue;
-    checkTarget(t, cols, r);
     loss[r] = l - logits[base + t]!;
   }
-  return { loss, lse };
 }
 
-export function crossEntropyBackwardKernel(
-  logits: FloatArray, targets: Int32Array, lse: FloatArray, dLoss: FloatArray, rows: number, cols: number, ignoreIndex: number,
-): FloatArray {
-  const d = allocLike(logits) as FloatArray;
-  for (let r = 0; r < rows; r++) {
+/** The gradient of cross-entropy for rows [start, end) into d (zero where the target is ignored). */
+export function crossEntropyBackwardRows(
+  logits: FloatArray, targets: Int32Array, lse: FloatArray, dLoss: FloatArray, cols: number, ignoreIndex: number,
+  d: FloatArray, start: number, end: number,
+): void {
+  for (let r = start; r < end; r++) {
     const t = targets[r]!;
     if (t === ignoreIndex) continue;
     const base = r * cols;
@@ -149,7 +153,6 @@ export function crossEntropyBackwardKernel(
     for (let j = 0; j < cols; j++) d[base + j] = w * Math.exp(logits[base + j]! - l);
     d[base + t] -= w;
   }
-  return d;
 }
 
 export function gatherKernel(table: FloatArray, rowsInTable: number, cols: number, indices: Int32Array): FloatArray {
