@@ -37,7 +37,8 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createCudaBackend } from '../src/backend/cuda/index.js';
 import { BF16_CODE, DTYPE_CODE, type NativeAddon, type NativeComm, type NativeHandle } from '../src/backend/cuda/native.js';
-import { rendezvous } from '../src/distributed/rendezvous.js';
+import { rendezvousIds } from '../src/distributed/rendezvous.js';
+import { decodeBf16 } from '../src/io/halfFloat.js';
 import {
   ShardForward, forwardFlops, geometricSchedule, groupOf, planShards, type Pattern, type ShardPlan,
 } from './billion-forward-shard.js';
@@ -108,20 +109,8 @@ async function communicators(): Promise<Comms> {
   // ids: the world's, then for each cross pattern narrower than the world one per group
   const layout: { pattern: number; groups: number }[] = plan0.cross.map((c, i) => ({ pattern: i, groups: c.ranks < P ? P / c.ranks : 0 }));
   const count = 1 + layout.reduce((s, x) => s + x.groups, 0);
-  const r = await rendezvous(process.env, {
-    makeSharedId: () => {
-      const ids = Array.from({ length: count }, () => a.ncclUniqueId());
-      const blob = new Uint8Array(ids.reduce((s, id) => s + id.length, 0));
-      let at = 0;
-      for (const id of ids) {
-        blob.set(id, at);
-        at += id.length;
-      }
-      return blob;
-    },
-  });
-  const len = r.sharedId.length / count;
-  const id = (i: number): Uint8Array => r.sharedId.slice(i * len, (i + 1) * len);
+  const r = await rendezvousIds(process.env, count, () => a.ncclUniqueId());
+  const id = r.id;
   const world = a.ncclCommInit(id(0), r.size, r.rank);
   const all = [world];
   const byPattern: (NativeComm | null)[] = [];
@@ -317,18 +306,13 @@ async function run(): Promise<boolean> {
 
 // ---- check ------------------------------------------------------------------------------------------------
 
-/** bf16 bit patterns to numbers. */
-function fromBf16(bits: Uint16Array): Float32Array {
-  const u = new Uint32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) u[i] = bits[i]! << 16;
-  return new Float32Array(u.buffer);
-}
-
 function read(h: NativeHandle, size: number, code: number): Float32Array {
   if (code === BF16_CODE) {
     const bits = new Uint16Array(size);
     a.download(h, bits);
-    return fromBf16(bits);
+    const out = new Float32Array(size);
+    decodeBf16(bits, out);
+    return out;
   }
   const out = new Float32Array(size);
   a.download(h, out);

@@ -24,6 +24,7 @@
 import { spawn } from 'node:child_process';
 import { appendFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { cudaAvailable, createCudaBackend } from '../src/backend/cuda/index.js';
@@ -102,7 +103,6 @@ function runPeer(script: string, extra: string[]): Promise<void> {
   ];
   return new Promise((resolvePromise) => {
     const child = spawn(values.python!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    let buffered = '';
     let errText = '';
     const handle = (line: string): void => {
       if (!line.trim()) return;
@@ -130,21 +130,13 @@ function runPeer(script: string, extra: string[]): Promise<void> {
         process.stderr.write(`# ${describe(row)}\n`);
       }
     };
-    child.stdout.on('data', (d: Buffer) => {
-      buffered += d.toString();
-      let i: number;
-      while ((i = buffered.indexOf('\n')) >= 0) {
-        handle(buffered.slice(0, i));
-        buffered = buffered.slice(i + 1);
-      }
-    });
+    createInterface({ input: child.stdout }).on('line', handle);
     child.stderr.on('data', (d: Buffer) => { errText += d.toString(); process.stderr.write(d); });
     child.on('error', (e) => {
       notes.push(`${script} did not run: ${e.message}`);
       resolvePromise();
     });
     child.on('close', (code) => {
-      handle(buffered);
       if (code !== 0) {
         const last = errText.trim().split('\n').pop() ?? '';
         notes.push(`${script} exited with status ${code}${last ? `: ${last}` : ''}`);

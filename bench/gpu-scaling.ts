@@ -39,6 +39,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { appendFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Tensor, dilatedAttention } from '../src/index.js';
@@ -445,7 +446,6 @@ function runDense(lengths: readonly number[]): Promise<{ rows: Fig5Row[]; info: 
     const rows: Fig5Row[] = [];
     let info: Record<string, unknown> = {};
     let err = '';
-    let buf = '';
     const child = spawn(values.python!, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const line = (s: string): void => {
       if (!s.trim()) return;
@@ -463,18 +463,10 @@ function runDense(lengths: readonly number[]): Promise<{ rows: Fig5Row[]; info: 
         process.stderr.write(`# dense_forward.py: ${s}\n`);
       }
     };
-    child.stdout.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        line(buf.slice(0, i));
-        buf = buf.slice(i + 1);
-      }
-    });
+    createInterface({ input: child.stdout }).on('line', line);
     child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
     child.on('error', (e) => done({ rows, info, note: `dense peer did not run: ${e.message}` }));
     child.on('close', (code) => {
-      line(buf);
       done({ rows, info, note: code === 0 ? '' : `dense peer exited with status ${code}: ${err.trim().split('\n').pop() ?? ''}` });
     });
   });
@@ -616,7 +608,6 @@ function runTrial(P: number, lengths: readonly number[], timeoutS: number): Prom
   return new Promise((done) => {
     const trials: Trial[] = [];
     const child = spawn(cmd[0]!, cmd.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    let buf = '';
     const onLine = (s: string): void => {
       if (s.startsWith('TRIAL ')) {
         const t = JSON.parse(s.slice(6)) as Trial;
@@ -625,14 +616,7 @@ function runTrial(P: number, lengths: readonly number[], timeoutS: number): Prom
           `${t.rank !== undefined ? ` (rank ${t.rank})` : ''}${t.message ? `: ${t.message}` : ''}`);
       } else if (s.trim()) console.log(`#   ${s}`);
     };
-    child.stdout.on('data', (d: Buffer) => {
-      buf += d.toString();
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
-        onLine(buf.slice(0, i));
-        buf = buf.slice(i + 1);
-      }
-    });
+    createInterface({ input: child.stdout }).on('line', onLine);
     child.stderr.on('data', (d: Buffer) => { for (const s of d.toString().split('\n')) if (s.trim()) console.log(`#   ${s}`); });
     const kill = (sig: NodeJS.Signals): void => { try { process.kill(-child.pid!, sig); } catch { /* gone */ } };
     // stopped from outside (the step's time limit): take the try along, GPUs and all
@@ -652,7 +636,6 @@ function runTrial(P: number, lengths: readonly number[], timeoutS: number): Prom
       clearTimeout(timer);
       process.removeListener('SIGTERM', stop);
       process.removeListener('SIGINT', stop);
-      onLine(buf);
       const done_ = new Set(trials.map((t) => t.N));
       const next = lengths.find((N) => !done_.has(N));
       if (timedOut && next !== undefined) trials.push({ N: next, status: 'timeout', message: `no answer within ${timeoutS} s` });

@@ -5,7 +5,7 @@ import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, trunc
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readSafetensors } from '../src/io/safetensors.js';
-import { runCli as cli, ROOT, MAIN, type CliResult as Result } from './support/cli.js';
+import { runCli as cli, ROOT, MAIN, writeCodeCorpus, type CliResult as Result } from './support/cli.js';
 
 let work: string;
 let corpus: string;
@@ -15,9 +15,7 @@ const FAST = ['--steps', '6', '--seq-len', '32', '--batch', '2', '--eval-every',
 before(() => {
   work = mkdtempSync(join(tmpdir(), 'longnet-cli-train-'));
   corpus = join(work, 'corpus.js');
-  const lines: string[] = [];
-  for (let i = 0; i < 300; i++) lines.push(`function add${i}(a, b) { return a + b + ${i}; } // sum plus ${i}`);
-  writeFileSync(corpus, lines.join('\n'));
+  writeCodeCorpus(corpus);
 });
 
 after(() => rmSync(work, { recursive: true, force: true }));

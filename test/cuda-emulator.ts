@@ -12,6 +12,7 @@ import '../src/backend/cuda/index.js';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
 import { ABI_VERSION, type MemoryStats, type NativeAddon, type NativeHandle } from '../src/backend/cuda/native.js';
 import { registerBackendLoader } from '../src/backend/registry.js';
+import { decodeBf16, encodeBf16 } from '../src/io/halfFloat.js';
 import { bytesPerElement, type DType, type TypedArray } from '../src/tensor/dtype.js';
 
 const DTYPES: readonly DType[] = ['float32', 'float64', 'int32'];
@@ -20,25 +21,16 @@ const FLASH_HEAD_DIMS = [32, 64, 128];
 
 interface Buffer { storage: Storage; freed: boolean; bytes: number; bf16: boolean }
 
-function bf16Values(bits: Uint16Array): Float32Array {
-  const u = new Uint32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) u[i] = bits[i]! << 16;
-  return new Float32Array(u.buffer);
+/** bfloat16 bit patterns as float32 values. */
+export function fromBf16Bits(bits: Uint16Array): Float32Array {
+  const out = new Float32Array(bits.length);
+  decodeBf16(bits, out);
+  return out;
 }
 
 /** Rounds float32 values to the nearest bfloat16 (ties to even), as __float2bfloat16_rn does. */
 export function roundToBf16(x: Float32Array): Float32Array {
-  const out = new Float32Array(x);
-  const bits = new Uint32Array(out.buffer);
-  for (let i = 0; i < bits.length; i++) {
-    const b = bits[i]!;
-    if ((b & 0x7f800000) === 0x7f800000) {
-      if (b & 0x7fffff) bits[i] = (b | 0x400000) & 0xffff0000; // NaN stays NaN
-      continue;
-    }
-    bits[i] = ((b + 0x7fff + ((b >>> 16) & 1)) >>> 0) & 0xffff0000;
-  }
-  return out;
+  return fromBf16Bits(encodeBf16(x));
 }
 
 export interface EmulatorCounters {
@@ -97,7 +89,7 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
     },
     upload(h, data) {
       if (buf(h).bf16 !== data instanceof Uint16Array) throw new Error('emulated addon: bf16 buffers take Uint16Array bit patterns');
-      put(h, cpu.fromArray(data instanceof Uint16Array ? bf16Values(data) : data));
+      put(h, cpu.fromArray(data instanceof Uint16Array ? fromBf16Bits(data) : data));
     },
     download(h, out: TypedArray | Uint16Array) {
       counters.syncs++;

@@ -17,7 +17,7 @@ import { getBackend } from '../src/backend/registry.js';
 import { BF16_CODE, type NativeHandle } from '../src/backend/cuda/native.js';
 import { headOffset } from '../src/attention/patterns.js';
 import { Tensor, dilatedAttention, tidy } from '../src/index.js';
-import { createEmulatedAddon, roundToBf16 } from './cuda-emulator.js';
+import { createEmulatedAddon, fromBf16Bits, roundToBf16 } from './cuda-emulator.js';
 import { cpu, poison, readGpu, relativeError, requireGpu, Random, rng, seed, skip } from './cuda-support.js';
 
 const scratch = new Float32Array(1);
@@ -273,13 +273,6 @@ test('the fused kernels refuse wrong dtypes, sizes and head dims by argument', {
     for (const h of handles) a.free(h);
   }
 });
-
-/** bf16 bit patterns to numbers. */
-function fromBf16Bits(bits: Uint16Array): Float32Array {
-  const u = new Uint32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) u[i] = bits[i]! << 16;
-  return new Float32Array(u.buffer);
-}
 
 test('attentionDsum: rowsum(o * dO) in float32 for float32 and bfloat16 operands', { skip }, () => {
   const g = requireGpu();

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { BF16_CODE, type NativeAddon, type NativeHandle } from '../src/backend/cuda/native.js';
-import { createEmulatedAddon } from './cuda-emulator.js';
+import { createEmulatedAddon, fromBf16Bits } from './cuda-emulator.js';
 import { requireGpu, rng, seed, skip } from './cuda-support.js';
 
 const F32 = 0;
@@ -15,9 +15,6 @@ function bits(x: Float32Array): Uint16Array {
   return new Uint16Array(new Uint32Array(x.buffer.slice(0)).map((b) => b >>> 16));
 }
 
-function fromBits(b: Uint16Array): Float32Array {
-  return new Float32Array(new Uint32Array(Array.from(b, (x) => x << 16)).buffer);
-}
 
 /** A bf16 buffer of random values on `a`, and the same bits on the emulated addon `e`. */
 function pair(a: NativeAddon, e: NativeAddon, values: Uint16Array): [NativeHandle, NativeHandle] {
@@ -31,7 +28,7 @@ function readAny(a: NativeAddon, h: NativeHandle, size: number, code: number): F
   if (code === BF16_CODE) {
     const b = new Uint16Array(size);
     a.download(h, b);
-    return fromBits(b);
+    return fromBf16Bits(b);
   }
   const out = new Float32Array(size);
   a.download(h, out);

@@ -5,11 +5,11 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readSafetensors, toFloat32 } from '../src/io/safetensors.js';
-import { runCli as cli, type CliResult as Result } from './support/cli.js';
+import { runCli as cli, writeCodeCorpus, type CliResult as Result } from './support/cli.js';
 
 let work: string;
 let corpus: string;
@@ -18,9 +18,7 @@ const FAST = ['--steps', '4', '--seq-len', '32', '--batch', '4', '--eval-every',
 before(() => {
   work = mkdtempSync(join(tmpdir(), 'longnet-cli-parallel-'));
   corpus = join(work, 'corpus.js');
-  const lines: string[] = [];
-  for (let i = 0; i < 300; i++) lines.push(`function add${i}(a, b) { return a + b + ${i}; } // sum plus ${i}`);
-  writeFileSync(corpus, lines.join('\n'));
+  writeCodeCorpus(corpus);
 });
 
 after(() => rmSync(work, { recursive: true, force: true }));

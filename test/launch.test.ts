@@ -66,6 +66,17 @@ test('the ranks meet at the rendezvous and all receive rank 0\'s id', async () =
   assert.ok(got.every((g) => g.size === 2 && g.id.length === 256 && g.id === got[0]!.id));
 });
 
+test('several ids made on rank 0 reach every rank, each whole and in order', async () => {
+  const r = await launch(['--nproc-per-node', '3', '--master-port', '0', '--', ...fixture, 'ids']);
+  assert.equal(r.code, 0, r.stderr);
+  const got = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { rank: number; ids: string[] });
+  assert.deepEqual(got.map((g) => g.rank).sort(), [0, 1, 2]);
+  const ids = got[0]!.ids;
+  assert.ok(ids.every((id) => id.length === 32), 'each id is 16 bytes');
+  assert.equal(new Set(ids).size, 3, 'the three ids differ');
+  for (const g of got) assert.deepEqual(g.ids, ids, `rank ${g.rank}`);
+});
+
 test('a process that fails stops the others; the launcher says which rank', async () => {
   const pids = mkdtempSync(join(dir, 'pids-'));
   const script = `require('fs').writeFileSync(${JSON.stringify(pids)} + '/' + process.env.RANK, String(process.pid));

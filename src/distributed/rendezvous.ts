@@ -352,3 +352,26 @@ function range(n: number): number[] {
 function plural(word: string, items: readonly number[]): string {
   return `${word}${items.length === 1 ? '' : 's'} ${items.join(', ')}`;
 }
+
+/**
+ * The rendezvous with `count` ids of equal length made on rank 0 by `makeId` (e.g. one NCCL id for the world
+ * and one for each group), sent as one blob; `id(i)` is the i-th on every rank.
+ */
+export async function rendezvousIds(
+  env: NodeJS.ProcessEnv, count: number, makeId: () => Uint8Array,
+): Promise<RendezvousResult & { id(i: number): Uint8Array }> {
+  const r = await rendezvous(env, {
+    makeSharedId: () => {
+      const ids = Array.from({ length: count }, makeId);
+      const blob = new Uint8Array(ids.reduce((n, id) => n + id.length, 0));
+      let at = 0;
+      for (const id of ids) {
+        blob.set(id, at);
+        at += id.length;
+      }
+      return blob;
+    },
+  });
+  const length = r.sharedId.length / count;
+  return { ...r, id: (i) => r.sharedId.slice(i * length, (i + 1) * length) };
+}

@@ -5,7 +5,7 @@
  * world's. One rendezvous hands out every unique id: rank 0 brings the world's id followed by one per group.
  */
 import type { Storage } from '../backend.js';
-import { rendezvous } from '../../distributed/rendezvous.js';
+import { rendezvousIds } from '../../distributed/rendezvous.js';
 import {
   checkGroupRanks, type CollectiveReduceOp, type Communicator, type RecvSpec, type SendSpec,
 } from '../../distributed/communicator.js';
@@ -56,20 +56,8 @@ export async function createNcclTrainingComms(
   }
   const groups = worldSize / groupSize;
   const separate = groupSize > 1 && groups > 1;
-  const r = await rendezvous(env, {
-    makeSharedId: () => {
-      const ids = Array.from({ length: separate ? 1 + groups : 1 }, () => ncclUniqueId(backend));
-      const blob = new Uint8Array(ids.reduce((a, id) => a + id.length, 0));
-      let at = 0;
-      for (const id of ids) {
-        blob.set(id, at);
-        at += id.length;
-      }
-      return blob;
-    },
-  });
-  const idLength = r.sharedId.length / (separate ? 1 + groups : 1);
-  const id = (i: number): Uint8Array => r.sharedId.slice(i * idLength, (i + 1) * idLength);
+  const r = await rendezvousIds(env, separate ? 1 + groups : 1, () => ncclUniqueId(backend));
+  const id = r.id;
   const worldComm = NcclComm.init(backend, id(0), r.size, r.rank);
   const world = NcclCommunicator.world(backend, worldComm);
   const first = Math.floor(r.rank / groupSize) * groupSize;
