@@ -147,6 +147,8 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
     },
     crossEntropyBackward: (logits, targets, lse, dLoss, rows, cols, ignoreIndex, out) =>
       put(out, cpu.crossEntropyBackward(s(logits), s(targets), s(lse), s(dLoss), rows, cols, ignoreIndex)),
+    rotatePairs: (x, cos, sin, outer, positions, inner, dim, transpose, y) =>
+      put(y, cpu.rotatePairs(s(x), s(cos), s(sin), outer, positions, inner, dim, transpose)),
     gather(table, rowsInTable, cols, indices, out) {
       counters.syncs++;
       put(out, cpu.gather(s(table), rowsInTable, cols, s(indices)));

@@ -132,6 +132,14 @@ export interface Backend {
     logits: Storage, targets: Storage, lse: Storage, dLoss: Storage, rows: number, cols: number, ignoreIndex: number,
   ): Storage;
 
+  /**
+   * Rotary positions over pairs: x is [outer, positions, inner, dim] (dim even), cos and sin are
+   * [positions, dim], and y[e] = x[e] * cos[e] + x[e ^ 1] * sin[e] along the last axis (e ^ 1: the other
+   * element of e's pair). `transpose` gives the adjoint, y[e] = x[e] * cos[e] + x[e ^ 1] * sin[e ^ 1],
+   * which is the gradient with respect to x.
+   */
+  rotatePairs(x: Storage, cos: Storage, sin: Storage, outer: number, positions: number, inner: number, dim: number, transpose: boolean): Storage;
+
   // embeddings
   gather(table: Storage, rowsInTable: number, cols: number, indices: Storage): Storage;
   scatterAdd(dOut: Storage, indices: Storage, rowsInTable: number, cols: number): Storage;

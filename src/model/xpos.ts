@@ -58,7 +58,7 @@ export function xposCenter(length: number): number {
 
 /**
  * Per-position factors for positions [start, start + length), shaped [length, 1, D] to broadcast over
- * [B, N, H, D]: rotate(x) = x * cos + swapPairs(x) * sin, with the sign of the rotation in `sin`.
+ * [B, N, H, D]: rotate(x)[e] = x[e] * cos[e] + x[e ^ 1] * sin[e] (T.rotatePairs), with the sign of the rotation in `sin`.
  */
 export interface XPosTables {
   qCos: Tensor;
@@ -129,23 +129,7 @@ export function xposTables(
   return { qCos: make(h.qCos), qSin: make(h.qSin), kCos: make(h.kCos), kSin: make(h.kSin) };
 }
 
-/** (x0, x1, x2, x3, ...) -> (x1, x0, x3, x2, ...) over the last axis. */
-function swapPairs(x: Tensor): Tensor {
-  const lead = x.shape.slice(0, -1);
-  const d = x.shape[x.rank - 1]!;
-  const pairs = T.reshape(x, [...lead, d / 2, 2]);
-  const zero = pairs.shape.map(() => 0);
-  const one = [...lead.map(() => 0), 0, 1];
-  const size = [...lead, d / 2, 1];
-  return T.reshape(T.concat([T.slice(pairs, one, size), T.slice(pairs, zero, size)], pairs.rank - 1), x.shape);
-}
-
-/** Rotates and scales x [B, N, H, D] with tables [N, 1, D]. */
-export function rotate(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
-  return T.add(T.mul(x, cos), T.mul(swapPairs(x), sin));
-}
-
 /** XPos applied to q and k [B, N, H, D] with the tables of their positions. */
 export function applyXPos(q: Tensor, k: Tensor, tables: XPosTables): { q: Tensor; k: Tensor } {
-  return { q: rotate(q, tables.qCos, tables.qSin), k: rotate(k, tables.kCos, tables.kSin) };
+  return { q: T.rotatePairs(q, tables.qCos, tables.qSin), k: T.rotatePairs(k, tables.kCos, tables.kSin) };
 }

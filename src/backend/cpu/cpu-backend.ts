@@ -11,6 +11,7 @@ import { runMatmul } from './matmul-parallel.js';
 import { addSliceIntoKernel, sliceKernel } from './layout.js';
 import { permuteKernel } from './layout-parallel.js';
 import { adamwKernel, gatherKernel, scatterAddKernel } from './nn.js';
+import { rotatePairsKernel } from './rotary.js';
 import {
   crossEntropyBackwardKernel, crossEntropyKernel, layerNormBackwardKernel, layerNormKernel, softmaxBackwardKernel, softmaxKernel,
 } from './nn-parallel.js';
@@ -141,6 +142,12 @@ export class CpuBackend implements Backend {
     return wrap(crossEntropyBackwardKernel(
       floatData(logits, 'crossEntropy'), intData(targets, 'crossEntropy targets'), floatData(lse, 'crossEntropy'),
       floatData(dLoss, 'crossEntropy'), rows, cols, ignoreIndex,
+    ));
+  }
+
+  rotatePairs(x: Storage, cos: Storage, sin: Storage, outer: number, positions: number, inner: number, dim: number, transpose: boolean): Storage {
+    return wrap(rotatePairsKernel(
+      floatData(x, 'rotatePairs'), floatData(cos, 'rotatePairs cos'), floatData(sin, 'rotatePairs sin'), outer, positions, inner, dim, transpose,
     ));
   }
 

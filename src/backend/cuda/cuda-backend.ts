@@ -174,6 +174,15 @@ export class CudaBackend implements Backend {
     return out;
   }
 
+  rotatePairs(x: Storage, cos: Storage, sin: Storage, outer: number, positions: number, inner: number, dim: number, transpose: boolean): Storage {
+    const y = this.f32(x.size);
+    this.native.rotatePairs(
+      floatHandle(x, 'rotatePairs'), floatHandle(cos, 'rotatePairs cos'), floatHandle(sin, 'rotatePairs sin'),
+      outer, positions, inner, dim, transpose, y.handle,
+    );
+    return y;
+  }
+
   gather(table: Storage, rowsInTable: number, cols: number, indices: Storage): Storage {
     const out = this.f32(indices.size * cols);
     this.native.gather(floatHandle(table, 'embedding'), rowsInTable, cols, intHandle(indices, 'embedding indices'), out.handle);

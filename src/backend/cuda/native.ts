@@ -87,6 +87,7 @@ export interface NativeAddon {
   layerNormBackward(dy: H, x: H, gamma: H | null, mean: H, rstd: H, rows: number, cols: number, dx: H, dGamma: H | null, dBeta: H | null): void;
   crossEntropy(logits: H, targets: H, rows: number, cols: number, ignoreIndex: number, loss: H, lse: H): void;
   crossEntropyBackward(logits: H, targets: H, lse: H, dLoss: H, rows: number, cols: number, ignoreIndex: number, out: H): void;
+  rotatePairs(x: H, cos: H, sin: H, outer: number, positions: number, inner: number, dim: number, transpose: boolean, y: H): void;
   gather(table: H, rowsInTable: number, cols: number, indices: H, out: H): void;
   scatterAdd(dOut: H, indices: H, rowsInTable: number, cols: number, out: H): void;
   adamw(param: H, grad: H, m: H, v: H, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
@@ -161,4 +162,4 @@ export interface NativeAddon {
 }
 
 /** The addon version this TypeScript expects; a stale build is reported instead of misbehaving. */
-export const ABI_VERSION = 4;
+export const ABI_VERSION = 5;

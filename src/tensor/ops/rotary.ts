@@ -1,0 +1,32 @@
+import { record } from '../autograd.js';
+import { formatShape } from '../shape.js';
+import type { Tensor } from '../tensor.js';
+import { common, requireFloat, wrap } from './util.js';
+
+/**
+ * Rotary positions over pairs of the last axis: x [..., N, H, D] (D even) with constant tables cos, sin
+ * [N, 1, D] (or [N, D]): y[e] = x[e] * cos[e] + x[e ^ 1] * sin[e], where e ^ 1 is the other element of
+ * e's pair. One fused op where the elementwise form takes a pair swap (two slices and a concat), two
+ * products and a sum; its gradient is the same op on the transposed tables. The tables are constants:
+ * no gradient flows to them.
+ */
+export function rotatePairs(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+  requireFloat('rotatePairs', x);
+  const backend = common('rotatePairs', x, cos, sin);
+  if (x.rank < 3) throw new Error(`rotatePairs: x must be [..., positions, heads, dim], got ${formatShape(x.shape)}`);
+  const [positions, inner, dim] = x.shape.slice(-3) as [number, number, number];
+  if (dim % 2 !== 0) throw new Error(`rotatePairs: the last axis (${dim}) must be even`);
+  for (const [name, t] of [['cos', cos], ['sin', sin]] as const) {
+    const rows = t.shape[0];
+    if (rows !== positions || t.size !== positions * dim || t.shape[t.rank - 1] !== dim) {
+      throw new Error(`rotatePairs: ${name} of shape ${formatShape(t.shape)} is not [${positions}, 1, ${dim}] for x ${formatShape(x.shape)}`);
+    }
+    if (t.requiresGrad) throw new Error(`rotatePairs: ${name} is a constant table and cannot require gradients`);
+  }
+  const outer = positions * inner * dim === 0 ? 0 : x.size / (positions * inner * dim);
+  const rotate = (input: Tensor, transpose: boolean): Tensor => wrap(
+    backend.rotatePairs(input.storage, cos.storage, sin.storage, outer, positions, inner, dim, transpose), input.shape, backend,
+  );
+  const y = rotate(x, false);
+  return record('rotatePairs', y, [x], (g) => [rotate(g, true)]);
+}
