@@ -157,8 +157,9 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
       counters.syncs++;
       put(out, cpu.scatterAdd(s(dOut), s(indices), rowsInTable, cols));
     },
-    adamw: (param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step) =>
-      cpu.adamw(s(param), s(grad), s(m), s(v), { lr, beta1, beta2, eps, weightDecay, step }),
+    adamw: (param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step, gradScale) =>
+      cpu.adamw(s(param), s(grad), s(m), s(v), { lr, beta1, beta2, eps, weightDecay, step, gradScale }),
+    sumsOfSquares: (xs, out) => put(out, cpu.sumsOfSquares(xs.map(s))),
     attentionForward(q, k, v, o, lse, batch, seqLen, heads, headDim, patterns, causal, scale, blocked) {
       const r = cpu.dilatedAttention(s(q), s(k), s(v), { batch, seqLen, heads, headDim }, config(patterns, causal, scale, blocked));
       put(o, r.o);

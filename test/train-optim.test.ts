@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Tensor } from '../src/tensor/index.js';
+import { sumsOfSquares, Tensor } from '../src/tensor/index.js';
 import { AdamW, decays, PAPER_ADAMW } from '../src/train/optimizer.js';
-import { clipGradNorm, globalGradNorm } from '../src/train/clip.js';
+import { clipGradNorm, clipScale, globalGradNorm } from '../src/train/clip.js';
 import { checkSchedule, defaultWarmup, learningRate } from '../src/train/schedule.js';
 import { InputError } from '../src/errors.js';
 
@@ -116,4 +116,30 @@ test('gradient clipping scales all gradients together to the global norm limit, 
   b.grad = null;
   assert.equal(clipGradNorm([a, b], 2), 0.5);
   assert.deepEqual([...a.grad!.toArray()], [0.3, 0.4]);
+});
+
+test('sumsOfSquares gives one sum of squares per tensor, and the global norm is their sum', () => {
+  const tensors = [f64([3, 0], [2], false), f64([1, -2, 2, 0, 0, 0], [2, 3], false), f64([], [0], false)];
+  assert.deepEqual([...sumsOfSquares(tensors).toArray()], [9, 9, 0]);
+  assert.throws(() => sumsOfSquares([]), /no tensors/);
+  assert.throws(() => sumsOfSquares([f64([1], [1], false), Tensor.fromArray(new Float32Array(1), [1])]), /different dtypes/);
+  assert.equal(clipScale(5, 2), 2 / (5 + 1e-6));
+  assert.equal(clipScale(1.5, 2), 1);
+  assert.equal(clipScale(5, 0), 1, 'a limit of 0 turns clipping off');
+});
+
+test('AdamW with gradScale equals AdamW on gradients scaled beforehand (how the trainer clips)', () => {
+  const make = () => f64([1, -2, 0.5, 3], [2, 2]);
+  const scaledFirst = make();
+  const scaledInside = make();
+  const a = new AdamW(new Map([['w', scaledFirst]]));
+  const b = new AdamW(new Map([['w', scaledInside]]));
+  for (const [grad, scale] of [[[0.5, -0.1, 2, 0], 0.25], [[0.3, 0.2, -1, 1e-3], 1], [[-4, 5, 0.5, 2], 0.125]] as const) {
+    scaledFirst.grad = f64(grad.map((g) => g * scale), [2, 2], false);
+    a.update(0.01);
+    scaledInside.grad = f64([...grad], [2, 2], false);
+    b.update(0.01, scale);
+  }
+  assert.deepEqual([...scaledInside.toArray()], [...scaledFirst.toArray()]);
+  assert.deepEqual([...b.moments.get('w')!.v.toArray()], [...a.moments.get('w')!.v.toArray()]);
 });

@@ -70,6 +70,8 @@ export interface LayerNormResult { y: Storage; mean: Storage; rstd: Storage }
 export interface LayerNormGrads { dx: Storage; dGamma: Storage | null; dBeta: Storage | null }
 export interface AdamWHyper {
   lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number;
+  /** The gradient is multiplied by this first (global-norm clipping without a pass over the gradients); 1 if absent. */
+  gradScale?: number;
 }
 
 /**
@@ -100,6 +102,8 @@ export interface Backend {
 
   // reductions over `axes` (sorted, distinct); the result keeps the reduced axes with length 1
   reduce(op: ReduceOp, x: Storage, shape: Shape, axes: readonly number[]): Storage;
+  /** [xs.length]: the sum of the squares of each storage's elements (all of one float dtype), in one call. */
+  sumsOfSquares(xs: readonly Storage[]): Storage;
 
   /**
    * Batched matrix product: a is [...batchA, M, K] (or [..., K, M] when transA), b likewise; leading

@@ -1,29 +1,29 @@
 /** Global-norm gradient clipping (the paper clips at 2.0). */
-import { add, keep, mulScalar, noGrad, square, sum, tidy, type Tensor } from '../tensor/index.js';
+import { keep, mulScalar, noGrad, sum, sumsOfSquares, tidy, type Tensor } from '../tensor/index.js';
 
 /** The L2 norm of all gradients together, as if they were one vector. */
 export function globalGradNorm(params: Iterable<Tensor>): number {
-  return noGrad(() => tidy(() => {
-    let total: Tensor | null = null;
-    for (const p of params) {
-      if (p.grad === null) continue;
-      const s = sum(square(p.grad));
-      total = total === null ? s : add(total, s);
-    }
-    // one read at the end: on a GPU that is one synchronization, not one per parameter
-    return total === null ? 0 : Math.sqrt(total.item());
-  }));
+  const grads = [...params].flatMap((p) => (p.grad === null ? [] : [p.grad]));
+  if (grads.length === 0) return 0;
+  // one backend call for every gradient, and one read: on a GPU that is one synchronization
+  return noGrad(() => tidy(() => Math.sqrt(sum(sumsOfSquares(grads)).item())));
+}
+
+/** The factor that brings a global norm `norm` down to `maxNorm`: 1 when it is within it, or when maxNorm is 0 (no clipping). */
+export function clipScale(norm: number, maxNorm: number): number {
+  return maxNorm > 0 && norm > maxNorm ? maxNorm / (norm + 1e-6) : 1;
 }
 
 /**
  * Scales every gradient by `maxNorm / norm` when their global norm exceeds `maxNorm` (never up).
- * Returns the norm before clipping, which is what training logs report.
+ * Returns the norm before clipping, which is what training logs report. The trainer does not call this:
+ * it hands clipScale's factor to the optimizer, which scales each gradient as it reads it.
  */
 export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number): number {
   const list = [...params];
   const norm = globalGradNorm(list);
-  if (!(maxNorm > 0) || !(norm > maxNorm)) return norm;
-  const factor = maxNorm / (norm + 1e-6);
+  const factor = clipScale(norm, maxNorm);
+  if (factor === 1) return norm;
   noGrad(() => {
     for (const p of list) {
       if (p.grad === null) continue;

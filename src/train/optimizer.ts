@@ -55,10 +55,11 @@ export class AdamW {
   }
 
   /**
-   * Applies one update with learning rate `lr` from each parameter's `.grad` (a parameter without a
-   * gradient, unused by the loss, is left alone but still counts the step).
+   * Applies one update with learning rate `lr` from each parameter's `.grad` times `gradScale` (the
+   * clipping factor; a parameter without a gradient, unused by the loss, is left alone but still counts
+   * the step).
    */
-  update(lr: number): void {
+  update(lr: number, gradScale = 1): void {
     this.step++;
     for (const [name, p] of this.params) {
       const grad = p.grad;
@@ -71,6 +72,7 @@ export class AdamW {
         eps: this.options.eps,
         weightDecay: decays(name, p) ? this.options.weightDecay : 0,
         step: this.step,
+        gradScale,
       });
     }
   }

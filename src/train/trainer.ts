@@ -8,7 +8,7 @@ import type { BatchPosition, TokenDataset } from '../data/index.js';
 import { splitBatch } from '../data/index.js';
 import { mulScalar, noGrad, tensor, tidy, type Tensor } from '../tensor/index.js';
 import type { Device } from '../backend/backend.js';
-import { clipGradNorm } from './clip.js';
+import { clipScale, globalGradNorm } from './clip.js';
 import { AdamW, type AdamWOptions } from './optimizer.js';
 import { learningRate, type ScheduleOptions } from './schedule.js';
 
@@ -75,14 +75,15 @@ interface Stepper {
 export function finishStep(t: Stepper, loss: number, position: TrainerProgress['data'], started: number): StepResult {
   const { accumulate, batch, seqLen } = t.options;
   const nextStep = t.progress.step + 1;
-  const gradNorm = clipGradNorm(t.params.values(), t.options.clip);
+  const gradNorm = globalGradNorm(t.params.values());
   if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
     throw new InputError(
       `training diverged at step ${nextStep} (loss ${loss}, gradient norm ${gradNorm}); try a lower --lr or a longer warm-up`,
     );
   }
   const lr = learningRate(t.options.schedule, nextStep);
-  noGrad(() => t.optimizer.update(lr));
+  // clipping: the optimizer scales each gradient as it reads it, with no pass of its own over them
+  noGrad(() => t.optimizer.update(lr, clipScale(gradNorm, t.options.clip)));
   t.optimizer.zeroGrad();
   const tokens = accumulate * batch * seqLen;
   t.progress = { step: nextStep, data: position, tokens: t.progress.tokens + tokens };

@@ -10,6 +10,7 @@ namespace ln {
 struct AdamWArgs {
   float lr, beta1, beta2, eps, decay;  // decay = 1 - lr * weightDecay
   float bias1, bias2;                  // 1 - beta^step
+  float grad_scale;                    // the gradient is multiplied by it first (global-norm clipping)
 };
 
 // Updates param, m and v in place.

@@ -173,7 +173,7 @@ napi_value adamw(const Call& c) {
   Buffer* m = c.buffer(2, "m");
   Buffer* v = c.buffer(3, "v");
   const double lr = c.number(4, "lr"), beta1 = c.number(5, "beta1"), beta2 = c.number(6, "beta2"), eps = c.number(7, "eps");
-  const double wd = c.number(8, "weightDecay"), step = c.number(9, "step");
+  const double wd = c.number(8, "weightDecay"), step = c.number(9, "step"), grad_scale = c.number(10, "gradScale");
   expect(param, DType::F32, -1, "adamw param");
   expect(grad, DType::F32, param->size, "adamw grad");
   expect(m, DType::F32, param->size, "adamw m");
@@ -186,6 +186,7 @@ napi_value adamw(const Call& c) {
   a.decay = float(1.0 - lr * wd);
   a.bias1 = float(1.0 - std::pow(beta1, step));
   a.bias2 = float(1.0 - std::pow(beta2, step));
+  a.grad_scale = float(grad_scale);
   launch_adamw(param->as<float>(), grad->as<float>(), m->as<float>(), v->as<float>(), param->size, a, stream());
   return undefined(c.env);
 }

@@ -6,6 +6,7 @@
 #include "../gemm.h"
 #include "../kernels/elementwise.h"
 #include "../kernels/layout.h"
+#include "../kernels/norms.h"
 #include "../kernels/reduce.h"
 #include "js.h"
 
@@ -155,11 +156,27 @@ napi_value add_slice_into(const Call& c) {
   return undefined(c.env);
 }
 
+napi_value sums_of_squares(const Call& c) {
+  const std::vector<Buffer*> xs = c.buffers(0, "xs");
+  Buffer* out = c.buffer(1, "out");
+  expect(out, DType::F32, int64_t(xs.size()), "sumsOfSquares output");
+  std::vector<const float*> pointers;
+  std::vector<int64_t> sizes;
+  for (const Buffer* x : xs) {
+    expect(x, DType::F32, -1, "sumsOfSquares input");
+    pointers.push_back(x->as<float>());
+    sizes.push_back(x->size);
+  }
+  launch_sums_of_squares(pointers, sizes, out->as<float>(), stream());
+  return undefined(c.env);
+}
+
 const Register reg({
     {"unary", entry<unary>},
     {"binary", entry<binary>},
     {"binaryScalar", entry<binary_scalar>},
     {"reduce", entry<reduce>},
+    {"sumsOfSquares", entry<sums_of_squares>},
     {"matmul", entry<matmul>},
     {"permute", entry<permute>},
     {"slice", entry<slice>},

@@ -101,6 +101,22 @@ Buffer* Call::buffer(size_t i, const char* name) const {
 
 Buffer* Call::optional_buffer(size_t i, const char* name) const { return is_nullish(i) ? nullptr : buffer(i, name); }
 
+std::vector<Buffer*> Call::buffers(size_t i, const char* name) const {
+  bool is_array = false;
+  check(env, napi_is_array(env, at(i), &is_array), "napi_is_array");
+  if (!is_array) throw TypeError(std::string(name) + " must be an array of CUDA storages");
+  uint32_t len = 0;
+  check(env, napi_get_array_length(env, at(i), &len), "napi_get_array_length");
+  std::vector<Buffer*> out(len);
+  for (uint32_t j = 0; j < len; j++) {
+    napi_value e;
+    check(env, napi_get_element(env, at(i), j, &e), "napi_get_element");
+    out[j] = unwrap_buffer(env, e, name);
+    if (out[j]->freed) throw Error(std::string(name) + ": CUDA storage used after it was freed");
+  }
+  return out;
+}
+
 napi_value wrap_buffer(napi_env env, Buffer* b) {
   napi_value v;
   napi_status s = napi_create_external(env, b, finalize_buffer, nullptr, &v);

@@ -25,6 +25,8 @@ struct Call {
   Buffer* buffer(size_t i, const char* name) const;
   // null or undefined give nullptr.
   Buffer* optional_buffer(size_t i, const char* name) const;
+  // An array of storage handles, each checked as buffer() does.
+  std::vector<Buffer*> buffers(size_t i, const char* name) const;
   bool is_nullish(size_t i) const;
 };
 

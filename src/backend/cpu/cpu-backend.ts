@@ -6,7 +6,7 @@ import { broadcastStrides, sizeOf, type Shape } from '../../tensor/shape.js';
 import { dtypeOfArray, type DType, type TypedArray } from '../../tensor/dtype.js';
 import { CpuStorage, allocArray, cpuData, floatData, intData } from './storage.js';
 import { binaryKernel, binaryScalarKernel, unaryKernel } from './elementwise-parallel.js';
-import { reduceKernel } from './reduce.js';
+import { reduceKernel, sumsOfSquaresKernel } from './reduce.js';
 import { runMatmul } from './matmul-parallel.js';
 import { addSliceIntoKernel, sliceKernel } from './layout.js';
 import { permuteKernel } from './layout-parallel.js';
@@ -66,6 +66,13 @@ export class CpuBackend implements Backend {
 
   reduce(op: ReduceOp, x: Storage, shape: Shape, axes: readonly number[]): Storage {
     return wrap(reduceKernel(op, cpuData(x), shape, axes));
+  }
+
+  sumsOfSquares(xs: readonly Storage[]): Storage {
+    if (xs.length === 0) throw new Error('sumsOfSquares: no storages');
+    const arrays = xs.map((x) => floatData(x, 'sumsOfSquares'));
+    if (arrays.some((a) => a.constructor !== arrays[0]!.constructor)) throw new Error('sumsOfSquares: storages of different dtypes');
+    return wrap(sumsOfSquaresKernel(arrays));
   }
 
   matmul(

@@ -179,8 +179,9 @@ export function adamwKernel(param: FloatArray, grad: FloatArray, m: FloatArray, 
   const c1 = 1 - Math.pow(h.beta1, h.step);
   const c2 = 1 - Math.pow(h.beta2, h.step);
   const decay = 1 - h.lr * h.weightDecay;
+  const scale = h.gradScale ?? 1;
   for (let i = 0; i < param.length; i++) {
-    const g = grad[i]!;
+    const g = grad[i]! * scale;
     const mi = h.beta1 * m[i]! + (1 - h.beta1) * g;
     const vi = h.beta2 * v[i]! + (1 - h.beta2) * g * g;
     m[i] = mi;

@@ -1,8 +1,19 @@
 import type { ReduceOp } from '../backend.js';
 import { stridesOf, type Shape } from '../../tensor/shape.js';
-import type { TypedArray } from '../../tensor/dtype.js';
+import type { FloatArray, TypedArray } from '../../tensor/dtype.js';
 import { allocLike } from './storage.js';
 import { walkStrided } from './index-walk.js';
+
+/** The sum of squares of each array, accumulated in float64, in an array of the first one's dtype. */
+export function sumsOfSquaresKernel(xs: readonly FloatArray[]): FloatArray {
+  const out = allocLike(xs[0]!, xs.length) as FloatArray;
+  xs.forEach((x, i) => {
+    let s = 0;
+    for (let j = 0; j < x.length; j++) s += x[j]! * x[j]!;
+    out[i] = s;
+  });
+  return out;
+}
 
 /** Sum or max over `axes`; the result has the input's rank with the reduced axes set to 1. */
 export function reduceKernel(op: ReduceOp, x: TypedArray, shape: Shape, axes: readonly number[]): TypedArray {

@@ -93,6 +93,13 @@ export class CudaBackend implements Backend {
     return out;
   }
 
+  sumsOfSquares(xs: readonly Storage[]): Storage {
+    if (xs.length === 0) throw new Error('sumsOfSquares: no storages');
+    const out = this.f32(xs.length);
+    this.native.sumsOfSquares(xs.map((x) => floatHandle(x, 'sumsOfSquares')), out.handle);
+    return out;
+  }
+
   matmul(
     a: Storage, aShape: Shape, b: Storage, bShape: Shape,
     transA: boolean, transB: boolean, batchShape: Shape, m: number, n: number, k: number,
@@ -344,7 +351,7 @@ export class CudaBackend implements Backend {
   adamw(param: Storage, grad: Storage, m: Storage, v: Storage, h: AdamWHyper): void {
     this.native.adamw(
       floatHandle(param, 'adamw'), floatHandle(grad, 'adamw'), floatHandle(m, 'adamw'), floatHandle(v, 'adamw'),
-      h.lr, h.beta1, h.beta2, h.eps, h.weightDecay, h.step,
+      h.lr, h.beta1, h.beta2, h.eps, h.weightDecay, h.step, h.gradScale ?? 1,
     );
   }
 

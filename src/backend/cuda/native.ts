@@ -90,7 +90,9 @@ export interface NativeAddon {
   rotatePairs(x: H, cos: H, sin: H, outer: number, positions: number, inner: number, dim: number, transpose: boolean, y: H): void;
   gather(table: H, rowsInTable: number, cols: number, indices: H, out: H): void;
   scatterAdd(dOut: H, indices: H, rowsInTable: number, cols: number, out: H): void;
-  adamw(param: H, grad: H, m: H, v: H, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
+  adamw(param: H, grad: H, m: H, v: H, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number, gradScale: number): void;
+  /** out[i] = the sum of squares of xs[i] (float32). */
+  sumsOfSquares(xs: H[], out: H): void;
 
   /** patterns: [w0, r0, w1, r1, ...] */
   attentionForward(
@@ -162,4 +164,4 @@ export interface NativeAddon {
 }
 
 /** The addon version this TypeScript expects; a stale build is reported instead of misbehaving. */
-export const ABI_VERSION = 5;
+export const ABI_VERSION = 6;

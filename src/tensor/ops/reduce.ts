@@ -3,7 +3,7 @@ import { normalizeAxis, shapesEqual, type Shape } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 import { reshape } from './layout.js';
 import { broadcastTo, mulScalar } from './elementwise.js';
-import { wrap } from './util.js';
+import { common, requireFloat, wrap } from './util.js';
 
 function resolveAxes(x: Tensor, axes: number | readonly number[] | undefined, op: string): number[] {
   if (axes === undefined) return x.shape.map((_d, i) => i);
@@ -36,6 +36,17 @@ export function max(x: Tensor, axes?: number | readonly number[], keepDims = fal
   const ax = resolveAxes(x, axes, 'max');
   const out = wrap(x.backend.reduce('max', x.storage, x.shape, ax), reducedShape(x.shape, ax, true), x.backend);
   return keepDims ? out : reshape(out, reducedShape(x.shape, ax, false));
+}
+
+/**
+ * [tensors.length]: the sum of the squares of each tensor's elements, in one backend call (the global
+ * gradient norm needs one per parameter). Not differentiable.
+ */
+export function sumsOfSquares(tensors: readonly Tensor[]): Tensor {
+  if (tensors.length === 0) throw new Error('sumsOfSquares: no tensors');
+  const backend = common('sumsOfSquares', ...tensors);
+  requireFloat('sumsOfSquares', tensors[0]!);
+  return wrap(backend.sumsOfSquares(tensors.map((t) => t.storage)), [tensors.length], backend);
 }
 
 /** Sums a broadcast gradient back to `shape`. */
