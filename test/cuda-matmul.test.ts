@@ -84,3 +84,31 @@ test('the default matmul precision is TF32, and mismatched shapes are refused', 
   const a = g.fromArray(rng.floats(6));
   assert.throws(() => g.matmul(a, [2, 3], a, [2, 3], false, false, [], 2, 3, 3), /operand shapes do not match/);
 });
+
+test('a bias added in the epilogue matches the CPU in every precision, and a wrong bias is refused', { skip }, () => {
+  const g = requireGpu();
+  const previous = g.matmulPrecision();
+  try {
+    for (const precision of ['fp32', 'tf32', 'bf16'] as const) {
+      g.setMatmulPrecision(precision);
+      // a linear layer's shapes: x [rows, in] @ W[out, in]^T + b; odd and aligned sizes, and a batch folded into rows
+      for (const [batch, rows, inF, outF] of [[[], 64, 48, 80], [[], 7, 5, 3], [[], 300, 768, 3072], [[3], 10, 16, 24]] as const) {
+        const aShape = [...batch, rows, inF];
+        const x = both(rng.floats(size(aShape)));
+        const w = both(rng.floats(outF * inF));
+        const bias = both(rng.floats(outF, (r) => r.normal() * 10));
+        poison([size(batch) * rows * outF]);
+        const got = readGpu(g.matmul(x.g, aShape, w.g, [outF, inF], false, true, [...batch], rows, outF, inF, bias.g));
+        const want = cpu.read(cpu.matmul(x.c, aShape, w.c, [outF, inF], false, true, [...batch], rows, outF, inF, bias.c));
+        const label = `${precision} [${aShape}] x [${outF}, ${inF}]^T + bias`;
+        assert.ok(got.every(Number.isFinite), `${label}: unwritten or non-finite output`);
+        const err = relativeError(got, want);
+        assert.ok(err <= BOUND[precision], `${label}: relative error ${err.toExponential(2)} > ${BOUND[precision]}`);
+      }
+    }
+    const a = g.fromArray(rng.floats(6));
+    assert.throws(() => g.matmul(a, [2, 3], a, [2, 3], false, true, [], 2, 2, 3, g.fromArray(rng.floats(3))), /matmul bias/);
+  } finally {
+    g.setMatmulPrecision(previous);
+  }
+});

@@ -170,3 +170,16 @@ test('Rng is deterministic and restorable', () => {
   assert.deepEqual([a.normal(), a.next()], next);
   assert.notDeepEqual(new Rng(1).next(), new Rng(2).next());
 });
+
+test('linear is matmul with the weight transposed plus the bias, with the same gradients', () => {
+  const [xd, xs] = input(5, 3);
+  const [wd, ws] = input(4, 3);
+  const [bd, bs] = input(4);
+  const x = f64([...xd], [...xs]);
+  const w = f64([...wd], [...ws]);
+  const b = f64([...bd], [...bs]);
+  assert.deepEqual([...T.linear(x, w, b).toArray()], [...T.add(T.matmul(x, w, { transB: true }), b).toArray()]);
+  gradcheck(([x, w, b]) => weigh(T.linear(x!, w!, b!)), [[xd, xs], [wd, ws], [bd, bs]], { label: 'linear' });
+  assert.throws(() => T.linear(x, f64([...wd], [3, 4]), b), /do not fit/);
+  assert.throws(() => T.linear(T.reshape(x, [15]), w, b), /needs x \[rows, in\]/);
+});

@@ -43,9 +43,10 @@ struct Problem {
   int64_t x_stride, y_stride, d_stride;
   uint32_t align_x, align_y, align_d;
   int precision;
+  uint32_t align_bias;  // 0: no bias epilogue
   auto key() const {
     return std::make_tuple(x_rows, x_cols, y_rows, y_cols, x_ld, y_ld, d_ld, op_x, op_y, batch, x_stride, y_stride, d_stride,
-                           align_x, align_y, align_d, precision);
+                           align_x, align_y, align_d, precision, align_bias);
   }
 };
 
@@ -75,7 +76,15 @@ lt::MatrixLayout make_layout(cudaDataType type, uint64_t rows, uint64_t cols, in
   return l;
 }
 
-const Plan& plan_for(const Problem& p) {
+// A bias of D's rows added by the epilogue (the heuristic reads the pointer for its alignment).
+void set_bias(lt::MatmulDesc desc, const float* bias) {
+  const lt::Api& api = lt::api();
+  const uint32_t epilogue = bias ? lt::kEpilogueBias : lt::kEpilogueDefault;
+  lt::check(api.MatmulDescSetAttribute(desc, lt::kDescEpilogue, &epilogue, sizeof epilogue), "cublasLtMatmulDescSetAttribute");
+  if (bias) lt::check(api.MatmulDescSetAttribute(desc, lt::kDescBiasPointer, &bias, sizeof bias), "cublasLtMatmulDescSetAttribute");
+}
+
+const Plan& plan_for(const Problem& p, const float* bias) {
   static std::map<decltype(p.key()), Plan> cache;
   auto it = cache.find(p.key());
   if (it != cache.end()) return it->second;
@@ -88,6 +97,7 @@ const Plan& plan_for(const Problem& p) {
   lt::check(api.MatmulDescCreate(&plan.desc, compute, CUDA_R_32F), "cublasLtMatmulDescCreate");
   lt::check(api.MatmulDescSetAttribute(plan.desc, lt::kDescTransA, &p.op_x, sizeof p.op_x), "cublasLtMatmulDescSetAttribute");
   lt::check(api.MatmulDescSetAttribute(plan.desc, lt::kDescTransB, &p.op_y, sizeof p.op_y), "cublasLtMatmulDescSetAttribute");
+  set_bias(plan.desc, bias);
   plan.x = make_layout(operand, p.x_rows, p.x_cols, p.x_ld, p.batch, p.x_stride);
   plan.y = make_layout(operand, p.y_rows, p.y_cols, p.y_ld, p.batch, p.y_stride);
   plan.d = make_layout(CUDA_R_32F, p.d_rows, p.d_cols, p.d_ld, p.batch, p.d_stride);
@@ -136,8 +146,10 @@ int64_t operand_span(uint64_t cols, int64_t ld, int32_t batch, int64_t stride) {
   return int64_t(cols) * ld + (batch > 1 ? int64_t(batch - 1) * stride : 0);
 }
 
-void run_problem(Problem p, const float* x, const float* y, float* d, cudaStream_t s) {
+// Runs one problem; `bias` (or null) is added to each of D's columns, i.e. each row of the row-major result.
+void run_problem(Problem p, const float* x, const float* y, float* d, const float* bias, cudaStream_t s) {
   p.precision = int(g_precision);
+  p.align_bias = bias ? alignment(bias, 0, 1) : 0;
   const float alpha = 1.0f, beta = 0.0f;
   LtState& st = lt_state();
   p.align_d = alignment(d, p.d_stride, p.batch);
@@ -148,7 +160,8 @@ void run_problem(Problem p, const float* x, const float* y, float* d, cudaStream
     const Bf16Copy yb(y, operand_span(p.y_cols, p.y_ld, p.batch, p.y_stride), s);
     p.align_x = alignment(xb.get(), p.x_stride, p.batch, 2);
     p.align_y = alignment(yb.get(), p.y_stride, p.batch, 2);
-    const Plan& plan = plan_for(p);
+    const Plan& plan = plan_for(p, bias);
+    if (bias) set_bias(plan.desc, bias);  // this call's vector (the plan may come from the cache)
     lt::check(lt::api().Matmul(st.handle, plan.desc, &alpha, xb.get(), plan.x, yb.get(), plan.y, &beta, d, plan.d, d, plan.d,
                                &plan.algo, st.workspace, kWorkspaceBytes, s),
               "cublasLtMatmul");
@@ -156,7 +169,8 @@ void run_problem(Problem p, const float* x, const float* y, float* d, cudaStream
   }
   p.align_x = alignment(x, p.x_stride, p.batch);
   p.align_y = alignment(y, p.y_stride, p.batch);
-  const Plan& plan = plan_for(p);
+  const Plan& plan = plan_for(p, bias);
+  if (bias) set_bias(plan.desc, bias);
   lt::check(lt::api().Matmul(st.handle, plan.desc, &alpha, x, plan.x, y, plan.y, &beta, d, plan.d, d, plan.d, &plan.algo,
                              st.workspace, kWorkspaceBytes, s),
             "cublasLtMatmul");
@@ -170,10 +184,11 @@ MatmulPrecision matmul_precision() { return g_precision; }
 size_t cublaslt_version() { return lt::api().GetVersion(); }
 
 void matmul_f32(const float* a, const Dims& a_shape, const float* b, const Dims& b_shape, bool trans_a, bool trans_b,
-                const Dims& batch_shape, int64_t m, int64_t n, int64_t k, float* c, cudaStream_t s) {
+                const Dims& batch_shape, int64_t m, int64_t n, int64_t k, float* c, cudaStream_t s, const float* bias) {
   const int64_t batch = product(batch_shape);
   if (batch == 0 || m == 0 || n == 0) return;
   if (k == 0) {
+    if (bias) fail("matmul: a bias needs k > 0");
     launch_fill(c, DType::F32, 0.0, batch * m * n, s);
     return;
   }
@@ -214,7 +229,7 @@ void matmul_f32(const float* a, const Dims& a_shape, const float* b, const Dims&
 
   if (outer_batch == 1) {
     p.batch = 1;
-    run_problem(p, b, a, c, s);
+    run_problem(p, b, a, c, bias, s);
     return;
   }
   // merge batch dimensions; the innermost one becomes cuBLASLt's strided batch, the rest a host loop
@@ -237,7 +252,7 @@ void matmul_f32(const float* a, const Dims& a_shape, const float* b, const Dims&
       ob += i * l.stride[1][d];
       oc += i * l.stride[2][d];
     }
-    run_problem(p, b + ob, a + oa, c + oc, s);
+    run_problem(p, b + ob, a + oa, c + oc, bias, s);
   }
 }
 

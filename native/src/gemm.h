@@ -14,10 +14,11 @@ void set_matmul_precision(MatmulPrecision p);
 MatmulPrecision matmul_precision();
 
 // c[...batch, m, n] = op(a) op(b), where a is [...batchA, m, k] ([..., k, m] when trans_a), b likewise;
-// the batch dimensions of a and b broadcast to batch_shape (the CPU backend's matmul).
+// the batch dimensions of a and b broadcast to batch_shape (the CPU backend's matmul). A non-null bias [n]
+// is added to every row of c in cuBLASLt's epilogue (k must be positive).
 void matmul_f32(const float* a, const std::vector<int64_t>& a_shape, const float* b, const std::vector<int64_t>& b_shape,
                 bool trans_a, bool trans_b, const std::vector<int64_t>& batch_shape, int64_t m, int64_t n, int64_t k, float* c,
-                cudaStream_t s);
+                cudaStream_t s, const float* bias = nullptr);
 
 // The loaded cuBLASLt version (e.g. 130000), loading it if needed.
 size_t cublaslt_version();

@@ -107,11 +107,12 @@ export interface Backend {
 
   /**
    * Batched matrix product: a is [...batchA, M, K] (or [..., K, M] when transA), b likewise; leading
-   * dimensions broadcast to `batchShape`. Result [...batchShape, M, N].
+   * dimensions broadcast to `batchShape`. Result [...batchShape, M, N], plus `bias` [N] on every row
+   * when given (a linear layer's bias, which a GPU adds in the product's epilogue; needs K > 0).
    */
   matmul(
     a: Storage, aShape: Shape, b: Storage, bShape: Shape,
-    transA: boolean, transB: boolean, batchShape: Shape, m: number, n: number, k: number,
+    transA: boolean, transB: boolean, batchShape: Shape, m: number, n: number, k: number, bias?: Storage | null,
   ): Storage;
 
   // layout

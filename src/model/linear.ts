@@ -36,8 +36,7 @@ export class Linear extends Module {
     check(x.shape[x.rank - 1] === this.inFeatures, () => `Linear: input of shape [${x.shape.join(', ')}] does not end in ${this.inFeatures}`);
     // one 2-D product: its weight gradient needs no reduction over a broadcast batch
     const rows = T.reshape(x, [-1, this.inFeatures]);
-    let y = T.matmul(rows, this.weight, { transB: true });
-    if (this.bias) y = T.add(y, this.bias);
+    const y = this.bias ? T.linear(rows, this.weight, this.bias) : T.matmul(rows, this.weight, { transB: true });
     return T.reshape(y, [...lead, this.outFeatures]);
   }
 }

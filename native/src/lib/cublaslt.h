@@ -43,7 +43,10 @@ enum ComputeType : int {
 enum Operation : int { kOpN = 0, kOpT = 1 };
 
 // cublasLtMatmulDescAttributes_t
-enum DescAttribute : int { kDescTransA = 3, kDescTransB = 4 };
+enum DescAttribute : int { kDescTransA = 3, kDescTransB = 4, kDescEpilogue = 7, kDescBiasPointer = 8 };
+
+// cublasLtEpilogue_t
+enum Epilogue : uint32_t { kEpilogueDefault = 1, kEpilogueBias = 4 };
 
 // cublasLtMatrixLayoutAttribute_t
 enum LayoutAttribute : int { kLayoutBatchCount = 5, kLayoutStridedBatchOffset = 6 };

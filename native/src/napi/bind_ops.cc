@@ -93,7 +93,12 @@ napi_value matmul(const Call& c) {
   const Dims batch = c.dims(6, "batchShape");
   const int64_t m = c.integer(7, "m"), n = c.integer(8, "n"), k = c.integer(9, "k");
   Buffer* out = c.buffer(10, "out");
+  Buffer* bias = c.optional_buffer(11, "bias");
   if (a_shape.size() < 2 || b_shape.size() < 2) throw RangeError("matmul: operands need at least 2 dimensions");
+  if (bias) {
+    expect(bias, DType::F32, n, "matmul bias");
+    if (k == 0) throw RangeError("matmul: a bias needs k > 0");
+  }
   expect(a, DType::F32, product(a_shape), "matmul a");
   expect(b, DType::F32, product(b_shape), "matmul b");
   expect(out, DType::F32, product(batch) * m * n, "matmul output");
@@ -102,7 +107,8 @@ napi_value matmul(const Call& c) {
   if ((ta ? ac : ar) != m || (ta ? ar : ac) != k || (tb ? bc : br) != k || (tb ? br : bc) != n) {
     throw RangeError("matmul: operand shapes do not match m, n, k");
   }
-  matmul_f32(a->as<float>(), a_shape, b->as<float>(), b_shape, ta, tb, batch, m, n, k, out->as<float>(), stream());
+  matmul_f32(a->as<float>(), a_shape, b->as<float>(), b_shape, ta, tb, batch, m, n, k, out->as<float>(), stream(),
+             bias ? bias->as<float>() : nullptr);
   return undefined(c.env);
 }
 

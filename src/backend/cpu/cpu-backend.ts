@@ -3,7 +3,7 @@ import type {
   ReduceOp, Storage, UnaryOp,
 } from '../backend.js';
 import { broadcastStrides, sizeOf, type Shape } from '../../tensor/shape.js';
-import { dtypeOfArray, type DType, type TypedArray } from '../../tensor/dtype.js';
+import { dtypeOfArray, type DType, type FloatArray, type TypedArray } from '../../tensor/dtype.js';
 import { CpuStorage, allocArray, cpuData, floatData, intData } from './storage.js';
 import { binaryKernel, binaryScalarKernel, unaryKernel } from './elementwise-parallel.js';
 import { reduceKernel, sumsOfSquaresKernel } from './reduce.js';
@@ -19,6 +19,13 @@ import { dilatedAttentionBackward, dilatedAttentionForward } from './attention-k
 import { gatheredAttentionBackward, gatheredAttentionForward, mergeAttentionRows } from './attention-gathered.js';
 
 const wrap = (data: TypedArray): CpuStorage => new CpuStorage(data);
+
+/** Adds `bias` [n] to every row of `c` [*, n] in place. */
+function addToRows(c: FloatArray, bias: FloatArray, n: number): void {
+  for (let i = 0; i < c.length; i += n) {
+    for (let j = 0; j < n; j++) c[i + j] = c[i + j]! + bias[j]!;
+  }
+}
 
 /** The reference backend: plain TypeScript over typed arrays, shared with worker threads where it pays. */
 export class CpuBackend implements Backend {
@@ -77,7 +84,7 @@ export class CpuBackend implements Backend {
 
   matmul(
     a: Storage, aShape: Shape, b: Storage, bShape: Shape,
-    transA: boolean, transB: boolean, batchShape: Shape, m: number, n: number, k: number,
+    transA: boolean, transB: boolean, batchShape: Shape, m: number, n: number, k: number, bias?: Storage | null,
   ): Storage {
     const batch = sizeOf(batchShape);
     const offsets = (shape: Shape): Int32Array => {
@@ -100,6 +107,7 @@ export class CpuBackend implements Backend {
       a: aData, b: floatData(b, 'matmul'), c: c as Float32Array | Float64Array,
       aOffsets: offsets(aShape), bOffsets: offsets(bShape), m, n, k, transA, transB,
     });
+    if (bias) addToRows(c as Float32Array | Float64Array, floatData(bias, 'matmul bias'), n);
     return wrap(c);
   }
 

@@ -102,10 +102,13 @@ export class CudaBackend implements Backend {
 
   matmul(
     a: Storage, aShape: Shape, b: Storage, bShape: Shape,
-    transA: boolean, transB: boolean, batchShape: Shape, m: number, n: number, k: number,
+    transA: boolean, transB: boolean, batchShape: Shape, m: number, n: number, k: number, bias?: Storage | null,
   ): Storage {
     const out = this.f32(sizeOf(batchShape) * m * n);
-    this.native.matmul(floatHandle(a, 'matmul'), aShape, floatHandle(b, 'matmul'), bShape, transA, transB, batchShape, m, n, k, out.handle);
+    this.native.matmul(
+      floatHandle(a, 'matmul'), aShape, floatHandle(b, 'matmul'), bShape, transA, transB, batchShape, m, n, k, out.handle,
+      bias ? floatHandle(bias, 'matmul bias') : null,
+    );
     return out;
   }
 

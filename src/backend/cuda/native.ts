@@ -76,7 +76,11 @@ export interface NativeAddon {
   binary(op: string, a: H, aShape: Dims, b: H, bShape: Dims, out: H, outShape: Dims): void;
   binaryScalar(op: string, a: H, scalar: number, out: H): void;
   reduce(op: string, x: H, shape: Dims, axes: Dims, out: H): void;
-  matmul(a: H, aShape: Dims, b: H, bShape: Dims, transA: boolean, transB: boolean, batchShape: Dims, m: number, n: number, k: number, out: H): void;
+  /** out = op(a) op(b), plus bias [n] on every row when not null (added in cuBLASLt's epilogue). */
+  matmul(
+    a: H, aShape: Dims, b: H, bShape: Dims, transA: boolean, transB: boolean, batchShape: Dims, m: number, n: number, k: number, out: H,
+    bias: H | null,
+  ): void;
   permute(x: H, shape: Dims, perm: Dims, out: H): void;
   slice(x: H, shape: Dims, begin: Dims, size: Dims, out: H): void;
   addSliceInto(dst: H, dstShape: Dims, src: H, srcShape: Dims, begin: Dims): void;

@@ -45,3 +45,29 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
     return [da, db];
   });
 }
+
+/**
+ * A linear layer's product: x [R, in] @ weight^T + bias, weight [out, in] and bias [out]: [R, out]. One
+ * backend call (a GPU adds the bias in the product's epilogue, with no pass of its own).
+ */
+export function linear(x: Tensor, weight: Tensor, bias: Tensor): Tensor {
+  const backend = common('linear', x, weight, bias);
+  requireFloat('linear', x);
+  if (x.rank !== 2 || weight.rank !== 2 || bias.rank !== 1) {
+    throw new Error(`linear: needs x [rows, in], weight [out, in] and bias [out], got ${formatShape(x.shape)}, ${formatShape(weight.shape)} and ${formatShape(bias.shape)}`);
+  }
+  const [rows, inFeatures] = x.shape as [number, number];
+  const [outFeatures, k] = weight.shape as [number, number];
+  if (k !== inFeatures || bias.shape[0] !== outFeatures || inFeatures === 0) {
+    throw new Error(`linear: x ${formatShape(x.shape)}, weight ${formatShape(weight.shape)} and bias ${formatShape(bias.shape)} do not fit (in > 0)`);
+  }
+  const out = wrap(
+    backend.matmul(x.storage, x.shape, weight.storage, weight.shape, false, true, [], rows, outFeatures, inFeatures, bias.storage),
+    [rows, outFeatures], backend,
+  );
+  return record('linear', out, [x, weight, bias], (g) => [
+    x.requiresGrad ? matmul(g, weight) : null,
+    weight.requiresGrad ? matmul(g, x, { transA: true }) : null,
+    bias.requiresGrad ? sumToShape(g, bias.shape) : null,
+  ]);
+}
