@@ -139,14 +139,14 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
       if (dGamma) put(dGamma, r.dGamma!);
       if (dBeta) put(dBeta, r.dBeta!);
     },
-    crossEntropy(logits, targets, rows, cols, ignoreIndex, loss, lse) {
+    crossEntropy(logits, targets, rows, cols, ignoreIndex, classes, loss, lse) {
       counters.syncs++;
-      const r = cpu.crossEntropy(s(logits), s(targets), rows, cols, ignoreIndex);
+      const r = cpu.crossEntropy(s(logits), s(targets), rows, cols, ignoreIndex, classes);
       put(loss, r.loss);
       put(lse, r.lse);
     },
-    crossEntropyBackward: (logits, targets, lse, dLoss, rows, cols, ignoreIndex, out) =>
-      put(out, cpu.crossEntropyBackward(s(logits), s(targets), s(lse), s(dLoss), rows, cols, ignoreIndex)),
+    crossEntropyBackward: (logits, targets, lse, dLoss, rows, cols, ignoreIndex, classes, out) =>
+      put(out, cpu.crossEntropyBackward(s(logits), s(targets), s(lse), s(dLoss), rows, cols, ignoreIndex, classes)),
     gather(table, rowsInTable, cols, indices, out) {
       counters.syncs++;
       put(out, cpu.gather(s(table), rowsInTable, cols, s(indices)));

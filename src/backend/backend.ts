@@ -125,11 +125,17 @@ export interface Backend {
   layerNormBackward(
     dy: Storage, x: Storage, gamma: Storage | null, mean: Storage, rstd: Storage, rows: number, cols: number, hasBeta: boolean,
   ): LayerNormGrads;
-  /** Per-row -log softmax(logits)[target]; rows whose target equals ignoreIndex give 0. Also returns the row log-sum-exp. */
-  crossEntropy(logits: Storage, targets: Storage, rows: number, cols: number, ignoreIndex: number): { loss: Storage; lse: Storage };
-  /** d(sum_r w_r * loss_r)/dlogits given the per-row weights dLoss [rows]. */
+  /**
+   * Per-row -log softmax(logits)[target] over the first `classes` columns of each row (1 <= classes <=
+   * cols; the columns past it are padding, outside the softmax, and targets must be below `classes`);
+   * rows whose target equals ignoreIndex give 0. Also returns the row log-sum-exp.
+   */
+  crossEntropy(
+    logits: Storage, targets: Storage, rows: number, cols: number, ignoreIndex: number, classes: number,
+  ): { loss: Storage; lse: Storage };
+  /** d(sum_r w_r * loss_r)/dlogits given the per-row weights dLoss [rows]; 0 on the columns past `classes`. */
   crossEntropyBackward(
-    logits: Storage, targets: Storage, lse: Storage, dLoss: Storage, rows: number, cols: number, ignoreIndex: number,
+    logits: Storage, targets: Storage, lse: Storage, dLoss: Storage, rows: number, cols: number, ignoreIndex: number, classes: number,
   ): Storage;
 
   // embeddings

@@ -130,17 +130,21 @@ export class CpuBackend implements Backend {
     return { dx: wrap(r.dx), dGamma: r.dGamma && wrap(r.dGamma), dBeta: r.dBeta && wrap(r.dBeta) };
   }
 
-  crossEntropy(logits: Storage, targets: Storage, rows: number, cols: number, ignoreIndex: number): { loss: Storage; lse: Storage } {
-    const r = crossEntropyKernel(floatData(logits, 'crossEntropy'), intData(targets, 'crossEntropy targets'), rows, cols, ignoreIndex);
+  crossEntropy(
+    logits: Storage, targets: Storage, rows: number, cols: number, ignoreIndex: number, classes: number,
+  ): { loss: Storage; lse: Storage } {
+    const r = crossEntropyKernel(
+      floatData(logits, 'crossEntropy'), intData(targets, 'crossEntropy targets'), rows, cols, ignoreIndex, classes,
+    );
     return { loss: wrap(r.loss), lse: wrap(r.lse) };
   }
 
   crossEntropyBackward(
-    logits: Storage, targets: Storage, lse: Storage, dLoss: Storage, rows: number, cols: number, ignoreIndex: number,
+    logits: Storage, targets: Storage, lse: Storage, dLoss: Storage, rows: number, cols: number, ignoreIndex: number, classes: number,
   ): Storage {
     return wrap(crossEntropyBackwardKernel(
       floatData(logits, 'crossEntropy'), intData(targets, 'crossEntropy targets'), floatData(lse, 'crossEntropy'),
-      floatData(dLoss, 'crossEntropy'), rows, cols, ignoreIndex,
+      floatData(dLoss, 'crossEntropy'), rows, cols, ignoreIndex, classes,
     ));
   }
 
