@@ -2,13 +2,18 @@ import { check } from '../errors.js';
 import { Rng } from '../tensor/index.js';
 import * as T from '../tensor/index.js';
 import type { Tensor } from '../tensor/index.js';
-import { normalTensor } from './init.js';
+import { paddedNormalTensor } from './init.js';
 import { Module, type ParameterOptions } from './module.js';
 
 export interface EmbeddingOptions extends ParameterOptions {
   rng?: Rng;
   /** Standard deviation of the normal init; dim^-1/2 by default (the decoder scales the lookup by sqrt(dim)). */
   std?: number;
+  /**
+   * Rows that hold real tokens (default: all `vocab`). The rest are padding of the table (a vocabulary
+   * padded for aligned products with a tied head): they start at zero and draw nothing from `rng`.
+   */
+  realRows?: number;
 }
 
 /** A lookup table [vocab, dim] indexed by int32 token ids. */
@@ -19,7 +24,8 @@ export class Embedding extends Module {
     super();
     check(Number.isInteger(vocab) && vocab > 0, `Embedding: vocab = ${vocab} is not a positive integer`);
     check(Number.isInteger(dim) && dim > 0, `Embedding: dim = ${dim} is not a positive integer`);
-    this.weight = this.addParameter('weight', normalTensor([vocab, dim], options.std ?? dim ** -0.5, options.rng ?? new Rng(0), options));
+    const weight = paddedNormalTensor(vocab, dim, options.realRows ?? vocab, options.std ?? dim ** -0.5, options.rng ?? new Rng(0), options);
+    this.weight = this.addParameter('weight', weight);
   }
 
   /** int32 ids [...] to vectors [..., dim]. */
