@@ -147,9 +147,9 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
     },
     crossEntropyBackward: (logits, targets, lse, dLoss, rows, cols, ignoreIndex, classes, out) =>
       put(out, cpu.crossEntropyBackward(s(logits), s(targets), s(lse), s(dLoss), rows, cols, ignoreIndex, classes)),
-    gather(table, rowsInTable, cols, indices, out) {
+    gather(table, rowsInTable, cols, indices, validRows, out) {
       counters.syncs++;
-      put(out, cpu.gather(s(table), rowsInTable, cols, s(indices)));
+      put(out, cpu.gather(s(table), rowsInTable, cols, s(indices), validRows));
     },
     scatterAdd(dOut, indices, rowsInTable, cols, out) {
       counters.syncs++;

@@ -152,6 +152,16 @@ test('embedding gather and scatter-add with repeated indices', { skip }, () => {
   assert.throws(() => g.gather(g.fromArray(rng.floats(6)), 3, 2, bad), /^RangeError: embedding: index 3 is outside \[0, 3\)/);
 });
 
+test('gather with validRows: the padding rows of a table are out of range', { skip }, () => {
+  const g = requireGpu();
+  const table = both(rng.floats(320 * 8)); // 257 real rows padded to 320
+  const indices = both(Int32Array.from({ length: 50 }, () => rng.int(257)));
+  assert.deepEqual(readGpu(g.gather(table.g, 320, 8, indices.g, 257)), cpu.read(cpu.gather(table.c, 320, 8, indices.c, 257)));
+  const padding = g.fromArray(new Int32Array([5, 257]));
+  assert.throws(() => g.gather(table.g, 320, 8, padding, 257), { name: 'RangeError', message: 'embedding: index 257 is outside [0, 257)' });
+  assert.throws(() => g.gather(table.g, 320, 8, indices.g, 321), { name: 'RangeError', message: 'embedding: validRows = 321 is not in [0, 320]' });
+});
+
 test('AdamW updates param, m and v like the CPU backend', { skip }, () => {
   const g = requireGpu();
   const n = 10_001;

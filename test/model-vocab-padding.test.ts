@@ -157,6 +157,21 @@ test('generation never emits a padded id, whatever the padding holds', () => {
   model.dispose();
 });
 
+test('an input id in the padding is out of range, as it was before the padding', () => {
+  const model = new LongNetDecoder(config(), { seed: 2 });
+  assert.equal(model.forward(T.tensor(Int32Array.from([0, VOCAB - 1]), [1, 2], { dtype: 'int32' })).shape[2], VOCAB);
+  for (const id of [VOCAB, 63]) {
+    assert.throws(() => model.forward(T.tensor(Int32Array.from([1, id]), [1, 2], { dtype: 'int32' })),
+      { name: 'RangeError', message: `embedding: index ${id} is outside [0, ${VOCAB})` });
+  }
+  const table = T.zeros([4, 2]);
+  const at = T.tensor(Int32Array.from([3]), [1], { dtype: 'int32' });
+  assert.throws(() => T.embedding(table, at, { validRows: 3 }), /embedding: index 3 is outside \[0, 3\)/);
+  assert.throws(() => T.embedding(table, at, { validRows: 5 }),
+    { name: 'RangeError', message: "embedding: validRows = 5 is not an integer in [0, 4] (the table's rows)" });
+  model.dispose();
+});
+
 test('checkpoints: a padded one round-trips; one without vocabPadMultiple loads in the old, unpadded layout', () => {
   const work = mkdtempSync(join(tmpdir(), 'longnet-vocab-pad-'));
   const tokenizer = new ByteTokenizer();

@@ -139,7 +139,8 @@ export interface Backend {
   ): Storage;
 
   // embeddings
-  gather(table: Storage, rowsInTable: number, cols: number, indices: Storage): Storage;
+  /** Rows of table [rowsInTable, cols] picked by indices, each below validRows (default rowsInTable; rows past it are padding). */
+  gather(table: Storage, rowsInTable: number, cols: number, indices: Storage, validRows?: number): Storage;
   scatterAdd(dOut: Storage, indices: Storage, rowsInTable: number, cols: number): Storage;
 
   // attention: o [B, N, H, D] and lse [B, N, H] (natural log, -inf on rows with no key)

@@ -19,18 +19,21 @@ export interface EmbeddingOptions extends ParameterOptions {
 /** A lookup table [vocab, dim] indexed by int32 token ids. */
 export class Embedding extends Module {
   readonly weight: Tensor;
+  /** Rows that token ids may pick: the rest are padding. */
+  readonly realRows: number;
 
   constructor(readonly vocab: number, readonly dim: number, options: EmbeddingOptions = {}) {
     super();
     check(Number.isInteger(vocab) && vocab > 0, `Embedding: vocab = ${vocab} is not a positive integer`);
     check(Number.isInteger(dim) && dim > 0, `Embedding: dim = ${dim} is not a positive integer`);
-    const weight = paddedNormalTensor(vocab, dim, options.realRows ?? vocab, options.std ?? dim ** -0.5, options.rng ?? new Rng(0), options);
+    this.realRows = options.realRows ?? vocab;
+    const weight = paddedNormalTensor(vocab, dim, this.realRows, options.std ?? dim ** -0.5, options.rng ?? new Rng(0), options);
     this.weight = this.addParameter('weight', weight);
   }
 
-  /** int32 ids [...] to vectors [..., dim]. */
+  /** int32 ids [...] to vectors [..., dim]; an id of a padding row is out of range. */
   forward(ids: Tensor): Tensor {
     check(ids.dtype === 'int32', `Embedding: token ids must be int32, got ${ids.dtype}`);
-    return T.embedding(this.weight, ids);
+    return T.embedding(this.weight, ids, { validRows: this.realRows });
   }
 }

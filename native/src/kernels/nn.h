@@ -27,7 +27,8 @@ void launch_cross_entropy_backward(const float* logits, const int32_t* targets, 
                                    float* d_logits, int64_t rows, int64_t cols, int64_t classes, int32_t ignore_index,
                                    cudaStream_t s);
 
-// Indices outside [0, table_rows) are reported through `flag` (the first bad position) and skipped.
+// Indices outside [0, table_rows) are reported through `flag` (the first bad position) and skipped;
+// table_rows may be less than the table's rows, to refuse its padding rows.
 void launch_gather(const float* table, int64_t table_rows, int64_t cols, const int32_t* indices, int64_t count, float* out,
                    int* flag, cudaStream_t s);
 // out must be zeroed; rows are added with atomics.

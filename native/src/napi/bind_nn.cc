@@ -148,18 +148,24 @@ void report_bad_index(const Buffer* indices, int64_t rows_in_table) {
   }
 }
 
+// Indices must be below validRows (<= rowsInTable): the rows past it are padding no index may pick.
 napi_value gather(const Call& c) {
   Buffer* table = c.buffer(0, "table");
   const int64_t rows_in_table = c.integer(1, "rowsInTable"), cols = c.integer(2, "cols");
   Buffer* indices = c.buffer(3, "indices");
-  Buffer* out = c.buffer(4, "out");
+  const int64_t valid_rows = c.integer(4, "validRows");
+  Buffer* out = c.buffer(5, "out");
+  if (valid_rows < 0 || valid_rows > rows_in_table) {
+    throw RangeError("embedding: validRows = " + std::to_string(valid_rows) + " is not in [0, " + std::to_string(rows_in_table) + "]");
+  }
   expect(table, DType::F32, rows_in_table * cols, "embedding table");
   expect(indices, DType::I32, -1, "embedding indices");
   expect(out, DType::F32, indices->size * cols, "embedding output");
   reset_error_flag();
-  launch_gather(table->as<float>(), rows_in_table, cols, indices->as<int32_t>(), indices->size, out->as<float>(), error_flag_device(),
+  // the kernel's bound is the rows an index may pick; the table itself may hold more
+  launch_gather(table->as<float>(), valid_rows, cols, indices->as<int32_t>(), indices->size, out->as<float>(), error_flag_device(),
                 stream());
-  report_bad_index(indices, rows_in_table);
+  report_bad_index(indices, valid_rows);
   return undefined(c.env);
 }
 

@@ -148,8 +148,8 @@ export class CpuBackend implements Backend {
     ));
   }
 
-  gather(table: Storage, rowsInTable: number, cols: number, indices: Storage): Storage {
-    return wrap(gatherKernel(floatData(table, 'embedding'), rowsInTable, cols, intData(indices, 'embedding indices')));
+  gather(table: Storage, rowsInTable: number, cols: number, indices: Storage, validRows = rowsInTable): Storage {
+    return wrap(gatherKernel(floatData(table, 'embedding'), rowsInTable, cols, intData(indices, 'embedding indices'), validRows));
   }
 
   scatterAdd(dOut: Storage, indices: Storage, rowsInTable: number, cols: number): Storage {

@@ -166,11 +166,15 @@ export function crossEntropyBackwardRows(
   }
 }
 
-export function gatherKernel(table: FloatArray, rowsInTable: number, cols: number, indices: Int32Array): FloatArray {
+/** Rows of `table` picked by `indices`, each below validRows (<= rowsInTable: the rows past it are padding). */
+export function gatherKernel(table: FloatArray, rowsInTable: number, cols: number, indices: Int32Array, validRows = rowsInTable): FloatArray {
+  if (!(Number.isInteger(validRows) && validRows >= 0 && validRows <= rowsInTable)) {
+    throw new RangeError(`embedding: validRows = ${validRows} is not an integer in [0, ${rowsInTable}]`);
+  }
   const out = allocLike(table, indices.length * cols) as FloatArray;
   for (let i = 0; i < indices.length; i++) {
     const row = indices[i]!;
-    if (!(row >= 0 && row < rowsInTable)) throw new RangeError(`embedding: index ${row} is outside [0, ${rowsInTable})`);
+    if (!(row >= 0 && row < validRows)) throw new RangeError(`embedding: index ${row} is outside [0, ${validRows})`);
     out.set(table.subarray(row * cols, (row + 1) * cols), i * cols);
   }
   return out;

@@ -177,9 +177,9 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  gather(table: Storage, rowsInTable: number, cols: number, indices: Storage): Storage {
+  gather(table: Storage, rowsInTable: number, cols: number, indices: Storage, validRows = rowsInTable): Storage {
     const out = this.f32(indices.size * cols);
-    this.native.gather(floatHandle(table, 'embedding'), rowsInTable, cols, intHandle(indices, 'embedding indices'), out.handle);
+    this.native.gather(floatHandle(table, 'embedding'), rowsInTable, cols, intHandle(indices, 'embedding indices'), validRows, out.handle);
     return out;
   }
 

@@ -90,7 +90,8 @@ export interface NativeAddon {
   crossEntropyBackward(
     logits: H, targets: H, lse: H, dLoss: H, rows: number, cols: number, ignoreIndex: number, classes: number, out: H,
   ): void;
-  gather(table: H, rowsInTable: number, cols: number, indices: H, out: H): void;
+  /** Indices must be below validRows (<= rowsInTable). */
+  gather(table: H, rowsInTable: number, cols: number, indices: H, validRows: number, out: H): void;
   scatterAdd(dOut: H, indices: H, rowsInTable: number, cols: number, out: H): void;
   adamw(param: H, grad: H, m: H, v: H, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number): void;
 

@@ -149,15 +149,22 @@ function meanWeight(backend: Backend, targets: Storage, rows: number, ignoreInde
   return w;
 }
 
-/** Rows of `table` [V, C] picked by int32 `indices` [...]: result [..., C]. */
-export function embedding(table: Tensor, indices: Tensor): Tensor {
+/**
+ * Rows of `table` [V, C] picked by int32 `indices` [...]: result [..., C]. With `validRows`, indices must
+ * be below it: the rows past it are padding (a padded vocabulary) that no index may pick.
+ */
+export function embedding(table: Tensor, indices: Tensor, options: { validRows?: number } = {}): Tensor {
   requireFloat('embedding', table);
   if (indices.dtype !== 'int32') throw new Error(`embedding: indices must be int32, got ${indices.dtype}`);
   if (table.rank !== 2) throw new Error(`embedding: table must be 2-D, got ${formatShape(table.shape)}`);
   if (indices.device !== table.device) throw new Error(`embedding: indices on ${indices.device}, table on ${table.device}`);
   const [rowsInTable, cols] = table.shape as [number, number];
+  const validRows = options.validRows ?? rowsInTable;
+  if (!(Number.isInteger(validRows) && validRows >= 0 && validRows <= rowsInTable)) {
+    throw new RangeError(`embedding: validRows = ${String(options.validRows)} is not an integer in [0, ${rowsInTable}] (the table's rows)`);
+  }
   const backend = table.backend;
-  const out = wrap(backend.gather(table.storage, rowsInTable, cols, indices.storage), [...indices.shape, cols], backend);
+  const out = wrap(backend.gather(table.storage, rowsInTable, cols, indices.storage, validRows), [...indices.shape, cols], backend);
   return record('embedding', out, [table], (g) => [
     wrap(backend.scatterAdd(g.storage, indices.storage, rowsInTable, cols), table.shape, backend),
   ]);
