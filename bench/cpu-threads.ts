@@ -37,7 +37,7 @@ const norm = layerNormKernel(x, gamma, bias, rows, cols, 1e-5);
 const VOCAB = 257;
 const logits = random(rows * VOCAB);
 const targets = Int32Array.from({ length: rows }, (_, r) => (r * 31) % VOCAB);
-const ce = crossEntropyKernel(logits, targets, rows, VOCAB, -100);
+const ce = crossEntropyKernel(logits, targets, rows, VOCAB, -100, VOCAB);
 const dLoss = new Float32Array(rows).fill(1 / rows);
 const shape = [rows, cols];
 const ops: [string, () => unknown][] = [
@@ -50,8 +50,8 @@ const ops: [string, () => unknown][] = [
   ['layer norm', () => layerNormKernel(x, gamma, bias, rows, cols, 1e-5)],
   ['layer norm backward', () => layerNormBackwardKernel(y, x, gamma, norm.mean, norm.rstd, rows, cols, true)],
   ['softmax [rows, 257]', () => softmaxKernel(logits, rows, VOCAB, false)],
-  ['cross-entropy [rows, 257]', () => crossEntropyKernel(logits, targets, rows, VOCAB, -100)],
-  ['cross-entropy backward [rows, 257]', () => crossEntropyBackwardKernel(logits, targets, ce.lse, dLoss, rows, VOCAB, -100)],
+  ['cross-entropy [rows, 257]', () => crossEntropyKernel(logits, targets, rows, VOCAB, -100, VOCAB)],
+  ['cross-entropy backward [rows, 257]', () => crossEntropyBackwardKernel(logits, targets, ce.lse, dLoss, rows, VOCAB, -100, VOCAB)],
 ];
 const all = String(availableParallelism());
 const median = (a: number[]): number => [...a].sort((p, q) => p - q)[a.length >> 1]!;

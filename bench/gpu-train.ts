@@ -23,7 +23,7 @@ import { cudaAvailable, type CudaBackend } from '../src/backend/cuda/index.js';
 import { getBackend } from '../src/backend/registry.js';
 import { buildTokenDataset, createTokenizer, defaultCorpusPath } from '../src/data/index.js';
 import {
-  attentionFlops, LongNetDecoder, matmulParameterCount, modelFlopsPerToken, presetConfig, type ModelConfig,
+  attentionFlops, LongNetDecoder, matmulParameterCount, modelFlopsPerToken, paddedVocabSize, presetConfig, type ModelConfig,
 } from '../src/model/index.js';
 import { Trainer } from '../src/train/trainer.js';
 
@@ -238,6 +238,12 @@ function figures(o: Outcome): { config: ModelConfig; tokensPerSecond: number; fl
   return { config, tokensPerSecond, flops3, flops35, mfu: (flops3 * tokensPerSecond) / PEAK_BF16, mfuTf32: (flops3 * tokensPerSecond) / PEAK_TF32 };
 }
 
+/** The vocabulary, and the head width it is padded to (model FLOPs count the former). */
+function vocabLabel(config: ModelConfig): string {
+  const padded = paddedVocabSize(config);
+  return padded === config.vocabSize ? String(config.vocabSize) : `${config.vocabSize}, head ${padded}`;
+}
+
 function schedule(config: ModelConfig): string {
   const a = config.attention;
   return a.kind === 'dense' ? 'dense attention' : `dilated attention w=${a.segmentLengths.join(',')} r=${a.dilationRates.join(',')}`;
@@ -255,7 +261,7 @@ for (const o of outcomes) {
   }
   const f = figures(o);
   lines.push(
-    `| ${j.tokenizer} (${f.config.vocabSize}) | ${j.precision} | ${j.seqLen} | ${median(o.stepMs!).toFixed(0)} | ${f.tokensPerSecond.toFixed(0)} | ` +
+    `| ${j.tokenizer} (${vocabLabel(f.config)}) | ${j.precision} | ${j.seqLen} | ${median(o.stepMs!).toFixed(0)} | ${f.tokensPerSecond.toFixed(0)} | ` +
       `${(f.flops3 / 1e9).toFixed(3)} | ${((f.flops3 * f.tokensPerSecond) / 1e12).toFixed(1)} | ${(100 * f.mfu).toFixed(1)}% | ${(100 * f.mfuTf32).toFixed(1)}% | ` +
       `${gb(o.peakBytes!)} | ${o.losses!.map((l) => l.toFixed(2)).join(', ')} |`,
   );

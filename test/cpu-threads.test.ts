@@ -122,8 +122,14 @@ test('softmax and cross-entropy (forward and backward) on several threads equal 
     }]);
   }
   cases.push(['cross-entropy and its backward', () => {
-    const f = crossEntropyKernel(x, targets, rows, cols, -100);
-    return [f.loss, f.lse, crossEntropyBackwardKernel(x, targets, f.lse, dLoss, rows, cols, -100)];
+    const f = crossEntropyKernel(x, targets, rows, cols, -100, cols);
+    return [f.loss, f.lse, crossEntropyBackwardKernel(x, targets, f.lse, dLoss, rows, cols, -100, cols)];
+  }]);
+  // a padded vocabulary: the softmax over the first 257 columns only
+  cases.push(['cross-entropy over 257 classes of 300 columns and its backward', () => {
+    const padded = Int32Array.from(targets, (t) => (t === -100 ? t : t % 257));
+    const f = crossEntropyKernel(x, padded, rows, cols, -100, 257);
+    return [f.loss, f.lse, crossEntropyBackwardKernel(x, padded, f.lse, dLoss, rows, cols, -100, 257)];
   }]);
   for (const [name, fn] of cases) {
     const { serial, threaded, threads } = bothWays(fn);
@@ -132,5 +138,5 @@ test('softmax and cross-entropy (forward and backward) on several threads equal 
   }
   const bad = Int32Array.from(targets);
   bad[1234] = cols;
-  assert.throws(() => crossEntropyKernel(x, bad, rows, cols, -100), /target 300 at row 1234 is outside \[0, 300\)/);
+  assert.throws(() => crossEntropyKernel(x, bad, rows, cols, -100, cols), /target 300 at row 1234 is outside \[0, 300\)/);
 });

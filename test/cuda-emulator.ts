@@ -139,19 +139,19 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
       if (dGamma) put(dGamma, r.dGamma!);
       if (dBeta) put(dBeta, r.dBeta!);
     },
-    crossEntropy(logits, targets, rows, cols, ignoreIndex, loss, lse) {
+    crossEntropy(logits, targets, rows, cols, ignoreIndex, classes, loss, lse) {
       counters.syncs++;
-      const r = cpu.crossEntropy(s(logits), s(targets), rows, cols, ignoreIndex);
+      const r = cpu.crossEntropy(s(logits), s(targets), rows, cols, ignoreIndex, classes);
       put(loss, r.loss);
       put(lse, r.lse);
     },
-    crossEntropyBackward: (logits, targets, lse, dLoss, rows, cols, ignoreIndex, out) =>
-      put(out, cpu.crossEntropyBackward(s(logits), s(targets), s(lse), s(dLoss), rows, cols, ignoreIndex)),
+    crossEntropyBackward: (logits, targets, lse, dLoss, rows, cols, ignoreIndex, classes, out) =>
+      put(out, cpu.crossEntropyBackward(s(logits), s(targets), s(lse), s(dLoss), rows, cols, ignoreIndex, classes)),
     rotatePairs: (x, cos, sin, outer, positions, inner, dim, transpose, y) =>
       put(y, cpu.rotatePairs(s(x), s(cos), s(sin), outer, positions, inner, dim, transpose)),
-    gather(table, rowsInTable, cols, indices, out) {
+    gather(table, rowsInTable, cols, indices, validRows, out) {
       counters.syncs++;
-      put(out, cpu.gather(s(table), rowsInTable, cols, s(indices)));
+      put(out, cpu.gather(s(table), rowsInTable, cols, s(indices), validRows));
     },
     scatterAdd(dOut, indices, rowsInTable, cols, out) {
       counters.syncs++;

@@ -69,13 +69,13 @@ test('cross-entropy, forward and backward, with ignored rows', { skip }, () => {
     const targets = both(t);
     const dLoss = both(rng.floats(rows));
     poison([rows]);
-    const rg = g.crossEntropy(logits.g, targets.g, rows, cols, -100);
-    const rc = cpu.crossEntropy(logits.c, targets.c, rows, cols, -100);
+    const rg = g.crossEntropy(logits.g, targets.g, rows, cols, -100, cols);
+    const rc = cpu.crossEntropy(logits.c, targets.c, rows, cols, -100, cols);
     assertClose(readGpu(rg.loss), cpu.read(rc.loss), `loss ${rows}x${cols}`, 1e-5, 1e-5);
     assertClose(readGpu(rg.lse), cpu.read(rc.lse), `lse ${rows}x${cols}`, 1e-5, 1e-5);
     poison([rows * cols]);
-    const dg = g.crossEntropyBackward(logits.g, targets.g, rg.lse, dLoss.g, rows, cols, -100);
-    const dc = cpu.crossEntropyBackward(logits.c, targets.c, rc.lse, dLoss.c, rows, cols, -100);
+    const dg = g.crossEntropyBackward(logits.g, targets.g, rg.lse, dLoss.g, rows, cols, -100, cols);
+    const dc = cpu.crossEntropyBackward(logits.c, targets.c, rc.lse, dLoss.c, rows, cols, -100, cols);
     assertClose(readGpu(dg), cpu.read(dc), `dlogits ${rows}x${cols}`, 1e-4, 1e-6);
   }
 });
@@ -84,11 +84,56 @@ test('a target outside the vocabulary is a RangeError naming it', { skip }, () =
   const g = requireGpu();
   const logits = g.fromArray(rng.floats(3 * 4));
   const targets = g.fromArray(new Int32Array([1, 9, 2]));
-  assert.throws(() => g.crossEntropy(logits, targets, 3, 4, -100), (e: unknown) => {
+  assert.throws(() => g.crossEntropy(logits, targets, 3, 4, -100, 4), (e: unknown) => {
     assert.ok(e instanceof RangeError);
     assert.equal(e.message, 'crossEntropy: target 9 at row 1 is outside [0, 4)');
     return true;
   });
+});
+
+test('cross-entropy over the first `classes` columns (a padded vocabulary), forward and backward', { skip }, () => {
+  const g = requireGpu();
+  // the padded widths of the byte and cl100k vocabularies, and both row paths (warp and block per row)
+  for (const [rows, cols, classes] of [[40, 320, 257], [6, 100288, 100277], [9, 1088, 1025], [3, 64, 1]] as const) {
+    // large padding logits: any that leaked into the softmax would change the loss
+    const logits = both(rng.floats(rows * cols, (r) => r.normal() * 3 + 20 * Number(r.next() < 0.5)));
+    const t = Int32Array.from({ length: rows }, () => rng.int(classes));
+    t[rows - 1] = classes - 1;
+    t[0] = -100;
+    const targets = both(t);
+    const dLoss = both(rng.floats(rows));
+    poison([rows]);
+    const rg = g.crossEntropy(logits.g, targets.g, rows, cols, -100, classes);
+    const rc = cpu.crossEntropy(logits.c, targets.c, rows, cols, -100, classes);
+    const label = `${rows}x${cols}, ${classes} classes`;
+    assertClose(readGpu(rg.loss), cpu.read(rc.loss), `loss ${label}`, 1e-5, 1e-5);
+    assertClose(readGpu(rg.lse), cpu.read(rc.lse), `lse ${label}`, 1e-5, 1e-5);
+    poison([rows * cols]);
+    const dg = readGpu(g.crossEntropyBackward(logits.g, targets.g, rg.lse, dLoss.g, rows, cols, -100, classes));
+    assertClose(dg, cpu.read(cpu.crossEntropyBackward(logits.c, targets.c, rc.lse, dLoss.c, rows, cols, -100, classes)), `dlogits ${label}`, 1e-4, 1e-6);
+    for (let r = 0; r < rows; r++) {
+      for (let j = classes; j < cols; j++) assert.equal(dg[r * cols + j], 0, `padding gradient at row ${r}, column ${j} (${label})`);
+    }
+  }
+});
+
+test('a target in the padding, or classes outside [1, cols], is a RangeError naming it', { skip }, () => {
+  const g = requireGpu();
+  const logits = g.fromArray(rng.floats(3 * 8));
+  const targets = g.fromArray(new Int32Array([1, 6, 2]));
+  assert.throws(() => g.crossEntropy(logits, targets, 3, 8, -100, 5), (e: unknown) => {
+    assert.ok(e instanceof RangeError);
+    assert.equal(e.message, 'crossEntropy: target 6 at row 1 is outside [0, 5)');
+    return true;
+  });
+  const fine = g.fromArray(new Int32Array([1, 0, 2]));
+  const lse = g.fromArray(new Float32Array(3));
+  const dLoss = g.fromArray(new Float32Array(3));
+  for (const classes of [0, 9]) {
+    const message = `crossEntropy: classes = ${classes} is not an integer in [1, 8] (the logits' row length)`;
+    assert.throws(() => g.crossEntropy(logits, fine, 3, 8, -100, classes), { name: 'RangeError', message });
+    assert.throws(() => g.crossEntropyBackward(logits, fine, lse, dLoss, 3, 8, -100, classes), { name: 'RangeError', message });
+  }
 });
 
 test('embedding gather and scatter-add with repeated indices', { skip }, () => {
@@ -105,6 +150,16 @@ test('embedding gather and scatter-add with repeated indices', { skip }, () => {
   }
   const bad = g.fromArray(new Int32Array([0, 3, -1]));
   assert.throws(() => g.gather(g.fromArray(rng.floats(6)), 3, 2, bad), /^RangeError: embedding: index 3 is outside \[0, 3\)/);
+});
+
+test('gather with validRows: the padding rows of a table are out of range', { skip }, () => {
+  const g = requireGpu();
+  const table = both(rng.floats(320 * 8)); // 257 real rows padded to 320
+  const indices = both(Int32Array.from({ length: 50 }, () => rng.int(257)));
+  assert.deepEqual(readGpu(g.gather(table.g, 320, 8, indices.g, 257)), cpu.read(cpu.gather(table.c, 320, 8, indices.c, 257)));
+  const padding = g.fromArray(new Int32Array([5, 257]));
+  assert.throws(() => g.gather(table.g, 320, 8, padding, 257), { name: 'RangeError', message: 'embedding: index 257 is outside [0, 257)' });
+  assert.throws(() => g.gather(table.g, 320, 8, indices.g, 321), { name: 'RangeError', message: 'embedding: validRows = 321 is not in [0, 320]' });
 });
 
 test('AdamW updates param, m and v like the CPU backend', { skip }, () => {

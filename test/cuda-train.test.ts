@@ -11,7 +11,7 @@ import { cudaAvailable } from '../src/backend/cuda/index.js';
 import { getBackend } from '../src/backend/registry.js';
 import { ByteTokenizer, buildTokenDataset, type TokenDataset } from '../src/data/index.js';
 import { LongNetDecoder, presetConfig } from '../src/model/index.js';
-import { crossEntropy, Rng, tensor, tidy } from '../src/tensor/index.js';
+import { crossEntropy, Rng, tensor, tidy, type Tensor } from '../src/tensor/index.js';
 import { loadModel } from '../src/train/load-model.js';
 import { runTraining, type GivenArgs } from '../src/train/run.js';
 import { evaluateLoss, Trainer, type TrainerOptions } from '../src/train/trainer.js';
@@ -131,6 +131,37 @@ test('a mean cross-entropy with ignored targets gives the same loss and gradient
   const none = result('cuda', true);
   assert.equal(none.loss, 0);
   assert.ok(Array.from(none.grad).every((v) => v === 0));
+});
+
+test('a padded vocabulary on cuda: the unpadded loss, and padding rows that stay zero through training', async () => {
+  assert.equal(tiny.vocabPadMultiple, 64); // 257 classes in 320 rows
+  const ds = await data();
+  const ids = (): Tensor => tensor(Int32Array.from({ length: 96 }, (_, i) => (i * 37) % 257), [1, 96], { dtype: 'int32', device: 'cuda' });
+  const lossOf = (vocabPadMultiple: number): number => {
+    const model = new LongNetDecoder({ ...tiny, vocabPadMultiple }, { seed: 4, device: 'cuda' });
+    const loss = tidy(() => model.loss(ids(), ids()).item());
+    model.dispose();
+    return loss;
+  };
+  // float32 products: only the summation order may differ between the two head widths
+  const precision = gpu.matmulPrecision();
+  gpu.setMatmulPrecision('fp32');
+  let padded: number, plain: number;
+  try {
+    [padded, plain] = [lossOf(64), lossOf(1)];
+  } finally {
+    gpu.setMatmulPrecision(precision);
+  }
+  assert.ok(Math.abs(padded - plain) <= 1e-5 * plain, `padded loss ${padded} vs unpadded ${plain}`);
+  const model = new LongNetDecoder(tiny, { seed: 3, device: 'cuda' });
+  const trainer = new Trainer(model, ds, trainerOptions('cuda'));
+  for (let i = 0; i < 3; i++) trainer.step();
+  for (const name of ['embedding.weight', 'head.weight']) {
+    const values = model.namedParameters().get(name)!.toArray();
+    assert.ok(values.subarray(257 * tiny.dModel).every((v) => v === 0), `${name}: padding rows stayed zero on cuda`);
+  }
+  trainer.optimizer.dispose();
+  model.dispose();
 });
 
 test('a checkpoint trained on cuda evaluates alike on cuda and cpu, and one trained on cpu alike too', async () => {

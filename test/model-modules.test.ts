@@ -7,9 +7,10 @@ import { LongNetDecoder, presetConfig, type ModelConfig } from '../src/model/dec
 import { Linear, LayerNorm, Embedding, FeedForward, MultiheadDilatedAttention, magnetoGamma, xavierStd } from '../src/model/index.js';
 import { assertClose } from './support/gradcheck.js';
 
+// the unpadded layout (vocabulary padding has its own tests: model-vocab-padding.test.ts)
 const config = (overrides: Partial<ModelConfig> = {}): ModelConfig => presetConfig('tiny', {
   vocabSize: 11, dModel: 16, layers: 1, heads: 4, ffnDim: 24,
-  attention: { kind: 'dilated', segmentLengths: [4, 8], dilationRates: [1, 2] }, ...overrides,
+  attention: { kind: 'dilated', segmentLengths: [4, 8], dilationRates: [1, 2] }, vocabPadMultiple: 1, ...overrides,
 });
 const ids = (values: number[], shape: number[]) => T.tensor(Int32Array.from(values), shape, { dtype: 'int32' });
 

@@ -130,11 +130,17 @@ export interface Backend {
   layerNormBackward(
     dy: Storage, x: Storage, gamma: Storage | null, mean: Storage, rstd: Storage, rows: number, cols: number, hasBeta: boolean,
   ): LayerNormGrads;
-  /** Per-row -log softmax(logits)[target]; rows whose target equals ignoreIndex give 0. Also returns the row log-sum-exp. */
-  crossEntropy(logits: Storage, targets: Storage, rows: number, cols: number, ignoreIndex: number): { loss: Storage; lse: Storage };
-  /** d(sum_r w_r * loss_r)/dlogits given the per-row weights dLoss [rows]. */
+  /**
+   * Per-row -log softmax(logits)[target] over the first `classes` columns of each row (1 <= classes <=
+   * cols; the columns past it are padding, outside the softmax, and targets must be below `classes`);
+   * rows whose target equals ignoreIndex give 0. Also returns the row log-sum-exp.
+   */
+  crossEntropy(
+    logits: Storage, targets: Storage, rows: number, cols: number, ignoreIndex: number, classes: number,
+  ): { loss: Storage; lse: Storage };
+  /** d(sum_r w_r * loss_r)/dlogits given the per-row weights dLoss [rows]; 0 on the columns past `classes`. */
   crossEntropyBackward(
-    logits: Storage, targets: Storage, lse: Storage, dLoss: Storage, rows: number, cols: number, ignoreIndex: number,
+    logits: Storage, targets: Storage, lse: Storage, dLoss: Storage, rows: number, cols: number, ignoreIndex: number, classes: number,
   ): Storage;
 
   /**
@@ -146,7 +152,8 @@ export interface Backend {
   rotatePairs(x: Storage, cos: Storage, sin: Storage, outer: number, positions: number, inner: number, dim: number, transpose: boolean): Storage;
 
   // embeddings
-  gather(table: Storage, rowsInTable: number, cols: number, indices: Storage): Storage;
+  /** Rows of table [rowsInTable, cols] picked by indices, each below validRows (default rowsInTable; rows past it are padding). */
+  gather(table: Storage, rowsInTable: number, cols: number, indices: Storage, validRows?: number): Storage;
   scatterAdd(dOut: Storage, indices: Storage, rowsInTable: number, cols: number): Storage;
 
   // attention: o [B, N, H, D] and lse [B, N, H] (natural log, -inf on rows with no key)

@@ -158,7 +158,7 @@ export async function shardedDecoderLoss(
       disposeAll(common);
     }
     const loss = piece(head, () => {
-      const l = T.crossEntropy(model.logits(last), targets);
+      const l = model.headLoss(last, targets);
       return weight === 1 ? l : T.mulScalar(l, weight);
     });
 

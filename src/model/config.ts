@@ -37,6 +37,13 @@ export interface ModelConfig<A extends ModelAttention = AttentionSpec> {
   layerNormEps: number;
   /** Share the embedding table with the output head. */
   tieEmbeddings: boolean;
+  /**
+   * Rows of the embedding table and of the head are padded with zeros up to a multiple of this (see
+   * `paddedVocabSize`), so that the head's matrix products get aligned operands on a GPU (100,277 is
+   * not a multiple of 8). The padding is never a class: the model is the same function. Absent means 1,
+   * no padding (the layout of checkpoints from before the field); the presets use 64.
+   */
+  vocabPadMultiple?: number;
 }
 
 /** A configuration with any kind of attention, the sparse baseline included. */
@@ -53,11 +60,14 @@ const PAPER_SCHEDULE: AttentionSpec = {
 const CL100K_VOCAB = 100277;
 /** Bytes plus an end-of-document id (the byte tokenizer). */
 const BYTE_VOCAB = 257;
+/** The presets' vocabulary padding: rows of 64 logits are 128 bytes in bf16, 256 in float32, aligned for cuBLASLt. */
+const VOCAB_PAD_MULTIPLE = 64;
 
 function sized(layers: number, dModel: number, heads: number): ModelConfig {
   return {
     vocabSize: CL100K_VOCAB, dModel, layers, heads, ffnDim: 4 * dModel,
     attention: structuredClone(PAPER_SCHEDULE), xposScaleBase: 512, layerNormEps: 1e-5, tieEmbeddings: false,
+    vocabPadMultiple: VOCAB_PAD_MULTIPLE,
   };
 }
 
@@ -75,7 +85,7 @@ const PRESET_TABLE: Record<string, () => ModelConfig> = {
   tiny: () => ({
     vocabSize: BYTE_VOCAB, dModel: 128, layers: 2, heads: 4, ffnDim: 512,
     attention: { kind: 'dilated', segmentLengths: [128, 256, 512, 1024, 2048], dilationRates: [1, 2, 4, 4, 4] },
-    xposScaleBase: 512, layerNormEps: 1e-5, tieEmbeddings: false,
+    xposScaleBase: 512, layerNormEps: 1e-5, tieEmbeddings: false, vocabPadMultiple: VOCAB_PAD_MULTIPLE,
   }),
   base: () => sized(12, 768, 12),
   '350m': () => sized(24, 1024, 16),
@@ -133,6 +143,7 @@ export function validateConfig(config: AnyModelConfig, seqLen?: number): void {
     `model config: layerNormEps = ${String(config.layerNormEps)} is not a positive number`,
   );
   check(typeof config.tieEmbeddings === 'boolean', `model config: tieEmbeddings = ${String(config.tieEmbeddings)} is not a boolean`);
+  if (config.vocabPadMultiple !== undefined) positiveInteger(config.vocabPadMultiple, 'vocabPadMultiple');
   const a = config.attention;
   check(a !== null && typeof a === 'object', 'model config: attention must be an object');
   if (a.kind === 'dilated') {
@@ -179,6 +190,15 @@ export function scheduleNotes(config: AnyModelConfig, seqLen: number): string[] 
   return notes;
 }
 
+/**
+ * Rows of the embedding table and of the output head: vocabSize rounded up to a multiple of
+ * vocabPadMultiple (absent: 1, vocabSize itself). Rows from vocabSize on are padding.
+ */
+export function paddedVocabSize(config: AnyModelConfig): number {
+  const multiple = config.vocabPadMultiple ?? 1;
+  return Math.ceil(config.vocabSize / multiple) * multiple;
+}
+
 /** Parameters of one decoder block (all linear layers carry a bias). */
 export function blockParameterCount(config: AnyModelConfig): number {
   const d = config.dModel;
@@ -189,9 +209,9 @@ export function blockParameterCount(config: AnyModelConfig): number {
   return attention + ffn + norms;
 }
 
-/** The parameter count of a decoder, from its config alone (no allocation). */
+/** The parameter count of a decoder, from its config alone (no allocation): what it allocates, padding rows included. */
 export function parameterCountOf(config: AnyModelConfig): number {
-  const embedding = config.vocabSize * config.dModel;
-  const head = config.tieEmbeddings ? 0 : config.vocabSize * config.dModel;
+  const embedding = paddedVocabSize(config) * config.dModel;
+  const head = config.tieEmbeddings ? 0 : paddedVocabSize(config) * config.dModel;
   return embedding + config.layers * blockParameterCount(config) + 2 * config.dModel + head;
 }

@@ -5,7 +5,7 @@ import * as T from '../tensor/index.js';
 import type { FloatDType, Tensor } from '../tensor/index.js';
 import { DecoderBlock } from './block.js';
 import { cachedAttention, cachePatterns, decodeMask, DecoderCache, firstReachable } from './cache.js';
-import { validateConfig, type AnyModelConfig } from './config.js';
+import { paddedVocabSize, validateConfig, type AnyModelConfig } from './config.js';
 import { Embedding } from './embedding.js';
 import { magnetoGamma } from './init.js';
 import { LayerNorm } from './layer-norm.js';
@@ -14,7 +14,7 @@ import { Module, ModuleList, resolveParameterOptions } from './module.js';
 import { applyXPos, xposCenter, xposMaxOffset } from './xpos.js';
 
 export {
-  PRESETS, presetConfig, validateConfig, scheduleNotes, parameterCountOf, attentionPatterns,
+  PRESETS, presetConfig, validateConfig, scheduleNotes, parameterCountOf, paddedVocabSize, attentionPatterns,
   type ModelConfig, type AnyModelConfig, type AttentionSpec, type ModelAttention, type SparseFixedSpec,
 } from './config.js';
 export { attentionFlops, modelFlopsPerToken, dilatedAttentionFlops, matmulParameterCount } from './flops.js';
@@ -35,6 +35,11 @@ export interface DecoderOptions {
  * `layers` MAGNETO blocks with XPos and dilated attention, a final LayerNorm, and an output head
  * (its own [vocab, dModel] weight, or the embedding table when `tieEmbeddings`).
  *
+ * With `vocabPadMultiple`, the embedding table and the head have `paddedVocab` rows, the rows past
+ * vocabSize zero: the head's products then run on aligned operands. The padding is never a class: the
+ * loss leaves it out of the softmax (so it gets no gradient and stays zero), and the logits this class
+ * returns are [.., vocabSize].
+ *
  * Init: every projection is Xavier normal, std sqrt(2 / (fanIn + fanOut)); W_v, W_o, W_1, W_2 are
  * then multiplied by MAGNETO's gamma = sqrt(log(2L)). Biases are zero, norms are (1, 0). The embedding
  * and the untied head are normal with std dModel^-1/2 (so embedding * sqrt(dModel) has unit scale).
@@ -46,6 +51,8 @@ export class LongNetDecoder extends Module {
   readonly finalNorm: LayerNorm;
   readonly head: Linear | null;
   readonly headDim: number;
+  /** Rows of the embedding table and of the head: vocabSize padded to a multiple of vocabPadMultiple. */
+  readonly paddedVocab: number;
   private readonly placement: { device: Device; dtype: FloatDType };
 
   constructor(config: AnyModelConfig, options: DecoderOptions = {}) {
@@ -57,13 +64,17 @@ export class LongNetDecoder extends Module {
     const rng = new Rng(options.seed ?? 0);
     const p = this.placement;
     const gamma = magnetoGamma(config.layers);
-    this.embedding = this.addModule('embedding', new Embedding(config.vocabSize, config.dModel, { ...p, rng }));
+    this.paddedVocab = paddedVocabSize(config);
+    const realRows = config.vocabSize;
+    this.embedding = this.addModule('embedding', new Embedding(this.paddedVocab, config.dModel, { ...p, rng, realRows }));
     this.blocks = this.addModule('blocks', new ModuleList<DecoderBlock>());
     for (let i = 0; i < config.layers; i++) this.blocks.push(new DecoderBlock(this.config, { ...p, rng, gamma }));
     this.finalNorm = this.addModule('finalNorm', new LayerNorm(config.dModel, { ...p, eps: config.layerNormEps }));
     this.head = config.tieEmbeddings
       ? null
-      : this.addModule('head', new Linear(config.dModel, config.vocabSize, { ...p, rng, bias: false, std: config.dModel ** -0.5 }));
+      : this.addModule('head', new Linear(config.dModel, this.paddedVocab, {
+        ...p, rng, bias: false, std: config.dModel ** -0.5, realOutputs: realRows,
+      }));
   }
 
   get device(): Device {
@@ -88,24 +99,50 @@ export class LongNetDecoder extends Module {
     return T.mulScalar(this.embedding.forward(tokens), Math.sqrt(this.config.dModel));
   }
 
-  /** The final LayerNorm and the output head: logits [B, N, vocab] of the last block's output. */
-  logits(x: Tensor): Tensor {
+  /**
+   * The final LayerNorm and the output head over the padded vocabulary: [B, N, paddedVocab] of the last
+   * block's output. Columns from vocabSize on are padding, not classes: see `logits` and `headLoss`.
+   */
+  paddedLogits(x: Tensor): Tensor {
     const h = this.finalNorm.forward(x);
     if (this.head) return this.head.forward(h);
     const [b, n] = h.shape as [number, number];
     const rows = T.reshape(h, [b * n, this.config.dModel]);
-    return T.reshape(T.matmul(rows, this.embedding.weight, { transB: true }), [b, n, this.config.vocabSize]);
+    return T.reshape(T.matmul(rows, this.embedding.weight, { transB: true }), [b, n, this.paddedVocab]);
+  }
+
+  /** Logits [B, N, vocab] of the last block's output: the padding columns sliced off. */
+  logits(x: Tensor): Tensor {
+    const padded = this.paddedLogits(x);
+    if (this.paddedVocab === this.config.vocabSize) return padded;
+    const [b, n] = padded.shape as [number, number];
+    return T.slice(padded, [0, 0, 0], [b, n, this.config.vocabSize]);
+  }
+
+  /**
+   * Mean next-token cross-entropy of the last block's output x [B, N, dModel] against int32 targets
+   * [B, N]. The padded logits go in whole (no copy), the softmax told that only the first vocabSize
+   * columns are classes.
+   */
+  headLoss(x: Tensor, targets: Tensor): Tensor {
+    return T.crossEntropy(this.paddedLogits(x), targets, { classes: this.config.vocabSize });
   }
 
   /** int32 tokens [B, N] -> logits [B, N, vocab]. Causal: position p sees tokens 0..p. */
   forward(tokens: Tensor): Tensor {
     const [, n] = this.checkTokens(tokens, 'forward');
     validateConfig(this.config, n);
+    return this.logits(this.hidden(tokens));
+  }
+
+  /** The last block's output [B, N, dModel] for checked tokens [B, N]. */
+  private hidden(tokens: Tensor): Tensor {
+    const n = tokens.shape[1]!;
     // one set of XPos factors for every layer
     const tables = this.blocks.at(0).attention.positions(0, n, xposCenter(n));
     let x = this.embed(tokens);
     for (const block of this.blocks) x = block.forward(x, tables);
-    return this.logits(x);
+    return x;
   }
 
   /** Mean next-token cross-entropy of forward(inputs) against int32 targets [B, N]: a scalar. */
@@ -114,7 +151,8 @@ export class LongNetDecoder extends Module {
     check(targets.dtype === 'int32', `loss: targets must be int32, got ${targets.dtype}`);
     check(targets.rank === 2 && targets.shape[0] === b && targets.shape[1] === n,
       `loss: targets [${targets.shape.join(', ')}] do not match inputs [${b}, ${n}]`);
-    return T.crossEntropy(this.forward(inputs), targets);
+    validateConfig(this.config, n);
+    return this.headLoss(this.hidden(inputs), targets);
   }
 
   /**

@@ -28,7 +28,12 @@ export function attentionFlops(config: AnyModelConfig, seqLen: number, causal = 
   return config.layers * dilatedAttentionFlops(attentionPatterns(config, seqLen), config.heads, headDim, seqLen, causal);
 }
 
-/** Weights that take part in a matrix product per token: every block's projections and the output head. */
+/**
+ * Weights that take part in a matrix product per token: every block's projections and the output head.
+ * The head counts the real vocabulary, not the padded one (vocabPadMultiple): the products do run at
+ * the padded width, but the padding computes nothing the model uses, so model FLOPs (and MFU) leave it
+ * out, the conservative convention.
+ */
 export function matmulParameterCount(config: AnyModelConfig): number {
   const d = config.dModel;
   const perBlock = 4 * d * d + 2 * d * config.ffnDim;

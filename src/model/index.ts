@@ -7,7 +7,7 @@ export { MultiheadDilatedAttention, type MultiheadDilatedAttentionOptions } from
 export { DecoderBlock, type DecoderBlockOptions } from './block.js';
 export { LongNetDecoder, type DecoderOptions } from './decoder.js';
 export {
-  PRESETS, presetConfig, validateConfig, scheduleNotes, parameterCountOf, blockParameterCount, attentionPatterns,
+  PRESETS, presetConfig, validateConfig, scheduleNotes, parameterCountOf, paddedVocabSize, blockParameterCount, attentionPatterns,
   type ModelConfig, type AnyModelConfig, type AttentionSpec, type ModelAttention, type SparseFixedSpec,
 } from './config.js';
 export { attentionFlops, modelFlopsPerToken, dilatedAttentionFlops, matmulParameterCount } from './flops.js';

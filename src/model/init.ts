@@ -1,3 +1,4 @@
+import { check } from '../errors.js';
 import { Rng } from '../tensor/index.js';
 import * as T from '../tensor/index.js';
 import type { Tensor } from '../tensor/index.js';
@@ -22,6 +23,19 @@ export function normalTensor(shape: readonly number[], std: number, rng: Rng, op
   const { device, dtype } = resolveParameterOptions(options);
   if (std === 0) return T.zeros(shape, { device, dtype });
   return T.randn(shape, { rng, std, device, dtype });
+}
+
+/**
+ * A [rows, cols] tensor whose first `drawnRows` rows are normal(0, std) and the rest zeros (padding).
+ * Only the drawn rows take numbers from `rng`, so padding leaves every later draw as it was.
+ */
+export function paddedNormalTensor(
+  rows: number, cols: number, drawnRows: number, std: number, rng: Rng, options: ParameterOptions = {},
+): Tensor {
+  check(Number.isInteger(drawnRows) && drawnRows > 0 && drawnRows <= rows, `initialized rows ${drawnRows} is not an integer in [1, ${rows}]`);
+  if (drawnRows === rows) return normalTensor([rows, cols], std, rng, options);
+  const { device, dtype } = resolveParameterOptions(options);
+  return T.tidy(() => T.concat([normalTensor([drawnRows, cols], std, rng, options), T.zeros([rows - drawnRows, cols], { device, dtype })], 0));
 }
 
 export function constantTensor(shape: readonly number[], value: number, options: ParameterOptions = {}): Tensor {

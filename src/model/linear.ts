@@ -2,7 +2,7 @@ import { check } from '../errors.js';
 import { Rng } from '../tensor/index.js';
 import * as T from '../tensor/index.js';
 import type { Tensor } from '../tensor/index.js';
-import { constantTensor, normalTensor, xavierStd } from './init.js';
+import { constantTensor, paddedNormalTensor, xavierStd } from './init.js';
 import { Module, type ParameterOptions } from './module.js';
 
 export interface LinearOptions extends ParameterOptions {
@@ -11,6 +11,11 @@ export interface LinearOptions extends ParameterOptions {
   rng?: Rng;
   /** Standard deviation of the normal weight init; Xavier normal, sqrt(2 / (in + out)), by default. */
   std?: number;
+  /**
+   * Output features in use (default: all). The weight rows past them are padding (an output head over a
+   * padded vocabulary): they start at zero and draw nothing from `rng`.
+   */
+  realOutputs?: number;
 }
 
 /**
@@ -27,7 +32,7 @@ export class Linear extends Module {
     check(Number.isInteger(outFeatures) && outFeatures > 0, `Linear: outFeatures = ${outFeatures} is not a positive integer`);
     const rng = options.rng ?? new Rng(0);
     const std = options.std ?? xavierStd(inFeatures, outFeatures);
-    this.weight = this.addParameter('weight', normalTensor([outFeatures, inFeatures], std, rng, options));
+    this.weight = this.addParameter('weight', paddedNormalTensor(outFeatures, inFeatures, options.realOutputs ?? outFeatures, std, rng, options));
     this.bias = options.bias === false ? null : this.addParameter('bias', constantTensor([outFeatures], 0, options));
   }
 

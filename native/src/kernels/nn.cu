@@ -150,16 +150,18 @@ __global__ void layer_norm_param_kernel(const float* __restrict__ dy, const floa
   if (d_beta) d_beta[blockIdx.y * cols + j] = sb;
 }
 
+// Softmax over the first `classes` columns of each row; the columns past it are vocabulary padding.
 template <int GROUP>
 __global__ void cross_entropy_kernel(const float* __restrict__ logits, const int32_t* __restrict__ targets, float* __restrict__ loss,
-                                     float* __restrict__ lse, int64_t rows, int64_t cols, int32_t ignore_index, int* flag) {
+                                     float* __restrict__ lse, int64_t rows, int64_t cols, int64_t classes, int32_t ignore_index,
+                                     int* flag) {
   const RowSpot r = row_spot<GROUP>(rows);
   const float* p = logits + (r.valid ? r.row : 0) * cols;
   float m = -INFINITY;
-  if (r.valid) for (int64_t j = r.lane; j < cols; j += GROUP) m = fmaxf(m, p[j]);
+  if (r.valid) for (int64_t j = r.lane; j < classes; j += GROUP) m = fmaxf(m, p[j]);
   m = group_max<GROUP>(m);
   float sum = 0.0f;
-  if (r.valid) for (int64_t j = r.lane; j < cols; j += GROUP) sum += expf(p[j] - m);
+  if (r.valid) for (int64_t j = r.lane; j < classes; j += GROUP) sum += expf(p[j] - m);
   sum = group_sum<GROUP>(sum);
   if (!r.valid || r.lane != 0) return;
   const float l = m + logf(sum);
@@ -167,7 +169,7 @@ __global__ void cross_entropy_kernel(const float* __restrict__ logits, const int
   const int32_t t = targets[r.row];
   if (t == ignore_index) {
     loss[r.row] = 0.0f;
-  } else if (t < 0 || t >= cols) {
+  } else if (t < 0 || t >= classes) {
     atomicMin(flag, static_cast<int>(min(r.row, int64_t(kNoError - 1))));
     loss[r.row] = NAN;
   } else {
@@ -175,14 +177,16 @@ __global__ void cross_entropy_kernel(const float* __restrict__ logits, const int
   }
 }
 
+// Writes every element: padding columns (j >= classes) and ignored rows get 0.
 __global__ void cross_entropy_backward_kernel(const float* __restrict__ logits, const int32_t* __restrict__ targets,
                                               const float* __restrict__ lse, const float* __restrict__ d_loss,
-                                              float* __restrict__ d, int64_t rows, int64_t cols, int32_t ignore_index) {
+                                              float* __restrict__ d, int64_t rows, int64_t cols, int64_t classes,
+                                              int32_t ignore_index) {
   const int64_t n = rows * cols;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t row = i / cols, j = i - row * cols;
     const int32_t t = targets[row];
-    if (t == ignore_index) {
+    if (t == ignore_index || j >= classes) {
       d[i] = 0.0f;
       continue;
     }
@@ -284,19 +288,22 @@ void launch_layer_norm_backward(const float* dy, const float* x, const float* ga
 }
 
 void launch_cross_entropy(const float* logits, const int32_t* targets, float* loss, float* lse, int64_t rows, int64_t cols,
-                          int32_t ignore_index, int* flag, cudaStream_t s) {
+                          int64_t classes, int32_t ignore_index, int* flag, cudaStream_t s) {
   if (rows == 0) return;
-  by_row_length(rows, cols, [&]<int G>(unsigned blocks) {
-    cross_entropy_kernel<G><<<blocks, kThreads, 0, s>>>(logits, targets, loss, lse, rows, cols, ignore_index, flag);
+  // the row groups are sized by the classes a row reads, not by its padded width
+  by_row_length(rows, classes, [&]<int G>(unsigned blocks) {
+    cross_entropy_kernel<G><<<blocks, kThreads, 0, s>>>(logits, targets, loss, lse, rows, cols, classes, ignore_index, flag);
   });
   check_launch("crossEntropy kernel");
 }
 
 void launch_cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, const float* d_loss,
-                                   float* d_logits, int64_t rows, int64_t cols, int32_t ignore_index, cudaStream_t s) {
+                                   float* d_logits, int64_t rows, int64_t cols, int64_t classes, int32_t ignore_index,
+                                   cudaStream_t s) {
   const int64_t n = rows * cols;
   if (n == 0) return;
-  cross_entropy_backward_kernel<<<grid_for(n), kThreads, 0, s>>>(logits, targets, lse, d_loss, d_logits, rows, cols, ignore_index);
+  cross_entropy_backward_kernel<<<grid_for(n), kThreads, 0, s>>>(logits, targets, lse, d_loss, d_logits, rows, cols, classes,
+                                                                  ignore_index);
   check_launch("crossEntropyBackward kernel");
 }
 

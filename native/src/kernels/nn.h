@@ -18,13 +18,17 @@ void launch_layer_norm(const float* x, const float* gamma, const float* beta, fl
 void launch_layer_norm_backward(const float* dy, const float* x, const float* gamma, const float* mean, const float* rstd,
                                 float* dx, float* d_gamma, float* d_beta, int64_t rows, int64_t cols, cudaStream_t s);
 
-// Targets outside [0, cols) other than ignore_index are reported through `flag` (the first bad row).
+// The softmax runs over the first `classes` columns of each row (1 <= classes <= cols); the columns past
+// it are padding (a vocabulary padded for aligned matrix products): outside the loss, gradient 0.
+// Targets outside [0, classes) other than ignore_index are reported through `flag` (the first bad row).
 void launch_cross_entropy(const float* logits, const int32_t* targets, float* loss, float* lse, int64_t rows, int64_t cols,
-                          int32_t ignore_index, int* flag, cudaStream_t s);
+                          int64_t classes, int32_t ignore_index, int* flag, cudaStream_t s);
 void launch_cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, const float* d_loss,
-                                   float* d_logits, int64_t rows, int64_t cols, int32_t ignore_index, cudaStream_t s);
+                                   float* d_logits, int64_t rows, int64_t cols, int64_t classes, int32_t ignore_index,
+                                   cudaStream_t s);
 
-// Indices outside [0, table_rows) are reported through `flag` (the first bad position) and skipped.
+// Indices outside [0, table_rows) are reported through `flag` (the first bad position) and skipped;
+// table_rows may be less than the table's rows, to refuse its padding rows.
 void launch_gather(const float* table, int64_t table_rows, int64_t cols, const int32_t* indices, int64_t count, float* out,
                    int* flag, cudaStream_t s);
 // out must be zeroed; rows are added with atomics.

@@ -87,25 +87,36 @@ int32_t read_int(const Buffer* b, int64_t i) {
   return v;
 }
 
+// 1 <= classes <= cols: the columns past `classes` are padding (see nn.h).
+int64_t classes_arg(const Call& c, size_t i, int64_t cols) {
+  const int64_t classes = c.integer(i, "classes");
+  if (classes < 1 || classes > cols) {
+    throw RangeError("crossEntropy: classes = " + std::to_string(classes) + " is not an integer in [1, " + std::to_string(cols) +
+                     "] (the logits' row length)");
+  }
+  return classes;
+}
+
 napi_value cross_entropy(const Call& c) {
   Buffer* logits = c.buffer(0, "logits");
   Buffer* targets = c.buffer(1, "targets");
   const int64_t rows = c.integer(2, "rows"), cols = c.integer(3, "cols");
   const int32_t ignore = static_cast<int32_t>(c.integer(4, "ignoreIndex"));
-  Buffer* loss = c.buffer(5, "loss");
-  Buffer* lse = c.buffer(6, "lse");
+  const int64_t classes = classes_arg(c, 5, cols);
+  Buffer* loss = c.buffer(6, "loss");
+  Buffer* lse = c.buffer(7, "lse");
   expect(logits, DType::F32, rows * cols, "crossEntropy logits");
   expect(targets, DType::I32, rows, "crossEntropy targets");
   expect(loss, DType::F32, rows, "crossEntropy loss");
   expect(lse, DType::F32, rows, "crossEntropy lse");
   reset_error_flag();
-  launch_cross_entropy(logits->as<float>(), targets->as<int32_t>(), loss->as<float>(), lse->as<float>(), rows, cols, ignore,
+  launch_cross_entropy(logits->as<float>(), targets->as<int32_t>(), loss->as<float>(), lse->as<float>(), rows, cols, classes, ignore,
                        error_flag_device(), stream());
   // a bad target is an input error the caller must hear about, as on the CPU
   const int bad = rows > 0 ? read_error_flag() : kNoError;
   if (bad != kNoError) {
     throw RangeError("crossEntropy: target " + std::to_string(read_int(targets, bad)) + " at row " + std::to_string(bad) +
-                     " is outside [0, " + std::to_string(cols) + ")");
+                     " is outside [0, " + std::to_string(classes) + ")");
   }
   return undefined(c.env);
 }
@@ -117,14 +128,15 @@ napi_value cross_entropy_backward(const Call& c) {
   Buffer* d_loss = c.buffer(3, "dLoss");
   const int64_t rows = c.integer(4, "rows"), cols = c.integer(5, "cols");
   const int32_t ignore = static_cast<int32_t>(c.integer(6, "ignoreIndex"));
-  Buffer* out = c.buffer(7, "out");
+  const int64_t classes = classes_arg(c, 7, cols);
+  Buffer* out = c.buffer(8, "out");
   expect(logits, DType::F32, rows * cols, "crossEntropyBackward logits");
   expect(targets, DType::I32, rows, "crossEntropyBackward targets");
   expect(lse, DType::F32, rows, "crossEntropyBackward lse");
   expect(d_loss, DType::F32, rows, "crossEntropyBackward dLoss");
   expect(out, DType::F32, rows * cols, "crossEntropyBackward output");
   launch_cross_entropy_backward(logits->as<float>(), targets->as<int32_t>(), lse->as<float>(), d_loss->as<float>(), out->as<float>(),
-                                rows, cols, ignore, stream());
+                                rows, cols, classes, ignore, stream());
   return undefined(c.env);
 }
 
@@ -136,18 +148,24 @@ void report_bad_index(const Buffer* indices, int64_t rows_in_table) {
   }
 }
 
+// Indices must be below validRows (<= rowsInTable): the rows past it are padding no index may pick.
 napi_value gather(const Call& c) {
   Buffer* table = c.buffer(0, "table");
   const int64_t rows_in_table = c.integer(1, "rowsInTable"), cols = c.integer(2, "cols");
   Buffer* indices = c.buffer(3, "indices");
-  Buffer* out = c.buffer(4, "out");
+  const int64_t valid_rows = c.integer(4, "validRows");
+  Buffer* out = c.buffer(5, "out");
+  if (valid_rows < 0 || valid_rows > rows_in_table) {
+    throw RangeError("embedding: validRows = " + std::to_string(valid_rows) + " is not in [0, " + std::to_string(rows_in_table) + "]");
+  }
   expect(table, DType::F32, rows_in_table * cols, "embedding table");
   expect(indices, DType::I32, -1, "embedding indices");
   expect(out, DType::F32, indices->size * cols, "embedding output");
   reset_error_flag();
-  launch_gather(table->as<float>(), rows_in_table, cols, indices->as<int32_t>(), indices->size, out->as<float>(), error_flag_device(),
+  // the kernel's bound is the rows an index may pick; the table itself may hold more
+  launch_gather(table->as<float>(), valid_rows, cols, indices->as<int32_t>(), indices->size, out->as<float>(), error_flag_device(),
                 stream());
-  report_bad_index(indices, rows_in_table);
+  report_bad_index(indices, valid_rows);
   return undefined(c.env);
 }
 

@@ -146,17 +146,21 @@ export class CpuBackend implements Backend {
     return { dx: wrap(r.dx), dGamma: r.dGamma && wrap(r.dGamma), dBeta: r.dBeta && wrap(r.dBeta) };
   }
 
-  crossEntropy(logits: Storage, targets: Storage, rows: number, cols: number, ignoreIndex: number): { loss: Storage; lse: Storage } {
-    const r = crossEntropyKernel(floatData(logits, 'crossEntropy'), intData(targets, 'crossEntropy targets'), rows, cols, ignoreIndex);
+  crossEntropy(
+    logits: Storage, targets: Storage, rows: number, cols: number, ignoreIndex: number, classes: number,
+  ): { loss: Storage; lse: Storage } {
+    const r = crossEntropyKernel(
+      floatData(logits, 'crossEntropy'), intData(targets, 'crossEntropy targets'), rows, cols, ignoreIndex, classes,
+    );
     return { loss: wrap(r.loss), lse: wrap(r.lse) };
   }
 
   crossEntropyBackward(
-    logits: Storage, targets: Storage, lse: Storage, dLoss: Storage, rows: number, cols: number, ignoreIndex: number,
+    logits: Storage, targets: Storage, lse: Storage, dLoss: Storage, rows: number, cols: number, ignoreIndex: number, classes: number,
   ): Storage {
     return wrap(crossEntropyBackwardKernel(
       floatData(logits, 'crossEntropy'), intData(targets, 'crossEntropy targets'), floatData(lse, 'crossEntropy'),
-      floatData(dLoss, 'crossEntropy'), rows, cols, ignoreIndex,
+      floatData(dLoss, 'crossEntropy'), rows, cols, ignoreIndex, classes,
     ));
   }
 
@@ -166,8 +170,8 @@ export class CpuBackend implements Backend {
     ));
   }
 
-  gather(table: Storage, rowsInTable: number, cols: number, indices: Storage): Storage {
-    return wrap(gatherKernel(floatData(table, 'embedding'), rowsInTable, cols, intData(indices, 'embedding indices')));
+  gather(table: Storage, rowsInTable: number, cols: number, indices: Storage, validRows = rowsInTable): Storage {
+    return wrap(gatherKernel(floatData(table, 'embedding'), rowsInTable, cols, intData(indices, 'embedding indices'), validRows));
   }
 
   scatterAdd(dOut: Storage, indices: Storage, rowsInTable: number, cols: number): Storage {

@@ -17,9 +17,11 @@ interface ForwardArgs {
 }
 interface SoftmaxArgs { x: FloatArray; cols: number; log: boolean; out: FloatArray }
 interface SoftmaxBackwardArgs { y: FloatArray; dy: FloatArray; cols: number; log: boolean; dx: FloatArray }
-interface CrossEntropyArgs { logits: FloatArray; targets: Int32Array; cols: number; ignoreIndex: number; loss: FloatArray; lse: FloatArray }
+interface CrossEntropyArgs {
+  logits: FloatArray; targets: Int32Array; cols: number; classes: number; ignoreIndex: number; loss: FloatArray; lse: FloatArray;
+}
 interface CrossEntropyBackwardArgs {
-  logits: FloatArray; targets: Int32Array; lse: FloatArray; dLoss: FloatArray; cols: number; ignoreIndex: number; d: FloatArray;
+  logits: FloatArray; targets: Int32Array; lse: FloatArray; dLoss: FloatArray; cols: number; classes: number; ignoreIndex: number; d: FloatArray;
 }
 interface BackwardArgs { dy: FloatArray; x: FloatArray; gamma: FloatArray | null; mean: FloatArray; rstd: FloatArray; cols: number; dx: FloatArray }
 
@@ -27,9 +29,9 @@ registerRangeKernel<SoftmaxArgs>('softmax', import.meta.url, (g, start, end) => 
 registerRangeKernel<SoftmaxBackwardArgs>('softmaxBackward', import.meta.url, (g, start, end) =>
   softmaxBackwardRows(g.y, g.dy, g.cols, g.log, g.dx, start, end));
 registerRangeKernel<CrossEntropyArgs>('crossEntropy', import.meta.url, (g, start, end) =>
-  crossEntropyRows(g.logits, g.targets, g.cols, g.ignoreIndex, g.loss, g.lse, start, end));
+  crossEntropyRows(g.logits, g.targets, g.cols, g.classes, g.ignoreIndex, g.loss, g.lse, start, end));
 registerRangeKernel<CrossEntropyBackwardArgs>('crossEntropyBackward', import.meta.url, (g, start, end) =>
-  crossEntropyBackwardRows(g.logits, g.targets, g.lse, g.dLoss, g.cols, g.ignoreIndex, g.d, start, end));
+  crossEntropyBackwardRows(g.logits, g.targets, g.lse, g.dLoss, g.cols, g.classes, g.ignoreIndex, g.d, start, end));
 registerRangeKernel<ForwardArgs>('layerNorm', import.meta.url, (g, start, end) =>
   layerNormRows(g.x, g.gamma, g.beta, g.cols, g.eps, g.y, g.mean, g.rstd, start, end));
 registerRangeKernel<BackwardArgs>('layerNormBackward', import.meta.url, (g, start, end) =>
@@ -56,28 +58,42 @@ export function softmaxBackwardKernel(y: FloatArray, dy: FloatArray, rows: numbe
   return dx;
 }
 
+/**
+ * Cross-entropy over the first `classes` columns of [rows, cols] logits (classes < cols: the rest is
+ * padding, out of the softmax). Rows cost their classes, not their padded width.
+ */
 export function crossEntropyKernel(
-  logits: FloatArray, targets: Int32Array, rows: number, cols: number, ignoreIndex: number,
+  logits: FloatArray, targets: Int32Array, rows: number, cols: number, ignoreIndex: number, classes: number,
 ): { loss: FloatArray; lse: FloatArray } {
-  checkTargets(targets, rows, cols, ignoreIndex);
-  const split = willSplit(logits.length * EXP_COST);
+  checkClasses(classes, cols);
+  checkTargets(targets, rows, classes, ignoreIndex);
+  const split = willSplit(rows * classes * EXP_COST);
   const loss = share(allocLike(logits, rows) as FloatArray, split);
   const lse = share(allocLike(logits, rows) as FloatArray, split);
-  const args: CrossEntropyArgs = { logits, targets: share(targets, split), cols, ignoreIndex, loss, lse };
-  parallelFor('crossEntropy', args, rows, { itemCost: cols * EXP_COST, minCostPerThread: MIN_ELEMENTS_PER_THREAD });
+  const args: CrossEntropyArgs = { logits, targets: share(targets, split), cols, classes, ignoreIndex, loss, lse };
+  parallelFor('crossEntropy', args, rows, { itemCost: classes * EXP_COST, minCostPerThread: MIN_ELEMENTS_PER_THREAD });
   return { loss, lse };
 }
 
+/** The gradient of crossEntropyKernel's loss; zero on the padding columns past `classes`. */
 export function crossEntropyBackwardKernel(
   logits: FloatArray, targets: Int32Array, lse: FloatArray, dLoss: FloatArray, rows: number, cols: number, ignoreIndex: number,
+  classes: number,
 ): FloatArray {
-  const split = willSplit(logits.length * EXP_COST);
+  checkClasses(classes, cols);
+  const split = willSplit(rows * classes * EXP_COST);
   const d = allocLike(logits) as FloatArray;
   const args: CrossEntropyBackwardArgs = {
-    logits, targets: share(targets, split), lse: share(lse, split), dLoss: share(dLoss, split), cols, ignoreIndex, d,
+    logits, targets: share(targets, split), lse: share(lse, split), dLoss: share(dLoss, split), cols, classes, ignoreIndex, d,
   };
-  parallelFor('crossEntropyBackward', args, rows, { itemCost: cols * EXP_COST, minCostPerThread: MIN_ELEMENTS_PER_THREAD });
+  parallelFor('crossEntropyBackward', args, rows, { itemCost: classes * EXP_COST, minCostPerThread: MIN_ELEMENTS_PER_THREAD });
   return d;
+}
+
+function checkClasses(classes: number, cols: number): void {
+  if (!(Number.isInteger(classes) && classes >= 1 && classes <= cols)) {
+    throw new RangeError(`crossEntropy: classes = ${classes} is not an integer in [1, ${cols}] (the logits' row length)`);
+  }
 }
 
 export function layerNormKernel(

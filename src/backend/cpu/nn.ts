@@ -111,26 +111,34 @@ export function layerNormParamGrads(
   }
 }
 
-/** Throws for the first target (in row order) that is neither ignoreIndex nor a class in [0, cols). */
-export function checkTargets(targets: Int32Array, rows: number, cols: number, ignoreIndex: number): void {
+/**
+ * Throws for the first target (in row order) that is neither ignoreIndex nor a class in [0, classes).
+ * `classes` <= cols: the columns past it are padding (a padded vocabulary), never a class.
+ */
+export function checkTargets(targets: Int32Array, rows: number, classes: number, ignoreIndex: number): void {
   for (let r = 0; r < rows; r++) {
     const t = targets[r]!;
-    if (t !== ignoreIndex && !(t >= 0 && t < cols)) {
-      throw new RangeError(`crossEntropy: target ${t} at row ${r} is outside [0, ${cols})`);
+    if (t !== ignoreIndex && !(t >= 0 && t < classes)) {
+      throw new RangeError(`crossEntropy: target ${t} at row ${r} is outside [0, ${classes})`);
     }
   }
 }
 
-/** Cross-entropy of rows [start, end): each row's log-sum-exp, and its loss unless its target is ignored. Targets are checked first. */
+/**
+ * Cross-entropy of rows [start, end) of [rows, cols] logits over their first `classes` columns (the rest
+ * are padding, left out of the softmax): each row's log-sum-exp, and its loss unless its target is
+ * ignored. Targets are checked first.
+ */
 export function crossEntropyRows(
-  logits: FloatArray, targets: Int32Array, cols: number, ignoreIndex: number, loss: FloatArray, lse: FloatArray, start: number, end: number,
+  logits: FloatArray, targets: Int32Array, cols: number, classes: number, ignoreIndex: number,
+  loss: FloatArray, lse: FloatArray, start: number, end: number,
 ): void {
   for (let r = start; r < end; r++) {
     const base = r * cols;
     let max = -Infinity;
-    for (let j = 0; j < cols; j++) if (logits[base + j]! > max) max = logits[base + j]!;
+    for (let j = 0; j < classes; j++) if (logits[base + j]! > max) max = logits[base + j]!;
     let sum = 0;
-    for (let j = 0; j < cols; j++) sum += Math.exp(logits[base + j]! - max);
+    for (let j = 0; j < classes; j++) sum += Math.exp(logits[base + j]! - max);
     const l = max + Math.log(sum);
     lse[r] = l;
     const t = targets[r]!;
@@ -139,9 +147,12 @@ export function crossEntropyRows(
   }
 }
 
-/** The gradient of cross-entropy for rows [start, end) into d (zero where the target is ignored). */
+/**
+ * The gradient of cross-entropy for rows [start, end) into d, which arrives zero-filled: it stays zero
+ * where the target is ignored and on the padding columns past `classes`.
+ */
 export function crossEntropyBackwardRows(
-  logits: FloatArray, targets: Int32Array, lse: FloatArray, dLoss: FloatArray, cols: number, ignoreIndex: number,
+  logits: FloatArray, targets: Int32Array, lse: FloatArray, dLoss: FloatArray, cols: number, classes: number, ignoreIndex: number,
   d: FloatArray, start: number, end: number,
 ): void {
   for (let r = start; r < end; r++) {
@@ -150,16 +161,20 @@ export function crossEntropyBackwardRows(
     const base = r * cols;
     const w = dLoss[r]!;
     const l = lse[r]!;
-    for (let j = 0; j < cols; j++) d[base + j] = w * Math.exp(logits[base + j]! - l);
+    for (let j = 0; j < classes; j++) d[base + j] = w * Math.exp(logits[base + j]! - l);
     d[base + t] -= w;
   }
 }
 
-export function gatherKernel(table: FloatArray, rowsInTable: number, cols: number, indices: Int32Array): FloatArray {
+/** Rows of `table` picked by `indices`, each below validRows (<= rowsInTable: the rows past it are padding). */
+export function gatherKernel(table: FloatArray, rowsInTable: number, cols: number, indices: Int32Array, validRows = rowsInTable): FloatArray {
+  if (!(Number.isInteger(validRows) && validRows >= 0 && validRows <= rowsInTable)) {
+    throw new RangeError(`embedding: validRows = ${validRows} is not an integer in [0, ${rowsInTable}]`);
+  }
   const out = allocLike(table, indices.length * cols) as FloatArray;
   for (let i = 0; i < indices.length; i++) {
     const row = indices[i]!;
-    if (!(row >= 0 && row < rowsInTable)) throw new RangeError(`embedding: index ${row} is outside [0, ${rowsInTable})`);
+    if (!(row >= 0 && row < validRows)) throw new RangeError(`embedding: index ${row} is outside [0, ${validRows})`);
     out.set(table.subarray(row * cols, (row + 1) * cols), i * cols);
   }
   return out;

@@ -164,22 +164,25 @@ export class CudaBackend implements Backend {
     return { dx, dGamma, dBeta };
   }
 
-  crossEntropy(logits: Storage, targets: Storage, rows: number, cols: number, ignoreIndex: number): { loss: Storage; lse: Storage } {
+  crossEntropy(
+    logits: Storage, targets: Storage, rows: number, cols: number, ignoreIndex: number, classes: number,
+  ): { loss: Storage; lse: Storage } {
     const loss = this.f32(rows);
     const lse = this.f32(rows);
     this.native.crossEntropy(
-      floatHandle(logits, 'crossEntropy'), intHandle(targets, 'crossEntropy targets'), rows, cols, ignoreIndex, loss.handle, lse.handle,
+      floatHandle(logits, 'crossEntropy'), intHandle(targets, 'crossEntropy targets'), rows, cols, ignoreIndex, classes,
+      loss.handle, lse.handle,
     );
     return { loss, lse };
   }
 
   crossEntropyBackward(
-    logits: Storage, targets: Storage, lse: Storage, dLoss: Storage, rows: number, cols: number, ignoreIndex: number,
+    logits: Storage, targets: Storage, lse: Storage, dLoss: Storage, rows: number, cols: number, ignoreIndex: number, classes: number,
   ): Storage {
     const out = this.f32(rows * cols);
     this.native.crossEntropyBackward(
       floatHandle(logits, 'crossEntropy'), intHandle(targets, 'crossEntropy targets'), floatHandle(lse, 'crossEntropy'),
-      floatHandle(dLoss, 'crossEntropy'), rows, cols, ignoreIndex, out.handle,
+      floatHandle(dLoss, 'crossEntropy'), rows, cols, ignoreIndex, classes, out.handle,
     );
     return out;
   }
@@ -193,9 +196,9 @@ export class CudaBackend implements Backend {
     return y;
   }
 
-  gather(table: Storage, rowsInTable: number, cols: number, indices: Storage): Storage {
+  gather(table: Storage, rowsInTable: number, cols: number, indices: Storage, validRows = rowsInTable): Storage {
     const out = this.f32(indices.size * cols);
-    this.native.gather(floatHandle(table, 'embedding'), rowsInTable, cols, intHandle(indices, 'embedding indices'), out.handle);
+    this.native.gather(floatHandle(table, 'embedding'), rowsInTable, cols, intHandle(indices, 'embedding indices'), validRows, out.handle);
     return out;
   }
 

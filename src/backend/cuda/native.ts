@@ -89,10 +89,14 @@ export interface NativeAddon {
   softmaxBackward(y: H, dy: H, rows: number, cols: number, log: boolean, out: H): void;
   layerNorm(x: H, gamma: H | null, beta: H | null, rows: number, cols: number, eps: number, y: H, mean: H, rstd: H): void;
   layerNormBackward(dy: H, x: H, gamma: H | null, mean: H, rstd: H, rows: number, cols: number, dx: H, dGamma: H | null, dBeta: H | null): void;
-  crossEntropy(logits: H, targets: H, rows: number, cols: number, ignoreIndex: number, loss: H, lse: H): void;
-  crossEntropyBackward(logits: H, targets: H, lse: H, dLoss: H, rows: number, cols: number, ignoreIndex: number, out: H): void;
+  /** Softmax over the first `classes` columns of each row (the rest is padding). */
+  crossEntropy(logits: H, targets: H, rows: number, cols: number, ignoreIndex: number, classes: number, loss: H, lse: H): void;
+  crossEntropyBackward(
+    logits: H, targets: H, lse: H, dLoss: H, rows: number, cols: number, ignoreIndex: number, classes: number, out: H,
+  ): void;
+  /** Indices must be below validRows (<= rowsInTable). */
+  gather(table: H, rowsInTable: number, cols: number, indices: H, validRows: number, out: H): void;
   rotatePairs(x: H, cos: H, sin: H, outer: number, positions: number, inner: number, dim: number, transpose: boolean, y: H): void;
-  gather(table: H, rowsInTable: number, cols: number, indices: H, out: H): void;
   scatterAdd(dOut: H, indices: H, rowsInTable: number, cols: number, out: H): void;
   adamw(param: H, grad: H, m: H, v: H, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number, gradScale: number): void;
   /** out[i] = the sum of squares of xs[i] (float32). */
@@ -168,4 +172,4 @@ export interface NativeAddon {
 }
 
 /** The addon version this TypeScript expects; a stale build is reported instead of misbehaving. */
-export const ABI_VERSION = 6;
+export const ABI_VERSION = 7;

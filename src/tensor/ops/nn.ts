@@ -61,6 +61,12 @@ export interface CrossEntropyOptions {
   /** Targets equal to this are skipped (0 loss, no gradient) and not counted in the mean. */
   ignoreIndex?: number;
   reduction?: 'mean' | 'sum' | 'none';
+  /**
+   * How many leading columns of the logits are real classes (default: all V). The columns past them are
+   * padding (a vocabulary padded for aligned matrix products): left out of the softmax, never a valid
+   * target, and their gradient is 0.
+   */
+  classes?: number;
 }
 
 /**
@@ -76,8 +82,12 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntr
   const ignoreIndex = options.ignoreIndex ?? -100;
   const reduction = options.reduction ?? 'mean';
   const [rows, cols] = rowsCols(logits);
+  const classes = options.classes ?? cols;
+  if (options.classes !== undefined && !(Number.isInteger(classes) && classes >= 1 && classes <= cols)) {
+    throw new RangeError(`crossEntropy: classes = ${String(options.classes)} is not an integer in [1, ${cols}] (the logits' last axis)`);
+  }
   const backend = logits.backend;
-  const r = backend.crossEntropy(logits.storage, targets.storage, rows, cols, ignoreIndex);
+  const r = backend.crossEntropy(logits.storage, targets.storage, rows, cols, ignoreIndex, classes);
   const lse = wrap(r.lse, [rows], backend);
   const perRow = wrap(r.loss, targets.shape, backend);
   // the mean divides by the rows not ignored, counted on the backend: a host read would wait for every
@@ -107,7 +117,11 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntr
         const rowsOfG = broadcastTo(reshape(g, [1]), [rows]);
         return meanScale ? mul(rowsOfG, meanScale) : rowsOfG;
       });
-    const d = wrap(backend.crossEntropyBackward(logits.storage, targets.storage, lse.storage, dLoss.storage, rows, cols, ignoreIndex), logits.shape, backend);
+    // the one definition of the gradient: softmax minus one-hot on the real classes, 0 on the padding
+    const d = wrap(
+      backend.crossEntropyBackward(logits.storage, targets.storage, lse.storage, dLoss.storage, rows, cols, ignoreIndex, classes),
+      logits.shape, backend,
+    );
     if (dLoss !== g) dLoss.dispose();
     return [d];
   });
@@ -135,15 +149,22 @@ function meanWeight(backend: Backend, targets: Storage, rows: number, ignoreInde
   return w;
 }
 
-/** Rows of `table` [V, C] picked by int32 `indices` [...]: result [..., C]. */
-export function embedding(table: Tensor, indices: Tensor): Tensor {
+/**
+ * Rows of `table` [V, C] picked by int32 `indices` [...]: result [..., C]. With `validRows`, indices must
+ * be below it: the rows past it are padding (a padded vocabulary) that no index may pick.
+ */
+export function embedding(table: Tensor, indices: Tensor, options: { validRows?: number } = {}): Tensor {
   requireFloat('embedding', table);
   if (indices.dtype !== 'int32') throw new Error(`embedding: indices must be int32, got ${indices.dtype}`);
   if (table.rank !== 2) throw new Error(`embedding: table must be 2-D, got ${formatShape(table.shape)}`);
   if (indices.device !== table.device) throw new Error(`embedding: indices on ${indices.device}, table on ${table.device}`);
   const [rowsInTable, cols] = table.shape as [number, number];
+  const validRows = options.validRows ?? rowsInTable;
+  if (!(Number.isInteger(validRows) && validRows >= 0 && validRows <= rowsInTable)) {
+    throw new RangeError(`embedding: validRows = ${String(options.validRows)} is not an integer in [0, ${rowsInTable}] (the table's rows)`);
+  }
   const backend = table.backend;
-  const out = wrap(backend.gather(table.storage, rowsInTable, cols, indices.storage), [...indices.shape, cols], backend);
+  const out = wrap(backend.gather(table.storage, rowsInTable, cols, indices.storage, validRows), [...indices.shape, cols], backend);
   return record('embedding', out, [table], (g) => [
     wrap(backend.scatterAdd(g.storage, indices.storage, rowsInTable, cols), table.shape, backend),
   ]);
