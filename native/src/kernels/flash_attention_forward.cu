@@ -7,6 +7,7 @@
 // Within a launch every row belongs to one block, and patterns run in order, so the merge needs no
 // atomics and the result is deterministic. The same kernel runs packed problems (queries and keys from
 // different buffers, as sequence parallelism gathers them) and writes fp32 or bf16 outputs.
+// At head dim 64 on Hopper, flash_attention_forward_sm90.cuh's wgmma kernel does the same work instead.
 #include "flash_attention.h"
 
 #include <cstdlib>
@@ -234,8 +235,6 @@ void dispatch_forward(int dim, bool causal, DType o_type, F&& f) {
   });
 }
 
-constexpr int kDefaultWgmmaKeys = 64;
-
 // 1 in the sm_90a image of this file (the wgmma kernel has a body), 0 in the others.
 __device__ int g_wgmma_built =
 #if defined(LN_HAVE_WGMMA)
@@ -244,30 +243,18 @@ __device__ int g_wgmma_built =
     0;
 #endif
 
-// Keys per stage of the wgmma kernel for head dim `dim`, or 0 where the mma.sync kernel runs: D = 64 on a
-// Hopper GPU whose loaded image is sm_90a. LONGNET_FLASH_FORWARD=mma picks the mma.sync kernel, =wgmma64
-// or =wgmma128 a stage size (to compare them).
-int wgmma_keys(int dim) {
+// Whether the wgmma kernel runs at head dim `dim`: D = 64 on a Hopper GPU whose loaded image is sm_90a,
+// unless LONGNET_FLASH_FORWARD=mma asks for the mma.sync kernel (to compare them).
+bool use_wgmma(int dim) {
   static const int built = [] {
     if (device_info().major != 9) return 0;
     int flag = 0;
     check_cuda(cudaMemcpyFromSymbol(&flag, g_wgmma_built, sizeof(int)), "cudaMemcpyFromSymbol");
     return flag;
   }();
-  if (dim != 64 || !built) return 0;
-  const char* pick = std::getenv("LONGNET_FLASH_FORWARD");
-  const std::string choice = pick ? pick : "";
-  if (choice == "mma") return 0;
-  if (choice == "wgmma128") return 128;
-  if (choice == "wgmma64") return 64;
-  return kDefaultWgmmaKeys;
-}
-
-// Calls f.template operator()<BN>() for the stage size.
-template <typename F>
-void dispatch_keys(int keys, F&& f) {
-  if (keys == 128) return f.template operator()<128>();
-  return f.template operator()<64>();
+  if (dim != 64 || !built) return false;
+  const char* env = std::getenv("LONGNET_FLASH_FORWARD");
+  return !(env && std::string(env) == "mma");
 }
 
 // Zero output and -inf log-sum-exp: what merging starts from.
@@ -283,25 +270,31 @@ void launch_flash_attention_forward(const __nv_bfloat16* q, const __nv_bfloat16*
                                     cudaStream_t s) {
   const int64_t rows = sh.batch * sh.seq * sh.heads;
   if (rows == 0) return;
-  if (!accumulate) clear_output(o, o_type, lse, rows, sh.head_dim, s);
-  if (const int keys = wgmma_keys(sh.head_dim)) {
+  if (use_wgmma(sh.head_dim)) {
+    // A first pattern of dilation 1 selects every row, and every row sees a key: it writes o and lse
+    // afresh, with no clearing before it.
+    const bool fresh = !accumulate && !opt.patterns.empty() && opt.patterns[0].dilation == 1;
+    if (!accumulate && !fresh) clear_output(o, o_type, lse, rows, sh.head_dim, s);
     dispatch_forward(64, opt.causal, o_type, [&]<int D, bool CAUSAL, typename OutT>() {
-      if constexpr (D == 64) dispatch_keys(keys, [&]<int BN>() {
-        constexpr size_t smem = flash::sm90::kSmem<BN>;
-        auto kernel = flash::sm90::forward_kernel<BN, CAUSAL, OutT, flash::PatternSource>;
-        allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "fused dilated attention forward (wgmma)");
-        for (const auto& pat : opt.patterns) {
-          const PatternGeom g = make_geom(sh, pat, opt, flash::sm90::kQueryTile);
+      if constexpr (D == 64) {
+        auto merging = flash::sm90::forward_kernel<CAUSAL, false, OutT, flash::PatternSource>;
+        auto writing = flash::sm90::forward_kernel<CAUSAL, true, OutT, flash::PatternSource>;
+        constexpr size_t smem = flash::sm90::kSmem;
+        allow_dynamic_smem(reinterpret_cast<const void*>(merging), smem, "fused dilated attention forward (wgmma)");
+        allow_dynamic_smem(reinterpret_cast<const void*>(writing), smem, "fused dilated attention forward (wgmma)");
+        for (size_t i = 0; i < opt.patterns.size(); i++) {
+          const PatternGeom g = make_geom(sh, opt.patterns[i], opt, flash::sm90::kQueryTile);
           const int64_t blocks = g.group * g.tiles;
           if (blocks > INT32_MAX) fail("fused dilated attention forward: too many blocks");
-          kernel<<<static_cast<unsigned>(blocks), flash::sm90::kThreads, smem, s>>>(q, k, v, static_cast<OutT*>(o), lse,
-                                                                                   flash::PatternSource{g}, g.scale_log2);
+          (fresh && i == 0 ? writing : merging)<<<static_cast<unsigned>(blocks), flash::sm90::kThreads, smem, s>>>(
+              q, k, v, static_cast<OutT*>(o), lse, flash::PatternSource{g}, g.scale_log2);
           check_launch("fused dilated attention forward kernel (wgmma)");
         }
-      });
+      }
     });
     return;
   }
+  if (!accumulate) clear_output(o, o_type, lse, rows, sh.head_dim, s);
   dispatch_forward(sh.head_dim, opt.causal, o_type, [&]<int D, bool CAUSAL, typename OutT>() {
     constexpr size_t smem = flash::forward_smem<D>();
     auto kernel = flash::forward_kernel<D, CAUSAL, OutT, flash::PatternSource>;
@@ -326,7 +319,7 @@ void launch_flash_problems_forward(const __nv_bfloat16* q, const __nv_bfloat16* 
                                    float* lse, const std::vector<FlashProblem>& problems, int head_dim, bool causal, float scale,
                                    cudaStream_t s) {
   if (problems.empty()) return;
-  const int keys = wgmma_keys(head_dim);
+  const bool wgmma = use_wgmma(head_dim);
   dispatch_forward(head_dim, causal, o_type, [&]<int D, bool CAUSAL, typename OutT>() {
     static_assert(flash::sm90::kQueryTile == flash::kQueryTile<64>, "both kernels take the same query tiles");
     // (problem, query tile) pairs; causal problems put their last (heaviest) tiles first
@@ -347,15 +340,15 @@ void launch_flash_problems_forward(const __nv_bfloat16* q, const __nv_bfloat16* 
     check_cuda(cudaMemcpyAsync(table, problems.data(), problem_bytes, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync");
     check_cuda(cudaMemcpyAsync(table + problem_bytes, tiles.data(), tile_bytes, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync");
     const flash::TableSource source{reinterpret_cast<const FlashProblem*>(table), reinterpret_cast<const int32_t*>(table + problem_bytes)};
-    if (keys) {
-      if constexpr (D == 64) dispatch_keys(keys, [&]<int BN>() {
-        constexpr size_t smem = flash::sm90::kSmem<BN>;
-        auto kernel = flash::sm90::forward_kernel<BN, CAUSAL, OutT, flash::TableSource>;
+    if (wgmma) {
+      if constexpr (D == 64) {
+        auto kernel = flash::sm90::forward_kernel<CAUSAL, false, OutT, flash::TableSource>;
+        constexpr size_t smem = flash::sm90::kSmem;
         allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "fused attention forward (wgmma)");
         kernel<<<static_cast<unsigned>(blocks), flash::sm90::kThreads, smem, s>>>(q, k, v, static_cast<OutT*>(o), lse, source,
                                                                                  scale * kLog2e);
         check_launch("fused attention forward kernel (wgmma)");
-      });
+      }
     } else {
       constexpr size_t smem = flash::forward_smem<D>();
       auto kernel = flash::forward_kernel<D, CAUSAL, OutT, flash::TableSource>;
