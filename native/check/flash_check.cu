@@ -285,6 +285,10 @@ __global__ void wgmma_unit(const __nv_bfloat16* q, const __nv_bfloat16* k, const
 }
 
 int wgmma_check() {
+  if (device_info().major != 9) {
+    std::printf("wgmma unit: skipped (not a Hopper GPU)\n");
+    return 0;
+  }
   std::mt19937 rng(7);
   std::vector<__nv_bfloat16> qb, kb, vb;
   std::vector<float> qf, kf, vf;
