@@ -34,10 +34,9 @@ __device__ __forceinline__ float ex2(float x) {
 // FRESH: o and lse hold nothing yet and every row of the launch has a visible key (a pattern of dilation 1
 // launched first): rows are written, not merged, so they need no clearing before nor reading here.
 template <bool CAUSAL, bool FRESH, typename OutT, typename Source>
-__global__ void __launch_bounds__(kThreads, 2) forward_kernel(const __nv_bfloat16* __restrict__ q,
-                                                                        const __nv_bfloat16* __restrict__ k,
-                                                                        const __nv_bfloat16* __restrict__ v, OutT* __restrict__ o,
-                                                                        float* __restrict__ lse, Source source, float scale_log2) {
+__global__ void __launch_bounds__(kThreads, 2) forward_kernel(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
+                                                              const __nv_bfloat16* __restrict__ v, OutT* __restrict__ o,
+                                                              float* __restrict__ lse, Source source, float scale_log2) {
 #if defined(LN_HAVE_WGMMA)
   using bf16 = __nv_bfloat16;
   constexpr int D = 64;
