@@ -6,14 +6,16 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$root/native/build/check"
 mkdir -p "$out"
 nvcc=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
-archs=(-gencode arch=compute_90,code=sm_90)
+# sm_90a: the wgmma forward (plain sm_90 code would leave its kernel empty and the mma.sync one would run)
+archs=(-gencode arch=compute_90a,code=sm_90a)
+extra=(${FLASH_CHECK_NVCC_FLAGS:-})  # e.g. "-Xptxas -v" for registers and spills
 sources=(common.cc device.cc memory.cc strided.cc kernels/elementwise.cu kernels/attention_forward.cu
   kernels/attention_backward.cu kernels/flash_attention_forward.cu kernels/flash_attention_backward.cu)
 objects=()
 for s in "${sources[@]}"; do
   o="$out/$(echo "$s" | tr / _).o"
   objects+=("$o")
-  "$nvcc" -std=c++20 -O3 "${archs[@]}" -x cu -I"$root/native/src" -c "$root/native/src/$s" -o "$o" &
+  "$nvcc" -std=c++20 -O3 "${archs[@]}" "${extra[@]}" -x cu -I"$root/native/src" -c "$root/native/src/$s" -o "$o" &
 done
 wait
 "$nvcc" -std=c++20 -O3 "${archs[@]}" -I"$root/native/src" "$root/native/check/flash_check.cu" "${objects[@]}" -o "$out/flash_check"

@@ -9,6 +9,7 @@ paper="2048 1 4096 2 8192 4 16384 6 32768 12"
 status=0
 run() { timeout 60 "$bin" "$@" 2>&1 | tee -a "$log"; [ "${PIPESTATUS[0]}" = 0 ] || { echo "FAILED: $*" | tee -a "$log"; status=1; }; }
 if [ "${FLASH_SKIP_CHECKS:-0}" != 1 ]; then
+  run wgmma  # the wgmma wrappers on one warpgroup (skipped on GPUs other than Hopper)
   run check 1000 4 64 1 128 1 256 2 512 4
   run check 1000 4 64 0 128 1 256 2 512 4
   run check 777 3 32 1 64 1 128 2

@@ -4,6 +4,8 @@
 //
 //   flash_check check <N> <H> <D> <causal 0|1> <w0> <r0> [<w1> <r1> ...]
 //   flash_check time  <N> <H> <D> <causal 0|1> <w0> <r0> [...]
+//   flash_check wgmma   (one warpgroup's S = Q K^T and O = P V through the wgmma wrappers, against the CPU)
+// LONGNET_FLASH_FORWARD=mma times the mma.sync forward where the wgmma one would run.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -17,6 +19,8 @@
 #include "../src/device.h"
 #include "../src/kernels/attention.h"
 #include "../src/kernels/flash_attention.h"
+#include "../src/kernels/flash_attention_mma.cuh"
+#include "../src/kernels/wgmma.cuh"
 
 using namespace ln;
 
@@ -238,9 +242,103 @@ int time_it(const Args& a) {
   return 0;
 }
 
+
+// One warpgroup: s = Q K^T (64 x 128 over 64, both K-major) and o = bf16(s) V (64 x 64 over 128 keys, V
+// MN-major), written out in the accumulator layout that wgmma.cuh describes.
+__global__ void wgmma_unit(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v, float* s_out, float* o_out) {
+#if defined(LN_HAVE_WGMMA)
+  using namespace ln::flash;
+  using namespace ln::flash::sm90;  // the unit's products and loader; fence/commit/wait named in full
+  __shared__ __align__(1024) __nv_bfloat16 qs[64 * 64], ks[128 * 64], vs[128 * 64];
+  load_rows_sw128<64, 128>(qs, q, 0, 1, 64, 0);
+  load_rows_sw128<128, 128>(ks, k, 0, 1, 128, 0);
+  load_rows_sw128<128, 128>(vs, v, 0, 1, 128, 0);
+  cp_async_commit();
+  cp_async_wait<0>();
+  fence_proxy_async();
+  __syncthreads();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const uint64_t qd = desc_sw128(smem_address(qs), 16, 1024), kd = desc_sw128(smem_address(ks), 16, 1024);
+  const uint64_t vd = desc_sw128(smem_address(vs), 128 * 128, 1024);
+  float s[64], o[32];
+  sm90::fence();
+  for (int kk = 0; kk < 4; kk++) mma_ss_n128(s, desc_plus(qd, kk * 32), desc_plus(kd, kk * 32), kk > 0);
+  sm90::commit();
+  sm90::wait<0>();
+  sm90::hold(s);
+  uint32_t p[8][4];
+  for (int kk = 0; kk < 8; kk++)
+    for (int i = 0; i < 4; i++) p[kk][i] = pack_bf16(s[8 * kk + 2 * i], s[8 * kk + 2 * i + 1]);
+  for (int i = 0; i < 32; i++) o[i] = 0.0f;
+  sm90::fence();
+  for (int kk = 0; kk < 8; kk++) mma_rs_n64(o, p[kk], desc_plus(vd, kk * 2048), true);
+  sm90::commit();
+  sm90::wait<0>();
+  sm90::hold(o);
+  for (int n = 0; n < 16; n++)
+    for (int e = 0; e < 4; e++) {
+      const int row = 16 * warp + lane / 4 + 8 * (e / 2), col = 8 * n + 2 * (lane % 4) + (e & 1);
+      s_out[row * 128 + col] = s[4 * n + e];
+      if (n < 8) o_out[row * 64 + col] = o[4 * n + e];
+    }
+#endif
+}
+
+int wgmma_check() {
+  if (device_info().major != 9) {
+    std::printf("wgmma unit: skipped (not a Hopper GPU)\n");
+    return 0;
+  }
+  std::mt19937 rng(7);
+  std::vector<__nv_bfloat16> qb, kb, vb;
+  std::vector<float> qf, kf, vf;
+  random_bf16(64 * 64, rng, qb, qf);
+  random_bf16(128 * 64, rng, kb, kf);
+  random_bf16(128 * 64, rng, vb, vf);
+  auto* q = device_alloc<__nv_bfloat16>(64 * 64);
+  auto* k = device_alloc<__nv_bfloat16>(128 * 64);
+  auto* v = device_alloc<__nv_bfloat16>(128 * 64);
+  check_cuda(cudaMemcpy(q, qb.data(), 64 * 64 * 2, cudaMemcpyHostToDevice), "upload");
+  check_cuda(cudaMemcpy(k, kb.data(), 128 * 64 * 2, cudaMemcpyHostToDevice), "upload");
+  check_cuda(cudaMemcpy(v, vb.data(), 128 * 64 * 2, cudaMemcpyHostToDevice), "upload");
+  float *s = device_alloc<float>(64 * 128), *o = device_alloc<float>(64 * 64);
+  check_cuda(cudaMemset(s, 0xff, 64 * 128 * 4), "poison");
+  check_cuda(cudaMemset(o, 0xff, 64 * 64 * 4), "poison");
+  wgmma_unit<<<1, 128>>>(q, k, v, s, o);
+  check_launch("wgmma_unit");
+  check_cuda(cudaDeviceSynchronize(), "wgmma_unit");
+  const std::vector<float> sh = download(s, 64 * 128), oh = download(o, 64 * 64);
+  std::vector<float> s_ref(64 * 128), o_ref(64 * 64);
+  for (int i = 0; i < 64; i++)
+    for (int j = 0; j < 128; j++) {
+      double a = 0;
+      for (int d = 0; d < 64; d++) a += double(qf[i * 64 + d]) * kf[j * 64 + d];
+      s_ref[i * 128 + j] = float(a);
+    }
+  for (int i = 0; i < 64; i++)
+    for (int c = 0; c < 64; c++) {
+      double a = 0;
+      for (int j = 0; j < 128; j++) a += double(__bfloat162float(__float2bfloat16(sh[i * 128 + j]))) * vf[j * 64 + c];
+      o_ref[i * 64 + c] = float(a);
+    }
+  const double es = rel_error(sh, s_ref), eo = rel_error(oh, o_ref);
+  const bool ok = es < 1e-5 && eo < 1e-5;
+  std::printf("wgmma unit: S = Q K^T %.2e  O = P V %.2e  %s\n", es, eo, ok ? "ok" : "FAIL");
+  return ok ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 2 && std::string(argv[1]) == "wgmma") {
+    try {
+      init_device(0);
+      return wgmma_check();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "flash_check: %s\n", e.what());
+      return 1;
+    }
+  }
   const Args a = parse(argc, argv);
   try {
     init_device(0);

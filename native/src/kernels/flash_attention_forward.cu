@@ -7,12 +7,18 @@
 // Within a launch every row belongs to one block, and patterns run in order, so the merge needs no
 // atomics and the result is deterministic. The same kernel runs packed problems (queries and keys from
 // different buffers, as sequence parallelism gathers them) and writes fp32 or bf16 outputs.
+// At head dim 64 on Hopper, flash_attention_forward_sm90.cuh's wgmma kernel does the same work instead.
 #include "flash_attention.h"
+
+#include <cstdlib>
+#include <string>
 
 #include "../device.h"
 #include "../memory.h"
 #include "elementwise.h"
 #include "flash_attention_mma.cuh"
+#include "flash_attention_forward_sm90.cuh"
+#include "flash_forward_work.cuh"
 
 namespace ln {
 
@@ -31,43 +37,6 @@ constexpr int kQueryTile = 16 * kMTiles<D> * kWarps;
 template <int D>
 constexpr size_t forward_smem() {
   return sizeof(bf16) * size_t(kQueryTile<D> + 4 * kKeyTile) * (D + kPad);  // q, and two buffers each of k and v
-}
-
-// Query and key rows of the block's problem; causal: key j is visible to query i iff j <= i + shift.
-struct Span {
-  int64_t row0, stride, n;
-};
-struct ForwardWork {
-  Span q, k;
-  int64_t shift;
-  int tile;
-};
-
-// Work of a dilated pattern: the selected rows of one (batch, head, segment) are both queries and keys.
-struct PatternSource {
-  PatternGeom g;
-  __device__ __forceinline__ ForwardWork operator()(int64_t block) const {
-    const Problem p = locate(g, block, true, true);
-    const Span rows{p.row0, p.rstride, p.n_sel};
-    return {rows, rows, 0, p.tile};
-  }
-};
-
-// Work of packed problems: tiles[2 b], tiles[2 b + 1] = problem and query tile of block b.
-struct TableSource {
-  const FlashProblem* problems;
-  const int32_t* tiles;
-  __device__ __forceinline__ ForwardWork operator()(int64_t block) const {
-    const FlashProblem pr = problems[tiles[2 * block]];
-    return {{pr.q_row0, pr.q_stride, pr.n_q}, {pr.k_row0, pr.k_stride, pr.n_k}, pr.n_k - pr.n_q, tiles[2 * block + 1]};
-  }
-};
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(bf16 x) { return __bfloat162float(x); }
-__device__ __forceinline__ void store_pair(float* at, float x, float y) { *reinterpret_cast<float2*>(at) = make_float2(x, y); }
-__device__ __forceinline__ void store_pair(bf16* at, float x, float y) {
-  *reinterpret_cast<__nv_bfloat162*>(at) = __floats2bfloat162_rn(x, y);
 }
 
 template <int D, bool CAUSAL, typename OutT, typename Source>
@@ -266,6 +235,28 @@ void dispatch_forward(int dim, bool causal, DType o_type, F&& f) {
   });
 }
 
+// 1 in the sm_90a image of this file (the wgmma kernel has a body), 0 in the others.
+__device__ int g_wgmma_built =
+#if defined(LN_HAVE_WGMMA)
+    1;
+#else
+    0;
+#endif
+
+// Whether the wgmma kernel runs at head dim `dim`: D = 64 on a Hopper GPU whose loaded image is sm_90a,
+// unless LONGNET_FLASH_FORWARD=mma asks for the mma.sync kernel (to compare them).
+bool use_wgmma(int dim) {
+  static const int built = [] {
+    if (device_info().major != 9) return 0;
+    int flag = 0;
+    check_cuda(cudaMemcpyFromSymbol(&flag, g_wgmma_built, sizeof(int)), "cudaMemcpyFromSymbol");
+    return flag;
+  }();
+  if (dim != 64 || !built) return false;
+  const char* env = std::getenv("LONGNET_FLASH_FORWARD");
+  return !(env && std::string(env) == "mma");
+}
+
 // Zero output and -inf log-sum-exp: what merging starts from.
 void clear_output(void* o, DType o_type, float* lse, int64_t rows, int dim, cudaStream_t s) {
   check_cuda(cudaMemsetAsync(o, 0, size_t(rows) * dim * dtype_size(o_type), s), "cudaMemsetAsync");
@@ -279,6 +270,30 @@ void launch_flash_attention_forward(const __nv_bfloat16* q, const __nv_bfloat16*
                                     cudaStream_t s) {
   const int64_t rows = sh.batch * sh.seq * sh.heads;
   if (rows == 0) return;
+  if (use_wgmma(sh.head_dim)) {
+    // A first pattern of dilation 1 selects every row, and every row sees a key: it writes o and lse
+    // afresh, with no clearing before it.
+    const bool fresh = !accumulate && !opt.patterns.empty() && opt.patterns[0].dilation == 1;
+    if (!accumulate && !fresh) clear_output(o, o_type, lse, rows, sh.head_dim, s);
+    dispatch_forward(64, opt.causal, o_type, [&]<int D, bool CAUSAL, typename OutT>() {
+      if constexpr (D == 64) {
+        auto merging = flash::sm90::forward_kernel<CAUSAL, false, OutT, flash::PatternSource>;
+        auto writing = flash::sm90::forward_kernel<CAUSAL, true, OutT, flash::PatternSource>;
+        constexpr size_t smem = flash::sm90::kSmem;
+        allow_dynamic_smem(reinterpret_cast<const void*>(merging), smem, "fused dilated attention forward (wgmma)");
+        allow_dynamic_smem(reinterpret_cast<const void*>(writing), smem, "fused dilated attention forward (wgmma)");
+        for (size_t i = 0; i < opt.patterns.size(); i++) {
+          const PatternGeom g = make_geom(sh, opt.patterns[i], opt, flash::sm90::kQueryTile);
+          const int64_t blocks = g.group * g.tiles;
+          if (blocks > INT32_MAX) fail("fused dilated attention forward: too many blocks");
+          (fresh && i == 0 ? writing : merging)<<<static_cast<unsigned>(blocks), flash::sm90::kThreads, smem, s>>>(
+              q, k, v, static_cast<OutT*>(o), lse, flash::PatternSource{g}, g.scale_log2);
+          check_launch("fused dilated attention forward kernel (wgmma)");
+        }
+      }
+    });
+    return;
+  }
   if (!accumulate) clear_output(o, o_type, lse, rows, sh.head_dim, s);
   dispatch_forward(sh.head_dim, opt.causal, o_type, [&]<int D, bool CAUSAL, typename OutT>() {
     constexpr size_t smem = flash::forward_smem<D>();
@@ -304,7 +319,9 @@ void launch_flash_problems_forward(const __nv_bfloat16* q, const __nv_bfloat16* 
                                    float* lse, const std::vector<FlashProblem>& problems, int head_dim, bool causal, float scale,
                                    cudaStream_t s) {
   if (problems.empty()) return;
+  const bool wgmma = use_wgmma(head_dim);
   dispatch_forward(head_dim, causal, o_type, [&]<int D, bool CAUSAL, typename OutT>() {
+    static_assert(flash::sm90::kQueryTile == flash::kQueryTile<64>, "both kernels take the same query tiles");
     // (problem, query tile) pairs; causal problems put their last (heaviest) tiles first
     std::vector<int32_t> tiles;
     for (size_t i = 0; i < problems.size(); i++) {
@@ -323,11 +340,22 @@ void launch_flash_problems_forward(const __nv_bfloat16* q, const __nv_bfloat16* 
     check_cuda(cudaMemcpyAsync(table, problems.data(), problem_bytes, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync");
     check_cuda(cudaMemcpyAsync(table + problem_bytes, tiles.data(), tile_bytes, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync");
     const flash::TableSource source{reinterpret_cast<const FlashProblem*>(table), reinterpret_cast<const int32_t*>(table + problem_bytes)};
-    constexpr size_t smem = flash::forward_smem<D>();
-    auto kernel = flash::forward_kernel<D, CAUSAL, OutT, flash::TableSource>;
-    allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "fused attention forward");
-    kernel<<<static_cast<unsigned>(blocks), flash::kThreads, smem, s>>>(q, k, v, static_cast<OutT*>(o), lse, source, scale * kLog2e);
-    check_launch("fused attention forward kernel");
+    if (wgmma) {
+      if constexpr (D == 64) {
+        auto kernel = flash::sm90::forward_kernel<CAUSAL, false, OutT, flash::TableSource>;
+        constexpr size_t smem = flash::sm90::kSmem;
+        allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "fused attention forward (wgmma)");
+        kernel<<<static_cast<unsigned>(blocks), flash::sm90::kThreads, smem, s>>>(q, k, v, static_cast<OutT*>(o), lse, source,
+                                                                                 scale * kLog2e);
+        check_launch("fused attention forward kernel (wgmma)");
+      }
+    } else {
+      constexpr size_t smem = flash::forward_smem<D>();
+      auto kernel = flash::forward_kernel<D, CAUSAL, OutT, flash::TableSource>;
+      allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "fused attention forward");
+      kernel<<<static_cast<unsigned>(blocks), flash::kThreads, smem, s>>>(q, k, v, static_cast<OutT*>(o), lse, source, scale * kLog2e);
+      check_launch("fused attention forward kernel");
+    }
     allocator().release(table, capacity);  // stream-ordered: the next user of this block queues after the kernel
   });
 }
