@@ -6,7 +6,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$root/native/build/check"
 mkdir -p "$out"
 nvcc=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
-archs=(-gencode arch=compute_90,code=sm_90)
+archs=(-gencode arch=compute_90a,code=sm_90a)
 sources=(common.cc device.cc memory.cc strided.cc kernels/elementwise.cu kernels/attention_forward.cu
   kernels/attention_backward.cu kernels/flash_attention_forward.cu kernels/flash_attention_backward.cu)
 objects=()

@@ -9,8 +9,12 @@
 // and dv are read-modify-written without atomics.
 #include "flash_attention.h"
 
+#include <cstdlib>
+#include <cstring>
+
 #include "../device.h"
 #include "flash_attention_mma.cuh"
+#include "wgmma_backward.cuh"
 
 namespace ln {
 
@@ -281,6 +285,242 @@ __global__ void __launch_bounds__(BackwardConfig<D>::kThreads, BackwardConfig<D>
     }
 }
 
+
+// The same backward on Hopper's warpgroup products (sm_90a), D = 64. A block of two warpgroups owns 128
+// keys, 64 a warpgroup; per 64-row query tile each warpgroup computes S^T = K Q^T and dP^T = V dO^T
+// (operands in shared memory), P^T and dS^T in registers, then dV += P^T dO and dK += dS^T Q with P^T and
+// dS^T as register operands. dS^T goes to shared memory, where dQ = dS K (64 queries by 32 columns a
+// warpgroup, over all 128 keys) reads it. Tiles are in the 128-byte swizzle (wgmma_backward.cuh),
+// loaded by cp.async as in the mma.sync kernel, double-buffered.
+constexpr int kWgKeys = 128, kWgQueries = 64, kWgThreads = 256;
+constexpr size_t kWgTileBytes = 64 * 128;  // 64 rows of 64 bf16
+// k, v (two tiles each), q and dO (two buffers each), dS^T (two tiles), L and Dsum (two buffers), and
+// room to align the start to 1024 bytes.
+constexpr size_t kWgSmem = 10 * kWgTileBytes + 4 * kWgQueries * sizeof(float) + 1024;
+
+// Rows t0 .. t0 + ROWS - 1 of a strided row set into a swizzled tile; rows at or past n read as zeros.
+template <int ROWS>
+__device__ __forceinline__ void load_tile_swizzled(unsigned char* dst, const bf16* __restrict__ src, int64_t row0, int64_t stride,
+                                                   int64_t n, int64_t t0) {
+#pragma unroll
+  for (int i = threadIdx.x; i < ROWS * 8; i += kWgThreads) {
+    const int row = i / 8, piece = i % 8;
+    const int64_t t = t0 + row;
+    const bool valid = t < n;
+    const bf16* from = valid ? src + (row0 + t * stride) * 64 + piece * 8 : src;
+    cp_async16(dst + wg::swz(row, piece), from, valid);
+  }
+}
+
+template <bool CAUSAL>
+__global__ void __launch_bounds__(kWgThreads, 1)
+    backward_wgmma_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                          const bf16* __restrict__ d_o, const float* __restrict__ lse, const float* __restrict__ dsum,
+                          float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, PatternGeom g) {
+#ifdef LN_HAVE_WGMMA
+  constexpr int BN = kWgKeys, BM = kWgQueries, D = 64;
+  extern __shared__ __align__(1024) unsigned char wg_smem_raw[];
+  unsigned char* base = wg_smem_raw + ((1024 - (smem_address(wg_smem_raw) & 1023)) & 1023);
+  unsigned char* ks = base;                       // 128 key rows
+  unsigned char* vs = ks + 2 * kWgTileBytes;      // 128 value rows
+  unsigned char* qs = vs + 2 * kWgTileBytes;      // two buffers of 64 rows
+  unsigned char* dos = qs + 2 * kWgTileBytes;     // two buffers of 64 rows
+  unsigned char* dst = dos + 2 * kWgTileBytes;    // dS^T: 128 key rows of 64 queries
+  float* lrow = reinterpret_cast<float*>(dst + 2 * kWgTileBytes);  // two buffers: BM of L, then BM of Dsum
+
+  const Problem p = locate(g, blockIdx.x, false, true);
+  const int64_t k0 = int64_t(p.tile) * BN;
+  if (k0 >= p.n_sel) return;
+  const int wgi = threadIdx.x / 128, wi = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+  const int gr = lane / 4, gc = lane % 4;
+  const float scale = g.scale_log2 * kLn2;
+  const int first_q = CAUSAL ? static_cast<int>(k0 / BM) : 0;
+  const int q_tiles = static_cast<int>((p.n_sel + BM - 1) / BM);
+
+  auto load_rows = [&](int j, int buf) {
+    const int64_t m0 = int64_t(j) * BM;
+    load_tile_swizzled<BM>(qs + buf * kWgTileBytes, q, p.row0, p.rstride, p.n_sel, m0);
+    load_tile_swizzled<BM>(dos + buf * kWgTileBytes, d_o, p.row0, p.rstride, p.n_sel, m0);
+    if (threadIdx.x < 2 * BM) {
+      const int i = threadIdx.x % BM;
+      const bool valid = m0 + i < p.n_sel;
+      const float* from = (threadIdx.x < BM ? lse : dsum) + (valid ? p.row0 + (m0 + i) * p.rstride : 0);
+      cp_async4(lrow + buf * 2 * BM + threadIdx.x, from, valid);
+    }
+  };
+
+  load_tile_swizzled<BN>(ks, k, p.row0, p.rstride, p.n_sel, k0);
+  load_tile_swizzled<BN>(vs, v, p.row0, p.rstride, p.n_sel, k0);
+  load_rows(first_q, 0);
+  cp_async_commit();
+
+  const uint32_t k_addr = smem_address(ks), v_addr = smem_address(vs), q_addr = smem_address(qs), do_addr = smem_address(dos),
+                 ds_addr = smem_address(dst);
+  const uint32_t my_k = k_addr + wgi * kWgTileBytes, my_v = v_addr + wgi * kWgTileBytes;  // this warpgroup's 64 keys
+
+  float dk_acc[32], dv_acc[32];
+#pragma unroll
+  for (int i = 0; i < 32; i++) dk_acc[i] = dv_acc[i] = 0.0f;
+
+  for (int j = first_q; j < q_tiles; j++) {
+    const int buf = (j - first_q) & 1;
+    if (j + 1 < q_tiles) {
+      load_rows(j + 1, buf ^ 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    wg::fence_proxy_async();
+    __syncthreads();
+    const uint32_t qt = q_addr + buf * kWgTileBytes, dot = do_addr + buf * kWgTileBytes;
+    const float* lr = lrow + buf * 2 * BM;
+    const float* dr = lr + BM;
+    const int64_t m0 = int64_t(j) * BM;
+
+    // S^T = K Q^T, then dP^T = V dO^T, in two groups so that P is computed while dP is still running.
+    float s[32], dp[32];
+    wg::fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) wg::mma_ss_n64<0, 0>(s, wg::desc_kmajor(my_k + kk * 32), wg::desc_kmajor(qt + kk * 32), kk);
+    wg::commit();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) wg::mma_ss_n64<0, 0>(dp, wg::desc_kmajor(my_v + kk * 32), wg::desc_kmajor(dot + kk * 32), kk);
+    wg::commit();
+    wg::wait<1>();
+    wg::fence_operand(s);
+
+    const int key_row = wgi * 64 + wi * 16 + gr;  // block-relative key of accumulator rows e < 2 (+8 for e >= 2)
+    if (k0 + BN > p.n_sel || (CAUSAL && m0 < k0 + BN)) {
+      const int key_end = static_cast<int>(min(p.n_sel - k0, int64_t(BN)));
+      const int q_off = static_cast<int>(m0 - k0);
+#pragma unroll
+      for (int n = 0; n < 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int c = n * 8 + 2 * gc + (e & 1);
+          const int key = key_row + 8 * (e / 2);
+          const bool keep = key < key_end && !(CAUSAL && key > q_off + c);
+          s[4 * n + e] = keep ? exp2f(fmaf(s[4 * n + e], g.scale_log2, -lr[c] * kLog2e)) : 0.0f;
+        }
+    } else {
+#pragma unroll
+      for (int n = 0; n < 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) s[4 * n + e] = exp2f(fmaf(s[4 * n + e], g.scale_log2, -lr[n * 8 + 2 * gc + (e & 1)] * kLog2e));
+    }
+    uint32_t ap[4][4];
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+      ap[kk][0] = pack_bf16(s[8 * kk + 0], s[8 * kk + 1]);
+      ap[kk][1] = pack_bf16(s[8 * kk + 2], s[8 * kk + 3]);
+      ap[kk][2] = pack_bf16(s[8 * kk + 4], s[8 * kk + 5]);
+      ap[kk][3] = pack_bf16(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+    wg::wait<0>();
+    wg::fence_operand(dp);
+    uint32_t as[4][4];
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+      for (int h = 0; h < 4; h++) {
+        const int n = 2 * kk + h / 2, e0 = 2 * (h % 2);  // register pair h: tile n, rows e0 / 2
+        const int c = n * 8 + 2 * gc;
+        as[kk][h] = pack_bf16(s[4 * n + e0] * (dp[4 * n + e0] - dr[c]), s[4 * n + e0 + 1] * (dp[4 * n + e0 + 1] - dr[c + 1]));
+      }
+
+    // dV += P^T dO, dK += dS^T Q (dO and Q MN-major: queries are the reduced index).
+    wg::fence();
+#pragma unroll
+    for (int kk = 0; kk < BM / 16; kk++) wg::mma_rs_n64<1>(dv_acc, ap[kk], wg::desc_mnmajor(dot + kk * 2048));
+#pragma unroll
+    for (int kk = 0; kk < BM / 16; kk++) wg::mma_rs_n64<1>(dk_acc, as[kk], wg::desc_mnmajor(qt + kk * 2048));
+    wg::commit();
+
+    // dS^T to shared memory ([key][query], swizzled) while those run.
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+      for (int h = 0; h < 4; h++) {
+        const int row = key_row + 8 * (h % 2), chunk = 2 * kk + h / 2;  // a0: (g, 16kk+2c), a1: (g+8, ..), a2: (g, 16kk+8+2c), a3
+        *reinterpret_cast<uint32_t*>(dst + wg::swz(row, chunk) + 4 * gc) = as[kk][h];
+      }
+    wg::fence_proxy_async();
+    wg::wait<0>();
+    wg::fence_operand(dv_acc);
+    wg::fence_operand(dk_acc);
+    __syncthreads();
+
+    // dQ = dS K: this warpgroup's 32 columns of D over all 128 keys (dS^T and K MN-major).
+    float dqa[16];
+    wg::fence();
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; kk++)
+      wg::mma_ss_n32<1, 1>(dqa, wg::desc_mnmajor(ds_addr + kk * 2048), wg::desc_mnmajor(k_addr + kk * 2048 + wgi * 64), kk);
+    wg::commit();
+    wg::wait<0>();
+    wg::fence_operand(dqa);
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const int64_t t = m0 + wi * 16 + gr + 8 * r;
+      if (t >= p.n_sel) continue;
+      float* out = dq + (p.row0 + t * p.rstride) * D + wgi * 32 + 2 * gc;
+#pragma unroll
+      for (int n = 0; n < 4; n++) add_pair(out + n * 8, dqa[4 * n + 2 * r] * scale, dqa[4 * n + 2 * r + 1] * scale);
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    const int64_t key = k0 + wgi * 64 + wi * 16 + gr + 8 * r;
+    if (key >= p.n_sel) continue;
+    const int64_t offset = (p.row0 + key * p.rstride) * D + 2 * gc;
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+      float2* pk = reinterpret_cast<float2*>(dk + offset + n * 8);
+      float2* pv = reinterpret_cast<float2*>(dv + offset + n * 8);
+      float2 a = *pk, b = *pv;
+      a.x += dk_acc[4 * n + 2 * r] * scale;
+      a.y += dk_acc[4 * n + 2 * r + 1] * scale;
+      b.x += dv_acc[4 * n + 2 * r];
+      b.y += dv_acc[4 * n + 2 * r + 1];
+      *pk = a;
+      *pv = b;
+    }
+  }
+#endif
+}
+
+// 1 where this build's machine code for the running device has the warpgroup products.
+__global__ void wgmma_probe_kernel(int* flag) {
+#ifdef LN_HAVE_WGMMA
+  *flag = 1;
+#else
+  *flag = 0;
+#endif
+}
+
+// Whether the wgmma backward runs: a device of compute capability 9.0 running sm_90a code, unless
+// LONGNET_FLASH_BACKWARD=mma asks for the mma.sync kernel. Probed once per process.
+bool use_wgmma_backward() {
+  static const bool use = [] {
+    const char* env = std::getenv("LONGNET_FLASH_BACKWARD");
+    if (env && std::strcmp(env, "mma") == 0) return false;
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return false;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+    if (major != 9 || minor != 0) return false;
+    int* flag = nullptr;
+    int host = 0;
+    if (cudaMalloc(&flag, sizeof(int)) != cudaSuccess) return false;
+    wgmma_probe_kernel<<<1, 1>>>(flag);
+    const bool ok = cudaGetLastError() == cudaSuccess && cudaMemcpy(&host, flag, sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess;
+    cudaFree(flag);
+    return ok && host == 1;
+  }();
+  return use;
+}
 }  // namespace
 }  // namespace flash
 
@@ -291,6 +531,22 @@ void launch_flash_attention_backward(const __nv_bfloat16* q, const __nv_bfloat16
   if (rows == 0) return;
   const size_t bytes = size_t(rows) * sh.head_dim * sizeof(float);
   for (float* grad : {dq, dk, dv}) check_cuda(cudaMemsetAsync(grad, 0, bytes, s), "cudaMemsetAsync");
+  if (sh.head_dim == 64 && flash::use_wgmma_backward()) {
+    auto run = [&]<bool CAUSAL>() {
+      auto kernel = flash::backward_wgmma_kernel<CAUSAL>;
+      allow_dynamic_smem(reinterpret_cast<const void*>(kernel), flash::kWgSmem, "fused dilated attention backward (wgmma)");
+      for (const auto& pat : opt.patterns) {
+        const PatternGeom g = make_geom(sh, pat, opt, flash::kWgKeys);
+        const int64_t blocks = g.group * g.tiles;
+        if (blocks > INT32_MAX) fail("fused dilated attention backward: too many blocks");
+        kernel<<<static_cast<unsigned>(blocks), flash::kWgThreads, flash::kWgSmem, s>>>(q, k, v, d_o, lse, dsum, dq, dk, dv, g);
+        check_launch("fused dilated attention backward kernel (wgmma)");
+      }
+    };
+    if (opt.causal) run.template operator()<true>();
+    else run.template operator()<false>();
+    return;
+  }
   flash::dispatch_flash(sh.head_dim, opt.causal, [&]<int D, bool CAUSAL>() {
     constexpr size_t smem = flash::backward_smem<D>();
     auto kernel = flash::backward_kernel<D, CAUSAL>;
