@@ -308,32 +308,26 @@ struct WgConfig {
                                   (kStage ? 64 * kStagePitch * sizeof(float) : 0) + 1024;
 };
 
-// dQ's way into dq (bits 8-9 of the mode): float2 atomics, float4 atomics, or staged in shared memory and
-// added a row at a time by bulk reductions (the copy engine; one warpgroup, two blocks an SM only).
+// dQ's way into dq (LONGNET_FLASH_DQ=red2, red4, bulk): float2 atomics (default), float4 atomics, or
+// staged in shared memory and added a row at a time by bulk reductions (the copy engine; one warpgroup,
+// two blocks an SM only, else float2). On an H100 the three measured the same within 4%.
 constexpr int kDqRed2 = 0, kDqRed4 = 1, kDqBulk = 2;
 
-__device__ __forceinline__ void bulk_reduce_add(float* dst, const float* src, uint32_t bytes) {
 #ifdef LN_HAVE_WGMMA
+__device__ __forceinline__ void bulk_reduce_add(float* dst, const float* src, uint32_t bytes) {
   asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst), "r"(smem_address(src)),
                "r"(bytes)
                : "memory");
-#endif
 }
 __device__ __forceinline__ void bulk_commit() {
-#ifdef LN_HAVE_WGMMA
   asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
-#endif
 }
 // Waits until the committed bulk operations have read their shared-memory sources.
 __device__ __forceinline__ void bulk_wait_read() {
-#ifdef LN_HAVE_WGMMA
   asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
-#endif
 }
 __device__ __forceinline__ void bulk_wait_all() {
-#ifdef LN_HAVE_WGMMA
   asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
-#endif
 }
 
 // Rows t0 .. t0 + ROWS - 1 of a strided row set into a swizzled tile; rows at or past n read as zeros.
@@ -358,12 +352,13 @@ __device__ __forceinline__ float exp2_ftz(float x) {
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
   return y;
 }
+#endif
 
 template <bool CAUSAL, int NWG, int MINB, bool PIPE>
 __global__ void __launch_bounds__(WgConfig<NWG, MINB, PIPE>::kThreads, MINB)
     backward_wgmma_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                           const bf16* __restrict__ d_o, const float* __restrict__ lse, const float* __restrict__ dsum,
-                          float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, PatternGeom g, int ablate) {
+                          float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, PatternGeom g, int dq_way) {
 #ifdef LN_HAVE_WGMMA
   using C = WgConfig<NWG, MINB, PIPE>;
   constexpr int BN = C::kKeys, BM = C::kQueries, D = 64, T = C::kThreads;
@@ -378,7 +373,7 @@ __global__ void __launch_bounds__(WgConfig<NWG, MINB, PIPE>::kThreads, MINB)
   unsigned char* dst = dos + 2 * TB;         // dS^T: BN key rows of 64 queries (two buffers with PIPE)
   float* lrow = reinterpret_cast<float*>(dst + (PIPE ? 2 : 1) * NWG * TB);  // two buffers: BM of L, then BM of Dsum
   float* stage = lrow + 4 * BM;  // with C::kStage: dQ rows for the bulk reductions
-  const int dq_mode = C::kStage ? (ablate >> 8) & 3 : (((ablate >> 8) & 3) == kDqRed4 ? kDqRed4 : kDqRed2);
+  const int dq_mode = C::kStage || dq_way != kDqBulk ? dq_way : kDqRed2;
 
   const Problem p = locate(g, blockIdx.x, false, true);
   const int64_t k0 = int64_t(p.tile) * BN;
@@ -417,7 +412,6 @@ __global__ void __launch_bounds__(WgConfig<NWG, MINB, PIPE>::kThreads, MINB)
 
   // dQ of the tile at m0 (in dqa once its group has completed) into dq.
   auto add_dq = [&](int64_t m0) {
-    if (ablate & 1) return;
     if (C::kStage && dq_mode == kDqBulk) {
 #pragma unroll
       for (int r = 0; r < 2; r++)
@@ -480,12 +474,12 @@ __global__ void __launch_bounds__(WgConfig<NWG, MINB, PIPE>::kThreads, MINB)
       wg::fence_proxy_async();
       __syncthreads();
       if (j + 1 < q_tiles) {
-        if (!(ablate & 4) || j == first_q) load_rows(j + 1, buf ^ 1);
+        load_rows(j + 1, buf ^ 1);
         cp_async_commit();
       }
     } else {
       if (j + 1 < q_tiles) {
-        if (!(ablate & 4) || j == first_q) load_rows(j + 1, buf ^ 1);
+        load_rows(j + 1, buf ^ 1);
         cp_async_commit();
         cp_async_wait<1>();
       } else {
@@ -527,14 +521,13 @@ __global__ void __launch_bounds__(WgConfig<NWG, MINB, PIPE>::kThreads, MINB)
           const int c = n * 8 + 2 * gc + (e & 1);
           const int key = key_row + 8 * (e / 2);
           const bool keep = key < key_end && !(CAUSAL && key > q_off + c);
-          s[4 * n + e] = keep ? ((ablate & 2) ? s[4 * n + e] : exp2_ftz(fmaf(s[4 * n + e], g.scale_log2, -lr[c] * kLog2e))) : 0.0f;
+          s[4 * n + e] = keep ? exp2_ftz(fmaf(s[4 * n + e], g.scale_log2, -lr[c] * kLog2e)) : 0.0f;
         }
     } else {
 #pragma unroll
       for (int n = 0; n < 8; n++)
 #pragma unroll
-        for (int e = 0; e < 4; e++)
-          s[4 * n + e] = (ablate & 2) ? s[4 * n + e] : exp2_ftz(fmaf(s[4 * n + e], g.scale_log2, -lr[n * 8 + 2 * gc + (e & 1)] * kLog2e));
+        for (int e = 0; e < 4; e++) s[4 * n + e] = exp2_ftz(fmaf(s[4 * n + e], g.scale_log2, -lr[n * 8 + 2 * gc + (e & 1)] * kLog2e));
     }
     uint32_t ap[4][4];
 #pragma unroll
@@ -632,8 +625,9 @@ __global__ void wgmma_probe_kernel(int* flag) {
 }
 
 // The wgmma kernel's shape: LONGNET_FLASH_BACKWARD=wg2 (two warpgroups a block), wg1x2 / wg1x3 (one
-// warpgroup, two or three blocks an SM), wg2p / wg1x2p (the same pipelined); default wg2p, the fastest
-// measured (native/README.md).
+// warpgroup, two or three blocks an SM), wg2p / wg1x2p (the same pipelined). Default wg2p, checked in
+// full on an H100 and an H200; wg1x3 with LONGNET_FLASH_DQ=red4 was 3% faster on an H200 and 1% slower on
+// an H100 (native/README.md).
 int wgmma_backward_variant() {
   static const int variant = [] {
     const char* env = std::getenv("LONGNET_FLASH_BACKWARD");
@@ -678,10 +672,10 @@ void launch_flash_attention_backward(const __nv_bfloat16* q, const __nv_bfloat16
   const size_t bytes = size_t(rows) * sh.head_dim * sizeof(float);
   for (float* grad : {dq, dk, dv}) check_cuda(cudaMemsetAsync(grad, 0, bytes, s), "cudaMemsetAsync");
   if (sh.head_dim == 64 && flash::use_wgmma_backward()) {
-    const char* ablate_env = std::getenv("LONGNET_FLASH_ABLATE");
     const char* dq_env = std::getenv("LONGNET_FLASH_DQ");
-    const int dq_mode = dq_env && std::strcmp(dq_env, "red4") == 0 ? flash::kDqRed4 : dq_env && std::strcmp(dq_env, "bulk") == 0 ? flash::kDqBulk : flash::kDqRed2;
-    const int ablate = (ablate_env ? std::atoi(ablate_env) : 0) | dq_mode << 8;
+    const int dq_mode = dq_env && std::strcmp(dq_env, "red4") == 0   ? flash::kDqRed4
+                        : dq_env && std::strcmp(dq_env, "bulk") == 0 ? flash::kDqBulk
+                                                                     : flash::kDqRed2;
     auto run = [&]<int NWG, int MINB, bool PIPE>() {
       using C = flash::WgConfig<NWG, MINB, PIPE>;
       auto kernel = opt.causal ? flash::backward_wgmma_kernel<true, NWG, MINB, PIPE> : flash::backward_wgmma_kernel<false, NWG, MINB, PIPE>;
@@ -690,7 +684,7 @@ void launch_flash_attention_backward(const __nv_bfloat16* q, const __nv_bfloat16
         const PatternGeom g = make_geom(sh, pat, opt, C::kKeys);
         const int64_t blocks = g.group * g.tiles;
         if (blocks > INT32_MAX) fail("fused dilated attention backward: too many blocks");
-        kernel<<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, s>>>(q, k, v, d_o, lse, dsum, dq, dk, dv, g, ablate);
+        kernel<<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, s>>>(q, k, v, d_o, lse, dsum, dq, dk, dv, g, dq_mode);
         check_launch("fused dilated attention backward kernel (wgmma)");
       }
     };
