@@ -7,7 +7,7 @@
 //             breaks (used by `npm install`, so that machines without CUDA install fine).
 // --verbose   print the commands and ptxas's register/spill report for every kernel.
 // Environment: CUDA_HOME or CUDA_PATH (toolkit root), NVCC (compiler path), LONGNET_NODE_INCLUDE (Node's
-// headers), LONGNET_CUDA_ARCHS (default "90,80": sm_90a and sm_80 machine code, plus compute_90 PTX),
+// headers), LONGNET_CUDA_ARCHS (default "90a,80": sm_90a and sm_80 machine code, plus compute_90 PTX),
 // LONGNET_SKIP_NATIVE=1 (skip the build).
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -105,13 +105,12 @@ if (!nodeInclude) (optional ? skip : die)("Node's headers (node_api.h) not found
 if (args.includes('--clean')) rmSync(buildDir, { recursive: true, force: true });
 mkdirSync(objDir, { recursive: true });
 
-const archs = (process.env.LONGNET_CUDA_ARCHS ?? '90,80').split(',').map((a) => a.trim()).filter(Boolean);
-// 90 builds sm_90a machine code: the same code plus Hopper's own instructions (the wgmma forward of
-// flash_attention_forward_sm90.cuh; its launcher falls back to mma.sync in images without them)
-const machine = (a) => (a === '90' ? '90a' : a);
-const gencode = archs.flatMap((a) => ['-gencode', `arch=compute_${machine(a)},code=sm_${machine(a)}`]);
+const archs = (process.env.LONGNET_CUDA_ARCHS ?? '90a,80').split(',').map((a) => a.trim()).filter(Boolean);
+const gencode = archs.flatMap((a) => ['-gencode', `arch=compute_${a},code=sm_${a}`]);
 // PTX of the newest target too, so that later GPUs can run the addon after a JIT compile
-gencode.push('-gencode', `arch=compute_${archs[0]},code=compute_${archs[0]}`);
+// (arch-specific targets such as 90a run on their own chip only, so the PTX is the plain one)
+const ptxArch = archs[0].replace(/a$/, '');
+gencode.push('-gencode', `arch=compute_${ptxArch},code=compute_${ptxArch}`);
 const common = [
   '-std=c++20', '-O3', '-Xcompiler', '-fPIC,-fvisibility=hidden', `-I${nodeInclude}`, `-I${srcDir}`,
   '-DNAPI_VERSION=8', '-DNODE_GYP_MODULE_NAME=longnet_cuda',

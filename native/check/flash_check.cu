@@ -21,6 +21,7 @@
 #include "../src/kernels/flash_attention.h"
 #include "../src/kernels/flash_attention_mma.cuh"
 #include "../src/kernels/wgmma.cuh"
+#include "../src/kernels/wgmma_backward.cuh"
 
 using namespace ln;
 
@@ -327,13 +328,96 @@ int wgmma_check() {
   return ok ? 0 : 1;
 }
 
+// The three operand forms of the wgmma backward on random matrices, one warpgroup:
+//   c1 = X[0:64] Y^T (both K-major), c2 = X[0:64] Y (A in registers, Y MN-major),
+//   c3 = X^T X[:, 32:64] over all 128 rows of X (A MN-major, B MN-major 32 wide at a 64-byte offset).
+__global__ void wgmma_backward_unit_kernel(const __nv_bfloat16* x, const __nv_bfloat16* y, float* c1, float* c2, float* c3) {
+  __shared__ __align__(1024) unsigned char xs[3 * 8192];
+  unsigned char* ys = xs + 2 * 8192;
+  for (int i = threadIdx.x; i < 128 * 8; i += 128) flash::cp_async16(xs + flash::wg::swz(i / 8, i % 8), x + i * 8, true);
+  for (int i = threadIdx.x; i < 64 * 8; i += 128) flash::cp_async16(ys + flash::wg::swz(i / 8, i % 8), y + i * 8, true);
+  flash::cp_async_commit();
+  flash::cp_async_wait<0>();
+  flash::wg::fence_proxy_async();
+  __syncthreads();
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const uint32_t xa = flash::smem_address(xs), ya = flash::smem_address(ys);
+  float d1[32], d2[32], d3[16];
+  for (int i = 0; i < 32; i++) d2[i] = 0.0f;
+  uint32_t a[4][4];
+  for (int kk = 0; kk < 4; kk++)
+    for (int h = 0; h < 4; h++) {
+      const int row = 16 * w + g + 8 * (h % 2), col = 16 * kk + 8 * (h / 2) + 2 * c;
+      __nv_bfloat162 pr;
+      pr.x = x[row * 64 + col];
+      pr.y = x[row * 64 + col + 1];
+      a[kk][h] = *reinterpret_cast<uint32_t*>(&pr);
+    }
+  flash::wg::fence();
+  for (int kk = 0; kk < 4; kk++) flash::wg::mma_ss_n64<0, 0>(d1, flash::wg::desc_kmajor(xa + kk * 32), flash::wg::desc_kmajor(ya + kk * 32), kk);
+  for (int kk = 0; kk < 4; kk++) flash::wg::mma_rs_n64<1>(d2, a[kk], flash::wg::desc_mnmajor(ya + kk * 2048));
+  for (int kk = 0; kk < 8; kk++)
+    flash::wg::mma_ss_n32<1, 1>(d3, flash::wg::desc_mnmajor(xa + kk * 2048), flash::wg::desc_mnmajor(xa + kk * 2048 + 64), kk);
+  flash::wg::commit();
+  flash::wg::wait<0>();
+  flash::wg::fence_operand(d1);
+  flash::wg::fence_operand(d2);
+  flash::wg::fence_operand(d3);
+  for (int n = 0; n < 8; n++)
+    for (int e = 0; e < 4; e++) {
+      const int row = 16 * w + g + 8 * (e / 2), col = 8 * n + 2 * c + (e % 2);
+      c1[row * 64 + col] = d1[4 * n + e];
+      c2[row * 64 + col] = d2[4 * n + e];
+      if (n < 4) c3[row * 32 + col] = d3[4 * n + e];
+    }
+}
+
+int wgmma_backward_unit() {
+  std::mt19937 rng(7);
+  std::vector<__nv_bfloat16> xb, yb;
+  std::vector<float> xf, yf;
+  random_bf16(128 * 64, rng, xb, xf);
+  random_bf16(64 * 64, rng, yb, yf);
+  auto* x = device_alloc<__nv_bfloat16>(128 * 64);
+  auto* y = device_alloc<__nv_bfloat16>(64 * 64);
+  check_cuda(cudaMemcpy(x, xb.data(), xb.size() * 2, cudaMemcpyHostToDevice), "upload");
+  check_cuda(cudaMemcpy(y, yb.data(), yb.size() * 2, cudaMemcpyHostToDevice), "upload");
+  float *c1 = device_alloc<float>(4096), *c2 = device_alloc<float>(4096), *c3 = device_alloc<float>(2048);
+  wgmma_backward_unit_kernel<<<1, 128>>>(x, y, c1, c2, c3);
+  check_launch("wgmma_backward_unit_kernel");
+  synchronize();
+  std::vector<float> r1(4096), r2(4096), r3(2048);
+  for (int i = 0; i < 64; i++)
+    for (int j = 0; j < 64; j++) {
+      double a = 0, b = 0;
+      for (int k = 0; k < 64; k++) {
+        a += double(xf[i * 64 + k]) * yf[j * 64 + k];
+        b += double(xf[i * 64 + k]) * yf[k * 64 + j];
+      }
+      r1[i * 64 + j] = float(a);
+      r2[i * 64 + j] = float(b);
+    }
+  for (int m = 0; m < 64; m++)
+    for (int n = 0; n < 32; n++) {
+      double a = 0;
+      for (int k = 0; k < 128; k++) a += double(xf[k * 64 + m]) * xf[k * 64 + 32 + n];
+      r3[m * 32 + n] = float(a);
+    }
+  const double e1 = rel_error(download(c1, 4096), r1), e2 = rel_error(download(c2, 4096), r2), e3 = rel_error(download(c3, 2048), r3);
+  const bool ok = e1 < 1e-5 && e2 < 1e-5 && e3 < 1e-5;
+  std::printf("wgmma unit: ss k-major %.2e  rs mn-major %.2e  ss mn-major n32 %.2e  %s\n", e1, e2, e3, ok ? "ok" : "FAIL");
+  return ok ? 0 : 1;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc == 2 && std::string(argv[1]) == "wgmma") {
     try {
       init_device(0);
-      return wgmma_check();
+      // the forward's operand forms, then the backward's
+      const int forward = wgmma_check();
+      if (device_info().major != 9) return forward;
+      return wgmma_backward_unit() | forward;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "flash_check: %s\n", e.what());
       return 1;

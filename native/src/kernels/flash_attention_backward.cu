@@ -9,8 +9,12 @@
 // and dv are read-modify-written without atomics.
 #include "flash_attention.h"
 
+#include <cstdlib>
+#include <cstring>
+
 #include "../device.h"
 #include "flash_attention_mma.cuh"
+#include "wgmma_backward.cuh"
 
 namespace ln {
 
@@ -281,6 +285,382 @@ __global__ void __launch_bounds__(BackwardConfig<D>::kThreads, BackwardConfig<D>
     }
 }
 
+
+// The same backward on Hopper's warpgroup products (sm_90a), D = 64. A block of NWG warpgroups owns
+// 64 NWG keys, 64 a warpgroup; per 64-row query tile each warpgroup computes S^T = K Q^T and
+// dP^T = V dO^T (operands in shared memory), P^T and dS^T in registers, then dV += P^T dO and
+// dK += dS^T Q with P^T and dS^T as register operands. dS^T goes to shared memory, where dQ = dS K (64
+// queries by 64 / NWG columns a warpgroup, over all the block's keys) reads it. Tiles are in the 128-byte
+// swizzle (wgmma_backward.cuh), loaded by cp.async as in the mma.sync kernel, double-buffered.
+// With PIPE, dQ of one tile runs with the next tile's products and is added to dq while that tile's dV
+// and dK run (dS^T double-buffered); one barrier a tile instead of two.
+template <int NWG, int MINB, bool PIPE>
+struct WgConfig {
+  static constexpr int kKeys = 64 * NWG, kThreads = 128 * NWG;
+  static constexpr int kQueries = 64;
+  static constexpr size_t kTile = 64 * 128;  // 64 rows of 64 bf16
+  // k, v (NWG tiles each), q and dO (two buffers each), dS^T (NWG tiles, twice with PIPE), L and Dsum
+  // (two buffers), and room to align the start to 1024 bytes.
+  // One warpgroup, two blocks an SM: room to stage dQ (64 rows of 64 fp32, padded to 72) for bulk reductions.
+  static constexpr bool kStage = NWG == 1 && MINB <= 2;
+  static constexpr int kStagePitch = 72;
+  static constexpr size_t kSmem = (2 * NWG + 4 + NWG * (PIPE ? 2 : 1)) * kTile + 4 * kQueries * sizeof(float) +
+                                  (kStage ? 64 * kStagePitch * sizeof(float) : 0) + 1024;
+};
+
+// dQ's way into dq (LONGNET_FLASH_DQ=red2, red4, bulk): float2 atomics (default), float4 atomics, or
+// staged in shared memory and added a row at a time by bulk reductions (the copy engine; one warpgroup,
+// two blocks an SM only, else float2). On an H100 the three measured the same within 4%.
+constexpr int kDqRed2 = 0, kDqRed4 = 1, kDqBulk = 2;
+
+#ifdef LN_HAVE_WGMMA
+__device__ __forceinline__ void bulk_reduce_add(float* dst, const float* src, uint32_t bytes) {
+  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n" ::"l"(dst), "r"(smem_address(src)),
+               "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit() {
+  asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+}
+// Waits until the committed bulk operations have read their shared-memory sources.
+__device__ __forceinline__ void bulk_wait_read() {
+  asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+}
+__device__ __forceinline__ void bulk_wait_all() {
+  asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+}
+
+// Rows t0 .. t0 + ROWS - 1 of a strided row set into a swizzled tile; rows at or past n read as zeros.
+template <int ROWS, int THREADS>
+__device__ __forceinline__ void load_tile_swizzled(unsigned char* dst, const bf16* __restrict__ src, int64_t row0, int64_t stride,
+                                                   int64_t n, int64_t t0) {
+  static_assert(ROWS * 8 % THREADS == 0 && THREADS % 64 == 0, "whole passes; a thread's rows keep their residue mod 8");
+  const int piece = threadIdx.x % 8, row_in = threadIdx.x / 8;
+  const bf16* first = src + (row0 + (t0 + row_in) * stride) * 64 + piece * 8;
+  const int64_t pass_step = int64_t(THREADS / 8) * stride * 64;
+#pragma unroll
+  for (int u = 0; u < ROWS * 8 / THREADS; u++) {
+    const int row = row_in + u * (THREADS / 8);
+    const bool valid = t0 + row < n;
+    cp_async16(dst + wg::swz(row, piece), valid ? first + u * pass_step : src, valid);
+  }
+}
+
+// 2^x by the MUFU unit alone (results below 2^-126 flush to zero).
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+#endif
+
+template <bool CAUSAL, int NWG, int MINB, bool PIPE>
+__global__ void __launch_bounds__(WgConfig<NWG, MINB, PIPE>::kThreads, MINB)
+    backward_wgmma_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
+                          const bf16* __restrict__ d_o, const float* __restrict__ lse, const float* __restrict__ dsum,
+                          float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, PatternGeom g, int dq_way) {
+#ifdef LN_HAVE_WGMMA
+  using C = WgConfig<NWG, MINB, PIPE>;
+  constexpr int BN = C::kKeys, BM = C::kQueries, D = 64, T = C::kThreads;
+  constexpr int DQN = 64 / NWG;  // dQ columns a warpgroup
+  constexpr size_t TB = C::kTile;
+  extern __shared__ __align__(1024) unsigned char wg_smem_raw[];
+  unsigned char* base = wg_smem_raw + ((1024 - (smem_address(wg_smem_raw) & 1023)) & 1023);
+  unsigned char* ks = base;                  // BN key rows
+  unsigned char* vs = ks + NWG * TB;         // BN value rows
+  unsigned char* qs = vs + NWG * TB;         // two buffers of 64 rows
+  unsigned char* dos = qs + 2 * TB;          // two buffers of 64 rows
+  unsigned char* dst = dos + 2 * TB;         // dS^T: BN key rows of 64 queries (two buffers with PIPE)
+  float* lrow = reinterpret_cast<float*>(dst + (PIPE ? 2 : 1) * NWG * TB);  // two buffers: BM of L, then BM of Dsum
+  float* stage = lrow + 4 * BM;  // with C::kStage: dQ rows for the bulk reductions
+  const int dq_mode = C::kStage || dq_way != kDqBulk ? dq_way : kDqRed2;
+
+  const Problem p = locate(g, blockIdx.x, false, true);
+  const int64_t k0 = int64_t(p.tile) * BN;
+  if (k0 >= p.n_sel) return;
+  const int wgi = threadIdx.x / 128, wi = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+  const int gr = lane / 4, gc = lane % 4;
+  const float scale = g.scale_log2 * kLn2;
+  const int first_q = CAUSAL ? static_cast<int>(k0 / BM) : 0;
+  const int q_tiles = static_cast<int>((p.n_sel + BM - 1) / BM);
+
+  auto load_rows = [&](int j, int buf) {
+    const int64_t m0 = int64_t(j) * BM;
+    load_tile_swizzled<BM, T>(qs + buf * TB, q, p.row0, p.rstride, p.n_sel, m0);
+    load_tile_swizzled<BM, T>(dos + buf * TB, d_o, p.row0, p.rstride, p.n_sel, m0);
+    if (threadIdx.x < 2 * BM) {
+      const int i = threadIdx.x % BM;
+      const bool valid = m0 + i < p.n_sel;
+      const float* from = (threadIdx.x < BM ? lse : dsum) + (valid ? p.row0 + (m0 + i) * p.rstride : 0);
+      cp_async4(lrow + buf * 2 * BM + threadIdx.x, from, valid);
+    }
+  };
+
+  load_tile_swizzled<BN, T>(ks, k, p.row0, p.rstride, p.n_sel, k0);
+  load_tile_swizzled<BN, T>(vs, v, p.row0, p.rstride, p.n_sel, k0);
+  load_rows(first_q, 0);
+  cp_async_commit();
+
+  const uint32_t k_addr = smem_address(ks), v_addr = smem_address(vs), q_addr = smem_address(qs), do_addr = smem_address(dos),
+                 ds_addr = smem_address(dst);
+  const uint32_t my_k = k_addr + wgi * TB, my_v = v_addr + wgi * TB;  // this warpgroup's 64 keys
+
+  float dk_acc[32], dv_acc[32];
+#pragma unroll
+  for (int i = 0; i < 32; i++) dk_acc[i] = dv_acc[i] = 0.0f;
+  float dqa[DQN / 2];
+
+  // dQ of the tile at m0 (in dqa once its group has completed) into dq.
+  auto add_dq = [&](int64_t m0) {
+    if (C::kStage && dq_mode == kDqBulk) {
+#pragma unroll
+      for (int r = 0; r < 2; r++)
+#pragma unroll
+        for (int n = 0; n < DQN / 8; n++)
+          *reinterpret_cast<float2*>(stage + (wi * 16 + gr + 8 * r) * C::kStagePitch + n * 8 + 2 * gc) =
+              make_float2(dqa[4 * n + 2 * r] * scale, dqa[4 * n + 2 * r + 1] * scale);
+      wg::fence_proxy_async();
+      __syncthreads();
+      if (threadIdx.x < BM) {
+        const int64_t t = m0 + threadIdx.x;
+        if (t < p.n_sel) bulk_reduce_add(dq + (p.row0 + t * p.rstride) * D, stage + threadIdx.x * C::kStagePitch, DQN * sizeof(float));
+        bulk_commit();
+      }
+      return;
+    }
+    if (dq_mode == kDqRed4) {
+      // Lanes c and c ^ 1 swap halves: even lanes add four columns of row g, odd lanes of row g + 8.
+      const bool odd = gc & 1;
+      const int64_t t = m0 + wi * 16 + gr + (odd ? 8 : 0);
+      float* out = dq + (p.row0 + t * p.rstride) * D + wgi * DQN + 2 * (gc & ~1);
+#pragma unroll
+      for (int n = 0; n < DQN / 8; n++) {
+        const float sx = odd ? dqa[4 * n] : dqa[4 * n + 2], sy = odd ? dqa[4 * n + 1] : dqa[4 * n + 3];
+        const float rx = __shfl_xor_sync(0xffffffffu, sx, 1), ry = __shfl_xor_sync(0xffffffffu, sy, 1);
+        const float4 val = odd ? make_float4(rx, ry, dqa[4 * n + 2], dqa[4 * n + 3]) : make_float4(dqa[4 * n], dqa[4 * n + 1], rx, ry);
+        if (t < p.n_sel)
+          atomicAdd(reinterpret_cast<float4*>(out + n * 8), make_float4(val.x * scale, val.y * scale, val.z * scale, val.w * scale));
+      }
+      return;
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      const int64_t t = m0 + wi * 16 + gr + 8 * r;
+      if (t >= p.n_sel) continue;
+      float* out = dq + (p.row0 + t * p.rstride) * D + wgi * DQN + 2 * gc;
+#pragma unroll
+      for (int n = 0; n < DQN / 8; n++) add_pair(out + n * 8, dqa[4 * n + 2 * r] * scale, dqa[4 * n + 2 * r + 1] * scale);
+    }
+  };
+
+  // dQ = dS K from the dS^T tile at ds: this warpgroup's DQN columns of D over all BN keys (dS^T and K
+  // MN-major), one group.
+  auto issue_dq = [&](uint32_t ds) {
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; kk++) {
+      const uint64_t a = wg::desc_mnmajor(ds + kk * 2048), b = wg::desc_mnmajor(k_addr + kk * 2048 + wgi * DQN * 2);
+      if constexpr (DQN == 64) wg::mma_ss_n64<1, 1>(dqa, a, b, kk);
+      else wg::mma_ss_n32<1, 1>(dqa, a, b, kk);
+    }
+    wg::commit();
+  };
+
+  for (int j = first_q; j < q_tiles; j++) {
+    const int buf = (j - first_q) & 1;
+    if (C::kStage && dq_mode == kDqBulk && threadIdx.x < BM) bulk_wait_read();  // the dQ stage is free again
+    if constexpr (PIPE) {
+      // Everyone is past the previous tile, so its buffers are free for tile j + 1.
+      cp_async_wait<0>();
+      wg::fence_proxy_async();
+      __syncthreads();
+      if (j + 1 < q_tiles) {
+        load_rows(j + 1, buf ^ 1);
+        cp_async_commit();
+      }
+    } else {
+      if (j + 1 < q_tiles) {
+        load_rows(j + 1, buf ^ 1);
+        cp_async_commit();
+        cp_async_wait<1>();
+      } else {
+        cp_async_wait<0>();
+      }
+      wg::fence_proxy_async();
+      __syncthreads();
+    }
+    const uint32_t qt = q_addr + buf * TB, dot = do_addr + buf * TB;
+    const uint32_t ds_buf = ds_addr + (PIPE ? buf : 0) * NWG * TB;
+    unsigned char* ds_tile = dst + (PIPE ? buf : 0) * NWG * TB;
+    const float* lr = lrow + buf * 2 * BM;
+    const float* dr = lr + BM;
+    const int64_t m0 = int64_t(j) * BM;
+
+    // S^T = K Q^T, then dP^T = V dO^T, in two groups so that P is computed while dP is still running.
+    float s[32], dp[32];
+    wg::fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) wg::mma_ss_n64<0, 0>(s, wg::desc_kmajor(my_k + kk * 32), wg::desc_kmajor(qt + kk * 32), kk);
+    wg::commit();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) wg::mma_ss_n64<0, 0>(dp, wg::desc_kmajor(my_v + kk * 32), wg::desc_kmajor(dot + kk * 32), kk);
+    wg::commit();
+    // With PIPE the previous tile's dQ runs behind S and dP. Its group is issued on the first tile too
+    // (from a buffer not yet written, the result unused), so that every wait below counts the same groups.
+    if constexpr (PIPE) issue_dq(ds_addr + (buf ^ 1) * NWG * TB);
+    wg::wait<PIPE ? 2 : 1>();
+    wg::fence_operand(s);
+
+    const int key_row = wgi * 64 + wi * 16 + gr;  // block-relative key of accumulator rows e < 2 (+8 for e >= 2)
+    if (k0 + BN > p.n_sel || (CAUSAL && m0 < k0 + BN)) {
+      const int key_end = static_cast<int>(min(p.n_sel - k0, int64_t(BN)));
+      const int q_off = static_cast<int>(m0 - k0);
+#pragma unroll
+      for (int n = 0; n < 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int c = n * 8 + 2 * gc + (e & 1);
+          const int key = key_row + 8 * (e / 2);
+          const bool keep = key < key_end && !(CAUSAL && key > q_off + c);
+          s[4 * n + e] = keep ? exp2_ftz(fmaf(s[4 * n + e], g.scale_log2, -lr[c] * kLog2e)) : 0.0f;
+        }
+    } else {
+#pragma unroll
+      for (int n = 0; n < 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) s[4 * n + e] = exp2_ftz(fmaf(s[4 * n + e], g.scale_log2, -lr[n * 8 + 2 * gc + (e & 1)] * kLog2e));
+    }
+    uint32_t ap[4][4];
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+      ap[kk][0] = pack_bf16(s[8 * kk + 0], s[8 * kk + 1]);
+      ap[kk][1] = pack_bf16(s[8 * kk + 2], s[8 * kk + 3]);
+      ap[kk][2] = pack_bf16(s[8 * kk + 4], s[8 * kk + 5]);
+      ap[kk][3] = pack_bf16(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+    wg::wait<PIPE ? 1 : 0>();
+    wg::fence_operand(dp);
+    uint32_t as[4][4];
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+      for (int h = 0; h < 4; h++) {
+        const int n = 2 * kk + h / 2, e0 = 2 * (h % 2);  // register pair h: tile n, rows e0 / 2
+        const int c = n * 8 + 2 * gc;
+        as[kk][h] = pack_bf16(s[4 * n + e0] * (dp[4 * n + e0] - dr[c]), s[4 * n + e0 + 1] * (dp[4 * n + e0 + 1] - dr[c + 1]));
+      }
+
+    // dV += P^T dO, dK += dS^T Q (dO and Q MN-major: queries are the reduced index).
+    wg::fence();
+#pragma unroll
+    for (int kk = 0; kk < BM / 16; kk++) wg::mma_rs_n64<1>(dv_acc, ap[kk], wg::desc_mnmajor(dot + kk * 2048));
+#pragma unroll
+    for (int kk = 0; kk < BM / 16; kk++) wg::mma_rs_n64<1>(dk_acc, as[kk], wg::desc_mnmajor(qt + kk * 2048));
+    wg::commit();
+
+    // dS^T to shared memory ([key][query], swizzled) while those run.
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+      for (int h = 0; h < 4; h++) {
+        const int row = key_row + 8 * (h % 2), chunk = 2 * kk + h / 2;  // a0: (g, 16kk+2c), a1: (g+8, ..), a2: (g, 16kk+8+2c), a3
+        *reinterpret_cast<uint32_t*>(ds_tile + wg::swz(row, chunk) + 4 * gc) = as[kk][h];
+      }
+    wg::fence_proxy_async();
+    if constexpr (PIPE) {  // the previous tile's dQ into dq while dV and dK run
+      wg::wait<1>();
+      wg::fence_operand(dqa);
+      if (j > first_q) add_dq(m0 - BM);
+    }
+    wg::wait<0>();
+    wg::fence_operand(dv_acc);
+    wg::fence_operand(dk_acc);
+
+    if constexpr (!PIPE) {
+      __syncthreads();
+      wg::fence();
+      issue_dq(ds_buf);
+      wg::wait<0>();
+      wg::fence_operand(dqa);
+      add_dq(m0);
+    }
+  }
+  if (PIPE && q_tiles > first_q) {
+    __syncthreads();
+    wg::fence();
+    issue_dq(ds_addr + ((q_tiles - 1 - first_q) & 1) * NWG * TB);
+    wg::wait<0>();
+    wg::fence_operand(dqa);
+    add_dq(int64_t(q_tiles - 1) * BM);
+  }
+  if (C::kStage && dq_mode == kDqBulk && threadIdx.x < BM) bulk_wait_all();
+
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    const int64_t key = k0 + wgi * 64 + wi * 16 + gr + 8 * r;
+    if (key >= p.n_sel) continue;
+    const int64_t offset = (p.row0 + key * p.rstride) * D + 2 * gc;
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+      float2* pk = reinterpret_cast<float2*>(dk + offset + n * 8);
+      float2* pv = reinterpret_cast<float2*>(dv + offset + n * 8);
+      float2 a = *pk, b = *pv;
+      a.x += dk_acc[4 * n + 2 * r] * scale;
+      a.y += dk_acc[4 * n + 2 * r + 1] * scale;
+      b.x += dv_acc[4 * n + 2 * r];
+      b.y += dv_acc[4 * n + 2 * r + 1];
+      *pk = a;
+      *pv = b;
+    }
+  }
+#endif
+}
+
+// 1 where this build's machine code for the running device has the warpgroup products.
+__global__ void wgmma_probe_kernel(int* flag) {
+#ifdef LN_HAVE_WGMMA
+  *flag = 1;
+#else
+  *flag = 0;
+#endif
+}
+
+// The wgmma kernel's shape: LONGNET_FLASH_BACKWARD=wg2 (two warpgroups a block), wg1x2 / wg1x3 (one
+// warpgroup, two or three blocks an SM), wg2p / wg1x2p (the same pipelined). Default wg2p, checked in
+// full on an H100 and an H200; wg1x3 with LONGNET_FLASH_DQ=red4 was 3% faster on an H200 and 1% slower on
+// an H100 (native/README.md).
+int wgmma_backward_variant() {
+  static const int variant = [] {
+    const char* env = std::getenv("LONGNET_FLASH_BACKWARD");
+    if (!env) return 4;
+    const char* names[] = {"wg2", "wg1x2", "wg1x3", "wg2p", "wg1x2p"};
+    for (int i = 0; i < 5; i++)
+      if (std::strcmp(env, names[i]) == 0) return i + 1;
+    return 4;
+  }();
+  return variant;
+}
+
+// Whether the wgmma backward runs: a device of compute capability 9.0 running sm_90a code, unless
+// LONGNET_FLASH_BACKWARD=mma asks for the mma.sync kernel. Probed once per process.
+bool use_wgmma_backward() {
+  static const bool use = [] {
+    const char* env = std::getenv("LONGNET_FLASH_BACKWARD");
+    if (env && std::strcmp(env, "mma") == 0) return false;
+    int dev = 0, major = 0, minor = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return false;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
+    if (major != 9 || minor != 0) return false;
+    int* flag = nullptr;
+    int host = 0;
+    if (cudaMalloc(&flag, sizeof(int)) != cudaSuccess) return false;
+    wgmma_probe_kernel<<<1, 1>>>(flag);
+    const bool ok = cudaGetLastError() == cudaSuccess && cudaMemcpy(&host, flag, sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess;
+    cudaFree(flag);
+    return ok && host == 1;
+  }();
+  return use;
+}
 }  // namespace
 }  // namespace flash
 
@@ -291,6 +671,32 @@ void launch_flash_attention_backward(const __nv_bfloat16* q, const __nv_bfloat16
   if (rows == 0) return;
   const size_t bytes = size_t(rows) * sh.head_dim * sizeof(float);
   for (float* grad : {dq, dk, dv}) check_cuda(cudaMemsetAsync(grad, 0, bytes, s), "cudaMemsetAsync");
+  if (sh.head_dim == 64 && flash::use_wgmma_backward()) {
+    const char* dq_env = std::getenv("LONGNET_FLASH_DQ");
+    const int dq_mode = dq_env && std::strcmp(dq_env, "red4") == 0   ? flash::kDqRed4
+                        : dq_env && std::strcmp(dq_env, "bulk") == 0 ? flash::kDqBulk
+                                                                     : flash::kDqRed2;
+    auto run = [&]<int NWG, int MINB, bool PIPE>() {
+      using C = flash::WgConfig<NWG, MINB, PIPE>;
+      auto kernel = opt.causal ? flash::backward_wgmma_kernel<true, NWG, MINB, PIPE> : flash::backward_wgmma_kernel<false, NWG, MINB, PIPE>;
+      allow_dynamic_smem(reinterpret_cast<const void*>(kernel), C::kSmem, "fused dilated attention backward (wgmma)");
+      for (const auto& pat : opt.patterns) {
+        const PatternGeom g = make_geom(sh, pat, opt, C::kKeys);
+        const int64_t blocks = g.group * g.tiles;
+        if (blocks > INT32_MAX) fail("fused dilated attention backward: too many blocks");
+        kernel<<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, s>>>(q, k, v, d_o, lse, dsum, dq, dk, dv, g, dq_mode);
+        check_launch("fused dilated attention backward kernel (wgmma)");
+      }
+    };
+    switch (flash::wgmma_backward_variant()) {
+      case 1: run.template operator()<2, 1, false>(); break;
+      case 2: run.template operator()<1, 2, false>(); break;
+      case 3: run.template operator()<1, 3, false>(); break;
+      case 5: run.template operator()<1, 2, true>(); break;
+      default: run.template operator()<2, 1, true>(); break;
+    }
+    return;
+  }
   flash::dispatch_flash(sh.head_dim, opt.causal, [&]<int D, bool CAUSAL>() {
     constexpr size_t smem = flash::backward_smem<D>();
     auto kernel = flash::backward_kernel<D, CAUSAL>;
