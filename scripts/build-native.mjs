@@ -157,4 +157,4 @@ if (needLink) {
   if (r.code !== 0) die('linking failed', r.text);
   renameSync(tmp, output);
 }
-console.log(`longnet: CUDA addon ${needLink ? 'built' : 'up to date'}: ${relative(root, output)} (${archs.map((a) => `sm_${machine(a)}`).join(', ')})`);
+console.log(`longnet: CUDA addon ${needLink ? 'built' : 'up to date'}: ${relative(root, output)} (${archs.map((a) => `sm_${a}`).join(', ')})`);

@@ -21,7 +21,6 @@
 #include "../src/kernels/flash_attention.h"
 #include "../src/kernels/flash_attention_mma.cuh"
 #include "../src/kernels/wgmma.cuh"
-#include "../src/kernels/wgmma_backward.cuh"
 
 using namespace ln;
 
@@ -249,7 +248,7 @@ int time_it(const Args& a) {
 __global__ void wgmma_unit(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v, float* s_out, float* o_out) {
 #if defined(LN_HAVE_WGMMA)
   using namespace ln::flash;
-  using namespace ln::flash::sm90;  // the unit's products and loader; fence/commit/wait named in full
+  using namespace ln::flash::wg;  // the products and the loader; fence/commit/wait named in full
   __shared__ __align__(1024) __nv_bfloat16 qs[64 * 64], ks[128 * 64], vs[128 * 64];
   load_rows_sw128<64, 128>(qs, q, 0, 1, 64, 0);
   load_rows_sw128<128, 128>(ks, k, 0, 1, 128, 0);
@@ -259,23 +258,23 @@ __global__ void wgmma_unit(const __nv_bfloat16* q, const __nv_bfloat16* k, const
   fence_proxy_async();
   __syncthreads();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const uint64_t qd = desc_sw128(smem_address(qs), 16, 1024), kd = desc_sw128(smem_address(ks), 16, 1024);
-  const uint64_t vd = desc_sw128(smem_address(vs), 128 * 128, 1024);
+  const uint64_t qd = desc_kmajor(smem_address(qs)), kd = desc_kmajor(smem_address(ks));
+  const uint64_t vd = make_desc(smem_address(vs), 128 * 128, 1024);
   float s[64], o[32];
-  sm90::fence();
-  for (int kk = 0; kk < 4; kk++) mma_ss_n128(s, desc_plus(qd, kk * 32), desc_plus(kd, kk * 32), kk > 0);
-  sm90::commit();
-  sm90::wait<0>();
-  sm90::hold(s);
+  wg::fence();
+  for (int kk = 0; kk < 4; kk++) mma_ss_n128<0, 0>(s, desc_plus(qd, kk * 32), desc_plus(kd, kk * 32), kk > 0);
+  wg::commit();
+  wg::wait<0>();
+  wg::fence_operand(s);
   uint32_t p[8][4];
   for (int kk = 0; kk < 8; kk++)
     for (int i = 0; i < 4; i++) p[kk][i] = pack_bf16(s[8 * kk + 2 * i], s[8 * kk + 2 * i + 1]);
   for (int i = 0; i < 32; i++) o[i] = 0.0f;
-  sm90::fence();
-  for (int kk = 0; kk < 8; kk++) mma_rs_n64(o, p[kk], desc_plus(vd, kk * 2048), true);
-  sm90::commit();
-  sm90::wait<0>();
-  sm90::hold(o);
+  wg::fence();
+  for (int kk = 0; kk < 8; kk++) mma_rs_n64<1>(o, p[kk], desc_plus(vd, kk * 2048));
+  wg::commit();
+  wg::wait<0>();
+  wg::fence_operand(o);
   for (int n = 0; n < 16; n++)
     for (int e = 0; e < 4; e++) {
       const int row = 16 * warp + lane / 4 + 8 * (e / 2), col = 8 * n + 2 * (lane % 4) + (e & 1);

@@ -14,7 +14,7 @@
 
 #include "../device.h"
 #include "flash_attention_mma.cuh"
-#include "wgmma_backward.cuh"
+#include "wgmma.cuh"
 
 namespace ln {
 
@@ -291,7 +291,7 @@ __global__ void __launch_bounds__(BackwardConfig<D>::kThreads, BackwardConfig<D>
 // dP^T = V dO^T (operands in shared memory), P^T and dS^T in registers, then dV += P^T dO and
 // dK += dS^T Q with P^T and dS^T as register operands. dS^T goes to shared memory, where dQ = dS K (64
 // queries by 64 / NWG columns a warpgroup, over all the block's keys) reads it. Tiles are in the 128-byte
-// swizzle (wgmma_backward.cuh), loaded by cp.async as in the mma.sync kernel, double-buffered.
+// swizzle (wgmma.cuh), loaded by cp.async as in the mma.sync kernel, double-buffered.
 // With PIPE, dQ of one tile runs with the next tile's products and is added to dq while that tile's dV
 // and dK run (dS^T double-buffered); one barrier a tile instead of two.
 template <int NWG, int MINB, bool PIPE>

@@ -18,6 +18,8 @@
 
 namespace ln::flash::sm90 {
 
+using namespace wg;  // the products, fences and loader of wgmma.cuh
+
 constexpr int kThreads = 256;  // two warpgroups
 constexpr int kQueryTile = 128;
 
@@ -73,7 +75,7 @@ __global__ void __launch_bounds__(kThreads, 2) forward_kernel(const __nv_bfloat1
 #pragma unroll
   for (int t = 0; t < kStages - 1; t++) load_keys(t);
 
-  const uint64_t q_desc = desc_sw128(static_cast<uint32_t>(__cvta_generic_to_shared(qs)) + wg * 64 * 128, 16, 1024);
+  const uint64_t q_desc = desc_kmajor(static_cast<uint32_t>(__cvta_generic_to_shared(qs)) + wg * 64 * 128);
   const uint32_t k_addr = static_cast<uint32_t>(__cvta_generic_to_shared(ks));
   const uint32_t v_addr = static_cast<uint32_t>(__cvta_generic_to_shared(vs));
 
@@ -85,15 +87,15 @@ __global__ void __launch_bounds__(kThreads, 2) forward_kernel(const __nv_bfloat1
   for (int i = 0; i < NO * 4; i++) acc[i] = 0.0f;
 
   auto issue_s = [&](int t) {
-    const uint64_t k_desc = desc_sw128(k_addr + (t % kStages) * BN * 128, 16, 1024);
+    const uint64_t k_desc = desc_kmajor(k_addr + (t % kStages) * BN * 128);
 #pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) mma_ss_n64(s, desc_plus(q_desc, kk * 32), desc_plus(k_desc, kk * 32), kk > 0);
+    for (int kk = 0; kk < D / 16; kk++) mma_ss_n64<0, 0>(s, desc_plus(q_desc, kk * 32), desc_plus(k_desc, kk * 32), kk > 0);
     commit();
   };
   auto issue_pv = [&](int t) {
-    const uint64_t v_desc = desc_sw128(v_addr + (t % kStages) * BN * 128, BN * 128, 1024);
+    const uint64_t v_desc = make_desc(v_addr + (t % kStages) * BN * 128, BN * 128, 1024);
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; kk++) mma_rs_n64(acc, p[kk], desc_plus(v_desc, kk * 16 * 128), true);
+    for (int kk = 0; kk < BN / 16; kk++) mma_rs_n64<1>(acc, p[kk], desc_plus(v_desc, kk * 16 * 128));
     commit();
   };
   // Online softmax of S for key tile t, in place: S becomes exp(S - m) (unnormalised P); returns the
@@ -158,7 +160,7 @@ __global__ void __launch_bounds__(kThreads, 2) forward_kernel(const __nv_bfloat1
   fence();
   issue_s(0);
   wait<0>();
-  hold(s);
+  fence_operand(s);
   softmax(0, alpha);
   rescale_and_pack(alpha);
   // Step j: S_{j+1} = Q K_{j+1}^T, then O += P_j V_j, both queued on the tensor cores; the softmax of
@@ -173,16 +175,16 @@ __global__ void __launch_bounds__(kThreads, 2) forward_kernel(const __nv_bfloat1
     issue_s(j + 1);
     issue_pv(j);
     wait<1>();
-    hold(s);
+    fence_operand(s);
     softmax(j + 1, alpha);
     wait<0>();
-    hold(acc);
+    fence_operand(acc);
     rescale_and_pack(alpha);
   }
   fence();
   issue_pv(key_tiles - 1);
   wait<0>();
-  hold(acc);
+  fence_operand(acc);
 
   // Merge this lane's rows into O and L. Every lane of a quad reads the old L before one writes it.
   float l[2], old_l[2];
