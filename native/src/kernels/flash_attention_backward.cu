@@ -308,7 +308,7 @@ struct WgConfig {
                                   (kStage ? 64 * kStagePitch * sizeof(float) : 0) + 1024;
 };
 
-// dQ's way into dq (LONGNET_FLASH_DQ=red2, red4, bulk): float2 atomics (default), float4 atomics, or
+// dQ's way into dq (LONGNET_FLASH_DQ=red2, red4, bulk): float2 atomics, float4 atomics (default), or
 // staged in shared memory and added a row at a time by bulk reductions (the copy engine; one warpgroup,
 // two blocks an SM only, else float2). On an H100 the three measured the same within 4%.
 constexpr int kDqRed2 = 0, kDqRed4 = 1, kDqBulk = 2;
@@ -625,17 +625,17 @@ __global__ void wgmma_probe_kernel(int* flag) {
 }
 
 // The wgmma kernel's shape: LONGNET_FLASH_BACKWARD=wg2 (two warpgroups a block), wg1x2 / wg1x3 (one
-// warpgroup, two or three blocks an SM), wg2p / wg1x2p (the same pipelined). Default wg2p, checked in
-// full on an H100 and an H200; wg1x3 with LONGNET_FLASH_DQ=red4 was 3% faster on an H200 and 1% slower on
-// an H100 (native/README.md).
+// warpgroup, two or three blocks an SM), wg2p / wg1x2p (the same pipelined). Default wg1x3 (with float4
+// dQ atomics): 3% faster than wg2p on an H200 and 1% slower on an H100; both pass the full checks on an
+// H200 (native/README.md).
 int wgmma_backward_variant() {
   static const int variant = [] {
     const char* env = std::getenv("LONGNET_FLASH_BACKWARD");
-    if (!env) return 4;
+    if (!env) return 3;
     const char* names[] = {"wg2", "wg1x2", "wg1x3", "wg2p", "wg1x2p"};
     for (int i = 0; i < 5; i++)
       if (std::strcmp(env, names[i]) == 0) return i + 1;
-    return 4;
+    return 3;
   }();
   return variant;
 }
@@ -673,9 +673,9 @@ void launch_flash_attention_backward(const __nv_bfloat16* q, const __nv_bfloat16
   for (float* grad : {dq, dk, dv}) check_cuda(cudaMemsetAsync(grad, 0, bytes, s), "cudaMemsetAsync");
   if (sh.head_dim == 64 && flash::use_wgmma_backward()) {
     const char* dq_env = std::getenv("LONGNET_FLASH_DQ");
-    const int dq_mode = dq_env && std::strcmp(dq_env, "red4") == 0   ? flash::kDqRed4
+    const int dq_mode = dq_env && std::strcmp(dq_env, "red2") == 0   ? flash::kDqRed2
                         : dq_env && std::strcmp(dq_env, "bulk") == 0 ? flash::kDqBulk
-                                                                     : flash::kDqRed2;
+                                                                     : flash::kDqRed4;
     auto run = [&]<int NWG, int MINB, bool PIPE>() {
       using C = flash::WgConfig<NWG, MINB, PIPE>;
       auto kernel = opt.causal ? flash::backward_wgmma_kernel<true, NWG, MINB, PIPE> : flash::backward_wgmma_kernel<false, NWG, MINB, PIPE>;
@@ -691,9 +691,9 @@ void launch_flash_attention_backward(const __nv_bfloat16* q, const __nv_bfloat16
     switch (flash::wgmma_backward_variant()) {
       case 1: run.template operator()<2, 1, false>(); break;
       case 2: run.template operator()<1, 2, false>(); break;
-      case 3: run.template operator()<1, 3, false>(); break;
+      case 4: run.template operator()<2, 1, true>(); break;
       case 5: run.template operator()<1, 2, true>(); break;
-      default: run.template operator()<2, 1, true>(); break;
+      default: run.template operator()<1, 3, false>(); break;
     }
     return;
   }
