@@ -10,7 +10,8 @@
 // headers), LONGNET_CUDA_ARCHS (default "90a,80": sm_90a and sm_80 machine code, plus compute_90 PTX),
 // LONGNET_SKIP_NATIVE=1 (skip the build).
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -74,14 +75,23 @@ function listSources(dir) {
   return out.sort();
 }
 
-function newestHeader(dir) {
-  let newest = 0;
+function listHeaders(dir) {
+  const out = [];
   for (const entry of readdirSync(dir, { withFileTypes: true })) {
     const path = join(dir, entry.name);
-    if (entry.isDirectory()) newest = Math.max(newest, newestHeader(path));
-    else if (/\.(h|cuh)$/.test(entry.name)) newest = Math.max(newest, statSync(path).mtimeMs);
+    if (entry.isDirectory()) out.push(...listHeaders(path));
+    else if (/\.(h|cuh)$/.test(entry.name)) out.push(path);
   }
-  return newest;
+  return out.sort();
+}
+
+// What an object is built from: the command line, the source and every header, by content. An object is
+// up to date when the key recorded beside it (read before its compile began) is the key now, so a change
+// of flags rebuilds, and so does a source edited while it was being compiled.
+function digest(parts) {
+  const h = createHash('sha256');
+  for (const part of parts) h.update(part).update('\0');
+  return h.digest('hex');
 }
 
 function run(cmd, argv) {
@@ -116,24 +126,24 @@ const common = [
   '-DNAPI_VERSION=8', '-DNODE_GYP_MODULE_NAME=longnet_cuda',
 ];
 
-const headerTime = newestHeader(srcDir);
+// ptxas's report (--verbose) changes no object, so it stays out of the key
+const compileArgs = (source, report = false) =>
+  [...common, ...(source.endsWith('.cu') ? [...gencode, '-lineinfo', ...(report ? ['-Xptxas', '-v'] : [])] : [])];
+const headersDigest = digest(listHeaders(srcDir).flatMap((h) => [relative(srcDir, h), readFileSync(h)]));
 const sources = listSources(srcDir);
 const objects = sources.map((s) => join(objDir, relative(srcDir, s).replace(/[/\\]/g, '_') + '.o'));
+const keyFile = (object) => `${object}.key`;
 const stale = sources
-  .map((source, i) => ({ source, object: objects[i] }))
-  .filter(({ source, object }) => {
-    if (!existsSync(object)) return true;
-    const t = statSync(object).mtimeMs;
-    return t < statSync(source).mtimeMs || t < headerTime;
-  });
+  .map((source, i) => ({ source, object: objects[i], key: digest([nvcc, ...compileArgs(source), readFileSync(source), headersDigest]) }))
+  .filter(({ object, key }) => !existsSync(object) || !existsSync(keyFile(object)) || readFileSync(keyFile(object), 'utf8') !== key);
 
 let failed = null;
 let next = 0;
 async function worker() {
   while (next < stale.length && !failed) {
-    const { source, object } = stale[next++];
-    const isCuda = source.endsWith('.cu');
-    const argv = [...common, ...(isCuda ? [...gencode, '-lineinfo', ...(verbose ? ['-Xptxas', '-v'] : [])] : []), '-c', source, '-o', object];
+    const { source, object, key } = stale[next++];
+    rmSync(keyFile(object), { force: true });
+    const argv = [...compileArgs(source, verbose), '-c', source, '-o', object];
     const started = Date.now();
     const r = await run(nvcc, argv);
     if (r.code !== 0) {
@@ -141,6 +151,7 @@ async function worker() {
       rmSync(object, { force: true });
       return;
     }
+    writeFileSync(keyFile(object), key);
     console.log(`  compiled ${relative(root, source)} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
     if (verbose && r.text.trim()) console.log(r.text.trim());
   }
