@@ -56,8 +56,8 @@ __global__ void __launch_bounds__(kThreads, 2) forward_kernel(const __nv_bfloat1
   const ForwardWork w = source(blockIdx.x);
   const int64_t q0 = int64_t(w.tile) * BM;
   if (q0 >= w.q.n) return;
-  const int wg = threadIdx.x / 128, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
-  const int64_t wg_q0 = q0 + 64 * wg;
+  const int group = threadIdx.x / 128, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
+  const int64_t wg_q0 = q0 + 64 * group;
   const int64_t my_q = wg_q0 + 16 * warp + lane / 4;  // this lane's rows: my_q and my_q + 8
   const int64_t kv_end = CAUSAL ? max(int64_t(0), min(w.k.n, q0 + BM + w.shift)) : w.k.n;
   const int key_tiles = static_cast<int>((kv_end + BN - 1) / BN);
@@ -75,7 +75,7 @@ __global__ void __launch_bounds__(kThreads, 2) forward_kernel(const __nv_bfloat1
 #pragma unroll
   for (int t = 0; t < kStages - 1; t++) load_keys(t);
 
-  const uint64_t q_desc = desc_kmajor(static_cast<uint32_t>(__cvta_generic_to_shared(qs)) + wg * 64 * 128);
+  const uint64_t q_desc = desc_kmajor(static_cast<uint32_t>(__cvta_generic_to_shared(qs)) + group * 64 * 128);
   const uint32_t k_addr = static_cast<uint32_t>(__cvta_generic_to_shared(ks));
   const uint32_t v_addr = static_cast<uint32_t>(__cvta_generic_to_shared(vs));
 
