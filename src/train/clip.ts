@@ -1,5 +1,8 @@
-/** Global-norm gradient clipping (the paper clips at 2.0). */
-import { keep, mulScalar, noGrad, sum, sumsOfSquares, tidy, type Tensor } from '../tensor/index.js';
+/**
+ * Global-norm gradient clipping (the paper clips at 2.0): the trainer hands clipScale's factor to AdamW,
+ * which scales each gradient as it reads it.
+ */
+import { noGrad, sum, sumsOfSquares, tidy, type Tensor } from '../tensor/index.js';
 
 /** The L2 norm of all gradients together, as if they were one vector. */
 export function globalGradNorm(params: Iterable<Tensor>): number {
@@ -12,25 +15,4 @@ export function globalGradNorm(params: Iterable<Tensor>): number {
 /** The factor that brings a global norm `norm` down to `maxNorm`: 1 when it is within it, or when maxNorm is 0 (no clipping). */
 export function clipScale(norm: number, maxNorm: number): number {
   return maxNorm > 0 && norm > maxNorm ? maxNorm / (norm + 1e-6) : 1;
-}
-
-/**
- * Scales every gradient by `maxNorm / norm` when their global norm exceeds `maxNorm` (never up).
- * Returns the norm before clipping, which is what training logs report. The trainer does not call this:
- * it hands clipScale's factor to the optimizer, which scales each gradient as it reads it.
- */
-export function clipGradNorm(params: Iterable<Tensor>, maxNorm: number): number {
-  const list = [...params];
-  const norm = globalGradNorm(list);
-  const factor = clipScale(norm, maxNorm);
-  if (factor === 1) return norm;
-  noGrad(() => {
-    for (const p of list) {
-      if (p.grad === null) continue;
-      const scaled = keep(mulScalar(p.grad, factor));
-      p.grad.dispose();
-      p.grad = scaled;
-    }
-  });
-  return norm;
 }
