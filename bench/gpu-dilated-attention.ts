@@ -60,7 +60,7 @@ if (lengths.length === 0 || !lengths.every((n) => Number.isInteger(n) && n > 0))
 }
 
 type Status = 'ok' | 'oom' | 'skipped' | 'error';
-interface Row { impl: string; N: number; status: Status; fwdMs?: number; totalMs?: number; peakBytes?: number; reason?: string }
+interface Row { impl: string; N: number; status: Status; fwdMs?: number; totalMs?: number; peakBytes?: number; reason?: string; dsumMs?: number }
 const OURS = 'longnet';
 const TORCHSCALE = 'torchscale';
 const DENSE = ['dense-flash', 'dense-cudnn'];
@@ -148,7 +148,8 @@ function runPeer(script: string, extra: string[]): Promise<void> {
 
 function describe(r: Row): string {
   if (r.status !== 'ok') return `${r.impl} N=${r.N} ${r.status}${r.reason ? ` (${r.reason})` : ''}`;
-  return `${r.impl} N=${r.N} fwd ${r.fwdMs!.toFixed(2)} ms, fwd+bwd ${r.totalMs!.toFixed(2)} ms, peak ${(r.peakBytes! / r.N / 1024).toFixed(1)} KB/token`;
+  const dsum = r.dsumMs === undefined ? '' : ` (Dsum ${r.dsumMs.toFixed(2)} ms)`;
+  return `${r.impl} N=${r.N} fwd ${r.fwdMs!.toFixed(2)} ms, fwd+bwd ${r.totalMs!.toFixed(2)} ms${dsum}, peak ${(r.peakBytes! / r.N / 1024).toFixed(1)} KB/token`;
 }
 
 const peers = values.peers!.split(',').map((p) => p.trim()).filter(Boolean);
@@ -216,9 +217,10 @@ function measureOurs(N: number): Row {
       forward();
       backward();
     });
+    const dsumMs = time(() => a.attentionDsum(o, dO, dsum, rowsN, D));  // part of the backward, for the log
     const bad = ([['o', o], ['lse', lse], ['dq', dq], ['dk', dk], ['dv', dv]] as const).filter(([, x]) => !a.allFinite(x)).map(([name]) => name);
     if (bad.length) return { impl: OURS, N, status: 'error', reason: `non-finite values in ${bad.join(', ')}` };
-    return { impl: OURS, N, status: 'ok', fwdMs, totalMs, peakBytes };
+    return { impl: OURS, N, status: 'ok', fwdMs, totalMs, peakBytes, dsumMs };
   } catch (e) {
     const code = (e as { code?: string }).code;
     if (code === 'ERR_CUDA_OUT_OF_MEMORY') return { impl: OURS, N, status: 'oom' };

@@ -53,11 +53,24 @@ __device__ __forceinline__ void add_pair(float* at, float x, float y) {
 #endif
 }
 
+// Two adjacent columns of one key's dK and dV: added to what earlier patterns left there, or, `fresh`
+// (the launch's pattern selects every row: the first, of dilation 1), stored over memory never cleared.
+__device__ __forceinline__ void store_key_grads(float* at_k, float* at_v, float kx, float ky, float vx, float vy, bool fresh) {
+  float2* pk = reinterpret_cast<float2*>(at_k);
+  float2* pv = reinterpret_cast<float2*>(at_v);
+  if (!fresh) {
+    const float2 a = *pk, b = *pv;
+    kx += a.x, ky += a.y, vx += b.x, vy += b.y;
+  }
+  *pk = make_float2(kx, ky);
+  *pv = make_float2(vx, vy);
+}
+
 template <int D, bool CAUSAL>
 __global__ void __launch_bounds__(BackwardConfig<D>::kThreads, BackwardConfig<D>::kMinBlocks)
     backward_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v, const bf16* __restrict__ d_o,
                     const float* __restrict__ lse, const float* __restrict__ dsum, float* __restrict__ dq, float* __restrict__ dk,
-                    float* __restrict__ dv, PatternGeom g) {
+                    float* __restrict__ dv, PatternGeom g, bool fresh) {
   using C = BackwardConfig<D>;
   constexpr int BN = kBlockKeys, BM = C::kQueryTile, MT = C::kKeyTiles, W = C::kWarps, T = C::kThreads;
   constexpr int LD = D + kPad;
@@ -262,7 +275,7 @@ __global__ void __launch_bounds__(BackwardConfig<D>::kThreads, BackwardConfig<D>
     }
   }
 
-  // This block's keys: add dK and dV into the gradients of earlier patterns.
+  // This block's keys: add dK and dV into the gradients of earlier patterns (or store them, `fresh`).
 #pragma unroll
   for (int t = 0; t < MT; t++)
 #pragma unroll
@@ -271,17 +284,9 @@ __global__ void __launch_bounds__(BackwardConfig<D>::kThreads, BackwardConfig<D>
       if (key >= p.n_sel) continue;
       const int64_t offset = (p.row0 + key * p.rstride) * D + 2 * (lane % 4);
 #pragma unroll
-      for (int n = 0; n < NO; n++) {
-        float2* pk = reinterpret_cast<float2*>(dk + offset + n * 8);
-        float2* pv = reinterpret_cast<float2*>(dv + offset + n * 8);
-        float2 a = *pk, b = *pv;
-        a.x += dk_acc[t][n][2 * r] * scale;
-        a.y += dk_acc[t][n][2 * r + 1] * scale;
-        b.x += dv_acc[t][n][2 * r];
-        b.y += dv_acc[t][n][2 * r + 1];
-        *pk = a;
-        *pv = b;
-      }
+      for (int n = 0; n < NO; n++)
+        store_key_grads(dk + offset + n * 8, dv + offset + n * 8, dk_acc[t][n][2 * r] * scale, dk_acc[t][n][2 * r + 1] * scale,
+                        dv_acc[t][n][2 * r], dv_acc[t][n][2 * r + 1], fresh);
     }
 }
 
@@ -358,7 +363,8 @@ template <bool CAUSAL, int NWG, int MINB, bool PIPE>
 __global__ void __launch_bounds__(WgConfig<NWG, MINB, PIPE>::kThreads, MINB)
     backward_wgmma_kernel(const bf16* __restrict__ q, const bf16* __restrict__ k, const bf16* __restrict__ v,
                           const bf16* __restrict__ d_o, const float* __restrict__ lse, const float* __restrict__ dsum,
-                          float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, PatternGeom g, int dq_way) {
+                          float* __restrict__ dq, float* __restrict__ dk, float* __restrict__ dv, PatternGeom g, int dq_way,
+                          bool fresh) {
 #ifdef LN_HAVE_WGMMA
   using C = WgConfig<NWG, MINB, PIPE>;
   constexpr int BN = C::kKeys, BM = C::kQueries, D = 64, T = C::kThreads;
@@ -441,15 +447,15 @@ __global__ void __launch_bounds__(WgConfig<NWG, MINB, PIPE>::kThreads, MINB)
         if (t < p.n_sel)
           atomicAdd(reinterpret_cast<float4*>(out + n * 8), make_float4(val.x * scale, val.y * scale, val.z * scale, val.w * scale));
       }
-      return;
-    }
+    } else {
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-      const int64_t t = m0 + wi * 16 + gr + 8 * r;
-      if (t >= p.n_sel) continue;
-      float* out = dq + (p.row0 + t * p.rstride) * D + wgi * DQN + 2 * gc;
+      for (int r = 0; r < 2; r++) {
+        const int64_t t = m0 + wi * 16 + gr + 8 * r;
+        if (t >= p.n_sel) continue;
+        float* out = dq + (p.row0 + t * p.rstride) * D + wgi * DQN + 2 * gc;
 #pragma unroll
-      for (int n = 0; n < DQN / 8; n++) add_pair(out + n * 8, dqa[4 * n + 2 * r] * scale, dqa[4 * n + 2 * r + 1] * scale);
+        for (int n = 0; n < DQN / 8; n++) add_pair(out + n * 8, dqa[4 * n + 2 * r] * scale, dqa[4 * n + 2 * r + 1] * scale);
+      }
     }
   };
 
@@ -600,17 +606,9 @@ __global__ void __launch_bounds__(WgConfig<NWG, MINB, PIPE>::kThreads, MINB)
     if (key >= p.n_sel) continue;
     const int64_t offset = (p.row0 + key * p.rstride) * D + 2 * gc;
 #pragma unroll
-    for (int n = 0; n < 8; n++) {
-      float2* pk = reinterpret_cast<float2*>(dk + offset + n * 8);
-      float2* pv = reinterpret_cast<float2*>(dv + offset + n * 8);
-      float2 a = *pk, b = *pv;
-      a.x += dk_acc[4 * n + 2 * r] * scale;
-      a.y += dk_acc[4 * n + 2 * r + 1] * scale;
-      b.x += dv_acc[4 * n + 2 * r];
-      b.y += dv_acc[4 * n + 2 * r + 1];
-      *pk = a;
-      *pv = b;
-    }
+    for (int n = 0; n < 8; n++)
+      store_key_grads(dk + offset + n * 8, dv + offset + n * 8, dk_acc[4 * n + 2 * r] * scale, dk_acc[4 * n + 2 * r + 1] * scale,
+                      dv_acc[4 * n + 2 * r], dv_acc[4 * n + 2 * r + 1], fresh);
   }
 #endif
 }
@@ -670,7 +668,12 @@ void launch_flash_attention_backward(const __nv_bfloat16* q, const __nv_bfloat16
   const int64_t rows = sh.batch * sh.seq * sh.heads;
   if (rows == 0) return;
   const size_t bytes = size_t(rows) * sh.head_dim * sizeof(float);
-  for (float* grad : {dq, dk, dv}) check_cuda(cudaMemsetAsync(grad, 0, bytes, s), "cudaMemsetAsync");
+  // dq takes atomic adds from every key block; dk and dv are written whole by a first pattern of
+  // dilation 1 (every row a key of one block), so only other schedules clear them first.
+  const bool fresh = !opt.patterns.empty() && opt.patterns[0].dilation == 1;
+  check_cuda(cudaMemsetAsync(dq, 0, bytes, s), "cudaMemsetAsync");
+  if (!fresh)
+    for (float* grad : {dk, dv}) check_cuda(cudaMemsetAsync(grad, 0, bytes, s), "cudaMemsetAsync");
   if (sh.head_dim == 64 && flash::use_wgmma_backward()) {
     const char* dq_env = std::getenv("LONGNET_FLASH_DQ");
     const int dq_mode = dq_env && std::strcmp(dq_env, "red2") == 0   ? flash::kDqRed2
@@ -680,11 +683,12 @@ void launch_flash_attention_backward(const __nv_bfloat16* q, const __nv_bfloat16
       using C = flash::WgConfig<NWG, MINB, PIPE>;
       auto kernel = opt.causal ? flash::backward_wgmma_kernel<true, NWG, MINB, PIPE> : flash::backward_wgmma_kernel<false, NWG, MINB, PIPE>;
       allow_dynamic_smem(reinterpret_cast<const void*>(kernel), C::kSmem, "fused dilated attention backward (wgmma)");
-      for (const auto& pat : opt.patterns) {
-        const PatternGeom g = make_geom(sh, pat, opt, C::kKeys);
+      for (size_t i = 0; i < opt.patterns.size(); i++) {
+        const PatternGeom g = make_geom(sh, opt.patterns[i], opt, C::kKeys);
         const int64_t blocks = g.group * g.tiles;
         if (blocks > INT32_MAX) fail("fused dilated attention backward: too many blocks");
-        kernel<<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, s>>>(q, k, v, d_o, lse, dsum, dq, dk, dv, g, dq_mode);
+        kernel<<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, s>>>(q, k, v, d_o, lse, dsum, dq, dk, dv, g, dq_mode,
+                                                                            fresh && i == 0);
         check_launch("fused dilated attention backward kernel (wgmma)");
       }
     };
@@ -701,11 +705,12 @@ void launch_flash_attention_backward(const __nv_bfloat16* q, const __nv_bfloat16
     constexpr size_t smem = flash::backward_smem<D>();
     auto kernel = flash::backward_kernel<D, CAUSAL>;
     allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "fused dilated attention backward");
-    for (const auto& pat : opt.patterns) {
-      const PatternGeom g = make_geom(sh, pat, opt, flash::kBlockKeys);
+    for (size_t i = 0; i < opt.patterns.size(); i++) {
+      const PatternGeom g = make_geom(sh, opt.patterns[i], opt, flash::kBlockKeys);
       const int64_t blocks = g.group * g.tiles;
       if (blocks > INT32_MAX) fail("fused dilated attention backward: too many blocks");
-      kernel<<<static_cast<unsigned>(blocks), flash::BackwardConfig<D>::kThreads, smem, s>>>(q, k, v, d_o, lse, dsum, dq, dk, dv, g);
+      kernel<<<static_cast<unsigned>(blocks), flash::BackwardConfig<D>::kThreads, smem, s>>>(q, k, v, d_o, lse, dsum, dq, dk, dv, g,
+                                                                                            fresh && i == 0);
       check_launch("fused dilated attention backward kernel");
     }
   });
