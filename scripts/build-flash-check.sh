@@ -10,7 +10,7 @@ nvcc=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 archs=(-gencode arch=compute_90a,code=sm_90a)
 extra=(${FLASH_CHECK_NVCC_FLAGS:-})  # e.g. "-Xptxas -v" for registers and spills
 sources=(common.cc device.cc memory.cc strided.cc kernels/elementwise.cu kernels/attention_forward.cu
-  kernels/attention_backward.cu kernels/flash_attention_forward.cu kernels/flash_attention_backward.cu)
+  kernels/attention_backward.cu kernels/attention_dsum.cu kernels/flash_attention_forward.cu kernels/flash_attention_backward.cu)
 objects=()
 for s in "${sources[@]}"; do
   o="$out/$(echo "$s" | tr / _).o"

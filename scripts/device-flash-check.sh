@@ -2,7 +2,7 @@
 # On the GPU machine: the fused kernels against the exact float32 ones on awkward shapes, then timings
 # of the paper's schedule (B=1, H=12, D=64, causal). Build first with scripts/build-flash-check.sh.
 # Every run has its own time limit, and lines are printed as they come (and kept in $OUT/flash-check.log).
-#   [FLASH_VARIANTS="default wg1x3pair"] [FLASH_TIME_N="1048576"] [FLASH_TIME_REPEAT=2] [FLASH_SKIP_CHECKS=1] bash scripts/device-flash-check.sh
+#   [FLASH_VARIANTS="default wg2p"] [FLASH_TIME_N="1048576"] [FLASH_TIME_REPEAT=2] [FLASH_SKIP_CHECKS=1] bash scripts/device-flash-check.sh
 set -uo pipefail
 bin="$(cd "$(dirname "$0")/.." && pwd)/native/build/check/flash_check"
 log="${OUT:-/tmp}/flash-check.log"
