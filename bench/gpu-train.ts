@@ -80,7 +80,7 @@ const CATEGORY: Record<string, string> = {
   permute: 'layout', slice: 'layout', addSliceInto: 'layout', copy: 'layout', cast: 'layout', assign: 'layout',
   gather: 'embedding', scatterAdd: 'embedding',
   alloc: 'memory', fill: 'memory', fromArray: 'memory', read: 'memory', free: 'memory',
-  allFinite: 'finiteness checks',
+  allFinite: 'finiteness checks', checkFinite: 'finiteness checks',
   adamw: 'optimizer',
 };
 

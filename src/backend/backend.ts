@@ -93,6 +93,12 @@ export interface Backend {
   assign(dst: Storage, src: Storage): void; // in place, same size
   /** Whether no element is NaN or infinite. */
   allFinite(x: Storage): boolean;
+  /**
+   * Fails with an InputError "`what` contains NaN or infinite values" if an element of x is NaN or
+   * infinite: at once on the CPU; a device with a queue checks on the device without waiting and throws
+   * at the next call that waits for it (`read`, `synchronize`, `allFinite`), naming the first failed check.
+   */
+  checkFinite(x: Storage, what: string): void;
 
   // elementwise
   unary(op: UnaryOp, x: Storage): Storage;

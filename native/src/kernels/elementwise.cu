@@ -166,6 +166,21 @@ __global__ void all_finite_kernel(const T* __restrict__ x, int64_t n, int* flag)
 }
 
 template <typename T>
+__device__ __forceinline__ bool finite_value(T v) {
+  if constexpr (std::is_same<T, __nv_bfloat16>::value) return isfinite(__bfloat162float(v));
+  else return isfinite(v);
+}
+
+template <typename T>
+__global__ void flag_non_finite_kernel(const T* __restrict__ x, int64_t n, int id, int* flag) {
+  bool ok = true;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    ok &= finite_value(x[i]);
+  }
+  if (!__syncthreads_and(ok) && threadIdx.x == 0) atomicMin(flag, id);
+}
+
+template <typename T>
 void typed(DType t, T&& f) {
   switch (t) {
     case DType::F32: return f(static_cast<float*>(nullptr));
@@ -243,6 +258,17 @@ void launch_all_finite(const void* x, DType dtype, int64_t n, int* flag, cudaStr
     }
   });
   check_launch("allFinite kernel");
+}
+
+void launch_flag_non_finite(const void* x, DType dtype, int64_t n, int id, int* flag, cudaStream_t s) {
+  if (n == 0 || dtype == DType::I32) return;
+  typed(dtype, [&](auto* p) {
+    using T = std::remove_pointer_t<decltype(p)>;
+    if constexpr (!std::is_same<T, int32_t>::value) {
+      flag_non_finite_kernel<T><<<grid_for(n), kThreads, 0, s>>>(static_cast<const T*>(x), n, id, flag);
+    }
+  });
+  check_launch("checkFinite kernel");
 }
 
 }  // namespace ln

@@ -24,5 +24,7 @@ void launch_fill(void* out, DType dtype, double value, int64_t n, cudaStream_t s
 void launch_cast(const void* in, DType from, void* out, DType to, int64_t n, cudaStream_t s);
 // Sets *flag to 0 when an element is NaN or infinite (the caller sets it to 1 first).
 void launch_all_finite(const void* x, DType dtype, int64_t n, int* flag, cudaStream_t s);
+// Lowers *flag to `id` (atomicMin) when an element is NaN or infinite; no host wait.
+void launch_flag_non_finite(const void* x, DType dtype, int64_t n, int id, int* flag, cudaStream_t s);
 
 }  // namespace ln

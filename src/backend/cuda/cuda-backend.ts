@@ -9,10 +9,15 @@ import {
 } from './native.js';
 import { CudaStorage, cudaHandle, floatHandle, intHandle } from './storage.js';
 import { checkGatheredLayout } from '../gathered-layout.js';
+import { InputError } from '../../errors.js';
+
+/** Queued finiteness checks after which the next one waits for the device (bounds the list of names). */
+const MAX_PENDING_CHECKS = 1 << 16;
 
 /**
  * The GPU backend: every kernel runs in the native addon on one CUDA stream, so calls return as soon as
- * the work is queued; `read`, `allFinite` and index checks wait for it. Float32 storage throughout, int32
+ * the work is queued; `read`, `synchronize`, `allFinite` and index checks wait for it. `checkFinite` queues
+ * its check and reports a failure at the next of the first three. Float32 storage throughout, int32
  * for indices; products go through cuBLASLt (TF32 tensor cores by default, see `setMatmulPrecision`), and
  * dilated attention through the fused bf16 tensor-core kernels where the head dim allows (see
  * `setAttentionPrecision`).
@@ -20,6 +25,8 @@ import { checkGatheredLayout } from '../gathered-layout.js';
 export class CudaBackend implements Backend {
   readonly device = 'cuda' as const;
   private attention: AttentionPrecision = 'bf16';
+  /** What each queued finiteness check names, by its id on the device. */
+  private pendingChecks: string[] = [];
 
   constructor(private readonly native: NativeAddon, readonly info: DeviceInfo) {}
 
@@ -40,6 +47,7 @@ export class CudaBackend implements Backend {
   read(x: Storage): TypedArray {
     const out = newTypedArray(x.dtype, x.size);
     this.native.download(cudaHandle(x, 'read'), out);
+    this.settleChecks();
     return out;
   }
 
@@ -67,7 +75,31 @@ export class CudaBackend implements Backend {
     else this.native.cast(s, d);
   }
 
-  allFinite(x: Storage): boolean { return this.native.allFinite(cudaHandle(x, 'allFinite')); }
+  allFinite(x: Storage): boolean {
+    const finite = this.native.allFinite(cudaHandle(x, 'allFinite'));
+    this.settleChecks();
+    return finite;
+  }
+
+  checkFinite(x: Storage, what: string): void {
+    const h = cudaHandle(x, 'checkFinite');
+    if (x.size === 0 || x.dtype === 'int32') return;
+    if (this.pendingChecks.length >= MAX_PENDING_CHECKS) this.settleChecks();
+    this.native.queueFiniteCheck(h, this.pendingChecks.length);
+    this.pendingChecks.push(what);
+  }
+
+  /**
+   * Reads the result of the queued finiteness checks (a wait for the device) and throws for the first
+   * that failed; the list starts over either way.
+   */
+  private settleChecks(): void {
+    if (this.pendingChecks.length === 0) return;
+    const names = this.pendingChecks;
+    this.pendingChecks = [];
+    const failed = this.native.takeFiniteCheck();
+    if (failed >= 0) throw new InputError(`${names[failed] ?? 'a tensor'} contains NaN or infinite values`);
+  }
 
   unary(op: UnaryOp, x: Storage): Storage {
     const out = this.f32(x.size);
@@ -361,7 +393,11 @@ export class CudaBackend implements Backend {
     );
   }
 
-  synchronize(): void { this.native.synchronize(); }
+  synchronize(): void {
+    // taking the checks' result waits for the stream too
+    if (this.pendingChecks.length > 0) this.settleChecks();
+    else this.native.synchronize();
+  }
 
   // beyond the Backend interface: controls of this device
 

@@ -65,6 +65,10 @@ export interface NativeAddon {
   copyInto(dst: H, src: H): void;
   cast(src: H, dst: H): void;
   allFinite(x: H): boolean;
+  /** Queues a check of x that records `id` on the device if x holds a NaN or an infinity; no wait. */
+  queueFiniteCheck(x: H, id: number): void;
+  /** Waits for the stream; the smallest id of a failed check since the last call, or -1; resets. */
+  takeFiniteCheck(): number;
   synchronize(): void;
   memoryStats(): MemoryStats;
   emptyCache(): void;
@@ -172,4 +176,4 @@ export interface NativeAddon {
 }
 
 /** The addon version this TypeScript expects; a stale build is reported instead of misbehaving. */
-export const ABI_VERSION = 7;
+export const ABI_VERSION = 8;
