@@ -2,6 +2,7 @@
 
 #include <cuda_bf16.h>
 
+#include "element_types.cuh"
 #include "launch_util.cuh"
 #include "math.cuh"
 
@@ -46,35 +47,34 @@ __device__ __forceinline__ float binary_apply(float a, float b) {
   return a;
 }
 
-template <int OP>
-__global__ void unary_kernel(const float* __restrict__ x, float* __restrict__ out, int64_t n) {
+template <int OP, typename T>
+__global__ void unary_kernel(const T* __restrict__ x, T* __restrict__ out, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    out[i] = unary_apply<OP>(x[i]);
+    stf(out[i], unary_apply<OP>(ldf(x[i])));
   }
 }
 
-template <int OP>
-__global__ void binary_same_kernel(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out,
-                                   int64_t n) {
+template <int OP, typename T>
+__global__ void binary_same_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    out[i] = binary_apply<OP>(a[i], b[i]);
+    stf(out[i], binary_apply<OP>(ldf(a[i]), ldf(b[i])));
   }
 }
 
-template <int OP, int RANK, typename Index>
-__global__ void binary_strided_kernel(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out,
-                                      StridedLayout l, Index n) {
+template <int OP, int RANK, typename Index, typename T>
+__global__ void binary_strided_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, StridedLayout l,
+                                      Index n) {
   for (Index i = blockIdx.x * Index(blockDim.x) + threadIdx.x; i < n; i += Index(gridDim.x) * blockDim.x) {
     Index ia, ib;
     strided_offsets<RANK>(l, i, ia, ib);
-    out[i] = binary_apply<OP>(a[ia], b[ib]);
+    stf(out[i], binary_apply<OP>(ldf(a[ia]), ldf(b[ib])));
   }
 }
 
-template <int OP>
-__global__ void binary_scalar_kernel(const float* __restrict__ a, float scalar, float* __restrict__ out, int64_t n) {
+template <int OP, typename T>
+__global__ void binary_scalar_kernel(const T* __restrict__ a, float scalar, T* __restrict__ out, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    out[i] = binary_apply<OP>(a[i], scalar);
+    stf(out[i], binary_apply<OP>(ldf(a[i]), scalar));
   }
 }
 
@@ -192,34 +192,50 @@ void typed(DType t, T&& f) {
 
 }  // namespace
 
-void launch_unary(UnaryOp op, const float* x, float* out, int64_t n, cudaStream_t s) {
+void launch_unary(UnaryOp op, DType t, const void* x, void* out, int64_t n, cudaStream_t s) {
   if (n == 0) return;
-  dispatch_unary(op, [&]<int OP>() { unary_kernel<OP><<<grid_for(n), kThreads, 0, s>>>(x, out, n); });
+  float_typed(t, "unary", [&](auto* tag) {
+    using T = element_of<decltype(tag)>;
+    dispatch_unary(op, [&]<int OP>() {
+      unary_kernel<OP, T><<<grid_for(n), kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(out), n);
+    });
+  });
   check_launch("unary kernel");
 }
 
-void launch_binary(BinaryOp op, const float* a, const float* b, float* out, const StridedLayout& l, int64_t n,
+void launch_binary(BinaryOp op, DType t, const void* a_, const void* b_, void* out_, const StridedLayout& l, int64_t n,
                    cudaStream_t s) {
   if (n == 0) return;
   const bool flat = l.rank == 1 && l.stride[0][0] == 1 && l.stride[1][0] == 1;
   const bool small = fits_int32(l, n);
-  dispatch_binary(op, [&]<int OP>() {
-    if (flat) {
-      binary_same_kernel<OP><<<grid_for(n), kThreads, 0, s>>>(a, b, out, n);
-    } else if (!small) {
-      binary_strided_kernel<OP, 0, int64_t><<<grid_for(n), kThreads, 0, s>>>(a, b, out, l, n);
-    } else {
-      dispatch_rank(l.rank, [&]<int RANK>() {
-        binary_strided_kernel<OP, RANK, int32_t><<<grid_for(n), kThreads, 0, s>>>(a, b, out, l, static_cast<int32_t>(n));
-      });
-    }
+  float_typed(t, "binary", [&](auto* tag) {
+    using T = element_of<decltype(tag)>;
+    const T* a = static_cast<const T*>(a_);
+    const T* b = static_cast<const T*>(b_);
+    T* out = static_cast<T*>(out_);
+    dispatch_binary(op, [&]<int OP>() {
+      if (flat) {
+        binary_same_kernel<OP, T><<<grid_for(n), kThreads, 0, s>>>(a, b, out, n);
+      } else if (!small) {
+        binary_strided_kernel<OP, 0, int64_t, T><<<grid_for(n), kThreads, 0, s>>>(a, b, out, l, n);
+      } else {
+        dispatch_rank(l.rank, [&]<int RANK>() {
+          binary_strided_kernel<OP, RANK, int32_t, T><<<grid_for(n), kThreads, 0, s>>>(a, b, out, l, static_cast<int32_t>(n));
+        });
+      }
+    });
   });
   check_launch("binary kernel");
 }
 
-void launch_binary_scalar(BinaryOp op, const float* a, float scalar, float* out, int64_t n, cudaStream_t s) {
+void launch_binary_scalar(BinaryOp op, DType t, const void* a, float scalar, void* out, int64_t n, cudaStream_t s) {
   if (n == 0) return;
-  dispatch_binary(op, [&]<int OP>() { binary_scalar_kernel<OP><<<grid_for(n), kThreads, 0, s>>>(a, scalar, out, n); });
+  float_typed(t, "binaryScalar", [&](auto* tag) {
+    using T = element_of<decltype(tag)>;
+    dispatch_binary(op, [&]<int OP>() {
+      binary_scalar_kernel<OP, T><<<grid_for(n), kThreads, 0, s>>>(static_cast<const T*>(a), scalar, static_cast<T*>(out), n);
+    });
+  });
   check_launch("binaryScalar kernel");
 }
 

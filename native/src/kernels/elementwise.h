@@ -14,11 +14,12 @@ namespace ln {
 enum class UnaryOp : int { Neg, Exp, Log, Sqrt, Rsqrt, Tanh, Abs, Relu, Gelu, Sigmoid, Square, Reciprocal };
 enum class BinaryOp : int { Add, Sub, Mul, Div, Maximum, Minimum, Pow, Greater, ReluBackward, GeluBackward };
 
-void launch_unary(UnaryOp op, const float* x, float* out, int64_t n, cudaStream_t s);
+// Inputs and output of one storage type `t`, float32 or bfloat16 (float arithmetic either way).
+void launch_unary(UnaryOp op, DType t, const void* x, void* out, int64_t n, cudaStream_t s);
 // `layout` walks the output shape; operand 0 is a, operand 1 is b.
-void launch_binary(BinaryOp op, const float* a, const float* b, float* out, const StridedLayout& layout, int64_t n,
+void launch_binary(BinaryOp op, DType t, const void* a, const void* b, void* out, const StridedLayout& layout, int64_t n,
                    cudaStream_t s);
-void launch_binary_scalar(BinaryOp op, const float* a, float scalar, float* out, int64_t n, cudaStream_t s);
+void launch_binary_scalar(BinaryOp op, DType t, const void* a, float scalar, void* out, int64_t n, cudaStream_t s);
 
 void launch_fill(void* out, DType dtype, double value, int64_t n, cudaStream_t s);
 void launch_cast(const void* in, DType from, void* out, DType to, int64_t n, cudaStream_t s);

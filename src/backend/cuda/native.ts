@@ -6,11 +6,8 @@ export type NativeHandle = { readonly __longnetCudaBuffer: unique symbol };
 export type NativeComm = { readonly __longnetNcclComm: unique symbol };
 
 /** Element type codes of the addon (native/src/common.h). */
-export const DTYPE_CODE: Readonly<Record<DType, number>> = { float32: 0, float64: 1, int32: 2 };
-/**
- * The addon's bfloat16 element type. No tensor dtype maps to it: bf16 buffers are temporaries of the
- * backend (inputs of the fused attention kernels) and benchmark inputs, held as raw handles.
- */
+export const DTYPE_CODE: Readonly<Record<DType, number>> = { float32: 0, float64: 1, int32: 2, bfloat16: 3 };
+/** The addon's bfloat16 element type (tensors of dtype 'bfloat16', and raw temporaries of the backend). */
 export const BF16_CODE = 3;
 
 export interface DeviceInfo {

@@ -71,7 +71,7 @@ export interface CrossEntropyOptions {
 
 /**
  * Softmax cross-entropy of `logits` [..., V] against int32 `targets` [...]. Fused: the softmax is never
- * materialized in the forward pass.
+ * materialized in the forward pass. bfloat16 logits give a float32 loss.
  */
 export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntropyOptions = {}): Tensor {
   requireFloat('crossEntropy', logits);
@@ -93,7 +93,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntr
   // the mean divides by the rows not ignored, counted on the backend: a host read would wait for every
   // queued kernel in the middle of the forward pass on a GPU
   const meanScale = reduction === 'mean'
-    ? wrap(meanWeight(backend, targets.storage, rows, ignoreIndex, logits.dtype), [1], backend)
+    ? wrap(meanWeight(backend, targets.storage, rows, ignoreIndex, perRow.dtype), [1], backend)
     : null;
   let out: Tensor;
   if (reduction === 'none') {
