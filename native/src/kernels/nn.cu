@@ -1,6 +1,7 @@
 #include "nn.h"
 
 #include <algorithm>
+#include <climits>
 
 #include "../device.h"
 #include "../memory.h"
@@ -160,12 +161,21 @@ __global__ void cross_entropy_kernel(const T* __restrict__ logits, const int32_t
                                      int* flag) {
   const RowSpot r = row_spot<GROUP>(rows);
   const T* p = logits + (r.valid ? r.row : 0) * cols;
-  float m = -INFINITY;
-  if (r.valid) for (int64_t j = r.lane; j < classes; j += GROUP) m = fmaxf(m, ldf(p[j]));
-  m = group_max<GROUP>(m);
-  float sum = 0.0f;
-  if (r.valid) for (int64_t j = r.lane; j < classes; j += GROUP) sum += expf(ldf(p[j]) - m);
-  sum = group_sum<GROUP>(sum);
+  // one pass: each thread's running max and its sum of exponentials relative to it
+  float tm = -INFINITY, ts = 0.0f;
+  if (r.valid) {
+    for (int64_t j = r.lane; j < classes; j += GROUP) {
+      const float x = ldf(p[j]);
+      if (x > tm) {
+        ts = ts * expf(tm - x) + 1.0f;
+        tm = x;
+      } else {
+        ts += expf(x - tm);
+      }
+    }
+  }
+  const float m = group_max<GROUP>(tm);
+  const float sum = group_sum<GROUP>(tm == -INFINITY ? ts : ts * expf(tm - m));
   if (!r.valid || r.lane != 0) return;
   const float l = m + logf(sum);
   lse[r.row] = l;
@@ -180,24 +190,45 @@ __global__ void cross_entropy_kernel(const T* __restrict__ logits, const int32_t
   }
 }
 
-// Writes every element: padding columns (j >= classes) and ignored rows get 0.
+// One block a row (no division per element); writes every element: padding columns (j >= classes) and
+// ignored rows get 0.
 template <typename T>
 __global__ void cross_entropy_backward_kernel(const T* __restrict__ logits, const int32_t* __restrict__ targets,
                                               const float* __restrict__ lse, const float* __restrict__ d_loss,
-                                              T* __restrict__ d, int64_t rows, int64_t cols, int64_t classes,
-                                              int32_t ignore_index) {
-  const int64_t n = rows * cols;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t row = i / cols, j = i - row * cols;
-    const int32_t t = targets[row];
-    if (t == ignore_index || j >= classes) {
-      stf(d[i], 0.0f);
-      continue;
-    }
-    const float w = d_loss[row];
-    float v = w * expf(ldf(logits[i]) - lse[row]);
-    if (j == t) v -= w;
-    stf(d[i], v);
+                                              T* __restrict__ d, int64_t cols, int64_t classes, int32_t ignore_index) {
+  const int64_t row = blockIdx.x;
+  const int32_t t = targets[row];
+  const int64_t live = t == ignore_index ? 0 : classes;  // columns with a nonzero gradient
+  const float w = live ? d_loss[row] : 0.0f;
+  const float l = live ? lse[row] : 0.0f;
+  const T* p = logits + row * cols;
+  T* o = d + row * cols;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    float v = 0.0f;
+    if (j < live) v = w * expf(ldf(p[j]) - l) - (j == t ? w : 0.0f);
+    stf(o[j], v);
+  }
+}
+
+// The same on bfloat16 pairs (even rows): one 4-byte load and store a thread a step.
+__global__ void cross_entropy_backward_pairs_kernel(const __nv_bfloat162* __restrict__ logits, const int32_t* __restrict__ targets,
+                                                    const float* __restrict__ lse, const float* __restrict__ d_loss,
+                                                    __nv_bfloat162* __restrict__ d, int64_t half_cols, int64_t classes,
+                                                    int32_t ignore_index) {
+  const int64_t row = blockIdx.x;
+  const int32_t t = targets[row];
+  const int64_t live = t == ignore_index ? 0 : classes;
+  const float w = live ? d_loss[row] : 0.0f;
+  const float l = live ? lse[row] : 0.0f;
+  const __nv_bfloat162* p = logits + row * half_cols;
+  __nv_bfloat162* o = d + row * half_cols;
+  for (int64_t j = threadIdx.x; j < half_cols; j += blockDim.x) {
+    const float2 x = __bfloat1622float2(p[j]);
+    const int64_t c = 2 * j;
+    float2 v;
+    v.x = c < live ? w * expf(x.x - l) - (c == t ? w : 0.0f) : 0.0f;
+    v.y = c + 1 < live ? w * expf(x.y - l) - (c + 1 == t ? w : 0.0f) : 0.0f;
+    o[j] = __float22bfloat162_rn(v);
   }
 }
 
@@ -347,11 +378,18 @@ void launch_cross_entropy_backward(DType t, const void* logits, const int32_t* t
                                    cudaStream_t s) {
   const int64_t n = rows * cols;
   if (n == 0) return;
-  float_typed(t, "crossEntropyBackward", [&](auto* tag) {
-    using T = element_of<decltype(tag)>;
-    cross_entropy_backward_kernel<T><<<grid_for(n), kThreads, 0, s>>>(static_cast<const T*>(logits), targets, lse, d_loss,
-                                                                       static_cast<T*>(d_logits), rows, cols, classes, ignore_index);
-  });
+  if (rows > INT32_MAX) fail("crossEntropyBackward: more than 2^31 - 1 rows");
+  if (t == DType::BF16 && cols % 2 == 0) {
+    cross_entropy_backward_pairs_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(
+        static_cast<const __nv_bfloat162*>(logits), targets, lse, d_loss, static_cast<__nv_bfloat162*>(d_logits), cols / 2, classes,
+        ignore_index);
+  } else {
+    float_typed(t, "crossEntropyBackward", [&](auto* tag) {
+      using T = element_of<decltype(tag)>;
+      cross_entropy_backward_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, s>>>(
+          static_cast<const T*>(logits), targets, lse, d_loss, static_cast<T*>(d_logits), cols, classes, ignore_index);
+    });
+  }
   check_launch("crossEntropyBackward kernel");
 }
 
