@@ -2,6 +2,9 @@
 
 #include <cuda_bf16.h>
 
+#include <cstdint>
+#include <initializer_list>
+
 #include "element_types.cuh"
 #include "launch_util.cuh"
 #include "math.cuh"
@@ -76,6 +79,61 @@ __global__ void binary_scalar_kernel(const T* __restrict__ a, float scalar, T* _
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     stf(out[i], binary_apply<OP>(ldf(a[i]), scalar));
   }
+}
+
+// bfloat16 in pairs (4-byte loads and stores) over the first 2 * pairs elements; an odd last element
+// is done by the first thread.
+template <int OP>
+__global__ void unary_pairs_kernel(const __nv_bfloat16* __restrict__ x, __nv_bfloat16* __restrict__ out, int64_t n) {
+  const int64_t pairs = n / 2;
+  const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(x);
+  auto* out2 = reinterpret_cast<__nv_bfloat162*>(out);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < pairs; i += int64_t(gridDim.x) * blockDim.x) {
+    float2 v = __bfloat1622float2(x2[i]);
+    v.x = unary_apply<OP>(v.x);
+    v.y = unary_apply<OP>(v.y);
+    out2[i] = __float22bfloat162_rn(v);
+  }
+  if ((n & 1) && blockIdx.x == 0 && threadIdx.x == 0) out[n - 1] = __float2bfloat16_rn(unary_apply<OP>(__bfloat162float(x[n - 1])));
+}
+
+template <int OP>
+__global__ void binary_pairs_kernel(const __nv_bfloat16* __restrict__ a, const __nv_bfloat16* __restrict__ b,
+                                    __nv_bfloat16* __restrict__ out, int64_t n) {
+  const int64_t pairs = n / 2;
+  const auto* a2 = reinterpret_cast<const __nv_bfloat162*>(a);
+  const auto* b2 = reinterpret_cast<const __nv_bfloat162*>(b);
+  auto* out2 = reinterpret_cast<__nv_bfloat162*>(out);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < pairs; i += int64_t(gridDim.x) * blockDim.x) {
+    const float2 u = __bfloat1622float2(a2[i]), v = __bfloat1622float2(b2[i]);
+    out2[i] = __float22bfloat162_rn(make_float2(binary_apply<OP>(u.x, v.x), binary_apply<OP>(u.y, v.y)));
+  }
+  if ((n & 1) && blockIdx.x == 0 && threadIdx.x == 0) {
+    out[n - 1] = __float2bfloat16_rn(binary_apply<OP>(__bfloat162float(a[n - 1]), __bfloat162float(b[n - 1])));
+  }
+}
+
+template <int OP>
+__global__ void binary_scalar_pairs_kernel(const __nv_bfloat16* __restrict__ a, float scalar, __nv_bfloat16* __restrict__ out,
+                                           int64_t n) {
+  const int64_t pairs = n / 2;
+  const auto* a2 = reinterpret_cast<const __nv_bfloat162*>(a);
+  auto* out2 = reinterpret_cast<__nv_bfloat162*>(out);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < pairs; i += int64_t(gridDim.x) * blockDim.x) {
+    const float2 u = __bfloat1622float2(a2[i]);
+    out2[i] = __float22bfloat162_rn(make_float2(binary_apply<OP>(u.x, scalar), binary_apply<OP>(u.y, scalar)));
+  }
+  if ((n & 1) && blockIdx.x == 0 && threadIdx.x == 0) {
+    out[n - 1] = __float2bfloat16_rn(binary_apply<OP>(__bfloat162float(a[n - 1]), scalar));
+  }
+}
+
+// Whether every pointer is 4-byte aligned (the pair kernels' loads).
+bool pair_aligned(std::initializer_list<const void*> ps) {
+  for (const void* p : ps) {
+    if (reinterpret_cast<uintptr_t>(p) % 4 != 0) return false;
+  }
+  return true;
 }
 
 // Calls f.template operator()<OP>() for the runtime op, so that each op is its own kernel.
@@ -197,6 +255,12 @@ void launch_unary(UnaryOp op, DType t, const void* x, void* out, int64_t n, cuda
   float_typed(t, "unary", [&](auto* tag) {
     using T = element_of<decltype(tag)>;
     dispatch_unary(op, [&]<int OP>() {
+      if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+        if (n > 1 && pair_aligned({x, out})) {
+          unary_pairs_kernel<OP><<<grid_for(n / 2), kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(out), n);
+          return;
+        }
+      }
       unary_kernel<OP, T><<<grid_for(n), kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(out), n);
     });
   });
@@ -214,6 +278,12 @@ void launch_binary(BinaryOp op, DType t, const void* a_, const void* b_, void* o
     const T* b = static_cast<const T*>(b_);
     T* out = static_cast<T*>(out_);
     dispatch_binary(op, [&]<int OP>() {
+      if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+        if (flat && n > 1 && pair_aligned({a, b, out})) {
+          binary_pairs_kernel<OP><<<grid_for(n / 2), kThreads, 0, s>>>(a, b, out, n);
+          return;
+        }
+      }
       if (flat) {
         binary_same_kernel<OP, T><<<grid_for(n), kThreads, 0, s>>>(a, b, out, n);
       } else if (!small) {
@@ -233,6 +303,12 @@ void launch_binary_scalar(BinaryOp op, DType t, const void* a, float scalar, voi
   float_typed(t, "binaryScalar", [&](auto* tag) {
     using T = element_of<decltype(tag)>;
     dispatch_binary(op, [&]<int OP>() {
+      if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+        if (n > 1 && pair_aligned({a, out})) {
+          binary_scalar_pairs_kernel<OP><<<grid_for(n / 2), kThreads, 0, s>>>(static_cast<const T*>(a), scalar, static_cast<T*>(out), n);
+          return;
+        }
+      }
       binary_scalar_kernel<OP, T><<<grid_for(n), kThreads, 0, s>>>(static_cast<const T*>(a), scalar, static_cast<T*>(out), n);
     });
   });
