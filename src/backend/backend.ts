@@ -132,6 +132,7 @@ export interface Backend {
   softmax(x: Storage, rows: number, cols: number, log: boolean): Storage;
   /** Gradient of (log-)softmax given its output y and dy. */
   softmaxBackward(y: Storage, dy: Storage, rows: number, cols: number, log: boolean): Storage;
+  /** gamma and beta of x's dtype (float32 for a bfloat16 x); mean and rstd float32 on a GPU. */
   layerNorm(x: Storage, gamma: Storage | null, beta: Storage | null, rows: number, cols: number, eps: number): LayerNormResult;
   layerNormBackward(
     dy: Storage, x: Storage, gamma: Storage | null, mean: Storage, rstd: Storage, rows: number, cols: number, hasBeta: boolean,

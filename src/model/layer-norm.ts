@@ -27,9 +27,7 @@ export class LayerNorm extends Module {
   }
 
   forward(x: Tensor): Tensor {
-    // bfloat16 activations: bfloat16 copies of the float32 scale and shift
-    const weight = this.weight && T.cast(this.weight, x.dtype);
-    const bias = this.bias && T.cast(this.bias, x.dtype);
-    return T.layerNorm(x, weight, bias, this.eps);
+    // bfloat16 activations take the float32 scale and shift as they are
+    return T.layerNorm(x, this.weight, this.bias, this.eps);
   }
 }

@@ -80,7 +80,7 @@ __global__ void softmax_backward_kernel(const float* __restrict__ y, const float
 }
 
 template <int GROUP, typename T>
-__global__ void layer_norm_kernel(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
+__global__ void layer_norm_kernel(const T* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
                                   T* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, int64_t rows,
                                   int64_t cols, float eps) {
   const RowSpot r = row_spot<GROUP>(rows);
@@ -104,14 +104,14 @@ __global__ void layer_norm_kernel(const T* __restrict__ x, const T* __restrict__
   T* o = y + r.row * cols;
   for (int64_t j = r.lane; j < cols; j += GROUP) {
     float t = (ldf(p[j]) - mu) * rs;
-    if (gamma) t *= ldf(gamma[j]);
-    if (beta) t += ldf(beta[j]);
+    if (gamma) t *= gamma[j];
+    if (beta) t += beta[j];
     stf(o[j], t);
   }
 }
 
 template <int GROUP, typename T>
-__global__ void layer_norm_dx_kernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ gamma,
+__global__ void layer_norm_dx_kernel(const T* __restrict__ dy, const T* __restrict__ x, const float* __restrict__ gamma,
                                      const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ dx,
                                      int64_t rows, int64_t cols) {
   const RowSpot r = row_spot<GROUP>(rows);
@@ -121,7 +121,7 @@ __global__ void layer_norm_dx_kernel(const T* __restrict__ dy, const T* __restri
   if (r.valid) {
     for (int64_t j = r.lane; j < cols; j += GROUP) {
       const float xhat = (ldf(x[base + j]) - mu) * rs;
-      const float g = gamma ? ldf(dy[base + j]) * ldf(gamma[j]) : ldf(dy[base + j]);
+      const float g = gamma ? ldf(dy[base + j]) * gamma[j] : ldf(dy[base + j]);
       sg += g;
       sgx += g * xhat;
     }
@@ -131,15 +131,15 @@ __global__ void layer_norm_dx_kernel(const T* __restrict__ dy, const T* __restri
   if (!r.valid) return;
   for (int64_t j = r.lane; j < cols; j += GROUP) {
     const float xhat = (ldf(x[base + j]) - mu) * rs;
-    const float g = gamma ? ldf(dy[base + j]) * ldf(gamma[j]) : ldf(dy[base + j]);
+    const float g = gamma ? ldf(dy[base + j]) * gamma[j] : ldf(dy[base + j]);
     stf(dx[base + j], rs * (g - mean_g - xhat * mean_gx));
   }
 }
 
 // Column sums of dy * xhat and dy over a range of rows: one thread per column, gridDim.y row ranges.
-template <typename T, typename Out>
+template <typename T>
 __global__ void layer_norm_param_kernel(const T* __restrict__ dy, const T* __restrict__ x, const float* __restrict__ mean,
-                                        const float* __restrict__ rstd, Out* __restrict__ d_gamma, Out* __restrict__ d_beta,
+                                        const float* __restrict__ rstd, float* __restrict__ d_gamma, float* __restrict__ d_beta,
                                         int64_t rows, int64_t cols, int64_t chunk) {
   const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (j >= cols) return;
@@ -150,8 +150,8 @@ __global__ void layer_norm_param_kernel(const T* __restrict__ dy, const T* __res
     sg += g * (ldf(x[r * cols + j]) - mean[r]) * rstd[r];
     sb += g;
   }
-  if (d_gamma) stf(d_gamma[blockIdx.y * cols + j], sg);
-  if (d_beta) stf(d_beta[blockIdx.y * cols + j], sb);
+  if (d_gamma) d_gamma[blockIdx.y * cols + j] = sg;
+  if (d_beta) d_beta[blockIdx.y * cols + j] = sb;
 }
 
 // Softmax over the first `classes` columns of each row; the columns past it are vocabulary padding.
@@ -277,14 +277,14 @@ void launch_softmax_backward(const float* y, const float* dy, float* dx, int64_t
   check_launch("softmaxBackward kernel");
 }
 
-void launch_layer_norm(DType t, const void* x, const void* gamma, const void* beta, void* y, float* mean, float* rstd, int64_t rows,
+void launch_layer_norm(DType t, const void* x, const float* gamma, const float* beta, void* y, float* mean, float* rstd, int64_t rows,
                        int64_t cols, float eps, cudaStream_t s) {
   if (rows == 0) return;
   float_typed(t, "layerNorm", [&](auto* tag) {
     using T = element_of<decltype(tag)>;
     by_row_length(rows, cols, [&]<int G>(unsigned blocks) {
-      layer_norm_kernel<G, T><<<blocks, kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<const T*>(gamma),
-                                                           static_cast<const T*>(beta), static_cast<T*>(y), mean, rstd, rows, cols, eps);
+      layer_norm_kernel<G, T><<<blocks, kThreads, 0, s>>>(static_cast<const T*>(x), gamma, beta, static_cast<T*>(y), mean, rstd, rows,
+                                                           cols, eps);
     });
   });
   check_launch("layerNorm kernel");
@@ -292,28 +292,9 @@ void launch_layer_norm(DType t, const void* x, const void* gamma, const void* be
 
 namespace {
 
-// Sums the rows of partial [used, cols] (float) into out [cols] of type T.
 template <typename T>
-void sum_partials(const float* partial, T* out, int64_t used, int64_t cols, cudaStream_t s) {
-  if constexpr (std::is_same<T, float>::value) {
-    launch_reduce(ReduceOp::Sum, partial, out, {used, cols}, {0}, s);
-  } else {
-    size_t cap = 0;
-    float* sum = static_cast<float*>(allocator().allocate(size_t(cols) * sizeof(float), cap));
-    try {
-      launch_reduce(ReduceOp::Sum, partial, sum, {used, cols}, {0}, s);
-      launch_cast(sum, DType::F32, out, DType::BF16, cols, s);
-    } catch (...) {
-      allocator().release(sum, cap);
-      throw;
-    }
-    allocator().release(sum, cap);
-  }
-}
-
-template <typename T>
-void layer_norm_backward_impl(const T* dy, const T* x, const T* gamma, const float* mean, const float* rstd, T* dx, T* d_gamma,
-                              T* d_beta, int64_t rows, int64_t cols, cudaStream_t s) {
+void layer_norm_backward_impl(const T* dy, const T* x, const float* gamma, const float* mean, const float* rstd, T* dx,
+                              float* d_gamma, float* d_beta, int64_t rows, int64_t cols, cudaStream_t s) {
   by_row_length(rows, cols, [&]<int G>(unsigned blocks) {
     layer_norm_dx_kernel<G, T><<<blocks, kThreads, 0, s>>>(dy, x, gamma, mean, rstd, dx, rows, cols);
   });
@@ -327,7 +308,7 @@ void layer_norm_backward_impl(const T* dy, const T* x, const T* gamma, const flo
   const int64_t used = ceil_div(rows, chunk);
   const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(used));
   if (used == 1) {
-    layer_norm_param_kernel<T, T><<<grid, kThreads, 0, s>>>(dy, x, mean, rstd, d_gamma, d_beta, rows, cols, chunk);
+    layer_norm_param_kernel<T><<<grid, kThreads, 0, s>>>(dy, x, mean, rstd, d_gamma, d_beta, rows, cols, chunk);
     check_launch("layerNorm parameter-gradient kernel");
     return;
   }
@@ -335,11 +316,11 @@ void layer_norm_backward_impl(const T* dy, const T* x, const T* gamma, const flo
   float* partial = static_cast<float*>(allocator().allocate(size_t(2 * used * cols) * sizeof(float), cap));
   float* pg = partial;
   float* pb = partial + used * cols;
-  layer_norm_param_kernel<T, float><<<grid, kThreads, 0, s>>>(dy, x, mean, rstd, pg, pb, rows, cols, chunk);
+  layer_norm_param_kernel<T><<<grid, kThreads, 0, s>>>(dy, x, mean, rstd, pg, pb, rows, cols, chunk);
   try {
     check_launch("layerNorm parameter-gradient kernel");
-    if (d_gamma) sum_partials(pg, d_gamma, used, cols, s);
-    if (d_beta) sum_partials(pb, d_beta, used, cols, s);
+    if (d_gamma) launch_reduce(ReduceOp::Sum, pg, d_gamma, {used, cols}, {0}, s);
+    if (d_beta) launch_reduce(ReduceOp::Sum, pb, d_beta, {used, cols}, {0}, s);
   } catch (...) {
     allocator().release(partial, cap);
     throw;
@@ -349,13 +330,13 @@ void layer_norm_backward_impl(const T* dy, const T* x, const T* gamma, const flo
 
 }  // namespace
 
-void launch_layer_norm_backward(DType t, const void* dy, const void* x, const void* gamma, const float* mean, const float* rstd,
-                                void* dx, void* d_gamma, void* d_beta, int64_t rows, int64_t cols, cudaStream_t s) {
+void launch_layer_norm_backward(DType t, const void* dy, const void* x, const float* gamma, const float* mean, const float* rstd,
+                                void* dx, float* d_gamma, float* d_beta, int64_t rows, int64_t cols, cudaStream_t s) {
   if (rows == 0 || cols == 0) return;
   float_typed(t, "layerNormBackward", [&](auto* tag) {
     using T = element_of<decltype(tag)>;
-    layer_norm_backward_impl<T>(static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<const T*>(gamma), mean, rstd,
-                                static_cast<T*>(dx), static_cast<T*>(d_gamma), static_cast<T*>(d_beta), rows, cols, s);
+    layer_norm_backward_impl<T>(static_cast<const T*>(dy), static_cast<const T*>(x), gamma, mean, rstd, static_cast<T*>(dx), d_gamma,
+                                d_beta, rows, cols, s);
   });
 }
 

@@ -34,11 +34,11 @@ napi_value softmax_backward(const Call& c) {
   return undefined(c.env);
 }
 
-// An optional parameter vector of the activations' dtype.
-const void* optional_param(const Buffer* b, DType t, int64_t size, const char* name) {
+// An optional float32 parameter vector (the scale and shift of a layer norm, float32 for either activation type).
+const float* optional_f32(const Buffer* b, int64_t size, const char* name) {
   if (!b) return nullptr;
-  expect(b, t, size, name);
-  return b->ptr;
+  expect(b, DType::F32, size, name);
+  return b->as<float>();
 }
 
 napi_value layer_norm(const Call& c) {
@@ -54,7 +54,7 @@ napi_value layer_norm(const Call& c) {
   expect(y, t, rows * cols, "layerNorm y");
   expect(mean, DType::F32, rows, "layerNorm mean");
   expect(rstd, DType::F32, rows, "layerNorm rstd");
-  launch_layer_norm(t, x->ptr, optional_param(gamma, t, cols, "layerNorm gamma"), optional_param(beta, t, cols, "layerNorm beta"),
+  launch_layer_norm(t, x->ptr, optional_f32(gamma, cols, "layerNorm gamma"), optional_f32(beta, cols, "layerNorm beta"),
                     y->ptr, mean->as<float>(), rstd->as<float>(), rows, cols, eps, stream());
   return undefined(c.env);
 }
@@ -74,9 +74,9 @@ napi_value layer_norm_backward(const Call& c) {
   expect(mean, DType::F32, rows, "layerNormBackward mean");
   expect(rstd, DType::F32, rows, "layerNormBackward rstd");
   expect(dx, t, rows * cols, "layerNormBackward dx");
-  void* dg = d_gamma ? (expect(d_gamma, t, cols, "dGamma"), d_gamma->ptr) : nullptr;
-  void* db = d_beta ? (expect(d_beta, t, cols, "dBeta"), d_beta->ptr) : nullptr;
-  launch_layer_norm_backward(t, dy->ptr, x->ptr, optional_param(gamma, t, cols, "layerNorm gamma"), mean->as<float>(),
+  float* dg = d_gamma ? (expect(d_gamma, DType::F32, cols, "dGamma"), d_gamma->as<float>()) : nullptr;
+  float* db = d_beta ? (expect(d_beta, DType::F32, cols, "dBeta"), d_beta->as<float>()) : nullptr;
+  launch_layer_norm_backward(t, dy->ptr, x->ptr, optional_f32(gamma, cols, "layerNorm gamma"), mean->as<float>(),
                              rstd->as<float>(), dx->ptr, dg, db, rows, cols, stream());
   return undefined(c.env);
 }

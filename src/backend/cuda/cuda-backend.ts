@@ -185,10 +185,10 @@ export class CudaBackend implements Backend {
     return out;
   }
 
-  /** x, gamma, beta and y of one type (float32 or bfloat16); mean and rstd float32. */
+  /** x and y of one type (float32 or bfloat16); gamma, beta, mean and rstd float32. */
   layerNorm(x: Storage, gamma: Storage | null, beta: Storage | null, rows: number, cols: number, eps: number): LayerNormResult {
     const hx = activationHandle(x, 'layerNorm');
-    const hg = gamma && activationHandle(gamma, 'layerNorm gamma'), hb = beta && activationHandle(beta, 'layerNorm beta');
+    const hg = gamma && floatHandle(gamma, 'layerNorm gamma'), hb = beta && floatHandle(beta, 'layerNorm beta');
     const y = this.make(x.dtype, rows * cols);
     const [mean, rstd] = this.orFreeAll([y], () => this.f32s(2, rows)) as [CudaStorage, CudaStorage];
     this.orFree([y, mean, rstd], () => this.native.layerNorm(hx, hg, hb, rows, cols, eps, y.handle, mean.handle, rstd.handle));
@@ -199,13 +199,14 @@ export class CudaBackend implements Backend {
     dy: Storage, x: Storage, gamma: Storage | null, mean: Storage, rstd: Storage, rows: number, cols: number, hasBeta: boolean,
   ): LayerNormGrads {
     const [hdy, hx] = [activationHandle(dy, 'layerNorm'), activationHandle(x, 'layerNorm')];
-    const hg = gamma && activationHandle(gamma, 'layerNorm gamma');
+    const hg = gamma && floatHandle(gamma, 'layerNorm gamma');
     const [hm, hr] = [floatHandle(mean, 'layerNorm'), floatHandle(rstd, 'layerNorm')];
+    // dx in the activations' type; the parameter gradients float32
     const made: CudaStorage[] = [];
     this.orFree(made, () => {
       made.push(this.make(x.dtype, rows * cols));
-      if (gamma) made.push(this.make(x.dtype, cols));
-      if (hasBeta) made.push(this.make(x.dtype, cols));
+      if (gamma) made.push(this.f32(cols));
+      if (hasBeta) made.push(this.f32(cols));
     });
     const dx = made[0]!;
     const dGamma = gamma ? made[1]! : null;
