@@ -100,7 +100,8 @@ function attentionKernelsLine(): string {
   const config = presetConfig(values.preset);
   const cuda = getBackend('cuda') as CudaBackend;
   return cuda.attentionKernels(config.dModel / config.heads) === 'bf16'
-    ? 'fused bf16 tensor-core kernels of the addon (bf16 copies of q, k, v and dO; o, lse and gradients in float32)'
+    ? 'fused bf16 tensor-core kernels of the addon (float32 activations: bf16 copies of q, k, v and dO, with o, lse and ' +
+      'gradients in float32; bf16-act: the bf16 q, k, v, dO and o as they are, the gradients rounded to bf16)'
     : 'exact float32 kernels of the addon';
 }
 

@@ -171,7 +171,7 @@ function checkArgs(a: TrainArgs): void {
 }
 
 /**
- * The activations' dtype of a run: bf16 on cuda measured 1.4-1.5x the float32 step's speed for the base preset
+ * The activations' dtype of a run: bf16 on cuda measured 1.4-1.7x the float32 step's speed for the base preset
  * (bench/RESULTS.md), so 'auto' takes it there; sequence-parallel ranks run their layers in float32.
  */
 export function resolveActivations(choice: ActivationsChoice, device: Device, seqParallel: number, attention: string): 'float32' | 'bfloat16' {
