@@ -1,8 +1,8 @@
 // A stand-in for the native addon, computed by the CPU backend, so that the TypeScript side of the CUDA
 // backend (src/backend/cuda/cuda-backend.ts) and everything above it (model, trainer, CLI) can be run
 // with `device: 'cuda'` on a machine without a GPU. It keeps the addon's rules that matter to callers:
-// float32-only kernels (the backend's own checks), outputs passed in, explicit frees. bfloat16 buffers (the
-// inputs of the fused attention kernels) hold float32 values rounded to bfloat16. It also counts what
+// outputs passed in, explicit frees. bfloat16 buffers (bf16 activations, and the inputs of the fused
+// attention kernels) hold float32 values rounded to bfloat16 after every write. It also counts what
 // costs on a real GPU: live buffers (a leak shows as growth), and host synchronizations (reads,
 // allFinite, index checks, the results of queued finiteness checks).
 import type { Storage } from '../src/backend/backend.js';

@@ -18,10 +18,11 @@ const MAX_PENDING_CHECKS = 1 << 16;
 /**
  * The GPU backend: every kernel runs in the native addon on one CUDA stream, so calls return as soon as
  * the work is queued; `read`, `synchronize`, `allFinite` and index checks wait for it. `checkFinite` queues
- * its check and reports a failure at the next of the first three. Float32 storage throughout, int32
- * for indices; products go through cuBLASLt (TF32 tensor cores by default, see `setMatmulPrecision`), and
- * dilated attention through the fused bf16 tensor-core kernels where the head dim allows (see
- * `setAttentionPrecision`).
+ * its check and reports a failure at the next of the first three. Float32 storage, or bfloat16 for the
+ * activations of mixed-precision training (the kernels compute in float32 either way); int32 for indices;
+ * products go through cuBLASLt (float32 operands: TF32 tensor cores by default, see `setMatmulPrecision`;
+ * bfloat16 operands: bf16 tensor cores, fp32 accumulation), and dilated attention through the fused bf16
+ * tensor-core kernels where the head dim allows (see `setAttentionPrecision`).
  */
 export class CudaBackend implements Backend {
   readonly device = 'cuda' as const;
