@@ -4,7 +4,10 @@
  * corpus; then one step with every backend call timed on its own, for a profile of where the time goes.
  *
  *   node --import tsx bench/gpu-train.ts [--preset base] [--lengths 8192,32768] [--tokenizers byte,cl100k_base]
- *        [--precisions tf32[,bf16,fp32]] [--steps 4] [--data PATH] [--append] [--section PATH]
+ *        [--precisions tf32[,bf16,fp32,bf16-act]] [--steps 4] [--data PATH] [--append] [--section PATH]
+ *
+ * A precision is that of float32 products (LONGNET_MATMUL_PRECISION) with float32 activations, or
+ * `bf16-act`: bfloat16 activations (the model's `activations`), whose products are bf16 in any case.
  *
  * Each configuration runs in a child process of its own (its peak memory is its own; an out-of-memory
  * is a row, not the end). MFU counts, per token, 6 x the weights of every matrix product (the output
@@ -28,6 +31,8 @@ import {
 import { Trainer } from '../src/train/trainer.js';
 
 const PEAK_BF16 = 989e12;
+/** The precision label of runs with bfloat16 activations. */
+const BF16_ACTIVATIONS = 'bf16-act';
 const PEAK_TF32 = 494e12;
 
 const { values } = parseArgs({
@@ -35,7 +40,8 @@ const { values } = parseArgs({
     preset: { type: 'string', default: 'base' },
     lengths: { type: 'string', default: '8192,32768' },
     tokenizers: { type: 'string', default: 'byte,cl100k_base' },
-    // 'bf16': operands converted to bf16 for cuBLASLt's bf16 kernels (fp32 accumulation); e.g. tf32,bf16
+    // 'bf16': operands converted to bf16 for cuBLASLt's bf16 kernels (fp32 accumulation); 'bf16-act': bf16
+    // activations; e.g. tf32,bf16,bf16-act
     precisions: { type: 'string', default: 'tf32' },
     steps: { type: 'string', default: '4' },
     data: { type: 'string' },
@@ -80,7 +86,7 @@ const CATEGORY: Record<string, string> = {
   permute: 'layout', slice: 'layout', addSliceInto: 'layout', copy: 'layout', cast: 'layout', assign: 'layout',
   gather: 'embedding', scatterAdd: 'embedding',
   alloc: 'memory', fill: 'memory', fromArray: 'memory', read: 'memory', free: 'memory',
-  allFinite: 'finiteness checks',
+  allFinite: 'finiteness checks', checkFinite: 'finiteness checks',
   adamw: 'optimizer',
 };
 
@@ -94,7 +100,8 @@ function attentionKernelsLine(): string {
   const config = presetConfig(values.preset);
   const cuda = getBackend('cuda') as CudaBackend;
   return cuda.attentionKernels(config.dModel / config.heads) === 'bf16'
-    ? 'fused bf16 tensor-core kernels of the addon (bf16 copies of q, k, v and dO; o, lse and gradients in float32)'
+    ? 'fused bf16 tensor-core kernels of the addon (float32 activations: bf16 copies of q, k, v and dO, with o, lse and ' +
+      'gradients in float32; bf16-act: the bf16 q, k, v, dO and o as they are, the gradients rounded to bf16)'
     : 'exact float32 kernels of the addon';
 }
 
@@ -140,7 +147,7 @@ async function runChild(job: Job): Promise<Outcome> {
   const tokenizer = createTokenizer(job.tokenizer);
   const data = await buildTokenDataset(job.data, tokenizer, { valFraction: 0.01, cacheDir: job.cache });
   const config = presetConfig(job.preset, { vocabSize: tokenizer.vocabSize });
-  const model = new LongNetDecoder(config, { seed: 0, device: 'cuda' });
+  const model = new LongNetDecoder(config, { seed: 0, device: 'cuda', activations: job.precision === BF16_ACTIVATIONS ? 'bfloat16' : 'float32' });
   const trainer = new Trainer(model, data, {
     seqLen: job.seqLen, batch: 1, accumulate: 1, schedule: { lr: 6e-4, totalSteps: 1000, warmup: 2, endLr: 0 },
     adamw: { beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0.01 }, clip: 2, seed: 0, device: 'cuda',
@@ -210,7 +217,7 @@ const self = fileURLToPath(import.meta.url);
 const outcomes: Outcome[] = [];
 for (const job of jobs) {
   const r = spawnSync(process.execPath, [...process.execArgv, self, '--child', JSON.stringify(job)], {
-    env: { ...process.env, LONGNET_MATMUL_PRECISION: job.precision }, encoding: 'utf8', maxBuffer: 1 << 26,
+    env: { ...process.env, LONGNET_MATMUL_PRECISION: job.precision === BF16_ACTIVATIONS ? 'tf32' : job.precision }, encoding: 'utf8', maxBuffer: 1 << 26,
   });
   const line = (r.stdout ?? '').split('\n').find((l) => l.startsWith('RESULT '));
   const outcome: Outcome = line
@@ -311,8 +318,9 @@ if (values.append || values.section !== undefined) {
     '',
     `## ${date} GPU training throughput and MFU, ${values.preset} preset (bench/gpu-train.ts)`,
     '',
-    `Card: ${card}${example ? `, ${gb(example.totalBytes!)} GiB` : ''}; one GPU; float32 storage and activations, float32 master weights; ` +
-      'matmuls through cuBLASLt, float32 operands, in the mode named in the table (LONGNET_MATMUL_PRECISION); ' +
+    `Card: ${card}${example ? `, ${gb(example.totalBytes!)} GiB` : ''}; one GPU; float32 master weights, gradients and AdamW state; ` +
+      'matmuls through cuBLASLt in the mode named in the table: tf32, bf16 or fp32 for float32 activations and operands ' +
+      '(LONGNET_MATMUL_PRECISION), bf16-act for bfloat16 activations (bf16 operands and results, fp32 accumulation); ' +
       `dilated attention by the ${attentionKernelsLine()}.`,
     `Configuration: ${values.preset} preset (${example ? `${(example.params! / 1e6).toFixed(1)}M parameters with the first tokenizer` : ''}), ` +
       `${schedule(presetConfig(values.preset))}, batch 1 sequence, whole AdamW steps (forward, backward, clip, update) through ` +

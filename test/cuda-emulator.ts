@@ -1,10 +1,10 @@
 // A stand-in for the native addon, computed by the CPU backend, so that the TypeScript side of the CUDA
 // backend (src/backend/cuda/cuda-backend.ts) and everything above it (model, trainer, CLI) can be run
 // with `device: 'cuda'` on a machine without a GPU. It keeps the addon's rules that matter to callers:
-// float32-only kernels (the backend's own checks), outputs passed in, explicit frees. bfloat16 buffers (the
-// inputs of the fused attention kernels) hold float32 values rounded to bfloat16. It also counts what
+// outputs passed in, explicit frees. bfloat16 buffers (bf16 activations, and the inputs of the fused
+// attention kernels) hold float32 values rounded to bfloat16 after every write. It also counts what
 // costs on a real GPU: live buffers (a leak shows as growth), and host synchronizations (reads,
-// allFinite, index checks).
+// allFinite, index checks, the results of queued finiteness checks).
 import type { Storage } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 // the real module first: it registers its own loader on import, which ours then replaces
@@ -34,7 +34,10 @@ export function roundToBf16(x: Float32Array): Float32Array {
 }
 
 export interface EmulatorCounters {
-  /** Host waits: downloads, allFinite, and the index checks of gather, scatterAdd and crossEntropy. */
+  /**
+   * Host waits: downloads, allFinite, synchronize, the taking of queued finiteness checks, and the index
+   * checks of gather, scatterAdd and crossEntropy.
+   */
   syncs: number;
   live: number;
   liveBytes: number;
@@ -67,6 +70,7 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
     if (s(o).dtype !== 'float32') throw new RangeError('emulated addon: flash attention output is not float32 or bfloat16');
   };
   let precision = 1;
+  let failedCheck = Infinity;
   const addon: NativeAddon = {
     abiVersion: ABI_VERSION,
     probe: () => ({ ok: true, reason: '', devices: 1 }),
@@ -104,6 +108,15 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
     allFinite(h) {
       counters.syncs++;
       return cpu.allFinite(s(h));
+    },
+    queueFiniteCheck(h, id) {
+      if (!cpu.allFinite(s(h))) failedCheck = Math.min(failedCheck, id);
+    },
+    takeFiniteCheck() {
+      counters.syncs++;
+      const id = failedCheck;
+      failedCheck = Infinity;
+      return id === Infinity ? -1 : id;
     },
     synchronize() { counters.syncs++; },
     memoryStats(): MemoryStats {

@@ -10,6 +10,7 @@ DeviceInfo g_info;
 cudaStream_t g_stream = nullptr;
 int* g_flag_dev = nullptr;
 int* g_flag_host = nullptr;  // pinned, so that the read back is a plain async copy
+int* g_check_dev = nullptr;   // deferred finiteness checks (see finite_check_flag_device)
 bool g_ready = false;
 }  // namespace
 
@@ -69,6 +70,8 @@ void init_device(int index) {
   check_cuda(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
   check_cuda(cudaMalloc(reinterpret_cast<void**>(&g_flag_dev), sizeof(int)), "cudaMalloc");
   check_cuda(cudaMallocHost(reinterpret_cast<void**>(&g_flag_host), sizeof(int)), "cudaMallocHost");
+  check_cuda(cudaMalloc(reinterpret_cast<void**>(&g_check_dev), sizeof(int)), "cudaMalloc");
+  check_cuda(cudaMemsetAsync(g_check_dev, 0x7f, sizeof(int), g_stream), "cudaMemsetAsync");
   g_ready = true;
 }
 
@@ -95,6 +98,15 @@ void reset_error_flag() {
 
 int read_error_flag() {
   check_cuda(cudaMemcpyAsync(g_flag_host, g_flag_dev, sizeof(int), cudaMemcpyDeviceToHost, stream()), "cudaMemcpyAsync");
+  synchronize();
+  return *g_flag_host;
+}
+
+int* finite_check_flag_device() { return g_check_dev; }
+
+int take_finite_check_flag() {
+  check_cuda(cudaMemcpyAsync(g_flag_host, g_check_dev, sizeof(int), cudaMemcpyDeviceToHost, stream()), "cudaMemcpyAsync");
+  check_cuda(cudaMemsetAsync(g_check_dev, 0x7f, sizeof(int), stream()), "cudaMemsetAsync");
   synchronize();
   return *g_flag_host;
 }

@@ -33,6 +33,12 @@ void reset_error_flag();
 int read_error_flag();
 constexpr int kNoError = 0x7f7f7f7f;  // what reset_error_flag's byte fill leaves
 
+// A device word that queued finiteness checks lower to their id (atomicMin) when their storage holds a NaN
+// or an infinity; nothing waits for them until take_finite_check_flag, which waits for the stream, returns
+// the smallest failing id (kNoError when none failed) and resets the word.
+int* finite_check_flag_device();
+int take_finite_check_flag();
+
 // Raises the dynamic shared-memory limit of a kernel when it asks for more than 48 KB.
 void allow_dynamic_smem(const void* kernel, size_t bytes, const char* name);
 

@@ -44,9 +44,10 @@ struct Problem {
   uint32_t align_x, align_y, align_d;
   int precision;
   uint32_t align_bias;  // 0: no bias epilogue
+  bool bf16;            // bfloat16 storage of every operand, the result and the bias (fp32 accumulation)
   auto key() const {
     return std::make_tuple(x_rows, x_cols, y_rows, y_cols, x_ld, y_ld, d_ld, op_x, op_y, batch, x_stride, y_stride, d_stride,
-                           align_x, align_y, align_d, precision, align_bias);
+                           align_x, align_y, align_d, precision, align_bias, bf16);
   }
 };
 
@@ -77,30 +78,32 @@ lt::MatrixLayout make_layout(cudaDataType type, uint64_t rows, uint64_t cols, in
 }
 
 // A bias of D's rows added by the epilogue (the heuristic reads the pointer for its alignment).
-void set_bias(lt::MatmulDesc desc, const float* bias) {
+void set_bias(lt::MatmulDesc desc, const void* bias) {
   const lt::Api& api = lt::api();
   const uint32_t epilogue = bias ? lt::kEpilogueBias : lt::kEpilogueDefault;
   lt::check(api.MatmulDescSetAttribute(desc, lt::kDescEpilogue, &epilogue, sizeof epilogue), "cublasLtMatmulDescSetAttribute");
   if (bias) lt::check(api.MatmulDescSetAttribute(desc, lt::kDescBiasPointer, &bias, sizeof bias), "cublasLtMatmulDescSetAttribute");
 }
 
-const Plan& plan_for(const Problem& p, const float* bias) {
+const Plan& plan_for(const Problem& p, const void* bias) {
   static std::map<decltype(p.key()), Plan> cache;
   auto it = cache.find(p.key());
   if (it != cache.end()) return it->second;
   const lt::Api& api = lt::api();
   LtState& st = lt_state();
   Plan plan;
-  // BF16: the operands arrive converted to bf16 (run_problem), products accumulate in fp32
-  const int compute = p.precision == int(MatmulPrecision::TF32) ? lt::kCompute32FFastTF32 : lt::kCompute32F;
-  const cudaDataType operand = p.precision == int(MatmulPrecision::BF16) ? CUDA_R_16BF : CUDA_R_32F;
+  // BF16 precision: the operands arrive converted to bf16 (run_problem), products accumulate in fp32;
+  // bf16 storage: bf16 operands and result, fp32 accumulation, whatever the precision setting
+  const int compute = !p.bf16 && p.precision == int(MatmulPrecision::TF32) ? lt::kCompute32FFastTF32 : lt::kCompute32F;
+  const cudaDataType operand = p.bf16 || p.precision == int(MatmulPrecision::BF16) ? CUDA_R_16BF : CUDA_R_32F;
+  const cudaDataType out_type = p.bf16 ? CUDA_R_16BF : CUDA_R_32F;
   lt::check(api.MatmulDescCreate(&plan.desc, compute, CUDA_R_32F), "cublasLtMatmulDescCreate");
   lt::check(api.MatmulDescSetAttribute(plan.desc, lt::kDescTransA, &p.op_x, sizeof p.op_x), "cublasLtMatmulDescSetAttribute");
   lt::check(api.MatmulDescSetAttribute(plan.desc, lt::kDescTransB, &p.op_y, sizeof p.op_y), "cublasLtMatmulDescSetAttribute");
   set_bias(plan.desc, bias);
   plan.x = make_layout(operand, p.x_rows, p.x_cols, p.x_ld, p.batch, p.x_stride);
   plan.y = make_layout(operand, p.y_rows, p.y_cols, p.y_ld, p.batch, p.y_stride);
-  plan.d = make_layout(CUDA_R_32F, p.d_rows, p.d_cols, p.d_ld, p.batch, p.d_stride);
+  plan.d = make_layout(out_type, p.d_rows, p.d_cols, p.d_ld, p.batch, p.d_stride);
   lt::Preference pref = nullptr;
   lt::check(api.MatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
   const uint64_t ws = kWorkspaceBytes;
@@ -147,17 +150,18 @@ int64_t operand_span(uint64_t cols, int64_t ld, int32_t batch, int64_t stride) {
 }
 
 // Runs one problem; `bias` (or null) is added to each of D's columns, i.e. each row of the row-major result.
-void run_problem(Problem p, const float* x, const float* y, float* d, const float* bias, cudaStream_t s) {
+void run_problem(Problem p, const void* x, const void* y, void* d, const void* bias, cudaStream_t s) {
   p.precision = int(g_precision);
-  p.align_bias = bias ? alignment(bias, 0, 1) : 0;
+  const size_t elem = p.bf16 ? 2 : sizeof(float);
+  p.align_bias = bias ? alignment(bias, 0, 1, elem) : 0;
   const float alpha = 1.0f, beta = 0.0f;
   LtState& st = lt_state();
-  p.align_d = alignment(d, p.d_stride, p.batch);
-  if (g_precision == MatmulPrecision::BF16) {
+  p.align_d = alignment(d, p.d_stride, p.batch, elem);
+  if (!p.bf16 && g_precision == MatmulPrecision::BF16) {
     // cuBLASLt's fp32 products with bf16 compute (32F_FAST_16BF) ran TF32 kernels here; true bf16
     // operands run the bf16 tensor-core kernels at twice TF32's rate
-    const Bf16Copy xb(x, operand_span(p.x_cols, p.x_ld, p.batch, p.x_stride), s);
-    const Bf16Copy yb(y, operand_span(p.y_cols, p.y_ld, p.batch, p.y_stride), s);
+    const Bf16Copy xb(static_cast<const float*>(x), operand_span(p.x_cols, p.x_ld, p.batch, p.x_stride), s);
+    const Bf16Copy yb(static_cast<const float*>(y), operand_span(p.y_cols, p.y_ld, p.batch, p.y_stride), s);
     p.align_x = alignment(xb.get(), p.x_stride, p.batch, 2);
     p.align_y = alignment(yb.get(), p.y_stride, p.batch, 2);
     const Plan& plan = plan_for(p, bias);
@@ -167,8 +171,8 @@ void run_problem(Problem p, const float* x, const float* y, float* d, const floa
               "cublasLtMatmul");
     return;
   }
-  p.align_x = alignment(x, p.x_stride, p.batch);
-  p.align_y = alignment(y, p.y_stride, p.batch);
+  p.align_x = alignment(x, p.x_stride, p.batch, elem);
+  p.align_y = alignment(y, p.y_stride, p.batch, elem);
   const Plan& plan = plan_for(p, bias);
   if (bias) set_bias(plan.desc, bias);
   lt::check(lt::api().Matmul(st.handle, plan.desc, &alpha, x, plan.x, y, plan.y, &beta, d, plan.d, d, plan.d, &plan.algo,
@@ -183,15 +187,20 @@ MatmulPrecision matmul_precision() { return g_precision; }
 
 size_t cublaslt_version() { return lt::api().GetVersion(); }
 
-void matmul_f32(const float* a, const Dims& a_shape, const float* b, const Dims& b_shape, bool trans_a, bool trans_b,
-                const Dims& batch_shape, int64_t m, int64_t n, int64_t k, float* c, cudaStream_t s, const float* bias) {
+void matmul(DType t, const void* a_, const Dims& a_shape, const void* b_, const Dims& b_shape, bool trans_a, bool trans_b,
+            const Dims& batch_shape, int64_t m, int64_t n, int64_t k, void* c_, cudaStream_t s, const void* bias) {
+  if (t != DType::F32 && t != DType::BF16) fail(std::string("matmul: needs float32 or bfloat16 storage, got ") + dtype_name(t));
   const int64_t batch = product(batch_shape);
   if (batch == 0 || m == 0 || n == 0) return;
   if (k == 0) {
     if (bias) fail("matmul: a bias needs k > 0");
-    launch_fill(c, DType::F32, 0.0, batch * m * n, s);
+    launch_fill(c_, t, 0.0, batch * m * n, s);
     return;
   }
+  const size_t elem = dtype_size(t);
+  const char* a = static_cast<const char*>(a_);
+  const char* b = static_cast<const char*>(b_);
+  char* c = static_cast<char*>(c_);
   // strides of each operand over the batch dimensions, in elements (0 where broadcast)
   auto batch_strides = [&](const Dims& shape, int64_t matrix) {
     Dims lead(shape.begin(), shape.end() - 2);
@@ -215,6 +224,7 @@ void matmul_f32(const float* a, const Dims& a_shape, const float* b, const Dims&
 
   // column-major view: C^T[n, m] = op(B)^T op(A)^T, so X is b's buffer and Y is a's
   Problem p{};
+  p.bf16 = t == DType::BF16;
   p.x_rows = trans_b ? k : n;
   p.x_cols = trans_b ? n : k;
   p.x_ld = trans_b ? k : n;
@@ -252,7 +262,7 @@ void matmul_f32(const float* a, const Dims& a_shape, const float* b, const Dims&
       ob += i * l.stride[1][d];
       oc += i * l.stride[2][d];
     }
-    run_problem(p, b + ob, a + oa, c + oc, bias, s);
+    run_problem(p, b + ob * elem, a + oa * elem, c + oc * elem, bias, s);
   }
 }
 

@@ -16,7 +16,9 @@ export interface AttentionResult {
 
 /**
  * Checks q, k, v of one attention call ([batch, seqLen, heads, headDim], one float dtype, one device,
- * finite values) and returns their geometry; every message names the offending tensor.
+ * finite values) and returns their geometry; every message names the offending tensor. On a GPU the
+ * finiteness check runs on the device and its error comes at the next wait for the device (reading the
+ * loss, say), so that the host never stalls the queue here.
  */
 export function checkAttentionInputs(q: Tensor, k: Tensor, v: Tensor): AttentionGeometry {
   check(q.rank === 4, `q must be [batch, seqLen, heads, headDim], got ${formatShape(q.shape)}`);
@@ -30,7 +32,7 @@ export function checkAttentionInputs(q: Tensor, k: Tensor, v: Tensor): Attention
   const [batch, seqLen, heads, headDim] = q.shape as [number, number, number, number];
   check(headDim > 0, 'headDim must be positive');
   for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) {
-    check(t.backend.allFinite(t.storage), `${name} contains NaN or infinite values`);
+    t.backend.checkFinite(t.storage, name);
   }
   return { batch, seqLen, heads, headDim };
 }

@@ -93,6 +93,12 @@ export interface Backend {
   assign(dst: Storage, src: Storage): void; // in place, same size
   /** Whether no element is NaN or infinite. */
   allFinite(x: Storage): boolean;
+  /**
+   * Fails with an InputError "`what` contains NaN or infinite values" if an element of x is NaN or
+   * infinite: at once on the CPU; a device with a queue checks on the device without waiting and throws
+   * at the next call that waits for it (`read`, `synchronize`, `allFinite`), naming the first failed check.
+   */
+  checkFinite(x: Storage, what: string): void;
 
   // elementwise
   unary(op: UnaryOp, x: Storage): Storage;
@@ -126,6 +132,7 @@ export interface Backend {
   softmax(x: Storage, rows: number, cols: number, log: boolean): Storage;
   /** Gradient of (log-)softmax given its output y and dy. */
   softmaxBackward(y: Storage, dy: Storage, rows: number, cols: number, log: boolean): Storage;
+  /** gamma and beta of x's dtype (float32 for a bfloat16 x); mean and rstd float32 on a GPU. */
   layerNorm(x: Storage, gamma: Storage | null, beta: Storage | null, rows: number, cols: number, eps: number): LayerNormResult;
   layerNormBackward(
     dy: Storage, x: Storage, gamma: Storage | null, mean: Storage, rstd: Storage, rows: number, cols: number, hasBeta: boolean,

@@ -7,7 +7,7 @@ import type { Device } from '../backend/backend.js';
 import { InputError } from '../errors.js';
 import { DEFAULT_VAL_FRACTION, TOKENIZER_NAMES, type TokenizerName } from '../data/index.js';
 import { PRESETS } from '../model/index.js';
-import { defaultOutDir, runTraining, signalExitCode, type GivenArgs } from '../train/run.js';
+import { ACTIVATIONS_CHOICES, defaultOutDir, runTraining, signalExitCode, type ActivationsChoice, type GivenArgs } from '../train/run.js';
 import type { Args, Command } from './command.js';
 import { parseChoice, parseFiniteNumber } from './values.js';
 
@@ -69,6 +69,8 @@ function given(args: Args): GivenArgs {
   set('valFraction', num('val-fraction'));
   const device = args.string('device');
   if (device !== undefined) set('device', parseChoice<Device>('device', device, ['cpu', 'cuda']));
+  const activations = args.string('activations');
+  if (activations !== undefined) set('activations', parseChoice<ActivationsChoice>('activations', activations, ACTIVATIONS_CHOICES));
   return g;
 }
 
@@ -86,6 +88,11 @@ export const command: Command = {
     resume: { type: 'boolean', description: 'continue the checkpoint in --out exactly where it stopped' },
     overwrite: { type: 'boolean', description: 'start over in an --out that already holds a checkpoint' },
     device: { type: 'string', value: 'cpu|cuda', description: 'where to train', defaultText: 'cpu' },
+    activations: {
+      type: 'string', value: 'auto|bf16|fp32',
+      description: 'activation precision: bf16 (cuda: bfloat16 activations, float32 weights, gradients and AdamW state) or fp32',
+      defaultText: 'auto: bf16 on cuda with --seq-parallel 1, else fp32',
+    },
     seed: { type: 'string', value: 'S', description: 'seed of the initialization and the data order', defaultText: '0' },
     lr: { type: 'string', value: 'X', description: 'peak learning rate', defaultText: "tiny 3e-3, others the paper's 6e-4" },
     'min-lr': { type: 'string', value: 'X', description: 'learning rate at the last step', defaultText: '0' },

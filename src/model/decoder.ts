@@ -28,6 +28,8 @@ export interface DecoderOptions {
   seed?: number;
   device?: Device;
   dtype?: FloatDType;
+  /** The type of the activations of `forward` and `loss`: the parameters' dtype (default) or, on cuda, 'bfloat16'. */
+  activations?: FloatDType;
 }
 
 /**
@@ -54,6 +56,7 @@ export class LongNetDecoder extends Module {
   /** Rows of the embedding table and of the head: vocabSize padded to a multiple of vocabPadMultiple. */
   readonly paddedVocab: number;
   private readonly placement: { device: Device; dtype: FloatDType };
+  private activationType: FloatDType;
 
   constructor(config: AnyModelConfig, options: DecoderOptions = {}) {
     super();
@@ -61,6 +64,8 @@ export class LongNetDecoder extends Module {
     this.config = structuredClone(config);
     this.headDim = config.dModel / config.heads;
     this.placement = resolveParameterOptions(options);
+    this.activationType = this.placement.dtype;
+    if (options.activations !== undefined) this.setActivations(options.activations);
     const rng = new Rng(options.seed ?? 0);
     const p = this.placement;
     const gamma = magnetoGamma(config.layers);
@@ -83,6 +88,24 @@ export class LongNetDecoder extends Module {
 
   get dtype(): FloatDType {
     return this.placement.dtype;
+  }
+
+  /**
+   * The type of the activations of `forward`, `loss` and `headLoss`: the parameters' dtype, or 'bfloat16'
+   * on cuda (mixed precision: bf16 activations, products with fp32 accumulation, float32 parameters,
+   * gradients and optimizer state; the loss and the logits `forward` returns are float32). Generation
+   * (`step`) computes in the parameters' dtype.
+   */
+  get activations(): FloatDType {
+    return this.activationType;
+  }
+
+  setActivations(dtype: FloatDType): void {
+    check(dtype === this.dtype || (dtype === 'bfloat16' && this.device === 'cuda' && this.dtype === 'float32'),
+      `activations: ${String(dtype)} is not ${this.dtype} (the parameters' dtype) or, for float32 parameters on cuda, bfloat16`);
+    check(dtype !== 'bfloat16' || this.config.attention.kind !== 'sparse-fixed',
+      'activations: bfloat16 is not available with the sparse fixed attention (its kernels are float32)');
+    this.activationType = dtype;
   }
 
   private checkTokens(tokens: Tensor, what: string): [number, number] {
@@ -108,7 +131,7 @@ export class LongNetDecoder extends Module {
     if (this.head) return this.head.forward(h);
     const [b, n] = h.shape as [number, number];
     const rows = T.reshape(h, [b * n, this.config.dModel]);
-    return T.reshape(T.matmul(rows, this.embedding.weight, { transB: true }), [b, n, this.paddedVocab]);
+    return T.reshape(T.matmul(rows, T.cast(this.embedding.weight, rows.dtype), { transB: true }), [b, n, this.paddedVocab]);
   }
 
   /** Logits [B, N, vocab] of the last block's output: the padding columns sliced off. */
@@ -132,7 +155,7 @@ export class LongNetDecoder extends Module {
   forward(tokens: Tensor): Tensor {
     const [, n] = this.checkTokens(tokens, 'forward');
     validateConfig(this.config, n);
-    return this.logits(this.hidden(tokens));
+    return T.cast(this.logits(this.hidden(tokens)), this.dtype);
   }
 
   /** The last block's output [B, N, dModel] for checked tokens [B, N]. */
@@ -140,7 +163,7 @@ export class LongNetDecoder extends Module {
     const n = tokens.shape[1]!;
     // one set of XPos factors for every layer
     const tables = this.blocks.at(0).attention.positions(0, n, xposCenter(n));
-    let x = this.embed(tokens);
+    let x = T.cast(this.embed(tokens), this.activationType);
     for (const block of this.blocks) x = block.forward(x, tables);
     return x;
   }

@@ -27,6 +27,7 @@ export class LayerNorm extends Module {
   }
 
   forward(x: Tensor): Tensor {
+    // bfloat16 activations take the float32 scale and shift as they are
     return T.layerNorm(x, this.weight, this.bias, this.eps);
   }
 }

@@ -41,7 +41,10 @@ export class Linear extends Module {
     check(x.shape[x.rank - 1] === this.inFeatures, () => `Linear: input of shape [${x.shape.join(', ')}] does not end in ${this.inFeatures}`);
     // one 2-D product: its weight gradient needs no reduction over a broadcast batch
     const rows = T.reshape(x, [-1, this.inFeatures]);
-    const y = this.bias ? T.linear(rows, this.weight, this.bias) : T.matmul(rows, this.weight, { transB: true });
+    // bfloat16 activations meet bfloat16 copies of the float32 weights (whose gradients come back in float32)
+    const weight = T.cast(this.weight, x.dtype);
+    const bias = this.bias && T.cast(this.bias, x.dtype);
+    const y = bias ? T.linear(rows, weight, bias) : T.matmul(rows, weight, { transB: true });
     return T.reshape(y, [...lead, this.outFeatures]);
   }
 }

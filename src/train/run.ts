@@ -60,7 +60,15 @@ export interface TrainArgs {
   saveEvery: number;
   valFraction: number;
   device: Device;
+  /**
+   * The activations' precision (`--activations`): 'bf16' (bfloat16 activations, float32 weights, gradients
+   * and optimizer state; cuda only), 'fp32', or 'auto': bf16 on cuda with one rank a sequence, else fp32.
+   */
+  activations: ActivationsChoice;
 }
+
+export type ActivationsChoice = 'auto' | 'fp32' | 'bf16';
+export const ACTIVATIONS_CHOICES: readonly ActivationsChoice[] = ['auto', 'fp32', 'bf16'];
 
 /** Arguments as given on the command line: any may be missing (defaults apply, or the checkpoint's). */
 export type GivenArgs = Partial<TrainArgs> & { warmup?: number };
@@ -71,10 +79,11 @@ export const FLAG_OF: Record<keyof TrainArgs, string> = {
   seqLen: 'seq-len', batch: 'batch', accumulate: 'accumulate', lr: 'lr', endLr: 'min-lr', warmup: 'warmup', clip: 'clip',
   beta1: 'beta1', beta2: 'beta2', eps: 'eps', weightDecay: 'weight-decay', seed: 'seed', evalEvery: 'eval-every',
   evalSequences: 'eval-sequences', saveEvery: 'save-every', valFraction: 'val-fraction', device: 'device',
+  activations: 'activations',
 };
 
 /** What a resumed run may change; everything else must match the checkpoint. */
-const RESUME_MUTABLE = new Set<keyof TrainArgs>(['steps', 'evalEvery', 'evalSequences', 'saveEvery', 'device']);
+const RESUME_MUTABLE = new Set<keyof TrainArgs>(['steps', 'evalEvery', 'evalSequences', 'saveEvery', 'device', 'activations']);
 
 /**
  * Defaults of the tiny preset are tuned so that `longnet train` with no arguments finishes in about ten
@@ -91,7 +100,7 @@ const PRESET_DEFAULTS: Record<string, Partial<TrainArgs>> = {
 const GENERAL_DEFAULTS = {
   tokenizer: 'byte' as TokenizerName, attention: 'dilated' as const, steps: 1000, seqLen: 2048, batch: 8, accumulate: 1,
   lr: 6e-4, endLr: 0, clip: 2.0, beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0.01, seed: 0, evalSequences: 32,
-  valFraction: DEFAULT_VAL_FRACTION, device: 'cpu' as Device,
+  valFraction: DEFAULT_VAL_FRACTION, device: 'cpu' as Device, activations: 'auto' as ActivationsChoice,
 };
 
 /** Default output directory for a preset. */
@@ -131,6 +140,7 @@ export function resolveArgs(given: GivenArgs): TrainArgs {
     saveEvery: given.saveEvery ?? evalEvery,
     valFraction: given.valFraction ?? d.valFraction,
     device: given.device ?? d.device,
+    activations: given.activations ?? d.activations,
   };
   checkArgs(args);
   return args;
@@ -156,6 +166,21 @@ function checkArgs(a: TrainArgs): void {
   check(a.seed <= 0xffffffff, `--seed: ${a.seed} is larger than 2^32 - 1`);
   checkAdamW({ beta1: a.beta1, beta2: a.beta2, eps: a.eps, weightDecay: a.weightDecay });
   checkSchedule({ lr: a.lr, totalSteps: a.steps, warmup: a.warmup, endLr: a.endLr });
+  check(ACTIVATIONS_CHOICES.includes(a.activations), `--activations: ${String(a.activations)} is not ${ACTIVATIONS_CHOICES.join(', ')}`);
+  check(a.activations !== 'bf16' || a.device === 'cuda', '--activations bf16 needs --device cuda (the CPU computes in float32)');
+}
+
+/**
+ * The activations' dtype of a run: bf16 on cuda measured 1.4-1.7x the float32 step's speed for the base preset
+ * (bench/RESULTS.md), so 'auto' takes it there; sequence-parallel ranks run their layers in float32.
+ */
+export function resolveActivations(choice: ActivationsChoice, device: Device, seqParallel: number, attention: string): 'float32' | 'bfloat16' {
+  const possible = device === 'cuda' && seqParallel === 1 && attention !== 'sparse-fixed';
+  if (choice === 'bf16') {
+    check(seqParallel === 1, '--activations bf16 is not available with --seq-parallel > 1 (sequence-parallel layers run in float32)');
+    check(attention !== 'sparse-fixed', '--activations bf16 is not available with the sparse fixed attention (its kernels are float32)');
+  }
+  return choice === 'bf16' || (choice === 'auto' && possible) ? 'bfloat16' : 'float32';
 }
 
 /** The model a fresh run trains: the preset, sized to the tokenizer, with dense attention if asked. */
@@ -178,7 +203,8 @@ function checkDevice(device: Device): void {
 
 /** Merges flags given on resume with the checkpoint's arguments; conflicting ones are an error. */
 export function mergeResumeArgs(saved: TrainArgs, given: GivenArgs, dir: string): TrainArgs {
-  const merged: TrainArgs = { ...saved };
+  // checkpoints from before --activations hold none: the default then
+  const merged: TrainArgs = { ...saved, activations: saved.activations ?? 'auto' };
   for (const key of Object.keys(given) as (keyof TrainArgs)[]) {
     const value = given[key];
     if (value === undefined) continue;
@@ -189,7 +215,7 @@ export function mergeResumeArgs(saved: TrainArgs, given: GivenArgs, dir: string)
     } else if (!same) {
       throw new InputError(
         `--${FLAG_OF[key]} ${String(value)} differs from the checkpoint in ${dir} (${String(old ?? 'default')}); ` +
-          'a resumed run keeps its data, model and optimizer settings (only --steps, --eval-every, --eval-sequences, --save-every and --device may change)',
+          'a resumed run keeps its data, model and optimizer settings (only --steps, --eval-every, --eval-sequences, --save-every, --device and --activations may change)',
       );
     }
   }
@@ -307,13 +333,14 @@ export async function runTraining(given: GivenArgs, options: RunOptions): Promis
   const layout = resolveLayout(
     { device: args.device, seqLen: args.seqLen, batch: args.batch, attention: modelConfig.attention.kind }, options.parallel ?? {},
   );
+  const activations = resolveActivations(args.activations, args.device, layout.seqParallel, modelConfig.attention.kind);
 
   const source = args.data === null ? `default corpus: ${defaultCorpusDescription()}` : args.data;
   // one rank's run (every rank of a parallel job runs it; rank 0 alone writes files and logs)
   const trainRank = async (dataset: TokenDataset, setup: RankSetup): Promise<RunResult> => {
     const writer = setup.rank === 0;
     const log = writer ? options.log : (): void => {};
-    const model = new LongNetDecoder(modelConfig, { seed: args.seed, device: args.device });
+    const model = new LongNetDecoder(modelConfig, { seed: args.seed, device: args.device, activations });
     const trainerOptions: TrainerOptions = {
       seqLen: args.seqLen,
       batch: args.batch,
@@ -357,7 +384,8 @@ export async function runTraining(given: GivenArgs, options: RunOptions): Promis
     log(
       `run: ${args.steps} steps x ${args.batch}${args.accumulate > 1 ? `x${args.accumulate}` : ''} sequences x ${args.seqLen} tokens ` +
         `(${perStep.toLocaleString('en-US')} tokens a step), AdamW lr ${args.lr} (warm-up ${args.warmup}, linear decay to ${args.endLr}), ` +
-        `betas (${args.beta1}, ${args.beta2}), weight decay ${args.weightDecay}, clip ${args.clip}, seed ${args.seed}, ${args.device}`,
+        `betas (${args.beta1}, ${args.beta2}), weight decay ${args.weightDecay}, clip ${args.clip}, seed ${args.seed}, ${args.device}, ` +
+        `${activations === 'bfloat16' ? 'bf16' : 'fp32'} activations`,
     );
     if (layout.world > 1) log(describeLayout(layout, args.batch, args.seqLen));
     if (resumed) log(`resuming ${out} at step ${resumed.state.step} of ${args.steps}`);

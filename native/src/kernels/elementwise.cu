@@ -2,6 +2,10 @@
 
 #include <cuda_bf16.h>
 
+#include <cstdint>
+#include <initializer_list>
+
+#include "element_types.cuh"
 #include "launch_util.cuh"
 #include "math.cuh"
 
@@ -46,36 +50,90 @@ __device__ __forceinline__ float binary_apply(float a, float b) {
   return a;
 }
 
-template <int OP>
-__global__ void unary_kernel(const float* __restrict__ x, float* __restrict__ out, int64_t n) {
+template <int OP, typename T>
+__global__ void unary_kernel(const T* __restrict__ x, T* __restrict__ out, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    out[i] = unary_apply<OP>(x[i]);
+    stf(out[i], unary_apply<OP>(ldf(x[i])));
   }
 }
 
-template <int OP>
-__global__ void binary_same_kernel(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out,
-                                   int64_t n) {
+template <int OP, typename T>
+__global__ void binary_same_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    out[i] = binary_apply<OP>(a[i], b[i]);
+    stf(out[i], binary_apply<OP>(ldf(a[i]), ldf(b[i])));
   }
 }
 
-template <int OP, int RANK, typename Index>
-__global__ void binary_strided_kernel(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ out,
-                                      StridedLayout l, Index n) {
+template <int OP, int RANK, typename Index, typename T>
+__global__ void binary_strided_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, StridedLayout l,
+                                      Index n) {
   for (Index i = blockIdx.x * Index(blockDim.x) + threadIdx.x; i < n; i += Index(gridDim.x) * blockDim.x) {
     Index ia, ib;
     strided_offsets<RANK>(l, i, ia, ib);
-    out[i] = binary_apply<OP>(a[ia], b[ib]);
+    stf(out[i], binary_apply<OP>(ldf(a[ia]), ldf(b[ib])));
+  }
+}
+
+template <int OP, typename T>
+__global__ void binary_scalar_kernel(const T* __restrict__ a, float scalar, T* __restrict__ out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    stf(out[i], binary_apply<OP>(ldf(a[i]), scalar));
+  }
+}
+
+// bfloat16 in pairs (4-byte loads and stores) over the first 2 * pairs elements; an odd last element
+// is done by the first thread.
+template <int OP>
+__global__ void unary_pairs_kernel(const __nv_bfloat16* __restrict__ x, __nv_bfloat16* __restrict__ out, int64_t n) {
+  const int64_t pairs = n / 2;
+  const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(x);
+  auto* out2 = reinterpret_cast<__nv_bfloat162*>(out);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < pairs; i += int64_t(gridDim.x) * blockDim.x) {
+    float2 v = __bfloat1622float2(x2[i]);
+    v.x = unary_apply<OP>(v.x);
+    v.y = unary_apply<OP>(v.y);
+    out2[i] = __float22bfloat162_rn(v);
+  }
+  if ((n & 1) && blockIdx.x == 0 && threadIdx.x == 0) out[n - 1] = __float2bfloat16_rn(unary_apply<OP>(__bfloat162float(x[n - 1])));
+}
+
+template <int OP>
+__global__ void binary_pairs_kernel(const __nv_bfloat16* __restrict__ a, const __nv_bfloat16* __restrict__ b,
+                                    __nv_bfloat16* __restrict__ out, int64_t n) {
+  const int64_t pairs = n / 2;
+  const auto* a2 = reinterpret_cast<const __nv_bfloat162*>(a);
+  const auto* b2 = reinterpret_cast<const __nv_bfloat162*>(b);
+  auto* out2 = reinterpret_cast<__nv_bfloat162*>(out);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < pairs; i += int64_t(gridDim.x) * blockDim.x) {
+    const float2 u = __bfloat1622float2(a2[i]), v = __bfloat1622float2(b2[i]);
+    out2[i] = __float22bfloat162_rn(make_float2(binary_apply<OP>(u.x, v.x), binary_apply<OP>(u.y, v.y)));
+  }
+  if ((n & 1) && blockIdx.x == 0 && threadIdx.x == 0) {
+    out[n - 1] = __float2bfloat16_rn(binary_apply<OP>(__bfloat162float(a[n - 1]), __bfloat162float(b[n - 1])));
   }
 }
 
 template <int OP>
-__global__ void binary_scalar_kernel(const float* __restrict__ a, float scalar, float* __restrict__ out, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    out[i] = binary_apply<OP>(a[i], scalar);
+__global__ void binary_scalar_pairs_kernel(const __nv_bfloat16* __restrict__ a, float scalar, __nv_bfloat16* __restrict__ out,
+                                           int64_t n) {
+  const int64_t pairs = n / 2;
+  const auto* a2 = reinterpret_cast<const __nv_bfloat162*>(a);
+  auto* out2 = reinterpret_cast<__nv_bfloat162*>(out);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < pairs; i += int64_t(gridDim.x) * blockDim.x) {
+    const float2 u = __bfloat1622float2(a2[i]);
+    out2[i] = __float22bfloat162_rn(make_float2(binary_apply<OP>(u.x, scalar), binary_apply<OP>(u.y, scalar)));
   }
+  if ((n & 1) && blockIdx.x == 0 && threadIdx.x == 0) {
+    out[n - 1] = __float2bfloat16_rn(binary_apply<OP>(__bfloat162float(a[n - 1]), scalar));
+  }
+}
+
+// Whether every pointer is 4-byte aligned (the pair kernels' loads).
+bool pair_aligned(std::initializer_list<const void*> ps) {
+  for (const void* p : ps) {
+    if (reinterpret_cast<uintptr_t>(p) % 4 != 0) return false;
+  }
+  return true;
 }
 
 // Calls f.template operator()<OP>() for the runtime op, so that each op is its own kernel.
@@ -166,6 +224,21 @@ __global__ void all_finite_kernel(const T* __restrict__ x, int64_t n, int* flag)
 }
 
 template <typename T>
+__device__ __forceinline__ bool finite_value(T v) {
+  if constexpr (std::is_same<T, __nv_bfloat16>::value) return isfinite(__bfloat162float(v));
+  else return isfinite(v);
+}
+
+template <typename T>
+__global__ void flag_non_finite_kernel(const T* __restrict__ x, int64_t n, int id, int* flag) {
+  bool ok = true;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    ok &= finite_value(x[i]);
+  }
+  if (!__syncthreads_and(ok) && threadIdx.x == 0) atomicMin(flag, id);
+}
+
+template <typename T>
 void typed(DType t, T&& f) {
   switch (t) {
     case DType::F32: return f(static_cast<float*>(nullptr));
@@ -177,34 +250,68 @@ void typed(DType t, T&& f) {
 
 }  // namespace
 
-void launch_unary(UnaryOp op, const float* x, float* out, int64_t n, cudaStream_t s) {
+void launch_unary(UnaryOp op, DType t, const void* x, void* out, int64_t n, cudaStream_t s) {
   if (n == 0) return;
-  dispatch_unary(op, [&]<int OP>() { unary_kernel<OP><<<grid_for(n), kThreads, 0, s>>>(x, out, n); });
+  float_typed(t, "unary", [&](auto* tag) {
+    using T = element_of<decltype(tag)>;
+    dispatch_unary(op, [&]<int OP>() {
+      if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+        if (n > 1 && pair_aligned({x, out})) {
+          unary_pairs_kernel<OP><<<grid_for(n / 2), kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(out), n);
+          return;
+        }
+      }
+      unary_kernel<OP, T><<<grid_for(n), kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(out), n);
+    });
+  });
   check_launch("unary kernel");
 }
 
-void launch_binary(BinaryOp op, const float* a, const float* b, float* out, const StridedLayout& l, int64_t n,
+void launch_binary(BinaryOp op, DType t, const void* a_, const void* b_, void* out_, const StridedLayout& l, int64_t n,
                    cudaStream_t s) {
   if (n == 0) return;
   const bool flat = l.rank == 1 && l.stride[0][0] == 1 && l.stride[1][0] == 1;
   const bool small = fits_int32(l, n);
-  dispatch_binary(op, [&]<int OP>() {
-    if (flat) {
-      binary_same_kernel<OP><<<grid_for(n), kThreads, 0, s>>>(a, b, out, n);
-    } else if (!small) {
-      binary_strided_kernel<OP, 0, int64_t><<<grid_for(n), kThreads, 0, s>>>(a, b, out, l, n);
-    } else {
-      dispatch_rank(l.rank, [&]<int RANK>() {
-        binary_strided_kernel<OP, RANK, int32_t><<<grid_for(n), kThreads, 0, s>>>(a, b, out, l, static_cast<int32_t>(n));
-      });
-    }
+  float_typed(t, "binary", [&](auto* tag) {
+    using T = element_of<decltype(tag)>;
+    const T* a = static_cast<const T*>(a_);
+    const T* b = static_cast<const T*>(b_);
+    T* out = static_cast<T*>(out_);
+    dispatch_binary(op, [&]<int OP>() {
+      if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+        if (flat && n > 1 && pair_aligned({a, b, out})) {
+          binary_pairs_kernel<OP><<<grid_for(n / 2), kThreads, 0, s>>>(a, b, out, n);
+          return;
+        }
+      }
+      if (flat) {
+        binary_same_kernel<OP, T><<<grid_for(n), kThreads, 0, s>>>(a, b, out, n);
+      } else if (!small) {
+        binary_strided_kernel<OP, 0, int64_t, T><<<grid_for(n), kThreads, 0, s>>>(a, b, out, l, n);
+      } else {
+        dispatch_rank(l.rank, [&]<int RANK>() {
+          binary_strided_kernel<OP, RANK, int32_t, T><<<grid_for(n), kThreads, 0, s>>>(a, b, out, l, static_cast<int32_t>(n));
+        });
+      }
+    });
   });
   check_launch("binary kernel");
 }
 
-void launch_binary_scalar(BinaryOp op, const float* a, float scalar, float* out, int64_t n, cudaStream_t s) {
+void launch_binary_scalar(BinaryOp op, DType t, const void* a, float scalar, void* out, int64_t n, cudaStream_t s) {
   if (n == 0) return;
-  dispatch_binary(op, [&]<int OP>() { binary_scalar_kernel<OP><<<grid_for(n), kThreads, 0, s>>>(a, scalar, out, n); });
+  float_typed(t, "binaryScalar", [&](auto* tag) {
+    using T = element_of<decltype(tag)>;
+    dispatch_binary(op, [&]<int OP>() {
+      if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+        if (n > 1 && pair_aligned({a, out})) {
+          binary_scalar_pairs_kernel<OP><<<grid_for(n / 2), kThreads, 0, s>>>(static_cast<const T*>(a), scalar, static_cast<T*>(out), n);
+          return;
+        }
+      }
+      binary_scalar_kernel<OP, T><<<grid_for(n), kThreads, 0, s>>>(static_cast<const T*>(a), scalar, static_cast<T*>(out), n);
+    });
+  });
   check_launch("binaryScalar kernel");
 }
 
@@ -243,6 +350,17 @@ void launch_all_finite(const void* x, DType dtype, int64_t n, int* flag, cudaStr
     }
   });
   check_launch("allFinite kernel");
+}
+
+void launch_flag_non_finite(const void* x, DType dtype, int64_t n, int id, int* flag, cudaStream_t s) {
+  if (n == 0 || dtype == DType::I32) return;
+  typed(dtype, [&](auto* p) {
+    using T = std::remove_pointer_t<decltype(p)>;
+    if constexpr (!std::is_same<T, int32_t>::value) {
+      flag_non_finite_kernel<T><<<grid_for(n), kThreads, 0, s>>>(static_cast<const T*>(x), n, id, flag);
+    }
+  });
+  check_launch("checkFinite kernel");
 }
 
 }  // namespace ln

@@ -1,9 +1,12 @@
 #include "nn.h"
 
 #include <algorithm>
+#include <climits>
 
 #include "../device.h"
 #include "../memory.h"
+#include "element_types.cuh"
+#include "elementwise.h"
 #include "launch_util.cuh"
 #include "reduce.h"
 
@@ -76,19 +79,19 @@ __global__ void softmax_backward_kernel(const float* __restrict__ y, const float
   }
 }
 
-template <int GROUP>
-__global__ void layer_norm_kernel(const float* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
-                                  float* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, int64_t rows,
+template <int GROUP, typename T>
+__global__ void layer_norm_kernel(const T* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+                                  T* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, int64_t rows,
                                   int64_t cols, float eps) {
   const RowSpot r = row_spot<GROUP>(rows);
-  const float* p = x + (r.valid ? r.row : 0) * cols;
+  const T* p = x + (r.valid ? r.row : 0) * cols;
   float s = 0.0f;
-  if (r.valid) for (int64_t j = r.lane; j < cols; j += GROUP) s += p[j];
+  if (r.valid) for (int64_t j = r.lane; j < cols; j += GROUP) s += ldf(p[j]);
   const float mu = group_sum<GROUP>(s) / float(cols);
   float v = 0.0f;
   if (r.valid) {
     for (int64_t j = r.lane; j < cols; j += GROUP) {
-      const float d = p[j] - mu;
+      const float d = ldf(p[j]) - mu;
       v += d * d;
     }
   }
@@ -98,18 +101,18 @@ __global__ void layer_norm_kernel(const float* __restrict__ x, const float* __re
     mean[r.row] = mu;
     rstd[r.row] = rs;
   }
-  float* o = y + r.row * cols;
+  T* o = y + r.row * cols;
   for (int64_t j = r.lane; j < cols; j += GROUP) {
-    float t = (p[j] - mu) * rs;
+    float t = (ldf(p[j]) - mu) * rs;
     if (gamma) t *= gamma[j];
     if (beta) t += beta[j];
-    o[j] = t;
+    stf(o[j], t);
   }
 }
 
-template <int GROUP>
-__global__ void layer_norm_dx_kernel(const float* __restrict__ dy, const float* __restrict__ x, const float* __restrict__ gamma,
-                                     const float* __restrict__ mean, const float* __restrict__ rstd, float* __restrict__ dx,
+template <int GROUP, typename T>
+__global__ void layer_norm_dx_kernel(const T* __restrict__ dy, const T* __restrict__ x, const float* __restrict__ gamma,
+                                     const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ dx,
                                      int64_t rows, int64_t cols) {
   const RowSpot r = row_spot<GROUP>(rows);
   const int64_t base = (r.valid ? r.row : 0) * cols;
@@ -117,8 +120,8 @@ __global__ void layer_norm_dx_kernel(const float* __restrict__ dy, const float* 
   float sg = 0.0f, sgx = 0.0f;
   if (r.valid) {
     for (int64_t j = r.lane; j < cols; j += GROUP) {
-      const float xhat = (x[base + j] - mu) * rs;
-      const float g = gamma ? dy[base + j] * gamma[j] : dy[base + j];
+      const float xhat = (ldf(x[base + j]) - mu) * rs;
+      const float g = gamma ? ldf(dy[base + j]) * gamma[j] : ldf(dy[base + j]);
       sg += g;
       sgx += g * xhat;
     }
@@ -127,14 +130,15 @@ __global__ void layer_norm_dx_kernel(const float* __restrict__ dy, const float* 
   const float mean_gx = group_sum<GROUP>(sgx) / float(cols);
   if (!r.valid) return;
   for (int64_t j = r.lane; j < cols; j += GROUP) {
-    const float xhat = (x[base + j] - mu) * rs;
-    const float g = gamma ? dy[base + j] * gamma[j] : dy[base + j];
-    dx[base + j] = rs * (g - mean_g - xhat * mean_gx);
+    const float xhat = (ldf(x[base + j]) - mu) * rs;
+    const float g = gamma ? ldf(dy[base + j]) * gamma[j] : ldf(dy[base + j]);
+    stf(dx[base + j], rs * (g - mean_g - xhat * mean_gx));
   }
 }
 
 // Column sums of dy * xhat and dy over a range of rows: one thread per column, gridDim.y row ranges.
-__global__ void layer_norm_param_kernel(const float* __restrict__ dy, const float* __restrict__ x, const float* __restrict__ mean,
+template <typename T>
+__global__ void layer_norm_param_kernel(const T* __restrict__ dy, const T* __restrict__ x, const float* __restrict__ mean,
                                         const float* __restrict__ rstd, float* __restrict__ d_gamma, float* __restrict__ d_beta,
                                         int64_t rows, int64_t cols, int64_t chunk) {
   const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
@@ -142,8 +146,8 @@ __global__ void layer_norm_param_kernel(const float* __restrict__ dy, const floa
   const int64_t r0 = blockIdx.y * chunk, r1 = min(rows, r0 + chunk);
   float sg = 0.0f, sb = 0.0f;
   for (int64_t r = r0; r < r1; r++) {
-    const float g = dy[r * cols + j];
-    sg += g * (x[r * cols + j] - mean[r]) * rstd[r];
+    const float g = ldf(dy[r * cols + j]);
+    sg += g * (ldf(x[r * cols + j]) - mean[r]) * rstd[r];
     sb += g;
   }
   if (d_gamma) d_gamma[blockIdx.y * cols + j] = sg;
@@ -151,18 +155,27 @@ __global__ void layer_norm_param_kernel(const float* __restrict__ dy, const floa
 }
 
 // Softmax over the first `classes` columns of each row; the columns past it are vocabulary padding.
-template <int GROUP>
-__global__ void cross_entropy_kernel(const float* __restrict__ logits, const int32_t* __restrict__ targets, float* __restrict__ loss,
+template <int GROUP, typename T>
+__global__ void cross_entropy_kernel(const T* __restrict__ logits, const int32_t* __restrict__ targets, float* __restrict__ loss,
                                      float* __restrict__ lse, int64_t rows, int64_t cols, int64_t classes, int32_t ignore_index,
                                      int* flag) {
   const RowSpot r = row_spot<GROUP>(rows);
-  const float* p = logits + (r.valid ? r.row : 0) * cols;
-  float m = -INFINITY;
-  if (r.valid) for (int64_t j = r.lane; j < classes; j += GROUP) m = fmaxf(m, p[j]);
-  m = group_max<GROUP>(m);
-  float sum = 0.0f;
-  if (r.valid) for (int64_t j = r.lane; j < classes; j += GROUP) sum += expf(p[j] - m);
-  sum = group_sum<GROUP>(sum);
+  const T* p = logits + (r.valid ? r.row : 0) * cols;
+  // one pass: each thread's running max and its sum of exponentials relative to it
+  float tm = -INFINITY, ts = 0.0f;
+  if (r.valid) {
+    for (int64_t j = r.lane; j < classes; j += GROUP) {
+      const float x = ldf(p[j]);
+      if (x > tm) {
+        ts = ts * expf(tm - x) + 1.0f;
+        tm = x;
+      } else {
+        ts += expf(x - tm);
+      }
+    }
+  }
+  const float m = group_max<GROUP>(tm);
+  const float sum = group_sum<GROUP>(tm == -INFINITY ? ts : ts * expf(tm - m));
   if (!r.valid || r.lane != 0) return;
   const float l = m + logf(sum);
   lse[r.row] = l;
@@ -173,27 +186,49 @@ __global__ void cross_entropy_kernel(const float* __restrict__ logits, const int
     atomicMin(flag, static_cast<int>(min(r.row, int64_t(kNoError - 1))));
     loss[r.row] = NAN;
   } else {
-    loss[r.row] = l - p[t];
+    loss[r.row] = l - ldf(p[t]);
   }
 }
 
-// Writes every element: padding columns (j >= classes) and ignored rows get 0.
-__global__ void cross_entropy_backward_kernel(const float* __restrict__ logits, const int32_t* __restrict__ targets,
+// One block a row (no division per element); writes every element: padding columns (j >= classes) and
+// ignored rows get 0.
+template <typename T>
+__global__ void cross_entropy_backward_kernel(const T* __restrict__ logits, const int32_t* __restrict__ targets,
                                               const float* __restrict__ lse, const float* __restrict__ d_loss,
-                                              float* __restrict__ d, int64_t rows, int64_t cols, int64_t classes,
-                                              int32_t ignore_index) {
-  const int64_t n = rows * cols;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t row = i / cols, j = i - row * cols;
-    const int32_t t = targets[row];
-    if (t == ignore_index || j >= classes) {
-      d[i] = 0.0f;
-      continue;
-    }
-    const float w = d_loss[row];
-    float v = w * expf(logits[i] - lse[row]);
-    if (j == t) v -= w;
-    d[i] = v;
+                                              T* __restrict__ d, int64_t cols, int64_t classes, int32_t ignore_index) {
+  const int64_t row = blockIdx.x;
+  const int32_t t = targets[row];
+  const int64_t live = t == ignore_index ? 0 : classes;  // columns with a nonzero gradient
+  const float w = live ? d_loss[row] : 0.0f;
+  const float l = live ? lse[row] : 0.0f;
+  const T* p = logits + row * cols;
+  T* o = d + row * cols;
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    float v = 0.0f;
+    if (j < live) v = w * expf(ldf(p[j]) - l) - (j == t ? w : 0.0f);
+    stf(o[j], v);
+  }
+}
+
+// The same on bfloat16 pairs (even rows): one 4-byte load and store a thread a step.
+__global__ void cross_entropy_backward_pairs_kernel(const __nv_bfloat162* __restrict__ logits, const int32_t* __restrict__ targets,
+                                                    const float* __restrict__ lse, const float* __restrict__ d_loss,
+                                                    __nv_bfloat162* __restrict__ d, int64_t half_cols, int64_t classes,
+                                                    int32_t ignore_index) {
+  const int64_t row = blockIdx.x;
+  const int32_t t = targets[row];
+  const int64_t live = t == ignore_index ? 0 : classes;
+  const float w = live ? d_loss[row] : 0.0f;
+  const float l = live ? lse[row] : 0.0f;
+  const __nv_bfloat162* p = logits + row * half_cols;
+  __nv_bfloat162* o = d + row * half_cols;
+  for (int64_t j = threadIdx.x; j < half_cols; j += blockDim.x) {
+    const float2 x = __bfloat1622float2(p[j]);
+    const int64_t c = 2 * j;
+    float2 v;
+    v.x = c < live ? w * expf(x.x - l) - (c == t ? w : 0.0f) : 0.0f;
+    v.y = c + 1 < live ? w * expf(x.y - l) - (c + 1 == t ? w : 0.0f) : 0.0f;
+    o[j] = __float22bfloat162_rn(v);
   }
 }
 
@@ -242,20 +277,26 @@ void launch_softmax_backward(const float* y, const float* dy, float* dx, int64_t
   check_launch("softmaxBackward kernel");
 }
 
-void launch_layer_norm(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd, int64_t rows,
+void launch_layer_norm(DType t, const void* x, const float* gamma, const float* beta, void* y, float* mean, float* rstd, int64_t rows,
                        int64_t cols, float eps, cudaStream_t s) {
   if (rows == 0) return;
-  by_row_length(rows, cols, [&]<int G>(unsigned blocks) {
-    layer_norm_kernel<G><<<blocks, kThreads, 0, s>>>(x, gamma, beta, y, mean, rstd, rows, cols, eps);
+  float_typed(t, "layerNorm", [&](auto* tag) {
+    using T = element_of<decltype(tag)>;
+    by_row_length(rows, cols, [&]<int G>(unsigned blocks) {
+      layer_norm_kernel<G, T><<<blocks, kThreads, 0, s>>>(static_cast<const T*>(x), gamma, beta, static_cast<T*>(y), mean, rstd, rows,
+                                                           cols, eps);
+    });
   });
   check_launch("layerNorm kernel");
 }
 
-void launch_layer_norm_backward(const float* dy, const float* x, const float* gamma, const float* mean, const float* rstd,
-                                float* dx, float* d_gamma, float* d_beta, int64_t rows, int64_t cols, cudaStream_t s) {
-  if (rows == 0 || cols == 0) return;
+namespace {
+
+template <typename T>
+void layer_norm_backward_impl(const T* dy, const T* x, const float* gamma, const float* mean, const float* rstd, T* dx,
+                              float* d_gamma, float* d_beta, int64_t rows, int64_t cols, cudaStream_t s) {
   by_row_length(rows, cols, [&]<int G>(unsigned blocks) {
-    layer_norm_dx_kernel<G><<<blocks, kThreads, 0, s>>>(dy, x, gamma, mean, rstd, dx, rows, cols);
+    layer_norm_dx_kernel<G, T><<<blocks, kThreads, 0, s>>>(dy, x, gamma, mean, rstd, dx, rows, cols);
   });
   check_launch("layerNormBackward kernel");
   if (!d_gamma && !d_beta) return;
@@ -267,7 +308,7 @@ void launch_layer_norm_backward(const float* dy, const float* x, const float* ga
   const int64_t used = ceil_div(rows, chunk);
   const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(used));
   if (used == 1) {
-    layer_norm_param_kernel<<<grid, kThreads, 0, s>>>(dy, x, mean, rstd, d_gamma, d_beta, rows, cols, chunk);
+    layer_norm_param_kernel<T><<<grid, kThreads, 0, s>>>(dy, x, mean, rstd, d_gamma, d_beta, rows, cols, chunk);
     check_launch("layerNorm parameter-gradient kernel");
     return;
   }
@@ -275,7 +316,7 @@ void launch_layer_norm_backward(const float* dy, const float* x, const float* ga
   float* partial = static_cast<float*>(allocator().allocate(size_t(2 * used * cols) * sizeof(float), cap));
   float* pg = partial;
   float* pb = partial + used * cols;
-  layer_norm_param_kernel<<<grid, kThreads, 0, s>>>(dy, x, mean, rstd, pg, pb, rows, cols, chunk);
+  layer_norm_param_kernel<T><<<grid, kThreads, 0, s>>>(dy, x, mean, rstd, pg, pb, rows, cols, chunk);
   try {
     check_launch("layerNorm parameter-gradient kernel");
     if (d_gamma) launch_reduce(ReduceOp::Sum, pg, d_gamma, {used, cols}, {0}, s);
@@ -287,23 +328,49 @@ void launch_layer_norm_backward(const float* dy, const float* x, const float* ga
   allocator().release(partial, cap);
 }
 
-void launch_cross_entropy(const float* logits, const int32_t* targets, float* loss, float* lse, int64_t rows, int64_t cols,
+}  // namespace
+
+void launch_layer_norm_backward(DType t, const void* dy, const void* x, const float* gamma, const float* mean, const float* rstd,
+                                void* dx, float* d_gamma, float* d_beta, int64_t rows, int64_t cols, cudaStream_t s) {
+  if (rows == 0 || cols == 0) return;
+  float_typed(t, "layerNormBackward", [&](auto* tag) {
+    using T = element_of<decltype(tag)>;
+    layer_norm_backward_impl<T>(static_cast<const T*>(dy), static_cast<const T*>(x), gamma, mean, rstd, static_cast<T*>(dx), d_gamma,
+                                d_beta, rows, cols, s);
+  });
+}
+
+void launch_cross_entropy(DType t, const void* logits, const int32_t* targets, float* loss, float* lse, int64_t rows, int64_t cols,
                           int64_t classes, int32_t ignore_index, int* flag, cudaStream_t s) {
   if (rows == 0) return;
-  // the row groups are sized by the classes a row reads, not by its padded width
-  by_row_length(rows, classes, [&]<int G>(unsigned blocks) {
-    cross_entropy_kernel<G><<<blocks, kThreads, 0, s>>>(logits, targets, loss, lse, rows, cols, classes, ignore_index, flag);
+  float_typed(t, "crossEntropy", [&](auto* tag) {
+    using T = element_of<decltype(tag)>;
+    // the row groups are sized by the classes a row reads, not by its padded width
+    by_row_length(rows, classes, [&]<int G>(unsigned blocks) {
+      cross_entropy_kernel<G, T><<<blocks, kThreads, 0, s>>>(static_cast<const T*>(logits), targets, loss, lse, rows, cols, classes,
+                                                              ignore_index, flag);
+    });
   });
   check_launch("crossEntropy kernel");
 }
 
-void launch_cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, const float* d_loss,
-                                   float* d_logits, int64_t rows, int64_t cols, int64_t classes, int32_t ignore_index,
+void launch_cross_entropy_backward(DType t, const void* logits, const int32_t* targets, const float* lse, const float* d_loss,
+                                   void* d_logits, int64_t rows, int64_t cols, int64_t classes, int32_t ignore_index,
                                    cudaStream_t s) {
   const int64_t n = rows * cols;
   if (n == 0) return;
-  cross_entropy_backward_kernel<<<grid_for(n), kThreads, 0, s>>>(logits, targets, lse, d_loss, d_logits, rows, cols, classes,
-                                                                  ignore_index);
+  if (rows > INT32_MAX) fail("crossEntropyBackward: more than 2^31 - 1 rows");
+  if (t == DType::BF16 && cols % 2 == 0) {
+    cross_entropy_backward_pairs_kernel<<<static_cast<unsigned>(rows), kThreads, 0, s>>>(
+        static_cast<const __nv_bfloat162*>(logits), targets, lse, d_loss, static_cast<__nv_bfloat162*>(d_logits), cols / 2, classes,
+        ignore_index);
+  } else {
+    float_typed(t, "crossEntropyBackward", [&](auto* tag) {
+      using T = element_of<decltype(tag)>;
+      cross_entropy_backward_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, s>>>(
+          static_cast<const T*>(logits), targets, lse, d_loss, static_cast<T*>(d_logits), cols, classes, ignore_index);
+    });
+  }
   check_launch("crossEntropyBackward kernel");
 }
 

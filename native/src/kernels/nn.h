@@ -6,25 +6,29 @@
 
 #include <cuda_runtime_api.h>
 
+#include "../common.h"
+
 namespace ln {
 
 void launch_softmax(const float* x, float* out, int64_t rows, int64_t cols, bool log, cudaStream_t s);
 void launch_softmax_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, bool log, cudaStream_t s);
 
+// Layer norm and cross-entropy take float32 or bfloat16 storage `t` for x, y, dy, dx and the logits and their
+// gradient (float arithmetic); gamma, beta, d_gamma, d_beta, mean, rstd, loss, lse and d_loss are float32.
 // gamma and beta may be null.
-void launch_layer_norm(const float* x, const float* gamma, const float* beta, float* y, float* mean, float* rstd,
+void launch_layer_norm(DType t, const void* x, const float* gamma, const float* beta, void* y, float* mean, float* rstd,
                        int64_t rows, int64_t cols, float eps, cudaStream_t s);
 // gamma, d_gamma and d_beta may be null.
-void launch_layer_norm_backward(const float* dy, const float* x, const float* gamma, const float* mean, const float* rstd,
-                                float* dx, float* d_gamma, float* d_beta, int64_t rows, int64_t cols, cudaStream_t s);
+void launch_layer_norm_backward(DType t, const void* dy, const void* x, const float* gamma, const float* mean, const float* rstd,
+                                void* dx, float* d_gamma, float* d_beta, int64_t rows, int64_t cols, cudaStream_t s);
 
 // The softmax runs over the first `classes` columns of each row (1 <= classes <= cols); the columns past
 // it are padding (a vocabulary padded for aligned matrix products): outside the loss, gradient 0.
 // Targets outside [0, classes) other than ignore_index are reported through `flag` (the first bad row).
-void launch_cross_entropy(const float* logits, const int32_t* targets, float* loss, float* lse, int64_t rows, int64_t cols,
+void launch_cross_entropy(DType t, const void* logits, const int32_t* targets, float* loss, float* lse, int64_t rows, int64_t cols,
                           int64_t classes, int32_t ignore_index, int* flag, cudaStream_t s);
-void launch_cross_entropy_backward(const float* logits, const int32_t* targets, const float* lse, const float* d_loss,
-                                   float* d_logits, int64_t rows, int64_t cols, int64_t classes, int32_t ignore_index,
+void launch_cross_entropy_backward(DType t, const void* logits, const int32_t* targets, const float* lse, const float* d_loss,
+                                   void* d_logits, int64_t rows, int64_t cols, int64_t classes, int32_t ignore_index,
                                    cudaStream_t s);
 
 // Indices outside [0, table_rows) are reported through `flag` (the first bad position) and skipped;

@@ -4,6 +4,7 @@
 
 #include "../device.h"
 #include "../memory.h"
+#include "element_types.cuh"
 #include "elementwise.h"
 #include "launch_util.cuh"
 
@@ -27,15 +28,15 @@ __device__ __forceinline__ Acc<SUM> combine(Acc<SUM> a, Acc<SUM> b) {
 }
 
 // Rows of a contiguous [rows, cols] matrix, one group of GROUP threads per row.
-template <bool SUM, int GROUP>
-__global__ void reduce_rows_kernel(const float* __restrict__ x, float* __restrict__ out, int64_t rows, int64_t cols) {
+template <bool SUM, int GROUP, typename T>
+__global__ void reduce_rows_kernel(const T* __restrict__ x, float* __restrict__ out, int64_t rows, int64_t cols) {
   constexpr int kRowsPerBlock = kThreads / GROUP;
   const int64_t row = blockIdx.x * int64_t(kRowsPerBlock) + threadIdx.x / GROUP;
   const int lane = threadIdx.x % GROUP;
   Acc<SUM> acc = reduce_init<SUM>();
   if (row < rows) {
-    const float* p = x + row * cols;
-    for (int64_t j = lane; j < cols; j += GROUP) acc = combine<SUM>(acc, Acc<SUM>(p[j]));
+    const T* p = x + row * cols;
+    for (int64_t j = lane; j < cols; j += GROUP) acc = combine<SUM>(acc, Acc<SUM>(ldf(p[j])));
   }
   if constexpr (SUM) acc = group_sum<GROUP>(acc);
   else acc = group_max<GROUP>(acc);
@@ -45,40 +46,40 @@ __global__ void reduce_rows_kernel(const float* __restrict__ x, float* __restric
 // Few long rows (the full reduction of a large tensor, say): each row split into chunks of `chunk`
 // elements, one block per chunk, writing partial[row * gridDim.x + chunk index]; the partials are
 // reduced again. One block per row would leave all but a few multiprocessors idle.
-template <bool SUM>
-__global__ void reduce_rows_split_kernel(const float* __restrict__ x, float* __restrict__ partial, int64_t count, int64_t chunk) {
+template <bool SUM, typename T>
+__global__ void reduce_rows_split_kernel(const T* __restrict__ x, float* __restrict__ partial, int64_t count, int64_t chunk) {
   const int64_t row = blockIdx.y;
   const int64_t begin = blockIdx.x * chunk;
   const int64_t end = min(count, begin + chunk);
-  const float* p = x + row * count;
+  const T* p = x + row * count;
   Acc<SUM> acc = reduce_init<SUM>();
-  for (int64_t j = begin + threadIdx.x; j < end; j += kThreads) acc = combine<SUM>(acc, Acc<SUM>(p[j]));
+  for (int64_t j = begin + threadIdx.x; j < end; j += kThreads) acc = combine<SUM>(acc, Acc<SUM>(ldf(p[j])));
   if constexpr (SUM) acc = group_sum<kThreads>(acc);
   else acc = group_max<kThreads>(acc);
   if (threadIdx.x == 0) partial[row * gridDim.x + blockIdx.x] = static_cast<float>(acc);
 }
 
 // Any layout: one thread per output element, the reduced range split over gridDim.y partial results.
-template <bool SUM>
-__global__ void reduce_general_kernel(const float* __restrict__ x, float* __restrict__ out, StridedLayout kept,
+template <bool SUM, typename T>
+__global__ void reduce_general_kernel(const T* __restrict__ x, float* __restrict__ out, StridedLayout kept,
                                       StridedLayout red, int64_t outputs, int64_t count, int64_t chunk) {
   const int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (o >= outputs) return;
   const int64_t r0 = blockIdx.y * chunk;
   const int64_t r1 = min(count, r0 + chunk);
-  const float* base = x + strided_offset<int64_t>(kept, 0, o);
+  const T* base = x + strided_offset<int64_t>(kept, 0, o);
   Acc<SUM> acc = reduce_init<SUM>();
   if (red.rank == 1) {
     const int64_t s = red.stride[0][0];
-    for (int64_t r = r0; r < r1; r++) acc = combine<SUM>(acc, Acc<SUM>(base[r * s]));
+    for (int64_t r = r0; r < r1; r++) acc = combine<SUM>(acc, Acc<SUM>(ldf(base[r * s])));
   } else {
-    for (int64_t r = r0; r < r1; r++) acc = combine<SUM>(acc, Acc<SUM>(base[strided_offset<int64_t>(red, 0, r)]));
+    for (int64_t r = r0; r < r1; r++) acc = combine<SUM>(acc, Acc<SUM>(ldf(base[strided_offset<int64_t>(red, 0, r)])));
   }
   out[blockIdx.y * outputs + o] = static_cast<float>(acc);
 }
 
-template <bool SUM>
-void reduce_impl(const float* x, float* out, const Dims& shape, const Dims& axes, cudaStream_t s) {
+template <bool SUM, typename T>
+void reduce_impl(const T* x, float* out, const Dims& shape, const Dims& axes, cudaStream_t s) {
   const Dims strides = contiguous_strides(shape);
   Dims kept_shape, kept_stride, red_shape, red_stride;
   for (size_t i = 0; i < shape.size(); i++) {
@@ -106,11 +107,11 @@ void reduce_impl(const float* x, float* out, const Dims& shape, const Dims& axes
       const int64_t splits = ceil_div(count, chunk);
       size_t capacity = 0;
       float* partial = static_cast<float*>(allocator().allocate(size_t(splits * outputs) * sizeof(float), capacity));
-      reduce_rows_split_kernel<SUM><<<dim3(static_cast<unsigned>(splits), static_cast<unsigned>(outputs)), kThreads, 0, s>>>(
+      reduce_rows_split_kernel<SUM, T><<<dim3(static_cast<unsigned>(splits), static_cast<unsigned>(outputs)), kThreads, 0, s>>>(
           x, partial, count, chunk);
       try {
         check_launch("reduce rows split kernel");
-        reduce_impl<SUM>(partial, out, {outputs, splits}, {1}, s);
+        reduce_impl<SUM, float>(partial, out, {outputs, splits}, {1}, s);
       } catch (...) {
         allocator().release(partial, capacity);
         throw;
@@ -120,9 +121,9 @@ void reduce_impl(const float* x, float* out, const Dims& shape, const Dims& axes
       return;
     }
     if (count <= 1024) {
-      reduce_rows_kernel<SUM, 32><<<static_cast<unsigned>(ceil_div(outputs, kThreads / 32)), kThreads, 0, s>>>(x, out, outputs, count);
+      reduce_rows_kernel<SUM, 32, T><<<static_cast<unsigned>(ceil_div(outputs, kThreads / 32)), kThreads, 0, s>>>(x, out, outputs, count);
     } else {
-      reduce_rows_kernel<SUM, kThreads><<<static_cast<unsigned>(outputs), kThreads, 0, s>>>(x, out, outputs, count);
+      reduce_rows_kernel<SUM, kThreads, T><<<static_cast<unsigned>(outputs), kThreads, 0, s>>>(x, out, outputs, count);
     }
     check_launch("reduce rows kernel");
     return;
@@ -136,16 +137,16 @@ void reduce_impl(const float* x, float* out, const Dims& shape, const Dims& axes
   splits = ceil_div(count, chunk);
   const dim3 grid(static_cast<unsigned>(ceil_div(outputs, kThreads)), static_cast<unsigned>(splits));
   if (splits == 1) {
-    reduce_general_kernel<SUM><<<grid, kThreads, 0, s>>>(x, out, kept, red, outputs, count, chunk);
+    reduce_general_kernel<SUM, T><<<grid, kThreads, 0, s>>>(x, out, kept, red, outputs, count, chunk);
     check_launch("reduce kernel");
     return;
   }
   size_t capacity = 0;
   float* partial = static_cast<float*>(allocator().allocate(size_t(splits * outputs) * sizeof(float), capacity));
-  reduce_general_kernel<SUM><<<grid, kThreads, 0, s>>>(x, partial, kept, red, outputs, count, chunk);
+  reduce_general_kernel<SUM, T><<<grid, kThreads, 0, s>>>(x, partial, kept, red, outputs, count, chunk);
   check_launch("reduce kernel");
   try {
-    reduce_impl<SUM>(partial, out, {splits, outputs}, {0}, s);
+    reduce_impl<SUM, float>(partial, out, {splits, outputs}, {0}, s);
   } catch (...) {
     allocator().release(partial, capacity);
     throw;
@@ -158,8 +159,15 @@ void reduce_impl(const float* x, float* out, const Dims& shape, const Dims& axes
 
 void launch_reduce(ReduceOp op, const float* x, float* out, const std::vector<int64_t>& shape,
                    const std::vector<int64_t>& axes, cudaStream_t s) {
-  if (op == ReduceOp::Sum) reduce_impl<true>(x, out, shape, axes, s);
-  else reduce_impl<false>(x, out, shape, axes, s);
+  if (op == ReduceOp::Sum) reduce_impl<true, float>(x, out, shape, axes, s);
+  else reduce_impl<false, float>(x, out, shape, axes, s);
+}
+
+void launch_reduce_bf16(ReduceOp op, const void* x, float* out, const std::vector<int64_t>& shape,
+                        const std::vector<int64_t>& axes, cudaStream_t s) {
+  const auto* xb = static_cast<const __nv_bfloat16*>(x);
+  if (op == ReduceOp::Sum) reduce_impl<true, __nv_bfloat16>(xb, out, shape, axes, s);
+  else reduce_impl<false, __nv_bfloat16>(xb, out, shape, axes, s);
 }
 
 }  // namespace ln

@@ -1,4 +1,4 @@
-// Sum and max over any set of axes (float32 in and out; sums accumulate in float64).
+// Sum and max over any set of axes (float32 or bfloat16 in, float32 out; sums accumulate in float64).
 #pragma once
 
 #include <cstdint>
@@ -13,5 +13,8 @@ enum class ReduceOp : int { Sum, Max };
 // out has the input's shape with the reduced axes of length 1 (the CPU backend's keep-dims layout).
 void launch_reduce(ReduceOp op, const float* x, float* out, const std::vector<int64_t>& shape,
                    const std::vector<int64_t>& axes, cudaStream_t s);
+// The same over bfloat16 input.
+void launch_reduce_bf16(ReduceOp op, const void* x, float* out, const std::vector<int64_t>& shape,
+                        const std::vector<int64_t>& axes, cudaStream_t s);
 
 }  // namespace ln

@@ -132,6 +132,19 @@ napi_value all_finite(const Call& c) {
   return boolean(c.env, read_error_flag() != 0);
 }
 
+napi_value queue_finite_check(const Call& c) {
+  Buffer* b = c.buffer(0, "storage");
+  const int64_t id = c.integer(1, "id");
+  if (id < 0 || id >= kNoError) throw RangeError("queueFiniteCheck: id " + std::to_string(id) + " out of range");
+  launch_flag_non_finite(b->ptr, b->dtype, b->size, static_cast<int>(id), finite_check_flag_device(), stream());
+  return undefined(c.env);
+}
+
+napi_value take_finite_check(const Call& c) {
+  const int id = take_finite_check_flag();
+  return number(c.env, id == kNoError ? -1 : id);
+}
+
 napi_value sync(const Call& c) {
   synchronize();
   return undefined(c.env);
@@ -179,6 +192,8 @@ const Register reg({
     {"copyInto", entry<copy_into>},
     {"cast", entry<cast>},
     {"allFinite", entry<all_finite>},
+    {"queueFiniteCheck", entry<queue_finite_check>},
+    {"takeFiniteCheck", entry<take_finite_check>},
     {"synchronize", entry<sync>},
     {"memoryStats", entry<memory_stats>},
     {"emptyCache", entry<empty_cache>},

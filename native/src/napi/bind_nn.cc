@@ -34,6 +34,7 @@ napi_value softmax_backward(const Call& c) {
   return undefined(c.env);
 }
 
+// An optional float32 parameter vector (the scale and shift of a layer norm, float32 for either activation type).
 const float* optional_f32(const Buffer* b, int64_t size, const char* name) {
   if (!b) return nullptr;
   expect(b, DType::F32, size, name);
@@ -49,12 +50,12 @@ napi_value layer_norm(const Call& c) {
   Buffer* y = c.buffer(6, "y");
   Buffer* mean = c.buffer(7, "mean");
   Buffer* rstd = c.buffer(8, "rstd");
-  expect(x, DType::F32, rows * cols, "layerNorm x");
-  expect(y, DType::F32, rows * cols, "layerNorm y");
+  const DType t = expect_float(x, rows * cols, "layerNorm x");
+  expect(y, t, rows * cols, "layerNorm y");
   expect(mean, DType::F32, rows, "layerNorm mean");
   expect(rstd, DType::F32, rows, "layerNorm rstd");
-  launch_layer_norm(x->as<float>(), optional_f32(gamma, cols, "layerNorm gamma"), optional_f32(beta, cols, "layerNorm beta"),
-                    y->as<float>(), mean->as<float>(), rstd->as<float>(), rows, cols, eps, stream());
+  launch_layer_norm(t, x->ptr, optional_f32(gamma, cols, "layerNorm gamma"), optional_f32(beta, cols, "layerNorm beta"),
+                    y->ptr, mean->as<float>(), rstd->as<float>(), rows, cols, eps, stream());
   return undefined(c.env);
 }
 
@@ -68,15 +69,15 @@ napi_value layer_norm_backward(const Call& c) {
   Buffer* dx = c.buffer(7, "dx");
   Buffer* d_gamma = c.optional_buffer(8, "dGamma");
   Buffer* d_beta = c.optional_buffer(9, "dBeta");
-  expect(dy, DType::F32, rows * cols, "layerNormBackward dy");
-  expect(x, DType::F32, rows * cols, "layerNormBackward x");
+  const DType t = expect_float(x, rows * cols, "layerNormBackward x");
+  expect(dy, t, rows * cols, "layerNormBackward dy");
   expect(mean, DType::F32, rows, "layerNormBackward mean");
   expect(rstd, DType::F32, rows, "layerNormBackward rstd");
-  expect(dx, DType::F32, rows * cols, "layerNormBackward dx");
+  expect(dx, t, rows * cols, "layerNormBackward dx");
   float* dg = d_gamma ? (expect(d_gamma, DType::F32, cols, "dGamma"), d_gamma->as<float>()) : nullptr;
   float* db = d_beta ? (expect(d_beta, DType::F32, cols, "dBeta"), d_beta->as<float>()) : nullptr;
-  launch_layer_norm_backward(dy->as<float>(), x->as<float>(), optional_f32(gamma, cols, "layerNorm gamma"), mean->as<float>(),
-                             rstd->as<float>(), dx->as<float>(), dg, db, rows, cols, stream());
+  launch_layer_norm_backward(t, dy->ptr, x->ptr, optional_f32(gamma, cols, "layerNorm gamma"), mean->as<float>(),
+                             rstd->as<float>(), dx->ptr, dg, db, rows, cols, stream());
   return undefined(c.env);
 }
 
@@ -105,12 +106,12 @@ napi_value cross_entropy(const Call& c) {
   const int64_t classes = classes_arg(c, 5, cols);
   Buffer* loss = c.buffer(6, "loss");
   Buffer* lse = c.buffer(7, "lse");
-  expect(logits, DType::F32, rows * cols, "crossEntropy logits");
+  const DType t = expect_float(logits, rows * cols, "crossEntropy logits");
   expect(targets, DType::I32, rows, "crossEntropy targets");
   expect(loss, DType::F32, rows, "crossEntropy loss");
   expect(lse, DType::F32, rows, "crossEntropy lse");
   reset_error_flag();
-  launch_cross_entropy(logits->as<float>(), targets->as<int32_t>(), loss->as<float>(), lse->as<float>(), rows, cols, classes, ignore,
+  launch_cross_entropy(t, logits->ptr, targets->as<int32_t>(), loss->as<float>(), lse->as<float>(), rows, cols, classes, ignore,
                        error_flag_device(), stream());
   // a bad target is an input error the caller must hear about, as on the CPU
   const int bad = rows > 0 ? read_error_flag() : kNoError;
@@ -130,12 +131,12 @@ napi_value cross_entropy_backward(const Call& c) {
   const int32_t ignore = static_cast<int32_t>(c.integer(6, "ignoreIndex"));
   const int64_t classes = classes_arg(c, 7, cols);
   Buffer* out = c.buffer(8, "out");
-  expect(logits, DType::F32, rows * cols, "crossEntropyBackward logits");
+  const DType t = expect_float(logits, rows * cols, "crossEntropyBackward logits");
   expect(targets, DType::I32, rows, "crossEntropyBackward targets");
   expect(lse, DType::F32, rows, "crossEntropyBackward lse");
   expect(d_loss, DType::F32, rows, "crossEntropyBackward dLoss");
-  expect(out, DType::F32, rows * cols, "crossEntropyBackward output");
-  launch_cross_entropy_backward(logits->as<float>(), targets->as<int32_t>(), lse->as<float>(), d_loss->as<float>(), out->as<float>(),
+  expect(out, t, rows * cols, "crossEntropyBackward output");
+  launch_cross_entropy_backward(t, logits->ptr, targets->as<int32_t>(), lse->as<float>(), d_loss->as<float>(), out->ptr,
                                 rows, cols, classes, ignore, stream());
   return undefined(c.env);
 }

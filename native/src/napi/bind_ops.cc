@@ -4,6 +4,7 @@
 
 #include "../device.h"
 #include "../gemm.h"
+#include "../memory.h"
 #include "../kernels/elementwise.h"
 #include "../kernels/layout.h"
 #include "../kernels/norms.h"
@@ -30,9 +31,9 @@ napi_value unary(const Call& c) {
   const UnaryOp op = lookup<UnaryOp>(c.string(0, "op"), kUnary, "unary op");
   Buffer* x = c.buffer(1, "x");
   Buffer* out = c.buffer(2, "out");
-  expect(x, DType::F32, -1, "unary input");
-  expect(out, DType::F32, x->size, "unary output");
-  launch_unary(op, x->as<float>(), out->as<float>(), x->size, stream());
+  const DType t = expect_float(x, -1, "unary input");
+  expect(out, t, x->size, "unary output");
+  launch_unary(op, t, x->ptr, out->ptr, x->size, stream());
   return undefined(c.env);
 }
 
@@ -45,11 +46,11 @@ napi_value binary(const Call& c) {
   Buffer* out = c.buffer(5, "out");
   const Dims out_shape = c.dims(6, "outShape");
   const int64_t n = product(out_shape);
-  expect(a, DType::F32, product(a_shape), "binary a");
-  expect(b, DType::F32, product(b_shape), "binary b");
-  expect(out, DType::F32, n, "binary output");
+  const DType t = expect_float(a, product(a_shape), "binary a");
+  expect(b, t, product(b_shape), "binary b");
+  expect(out, t, n, "binary output");
   const StridedLayout l = collapse(out_shape, {broadcast_strides(a_shape, out_shape), broadcast_strides(b_shape, out_shape)}, "binary");
-  launch_binary(op, a->as<float>(), b->as<float>(), out->as<float>(), l, n, stream());
+  launch_binary(op, t, a->ptr, b->ptr, out->ptr, l, n, stream());
   return undefined(c.env);
 }
 
@@ -58,9 +59,9 @@ napi_value binary_scalar(const Call& c) {
   Buffer* a = c.buffer(1, "a");
   const float scalar = static_cast<float>(c.number(2, "scalar"));
   Buffer* out = c.buffer(3, "out");
-  expect(a, DType::F32, -1, "binaryScalar input");
-  expect(out, DType::F32, a->size, "binaryScalar output");
-  launch_binary_scalar(op, a->as<float>(), scalar, out->as<float>(), a->size, stream());
+  const DType t = expect_float(a, -1, "binaryScalar input");
+  expect(out, t, a->size, "binaryScalar output");
+  launch_binary_scalar(op, t, a->ptr, scalar, out->ptr, a->size, stream());
   return undefined(c.env);
 }
 
@@ -71,7 +72,7 @@ napi_value reduce(const Call& c) {
   const Dims shape = c.dims(2, "shape");
   const Dims axes = c.dims(3, "axes");
   Buffer* out = c.buffer(4, "out");
-  expect(x, DType::F32, product(shape), "reduce input");
+  const DType t = expect_float(x, product(shape), "reduce input");
   int64_t out_size = 1;
   for (size_t i = 0; i < shape.size(); i++) {
     if (std::find(axes.begin(), axes.end(), int64_t(i)) == axes.end()) out_size *= shape[i];
@@ -79,8 +80,23 @@ napi_value reduce(const Call& c) {
   for (int64_t a : axes) {
     if (a < 0 || a >= int64_t(shape.size())) throw RangeError("reduce: axis " + std::to_string(a) + " out of range");
   }
-  expect(out, DType::F32, out_size, "reduce output");
-  launch_reduce(name == "sum" ? ReduceOp::Sum : ReduceOp::Max, x->as<float>(), out->as<float>(), shape, axes, stream());
+  expect(out, t, out_size, "reduce output");
+  const ReduceOp op = name == "sum" ? ReduceOp::Sum : ReduceOp::Max;
+  if (t == DType::F32) {
+    launch_reduce(op, x->as<float>(), out->as<float>(), shape, axes, stream());
+    return undefined(c.env);
+  }
+  // bfloat16: float32 results, rounded once at the end (stream order frees the scratch after the cast)
+  size_t cap = 0;
+  float* sums = static_cast<float*>(allocator().allocate(size_t(std::max<int64_t>(out_size, 1)) * sizeof(float), cap));
+  try {
+    launch_reduce_bf16(op, x->ptr, sums, shape, axes, stream());
+    launch_cast(sums, DType::F32, out->ptr, DType::BF16, out_size, stream());
+  } catch (...) {
+    allocator().release(sums, cap);
+    throw;
+  }
+  allocator().release(sums, cap);
   return undefined(c.env);
 }
 
@@ -95,20 +111,19 @@ napi_value matmul(const Call& c) {
   Buffer* out = c.buffer(10, "out");
   Buffer* bias = c.optional_buffer(11, "bias");
   if (a_shape.size() < 2 || b_shape.size() < 2) throw RangeError("matmul: operands need at least 2 dimensions");
+  const DType t = expect_float(a, product(a_shape), "matmul a");
   if (bias) {
-    expect(bias, DType::F32, n, "matmul bias");
+    expect(bias, t, n, "matmul bias");
     if (k == 0) throw RangeError("matmul: a bias needs k > 0");
   }
-  expect(a, DType::F32, product(a_shape), "matmul a");
-  expect(b, DType::F32, product(b_shape), "matmul b");
-  expect(out, DType::F32, product(batch) * m * n, "matmul output");
+  expect(b, t, product(b_shape), "matmul b");
+  expect(out, t, product(batch) * m * n, "matmul output");
   const int64_t ar = a_shape[a_shape.size() - 2], ac = a_shape.back();
   const int64_t br = b_shape[b_shape.size() - 2], bc = b_shape.back();
   if ((ta ? ac : ar) != m || (ta ? ar : ac) != k || (tb ? bc : br) != k || (tb ? br : bc) != n) {
     throw RangeError("matmul: operand shapes do not match m, n, k");
   }
-  matmul_f32(a->as<float>(), a_shape, b->as<float>(), b_shape, ta, tb, batch, m, n, k, out->as<float>(), stream(),
-             bias ? bias->as<float>() : nullptr);
+  ln::matmul(t, a->ptr, a_shape, b->ptr, b_shape, ta, tb, batch, m, n, k, out->ptr, stream(), bias ? bias->ptr : nullptr);
   return undefined(c.env);
 }
 

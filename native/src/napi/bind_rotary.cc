@@ -16,11 +16,11 @@ napi_value rotate_pairs(const Call& c) {
   const bool transpose = c.boolean(7, "transpose");
   Buffer* y = c.buffer(8, "y");
   if (dim % 2) throw RangeError("rotatePairs: dim " + std::to_string(dim) + " must be even");
-  expect(x, DType::F32, outer * positions * inner * dim, "rotatePairs x");
+  const DType t = expect_float(x, outer * positions * inner * dim, "rotatePairs x");
   expect(cos, DType::F32, positions * dim, "rotatePairs cos");
   expect(sin, DType::F32, positions * dim, "rotatePairs sin");
-  expect(y, DType::F32, outer * positions * inner * dim, "rotatePairs output");
-  launch_rotate_pairs(x->as<float>(), cos->as<float>(), sin->as<float>(), y->as<float>(), outer, positions, inner, dim, transpose,
+  expect(y, t, outer * positions * inner * dim, "rotatePairs output");
+  launch_rotate_pairs(t == DType::BF16, x->ptr, cos->as<float>(), sin->as<float>(), y->ptr, outer, positions, inner, dim, transpose,
                       stream());
   return undefined(c.env);
 }

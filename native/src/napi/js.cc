@@ -178,6 +178,14 @@ void expect(const Buffer* b, DType dtype, int64_t size, const char* name) {
   }
 }
 
+DType expect_float(const Buffer* b, int64_t size, const char* name) {
+  if (b->dtype != DType::F32 && b->dtype != DType::BF16) {
+    throw TypeError(std::string(name) + " must be float32 or bfloat16, got " + dtype_name(b->dtype));
+  }
+  expect(b, b->dtype, size, name);
+  return b->dtype;
+}
+
 napi_value invoke(napi_env env, napi_callback_info info, Handler h) {
   try {
     Call call{env, {}};

@@ -71,5 +71,7 @@ struct Register {
 
 // Throws unless the buffer holds `dtype`, and `size` elements when size >= 0.
 void expect(const Buffer* b, DType dtype, int64_t size, const char* name);
+// Float storage (float32 or bfloat16) of `size` elements (any size when negative); returns its dtype.
+DType expect_float(const Buffer* b, int64_t size, const char* name);
 
 }  // namespace ln::js

@@ -4,6 +4,7 @@ import type {
 } from '../backend.js';
 import { broadcastStrides, sizeOf, type Shape } from '../../tensor/shape.js';
 import { dtypeOfArray, type DType, type FloatArray, type TypedArray } from '../../tensor/dtype.js';
+import { InputError } from '../../errors.js';
 import { CpuStorage, allocArray, cpuData, floatData, intData } from './storage.js';
 import { binaryKernel, binaryScalarKernel, unaryKernel } from './elementwise-parallel.js';
 import { reduceKernel, sumsOfSquaresKernel } from './reduce.js';
@@ -61,6 +62,10 @@ export class CpuBackend implements Backend {
     const data = cpuData(x);
     for (let i = 0; i < data.length; i++) if (!Number.isFinite(data[i]!)) return false;
     return true;
+  }
+
+  checkFinite(x: Storage, what: string): void {
+    if (!this.allFinite(x)) throw new InputError(`${what} contains NaN or infinite values`);
   }
 
   unary(op: UnaryOp, x: Storage): Storage { return wrap(unaryKernel(op, floatData(x, op))); }

@@ -12,6 +12,7 @@ export class CpuStorage implements Storage {
 }
 
 export function allocArray(dtype: DType, size: number): TypedArray {
+  if (dtype === 'bfloat16') throw new Error('cpu backend: bfloat16 storage is for the cuda backend; the CPU stores float32 or float64');
   return newTypedArray(dtype, size, size >= SHARED_MIN_ELEMENTS);
 }
 

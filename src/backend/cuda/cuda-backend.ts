@@ -7,19 +7,28 @@ import {
   ATTENTION_PRECISIONS, BF16_CODE, DTYPE_CODE, FLASH_HEAD_DIMS, MATMUL_PRECISION_CODE, type AttentionPrecision, type DeviceInfo,
   type MatmulPrecision, type MemoryStats, type NativeAddon, type NativeHandle,
 } from './native.js';
-import { CudaStorage, cudaHandle, floatHandle, intHandle } from './storage.js';
+import { CudaStorage, activationHandle, cudaHandle, floatHandle, intHandle } from './storage.js';
+import { decodeBf16 } from '../../io/halfFloat.js';
 import { checkGatheredLayout } from '../gathered-layout.js';
+import { InputError } from '../../errors.js';
+
+/** Queued finiteness checks after which the next one waits for the device (bounds the list of names). */
+const MAX_PENDING_CHECKS = 1 << 16;
 
 /**
  * The GPU backend: every kernel runs in the native addon on one CUDA stream, so calls return as soon as
- * the work is queued; `read`, `allFinite` and index checks wait for it. Float32 storage throughout, int32
- * for indices; products go through cuBLASLt (TF32 tensor cores by default, see `setMatmulPrecision`), and
- * dilated attention through the fused bf16 tensor-core kernels where the head dim allows (see
- * `setAttentionPrecision`).
+ * the work is queued; `read`, `synchronize`, `allFinite` and index checks wait for it. `checkFinite` queues
+ * its check and reports a failure at the next of the first three. Float32 storage, or bfloat16 for the
+ * activations of mixed-precision training (the kernels compute in float32 either way); int32 for indices;
+ * products go through cuBLASLt (float32 operands: TF32 tensor cores by default, see `setMatmulPrecision`;
+ * bfloat16 operands: bf16 tensor cores, fp32 accumulation), and dilated attention through the fused bf16
+ * tensor-core kernels where the head dim allows (see `setAttentionPrecision`).
  */
 export class CudaBackend implements Backend {
   readonly device = 'cuda' as const;
   private attention: AttentionPrecision = 'bf16';
+  /** What each queued finiteness check names, by its id on the device. */
+  private pendingChecks: string[] = [];
 
   constructor(private readonly native: NativeAddon, readonly info: DeviceInfo) {}
 
@@ -39,7 +48,14 @@ export class CudaBackend implements Backend {
 
   read(x: Storage): TypedArray {
     const out = newTypedArray(x.dtype, x.size);
-    this.native.download(cudaHandle(x, 'read'), out);
+    if (x.dtype === 'bfloat16') {
+      const bits = new Uint16Array(x.size);
+      this.native.download(cudaHandle(x, 'read'), bits);
+      decodeBf16(bits, out as Float32Array);
+    } else {
+      this.native.download(cudaHandle(x, 'read'), out);
+    }
+    this.settleChecks();
     return out;
   }
 
@@ -67,29 +83,60 @@ export class CudaBackend implements Backend {
     else this.native.cast(s, d);
   }
 
-  allFinite(x: Storage): boolean { return this.native.allFinite(cudaHandle(x, 'allFinite')); }
+  allFinite(x: Storage): boolean {
+    const finite = this.native.allFinite(cudaHandle(x, 'allFinite'));
+    this.settleChecks();
+    return finite;
+  }
+
+  checkFinite(x: Storage, what: string): void {
+    const h = cudaHandle(x, 'checkFinite');
+    if (x.size === 0 || x.dtype === 'int32') return;
+    if (this.pendingChecks.length >= MAX_PENDING_CHECKS) this.settleChecks();
+    this.native.queueFiniteCheck(h, this.pendingChecks.length);
+    this.pendingChecks.push(what);
+  }
+
+  /**
+   * Reads the result of the queued finiteness checks (a wait for the device) and throws for the first
+   * that failed; the list starts over either way.
+   */
+  private settleChecks(): void {
+    if (this.pendingChecks.length === 0) return;
+    const names = this.pendingChecks;
+    this.pendingChecks = [];
+    const failed = this.native.takeFiniteCheck();
+    if (failed >= 0) throw new InputError(`${names[failed] ?? 'a tensor'} contains NaN or infinite values`);
+  }
+
+  // elementwise ops, reductions, products, layer norm and rotations take float32 or bfloat16 storage and
+  // give their result in the same type (float arithmetic either way)
 
   unary(op: UnaryOp, x: Storage): Storage {
-    const out = this.f32(x.size);
-    this.native.unary(op, floatHandle(x, op), out.handle);
+    const h = activationHandle(x, op);
+    const out = this.make(x.dtype, x.size);
+    this.orFree([out], () => this.native.unary(op, h, out.handle));
     return out;
   }
 
   binary(op: BinaryOp, a: Storage, aShape: Shape, b: Storage, bShape: Shape, outShape: Shape): Storage {
-    const out = this.f32(sizeOf(outShape));
-    this.native.binary(op, floatHandle(a, op), aShape, floatHandle(b, op), bShape, out.handle, outShape);
+    const [ha, hb] = [activationHandle(a, op), activationHandle(b, op)];
+    const out = this.make(a.dtype, sizeOf(outShape));
+    this.orFree([out], () => this.native.binary(op, ha, aShape, hb, bShape, out.handle, outShape));
     return out;
   }
 
   binaryScalar(op: BinaryOp, a: Storage, scalar: number): Storage {
-    const out = this.f32(a.size);
-    this.native.binaryScalar(op, floatHandle(a, op), scalar, out.handle);
+    const h = activationHandle(a, op);
+    const out = this.make(a.dtype, a.size);
+    this.orFree([out], () => this.native.binaryScalar(op, h, scalar, out.handle));
     return out;
   }
 
   reduce(op: ReduceOp, x: Storage, shape: Shape, axes: readonly number[]): Storage {
-    const out = this.f32(sizeOf(shape.map((d, i) => (axes.includes(i) ? 1 : d))));
-    this.native.reduce(op, floatHandle(x, op), shape, axes, out.handle);
+    const h = activationHandle(x, op);
+    const out = this.make(x.dtype, sizeOf(shape.map((d, i) => (axes.includes(i) ? 1 : d))));
+    this.orFree([out], () => this.native.reduce(op, h, shape, axes, out.handle));
     return out;
   }
 
@@ -104,11 +151,10 @@ export class CudaBackend implements Backend {
     a: Storage, aShape: Shape, b: Storage, bShape: Shape,
     transA: boolean, transB: boolean, batchShape: Shape, m: number, n: number, k: number, bias?: Storage | null,
   ): Storage {
-    const out = this.f32(sizeOf(batchShape) * m * n);
-    this.native.matmul(
-      floatHandle(a, 'matmul'), aShape, floatHandle(b, 'matmul'), bShape, transA, transB, batchShape, m, n, k, out.handle,
-      bias ? floatHandle(bias, 'matmul bias') : null,
-    );
+    const [ha, hb] = [activationHandle(a, 'matmul'), activationHandle(b, 'matmul')];
+    const hBias = bias ? activationHandle(bias, 'matmul bias') : null;
+    const out = this.make(a.dtype, sizeOf(batchShape) * m * n);
+    this.orFree([out], () => this.native.matmul(ha, aShape, hb, bShape, transA, transB, batchShape, m, n, k, out.handle, hBias));
     return out;
   }
 
@@ -140,59 +186,62 @@ export class CudaBackend implements Backend {
     return out;
   }
 
+  /** x and y of one type (float32 or bfloat16); gamma, beta, mean and rstd float32. */
   layerNorm(x: Storage, gamma: Storage | null, beta: Storage | null, rows: number, cols: number, eps: number): LayerNormResult {
-    const y = this.f32(rows * cols);
-    const mean = this.f32(rows);
-    const rstd = this.f32(rows);
-    this.native.layerNorm(
-      floatHandle(x, 'layerNorm'), gamma && floatHandle(gamma, 'layerNorm gamma'), beta && floatHandle(beta, 'layerNorm beta'),
-      rows, cols, eps, y.handle, mean.handle, rstd.handle,
-    );
+    const hx = activationHandle(x, 'layerNorm');
+    const hg = gamma && floatHandle(gamma, 'layerNorm gamma'), hb = beta && floatHandle(beta, 'layerNorm beta');
+    const y = this.make(x.dtype, rows * cols);
+    const [mean, rstd] = this.orFreeAll([y], () => this.f32s(2, rows)) as [CudaStorage, CudaStorage];
+    this.orFree([y, mean, rstd], () => this.native.layerNorm(hx, hg, hb, rows, cols, eps, y.handle, mean.handle, rstd.handle));
     return { y, mean, rstd };
   }
 
   layerNormBackward(
     dy: Storage, x: Storage, gamma: Storage | null, mean: Storage, rstd: Storage, rows: number, cols: number, hasBeta: boolean,
   ): LayerNormGrads {
-    const dx = this.f32(rows * cols);
-    const dGamma = gamma ? this.f32(cols) : null;
-    const dBeta = hasBeta ? this.f32(cols) : null;
-    this.native.layerNormBackward(
-      floatHandle(dy, 'layerNorm'), floatHandle(x, 'layerNorm'), gamma && floatHandle(gamma, 'layerNorm gamma'),
-      floatHandle(mean, 'layerNorm'), floatHandle(rstd, 'layerNorm'), rows, cols, dx.handle, dGamma?.handle ?? null, dBeta?.handle ?? null,
-    );
+    const [hdy, hx] = [activationHandle(dy, 'layerNorm'), activationHandle(x, 'layerNorm')];
+    const hg = gamma && floatHandle(gamma, 'layerNorm gamma');
+    const [hm, hr] = [floatHandle(mean, 'layerNorm'), floatHandle(rstd, 'layerNorm')];
+    // dx in the activations' type; the parameter gradients float32
+    const made: CudaStorage[] = [];
+    this.orFree(made, () => {
+      made.push(this.make(x.dtype, rows * cols));
+      if (gamma) made.push(this.f32(cols));
+      if (hasBeta) made.push(this.f32(cols));
+    });
+    const dx = made[0]!;
+    const dGamma = gamma ? made[1]! : null;
+    const dBeta = hasBeta ? made[made.length - 1]! : null;
+    this.orFree(made, () => this.native.layerNormBackward(hdy, hx, hg, hm, hr, rows, cols, dx.handle, dGamma?.handle ?? null, dBeta?.handle ?? null));
     return { dx, dGamma, dBeta };
   }
 
+  /** Logits float32 or bfloat16; the loss and lse float32 either way. */
   crossEntropy(
     logits: Storage, targets: Storage, rows: number, cols: number, ignoreIndex: number, classes: number,
   ): { loss: Storage; lse: Storage } {
-    const loss = this.f32(rows);
-    const lse = this.f32(rows);
-    this.native.crossEntropy(
-      floatHandle(logits, 'crossEntropy'), intHandle(targets, 'crossEntropy targets'), rows, cols, ignoreIndex, classes,
-      loss.handle, lse.handle,
-    );
+    const [hl, ht] = [activationHandle(logits, 'crossEntropy'), intHandle(targets, 'crossEntropy targets')];
+    const [loss, lse] = this.f32s(2, rows) as [CudaStorage, CudaStorage];
+    this.orFree([loss, lse], () => this.native.crossEntropy(hl, ht, rows, cols, ignoreIndex, classes, loss.handle, lse.handle));
     return { loss, lse };
   }
 
   crossEntropyBackward(
     logits: Storage, targets: Storage, lse: Storage, dLoss: Storage, rows: number, cols: number, ignoreIndex: number, classes: number,
   ): Storage {
-    const out = this.f32(rows * cols);
-    this.native.crossEntropyBackward(
-      floatHandle(logits, 'crossEntropy'), intHandle(targets, 'crossEntropy targets'), floatHandle(lse, 'crossEntropy'),
-      floatHandle(dLoss, 'crossEntropy'), rows, cols, ignoreIndex, classes, out.handle,
-    );
+    const [hl, ht] = [activationHandle(logits, 'crossEntropy'), intHandle(targets, 'crossEntropy targets')];
+    const [hs, hd] = [floatHandle(lse, 'crossEntropy'), floatHandle(dLoss, 'crossEntropy')];
+    const out = this.make(logits.dtype, rows * cols);
+    this.orFree([out], () => this.native.crossEntropyBackward(hl, ht, hs, hd, rows, cols, ignoreIndex, classes, out.handle));
     return out;
   }
 
+  /** x and y float32 or bfloat16; the tables float32. */
   rotatePairs(x: Storage, cos: Storage, sin: Storage, outer: number, positions: number, inner: number, dim: number, transpose: boolean): Storage {
-    const y = this.f32(x.size);
-    this.native.rotatePairs(
-      floatHandle(x, 'rotatePairs'), floatHandle(cos, 'rotatePairs cos'), floatHandle(sin, 'rotatePairs sin'),
-      outer, positions, inner, dim, transpose, y.handle,
-    );
+    const hx = activationHandle(x, 'rotatePairs');
+    const [hc, hs] = [floatHandle(cos, 'rotatePairs cos'), floatHandle(sin, 'rotatePairs sin')];
+    const y = this.make(x.dtype, x.size);
+    this.orFree([y], () => this.native.rotatePairs(hx, hc, hs, outer, positions, inner, dim, transpose, y.handle));
     return y;
   }
 
@@ -208,16 +257,27 @@ export class CudaBackend implements Backend {
     return out;
   }
 
+  /**
+   * q, k, v float32 or bfloat16 (one type); o comes back in their type, lse in float32. bfloat16 inputs go
+   * to the fused kernels as they are; float32 inputs as bf16 copies.
+   */
   dilatedAttention(q: Storage, k: Storage, v: Storage, geometry: AttentionGeometry, config: AttentionConfig): { o: Storage; lse: Storage } {
     const { batch, seqLen, heads, headDim } = geometry;
-    const o = this.f32(batch * seqLen * heads * headDim);
+    const bf16 = sameActivationType([q, k, v], 'attention') === 'bfloat16';
+    const o = this.make(q.dtype, batch * seqLen * heads * headDim);
     let lse!: CudaStorage;
     this.orFree([o], () => { lse = this.f32(batch * seqLen * heads); });
     const args = [batch, seqLen, heads, headDim, flatPatterns(config), config.causal, config.scale, config.headOffsets === 'blocked'] as const;
     if (this.attentionKernels(headDim) === 'bf16') {
-      // bf16 copies of q, k, v for the fused kernels; o and lse come back in float32
       this.orFree([o, lse], () => this.withBf16([[q, 'attention q'], [k, 'attention k'], [v, 'attention v']], ([qb, kb, vb]) => {
         this.native.flashAttentionForward(qb!, kb!, vb!, o.handle, lse.handle, ...args);
+      }));
+      return { o, lse };
+    }
+    if (bf16) {
+      // the exact kernels on float32 copies, o rounded back to bfloat16
+      this.orFree([o, lse], () => this.withF32([q, k, v], [o], ([qf, kf, vf], [of]) => {
+        this.native.attentionForward(qf!, kf!, vf!, of!, lse.handle, ...args);
       }));
       return { o, lse };
     }
@@ -227,24 +287,30 @@ export class CudaBackend implements Backend {
     return { o, lse };
   }
 
+  /** Gradients in the type of q, k, v; lse float32; o and dO of the inputs' type. */
   dilatedAttentionBackward(
     q: Storage, k: Storage, v: Storage, o: Storage, lse: Storage, dO: Storage, geometry: AttentionGeometry, config: AttentionConfig,
   ): { dq: Storage; dk: Storage; dv: Storage } {
     const { batch, seqLen, heads, headDim } = geometry;
     const rows = batch * seqLen * heads;
     const n = rows * headDim;
-    const [dq, dk, dv] = this.f32s(3, n) as [CudaStorage, CudaStorage, CudaStorage];
+    const bf16 = sameActivationType([q, k, v, o, dO], 'attention') === 'bfloat16';
+    const grads: CudaStorage[] = [];
+    this.orFree(grads, () => { for (let i = 0; i < 3; i++) grads.push(this.make(q.dtype, n)); });
+    const [dq, dk, dv] = grads as [CudaStorage, CudaStorage, CudaStorage];
     const args = [batch, seqLen, heads, headDim, flatPatterns(config), config.causal, config.scale, config.headOffsets === 'blocked'] as const;
     if (this.attentionKernels(headDim) === 'bf16') {
-      // Dsum = rowsum(dO * O) from the float32 tensors, then the fused backward on bf16 copies
-      this.orFree([dq, dk, dv], () => {
+      // Dsum = rowsum(dO * O), then the fused backward on bf16 q, k, v, dO; its gradients are float32
+      this.orFree(grads, () => {
         const dsum = this.f32(rows);
         try {
-          this.native.attentionDsum(floatHandle(o, 'attention o'), floatHandle(dO, 'attention dO'), dsum.handle, rows, headDim);
+          this.native.attentionDsum(activationHandle(o, 'attention o'), activationHandle(dO, 'attention dO'), dsum.handle, rows, headDim);
           this.withBf16([[q, 'attention q'], [k, 'attention k'], [v, 'attention v'], [dO, 'attention dO']], ([qb, kb, vb, dOb]) => {
-            this.native.flashAttentionBackward(
-              qb!, kb!, vb!, dOb!, floatHandle(lse, 'attention lse'), dsum.handle, dq.handle, dk.handle, dv.handle, ...args,
+            const run = (gq: NativeHandle, gk: NativeHandle, gv: NativeHandle): void => this.native.flashAttentionBackward(
+              qb!, kb!, vb!, dOb!, floatHandle(lse, 'attention lse'), dsum.handle, gq, gk, gv, ...args,
             );
+            if (bf16) this.withF32([], grads, (_, [gq, gk, gv]) => run(gq!, gk!, gv!));
+            else run(dq.handle, dk.handle, dv.handle);
           });
         } finally {
           this.free(dsum);
@@ -252,7 +318,13 @@ export class CudaBackend implements Backend {
       });
       return { dq, dk, dv };
     }
-    this.orFree([dq, dk, dv], () => this.native.attentionBackward(
+    if (bf16) {
+      this.orFree(grads, () => this.withF32([q, k, v, o, dO], grads, ([qf, kf, vf, of, dOf], [gq, gk, gv]) => {
+        this.native.attentionBackward(qf!, kf!, vf!, of!, floatHandle(lse, 'attention lse'), dOf!, gq!, gk!, gv!, ...args);
+      }));
+      return { dq, dk, dv };
+    }
+    this.orFree(grads, () => this.native.attentionBackward(
       floatHandle(q, 'attention q'), floatHandle(k, 'attention k'), floatHandle(v, 'attention v'), floatHandle(o, 'attention o'),
       floatHandle(lse, 'attention lse'), floatHandle(dO, 'attention dO'), dq.handle, dk.handle, dv.handle, ...args,
     ));
@@ -268,6 +340,13 @@ export class CudaBackend implements Backend {
     return made;
   }
 
+  /** `fn()`'s storages; if it throws, frees `outputs` (made before) before passing the error on. */
+  private orFreeAll(outputs: readonly Storage[], fn: () => CudaStorage[]): CudaStorage[] {
+    let made: CudaStorage[] = [];
+    this.orFree(outputs, () => { made = fn(); });
+    return made;
+  }
+
   /** Runs `fn`; if it throws (out of memory, a bad argument), frees `outputs` before passing the error on. */
   private orFree(outputs: readonly Storage[], fn: () => void): void {
     try {
@@ -279,21 +358,52 @@ export class CudaBackend implements Backend {
   }
 
   /**
-   * Runs `fn` with bf16 copies of float32 storages, freed afterwards (stream order: the kernels `fn`
-   * queued have read them before any later allocation can reuse the blocks).
+   * Runs `fn` with bf16 versions of float32 or bfloat16 storages: a bfloat16 storage as it is, a float32
+   * one as a copy, freed afterwards (stream order: the kernels `fn` queued have read them before any later
+   * allocation can reuse the blocks).
    */
   private withBf16(inputs: readonly (readonly [Storage, string])[], fn: (handles: NativeHandle[]) => void): void {
     const handles: NativeHandle[] = [];
+    const copies: NativeHandle[] = [];
     try {
       for (const [x, what] of inputs) {
-        const src = floatHandle(x, what);
+        const src = activationHandle(x, what);
+        if (x.dtype === 'bfloat16') {
+          handles.push(src);
+          continue;
+        }
         const h = this.native.alloc(BF16_CODE, x.size, false);
+        copies.push(h);
         handles.push(h);
         this.native.cast(src, h);
       }
       fn(handles);
     } finally {
-      for (const h of handles) this.native.free(h);
+      for (const h of copies) this.native.free(h);
+    }
+  }
+
+  /**
+   * Runs `fn` with float32 copies of bfloat16 `inputs` and float32 scratch for bfloat16 `outputs`, which
+   * receive the scratch rounded to bfloat16 after `fn`; the copies are freed afterwards (stream order).
+   */
+  private withF32(
+    inputs: readonly Storage[], outputs: readonly Storage[], fn: (inputs: NativeHandle[], outputs: NativeHandle[]) => void,
+  ): void {
+    const copies: NativeHandle[] = [];
+    const scratch = (x: Storage, copy: boolean): NativeHandle => {
+      const h = this.native.alloc(DTYPE_CODE.float32, x.size, false);
+      copies.push(h);
+      if (copy) this.native.cast(cudaHandle(x, 'attention'), h);
+      return h;
+    };
+    try {
+      const ins = inputs.map((x) => scratch(x, true));
+      const outs = outputs.map((x) => scratch(x, false));
+      fn(ins, outs);
+      outputs.forEach((x, i) => this.native.cast(outs[i]!, cudaHandle(x, 'attention')));
+    } finally {
+      for (const h of copies) this.native.free(h);
     }
   }
 
@@ -361,7 +471,11 @@ export class CudaBackend implements Backend {
     );
   }
 
-  synchronize(): void { this.native.synchronize(); }
+  synchronize(): void {
+    // taking the checks' result waits for the stream too
+    if (this.pendingChecks.length > 0) this.settleChecks();
+    else this.native.synchronize();
+  }
 
   // beyond the Backend interface: controls of this device
 
@@ -432,6 +546,14 @@ function gatheredPlan(layout: GatheredAttentionLayout, rowsQ: number, rowsK: num
     for (let j = 0; j < mk; j += GATHERED_TILE) kt.push(g, j);
   }
   return { queryTiles: Int32Array.from(qt), keyTiles: Int32Array.from(kt) };
+}
+
+/** The one float type of the storages of an attention call (float32 or bfloat16). */
+function sameActivationType(xs: readonly Storage[], what: string): 'float32' | 'bfloat16' {
+  const t = xs[0]!.dtype;
+  if (t !== 'float32' && t !== 'bfloat16') throw new Error(`cuda backend: ${what} needs float32 or bfloat16 tensors, got ${t}`);
+  for (const x of xs) if (x.dtype !== t) throw new Error(`cuda backend: ${what} tensors of different types (${t} and ${x.dtype})`);
+  return t;
 }
 
 function flatPatterns(config: AttentionConfig): number[] {

@@ -6,11 +6,8 @@ export type NativeHandle = { readonly __longnetCudaBuffer: unique symbol };
 export type NativeComm = { readonly __longnetNcclComm: unique symbol };
 
 /** Element type codes of the addon (native/src/common.h). */
-export const DTYPE_CODE: Readonly<Record<DType, number>> = { float32: 0, float64: 1, int32: 2 };
-/**
- * The addon's bfloat16 element type. No tensor dtype maps to it: bf16 buffers are temporaries of the
- * backend (inputs of the fused attention kernels) and benchmark inputs, held as raw handles.
- */
+export const DTYPE_CODE: Readonly<Record<DType, number>> = { float32: 0, float64: 1, int32: 2, bfloat16: 3 };
+/** The addon's bfloat16 element type (tensors of dtype 'bfloat16', and raw temporaries of the backend). */
 export const BF16_CODE = 3;
 
 export interface DeviceInfo {
@@ -65,6 +62,10 @@ export interface NativeAddon {
   copyInto(dst: H, src: H): void;
   cast(src: H, dst: H): void;
   allFinite(x: H): boolean;
+  /** Queues a check of x that records `id` on the device if x holds a NaN or an infinity; no wait. */
+  queueFiniteCheck(x: H, id: number): void;
+  /** Waits for the stream; the smallest id of a failed check since the last call, or -1; resets. */
+  takeFiniteCheck(): number;
   synchronize(): void;
   memoryStats(): MemoryStats;
   emptyCache(): void;
@@ -172,4 +173,4 @@ export interface NativeAddon {
 }
 
 /** The addon version this TypeScript expects; a stale build is reported instead of misbehaving. */
-export const ABI_VERSION = 7;
+export const ABI_VERSION = 8;

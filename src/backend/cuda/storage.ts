@@ -19,6 +19,13 @@ export function floatHandle(x: Storage, what: string): NativeHandle {
   return h;
 }
 
+/** Float storage of either GPU float type: float32, or bfloat16 activations. */
+export function activationHandle(x: Storage, what: string): NativeHandle {
+  const h = cudaHandle(x, what);
+  if (x.dtype !== 'float32' && x.dtype !== 'bfloat16') throw new Error(`cuda backend: ${what} needs a float32 or bfloat16 tensor, got ${x.dtype}`);
+  return h;
+}
+
 export function intHandle(x: Storage, what: string): NativeHandle {
   const h = cudaHandle(x, what);
   if (x.dtype !== 'int32') throw new Error(`cuda backend: ${what} needs an int32 tensor, got ${x.dtype}`);

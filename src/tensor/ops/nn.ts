@@ -27,7 +27,10 @@ export const softmax = (x: Tensor): Tensor => softmaxOp(x, false);
 /** Log-softmax over the last axis. */
 export const logSoftmax = (x: Tensor): Tensor => softmaxOp(x, true);
 
-/** Layer normalization over the last axis, with optional scale and shift. */
+/**
+ * Layer normalization over the last axis, with optional scale and shift (of x's dtype, or float32 for
+ * bfloat16 x: float32 parameters serve bfloat16 activations as they are).
+ */
 export function layerNorm(x: Tensor, gamma: Tensor | null, beta: Tensor | null, eps = 1e-5): Tensor {
   requireFloat('layerNorm', x);
   const [rows, cols] = rowsCols(x);
@@ -35,7 +38,11 @@ export function layerNorm(x: Tensor, gamma: Tensor | null, beta: Tensor | null, 
     if (p && !(p.rank === 1 && p.shape[0] === cols)) {
       throw new Error(`layerNorm: ${name} of shape ${formatShape(p.shape)} does not match the last axis (${cols})`);
     }
-    if (p) common('layerNorm', x, p);
+    if (p && x.dtype === 'bfloat16' && p.dtype === 'float32') {
+      if (p.device !== x.device) throw new Error(`layerNorm: tensors on different devices (${x.device} and ${p.device})`);
+    } else if (p) {
+      common('layerNorm', x, p);
+    }
   }
   const backend = x.backend;
   const r = backend.layerNorm(x.storage, gamma?.storage ?? null, beta?.storage ?? null, rows, cols, eps);
@@ -71,7 +78,7 @@ export interface CrossEntropyOptions {
 
 /**
  * Softmax cross-entropy of `logits` [..., V] against int32 `targets` [...]. Fused: the softmax is never
- * materialized in the forward pass.
+ * materialized in the forward pass. bfloat16 logits give a float32 loss.
  */
 export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntropyOptions = {}): Tensor {
   requireFloat('crossEntropy', logits);
@@ -93,7 +100,7 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntr
   // the mean divides by the rows not ignored, counted on the backend: a host read would wait for every
   // queued kernel in the middle of the forward pass on a GPU
   const meanScale = reduction === 'mean'
-    ? wrap(meanWeight(backend, targets.storage, rows, ignoreIndex, logits.dtype), [1], backend)
+    ? wrap(meanWeight(backend, targets.storage, rows, ignoreIndex, perRow.dtype), [1], backend)
     : null;
   let out: Tensor;
   if (reduction === 'none') {

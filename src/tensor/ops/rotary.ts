@@ -8,11 +8,13 @@ import { common, requireFloat, wrap } from './util.js';
  * [N, 1, D] (or [N, D]): y[e] = x[e] * cos[e] + x[e ^ 1] * sin[e], where e ^ 1 is the other element of
  * e's pair. One fused op where the elementwise form takes a pair swap (two slices and a concat), two
  * products and a sum; its gradient is the same op on the transposed tables. The tables are constants:
- * no gradient flows to them.
+ * no gradient flows to them. Tables of float32 also serve bfloat16 x (positions keep float32 precision).
  */
 export function rotatePairs(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
   requireFloat('rotatePairs', x);
-  const backend = common('rotatePairs', x, cos, sin);
+  // bfloat16 x with float32 tables; else one dtype for all three
+  const backend = x.dtype === 'bfloat16' && cos.dtype === 'float32' ? common('rotatePairs', cos, sin) : common('rotatePairs', x, cos, sin);
+  if (x.device !== cos.device) throw new Error(`rotatePairs: tensors on different devices (${x.device} and ${cos.device})`);
   if (x.rank < 3) throw new Error(`rotatePairs: x must be [..., positions, heads, dim], got ${formatShape(x.shape)}`);
   const [positions, inner, dim] = x.shape.slice(-3) as [number, number, number];
   if (dim % 2 !== 0) throw new Error(`rotatePairs: the last axis (${dim}) must be even`);
