@@ -12,11 +12,14 @@ extra=(${FLASH_CHECK_NVCC_FLAGS:-})  # e.g. "-Xptxas -v" for registers and spill
 sources=(common.cc device.cc memory.cc strided.cc kernels/elementwise.cu kernels/attention_forward.cu
   kernels/attention_backward.cu kernels/attention_dsum.cu kernels/flash_attention_forward.cu kernels/flash_attention_backward.cu)
 objects=()
+pids=()
 for s in "${sources[@]}"; do
   o="$out/$(echo "$s" | tr / _).o"
   objects+=("$o")
+  rm -f "$o"  # a failed compile must not leave an older object to link
   "$nvcc" -std=c++20 -O3 "${archs[@]}" "${extra[@]}" -x cu -I"$root/native/src" -c "$root/native/src/$s" -o "$o" &
+  pids+=($!)
 done
-wait
+for p in "${pids[@]}"; do wait "$p" || { echo "build-flash-check: a compile failed" >&2; exit 1; }; done
 "$nvcc" -std=c++20 -O3 "${archs[@]}" -I"$root/native/src" "$root/native/check/flash_check.cu" "${objects[@]}" -o "$out/flash_check"
 echo "built $out/flash_check"

@@ -613,15 +613,6 @@ __global__ void __launch_bounds__(WgConfig<NWG, MINB, PIPE>::kThreads, MINB)
 #endif
 }
 
-// 1 where this build's machine code for the running device has the warpgroup products.
-__global__ void wgmma_probe_kernel(int* flag) {
-#ifdef LN_HAVE_WGMMA
-  *flag = 1;
-#else
-  *flag = 0;
-#endif
-}
-
 // The wgmma kernel's shape: LONGNET_FLASH_BACKWARD=wg2 (two warpgroups a block), wg1x2 / wg1x3 (one
 // warpgroup, two or three blocks an SM), wg2p / wg1x2p (the same pipelined). Default wg1x3 (with float4
 // dQ atomics): 3% faster than wg2p on an H200 and 1% slower on an H100; both pass the full checks on an
@@ -638,26 +629,12 @@ int wgmma_backward_variant() {
   return variant;
 }
 
-// Whether the wgmma backward runs: a device of compute capability 9.0 running sm_90a code, unless
-// LONGNET_FLASH_BACKWARD=mma asks for the mma.sync kernel. Probed once per process.
+// Whether the wgmma backward runs: the sm_90a image of this file is the one loaded (a device of compute
+// capability 9.0), unless LONGNET_FLASH_BACKWARD=mma asks for the mma.sync kernel.
 bool use_wgmma_backward() {
-  static const bool use = [] {
-    const char* env = std::getenv("LONGNET_FLASH_BACKWARD");
-    if (env && std::strcmp(env, "mma") == 0) return false;
-    int dev = 0, major = 0, minor = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return false;
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-    if (major != 9 || minor != 0) return false;
-    int* flag = nullptr;
-    int host = 0;
-    if (cudaMalloc(&flag, sizeof(int)) != cudaSuccess) return false;
-    wgmma_probe_kernel<<<1, 1>>>(flag);
-    const bool ok = cudaGetLastError() == cudaSuccess && cudaMemcpy(&host, flag, sizeof(int), cudaMemcpyDeviceToHost) == cudaSuccess;
-    cudaFree(flag);
-    return ok && host == 1;
-  }();
-  return use;
+  static const bool built = wg::image_has_wgmma();
+  const char* env = std::getenv("LONGNET_FLASH_BACKWARD");
+  return built && !(env && std::strcmp(env, "mma") == 0);
 }
 }  // namespace
 }  // namespace flash

@@ -235,23 +235,10 @@ void dispatch_forward(int dim, bool causal, DType o_type, F&& f) {
   });
 }
 
-// 1 in the sm_90a image of this file (the wgmma kernel has a body), 0 in the others.
-__device__ int g_wgmma_built =
-#if defined(LN_HAVE_WGMMA)
-    1;
-#else
-    0;
-#endif
-
 // Whether the wgmma kernel runs at head dim `dim`: D = 64 on a Hopper GPU whose loaded image is sm_90a,
 // unless LONGNET_FLASH_FORWARD=mma asks for the mma.sync kernel (to compare them).
 bool use_wgmma(int dim) {
-  static const int built = [] {
-    if (device_info().major != 9) return 0;
-    int flag = 0;
-    check_cuda(cudaMemcpyFromSymbol(&flag, g_wgmma_built, sizeof(int)), "cudaMemcpyFromSymbol");
-    return flag;
-  }();
+  static const bool built = flash::wg::image_has_wgmma();
   if (dim != 64 || !built) return false;
   const char* env = std::getenv("LONGNET_FLASH_FORWARD");
   return !(env && std::string(env) == "mma");

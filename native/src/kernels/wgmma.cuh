@@ -1,7 +1,7 @@
 // Hopper warpgroup matrix products (wgmma, sm_90a) and what they need: shared-memory matrix descriptors
 // for the 128-byte swizzled layout, the fences and commit/wait of the asynchronous products, and a strided
 // row loader that writes that layout. The products and fences compile to nothing outside sm_90a code
-// (LN_HAVE_WGMMA), where the launchers run the mma.sync kernels instead.
+// (LN_HAVE_WGMMA), where the launchers run the mma.sync kernels instead; image_has_wgmma tells them which.
 //
 // Layout (PTX ISA, "matrix descriptor"): tiles of 128-byte rows (64 bf16) in 1024-byte atoms of 8 rows;
 // the 16-byte chunk c of row r sits at chunk c ^ (r % 8). Atoms start 1024-byte aligned, since the
@@ -20,6 +20,8 @@
 #include <cstdint>
 
 #include <cuda_bf16.h>
+
+#include "../common.h"
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define LN_HAVE_WGMMA 1
@@ -153,5 +155,23 @@ __device__ __forceinline__ void load_rows_sw128(__nv_bfloat16* dst, const __nv_b
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(base + swz(row, piece)), "l"(from), "r"(valid ? 16 : 0));
   }
 }
+
+// Whether the driver loaded, for the running GPU, the sm_90a image of the file that includes this header
+// (the image whose wgmma kernels have bodies): each file has its own flag, 1 in that image and 0 in the
+// others (sm_80, and compute_90 PTX compiled for another GPU). Read on the host, once by each launcher.
+namespace {
+__device__ int g_image_has_wgmma =
+#ifdef LN_HAVE_WGMMA
+    1;
+#else
+    0;
+#endif
+
+[[maybe_unused]] bool image_has_wgmma() {
+  int flag = 0;
+  check_cuda(cudaMemcpyFromSymbol(&flag, g_image_has_wgmma, sizeof(int)), "cudaMemcpyFromSymbol (wgmma image)");
+  return flag == 1;
+}
+}  // namespace
 
 }  // namespace ln::flash::wg
