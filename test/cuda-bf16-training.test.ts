@@ -1,59 +1,28 @@
 // Mixed-precision training on cuda: bfloat16 activations, float32 parameters, gradients and AdamW state.
 // Against float32 training on the CPU from the same init and data. On a machine without a GPU this runs on
 // the emulated addon (test/cuda-emulator.ts), whose bfloat16 buffers round every stored value as the GPU does.
-import { test, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { cudaAvailable } from '../src/backend/cuda/index.js';
 import { getBackend } from '../src/backend/registry.js';
-import { ByteTokenizer, buildTokenDataset, type TokenDataset } from '../src/data/index.js';
-import { LongNetDecoder, presetConfig } from '../src/model/index.js';
+import { LongNetDecoder } from '../src/model/index.js';
 import { cast, Rng, tensor, tidy } from '../src/tensor/index.js';
-import { evaluateLoss, Trainer, type TrainerOptions } from '../src/train/trainer.js';
+import { evaluateLoss, Trainer } from '../src/train/trainer.js';
 import { useEmulatedCuda, type EmulatorCounters } from './cuda-emulator.js';
+import { corpusFixture, tiny, trainerOptions, warmUpCuda } from './cuda-training-fixture.js';
 import type { CudaBackend } from '../src/backend/cuda/index.js';
 
 const real = cudaAvailable().ok;
 const emulated: EmulatorCounters | null = real ? null : useEmulatedCuda().counters;
 const gpu = getBackend('cuda') as CudaBackend;
 
-const work = mkdtempSync(join(tmpdir(), 'longnet-bf16-train-'));
-after(() => rmSync(work, { recursive: true, force: true }));
-const corpusPath = join(work, 'corpus.js');
+const lines: string[] = [];
 {
   const rng = new Rng(17);
-  const lines: string[] = [];
   for (let i = 0; i < 300; i++) lines.push(`const value${i} = compute(${rng.int(1000)}, "${i}") * ${rng.int(50)}; // item ${i}`);
-  writeFileSync(corpusPath, lines.join('\n'));
 }
-let dataset: Promise<TokenDataset> | null = null;
-const data = (): Promise<TokenDataset> => (dataset ??= buildTokenDataset(corpusPath, new ByteTokenizer(), { valFraction: 0.1 }));
-
-const tiny = presetConfig('tiny', { vocabSize: 257 });
-
-function trainerOptions(device: 'cpu' | 'cuda'): TrainerOptions {
-  return {
-    seqLen: 128, batch: 2, accumulate: 2, schedule: { lr: 3e-3, totalSteps: 20, warmup: 2, endLr: 0 },
-    adamw: { beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0.01 }, clip: 2, seed: 3, device,
-  };
-}
-
-/**
- * One bf16 forward and backward of a small model on cuda, freed: what the addon creates once per process
- * (the cuBLASLt workspace) exists afterwards, so that bytes in use can be compared before and after.
- */
-function warmUp(): void {
-  const model = new LongNetDecoder(tiny, { seed: 1, device: 'cuda', activations: 'bfloat16' });
-  tidy(() => {
-    const ids = tensor(Int32Array.from({ length: 64 }, (_, i) => i % 257), [1, 64], { dtype: 'int32', device: 'cuda' });
-    model.loss(ids, ids).backward();
-  });
-  model.dispose();
-  gpu.synchronize();
-}
-warmUp();
+const { data } = corpusFixture('longnet-bf16-train-', lines);
+warmUpCuda(gpu, 'bfloat16');
 
 test('training with bf16 activations on cuda follows float32 training on the CPU, with float32 state', async () => {
   const ds = await data();

@@ -4,18 +4,16 @@
 // and host synchronizations, so that leaks and host reads in the training step show up without a GPU.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { cudaAvailable } from '../src/backend/cuda/index.js';
 import { getBackend } from '../src/backend/registry.js';
-import { ByteTokenizer, buildTokenDataset, type TokenDataset } from '../src/data/index.js';
-import { LongNetDecoder, presetConfig } from '../src/model/index.js';
+import { LongNetDecoder } from '../src/model/index.js';
 import { crossEntropy, Rng, tensor, tidy, type Tensor } from '../src/tensor/index.js';
 import { loadModel } from '../src/train/load-model.js';
 import { runTraining, type GivenArgs } from '../src/train/run.js';
-import { evaluateLoss, Trainer, type TrainerOptions } from '../src/train/trainer.js';
+import { evaluateLoss, Trainer } from '../src/train/trainer.js';
 import { useEmulatedCuda, type EmulatorCounters } from './cuda-emulator.js';
+import { corpusFixture, tiny, trainerOptions, warmUpCuda } from './cuda-training-fixture.js';
 import type { CudaBackend } from '../src/backend/cuda/index.js';
 
 const real = cudaAvailable().ok;
@@ -26,45 +24,16 @@ gpu.setAttentionPrecision('fp32');
 /** Loss agreement between the devices: TF32 products on the GPU, exact float32 on the emulator. */
 const LOSS_TOL = real ? 2e-3 : 1e-6;
 
-const work = mkdtempSync(join(tmpdir(), 'longnet-cuda-train-'));
-after(() => rmSync(work, { recursive: true, force: true }));
-
-const corpusPath = join(work, 'corpus.js');
+const lines: string[] = [];
 {
   const rng = new Rng(11);
-  const lines: string[] = [];
   for (let i = 0; i < 400; i++) {
     const a = rng.int(1000);
     lines.push(`function add${i}(a, b) { return a * ${a} + b - ${i}; } // scaled sum ${a}`);
   }
-  writeFileSync(corpusPath, lines.join('\n'));
 }
-let dataset: Promise<TokenDataset> | null = null;
-const data = (): Promise<TokenDataset> => (dataset ??= buildTokenDataset(corpusPath, new ByteTokenizer(), { valFraction: 0.1 }));
-
-function trainerOptions(device: 'cpu' | 'cuda'): TrainerOptions {
-  return {
-    seqLen: 128, batch: 2, accumulate: 2, schedule: { lr: 3e-3, totalSteps: 20, warmup: 2, endLr: 0 },
-    adamw: { beta1: 0.9, beta2: 0.98, eps: 1e-8, weightDecay: 0.01 }, clip: 2, seed: 3, device,
-  };
-}
-
-const tiny = presetConfig('tiny', { vocabSize: 257 });
-
-/**
- * One forward and backward of a small model on cuda, freed: what the addon creates once per process
- * (the cuBLASLt workspace) exists afterwards, so that bytes in use can be compared before and after.
- */
-function warmUp(): void {
-  const model = new LongNetDecoder(tiny, { seed: 1, device: 'cuda' });
-  tidy(() => {
-    const ids = tensor(Int32Array.from({ length: 64 }, (_, i) => i % 257), [1, 64], { dtype: 'int32', device: 'cuda' });
-    model.loss(ids, ids).backward();
-  });
-  model.dispose();
-  gpu.synchronize();
-}
-warmUp();
+const { work, corpusPath, data } = corpusFixture('longnet-cuda-train-', lines);
+warmUpCuda(gpu);
 
 test('training steps on cuda match the CPU and keep device memory flat', async () => {
   const ds = await data();
