@@ -3,19 +3,13 @@
 #include <cuda_bf16.h>
 
 #include <cstdint>
-#include <type_traits>
 
+#include "element_types.cuh"
 #include "launch_util.cuh"
 
 namespace ln {
 
 namespace {
-
-template <typename T>
-__device__ __forceinline__ float to_float(T x) {
-  if constexpr (std::is_same<T, __nv_bfloat16>::value) return __bfloat162float(x);
-  else return x;
-}
 
 // Eight consecutive elements as float32, from one 16-byte load (bf16) or two (float32).
 __device__ __forceinline__ void load8(const __nv_bfloat16* p, float (&x)[8]) {
@@ -68,7 +62,7 @@ __global__ void dsum_kernel(const TO* __restrict__ o, const TD* __restrict__ d_o
     const TO* a = o + row * dim;
     const TD* b = d_o + row * dim;
     float acc = 0.0f;
-    for (int d = lane; d < dim; d += 32) acc = fmaf(to_float(a[d]), to_float(b[d]), acc);
+    for (int d = lane; d < dim; d += 32) acc = fmaf(ldf(a[d]), ldf(b[d]), acc);
     acc = warp_reduce(acc, SumOp{});
     if (lane == 0) dsum[row] = acc;
   }

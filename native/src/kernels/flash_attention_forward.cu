@@ -212,8 +212,8 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const bf16* __restric
       OutT* out = o + row * D + 2 * (lane % 4);
 #pragma unroll
       for (int n = 0; n < NO; n++) {
-        const float x = to_float(out[n * 8]) * w_old + acc[mt][n][2 * r] * w_new;
-        const float y = to_float(out[n * 8 + 1]) * w_old + acc[mt][n][2 * r + 1] * w_new;
+        const float x = ldf(out[n * 8]) * w_old + acc[mt][n][2 * r] * w_new;
+        const float y = ldf(out[n * 8 + 1]) * w_old + acc[mt][n][2 * r + 1] * w_new;
         store_pair(out + n * 8, x, y);
       }
       if (lane % 4 == 0) lse[row] = l_new;

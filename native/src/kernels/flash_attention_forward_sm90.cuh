@@ -214,8 +214,8 @@ __global__ void __launch_bounds__(kThreads, 2) forward_kernel(const __nv_bfloat1
       const float w_new = expf(lse_i - l_new) / l[r];
 #pragma unroll
       for (int n = 0; n < NO; n++) {
-        const float x = to_float(out[n * 8]) * w_old + acc[4 * n + 2 * r] * w_new;
-        const float y = to_float(out[n * 8 + 1]) * w_old + acc[4 * n + 2 * r + 1] * w_new;
+        const float x = ldf(out[n * 8]) * w_old + acc[4 * n + 2 * r] * w_new;
+        const float y = ldf(out[n * 8 + 1]) * w_old + acc[4 * n + 2 * r + 1] * w_new;
         store_pair(out + n * 8, x, y);
       }
       if (lane % 4 == 0) lse[row] = l_new;

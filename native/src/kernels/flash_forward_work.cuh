@@ -1,5 +1,5 @@
 // What the fused forward kernels share: the problem a block works on (a dilated pattern's segment, or a
-// packed problem) and the output element types.
+// packed problem) and the stores of the output element types (element_types.cuh reads them).
 #pragma once
 
 #include <cstdint>
@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 
 #include "attention_common.cuh"
+#include "element_types.cuh"
 #include "flash_attention.h"
 
 namespace ln::flash {
@@ -41,8 +42,6 @@ struct TableSource {
   }
 };
 
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ void store_pair(float* at, float x, float y) { *reinterpret_cast<float2*>(at) = make_float2(x, y); }
 __device__ __forceinline__ void store_pair(__nv_bfloat16* at, float x, float y) {
   *reinterpret_cast<__nv_bfloat162*>(at) = __floats2bfloat162_rn(x, y);
