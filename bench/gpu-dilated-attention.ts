@@ -1,25 +1,27 @@
 /**
- * Dilated attention on one GPU with the fused bf16 kernels, against PyTorch peers: torchscale's algorithm on
- * PyTorch's FlashAttention kernel (bench/peers/torchscale_dilated.py) and dense causal attention through
- * scaled_dot_product_attention with the FlashAttention and cuDNN backends (bench/peers/dense_sdpa.py).
+ * Dilated attention on one GPU with the fused bf16 kernels, against PyTorch peers: torchscale's DilatedAttention
+ * step for step on PyTorch's FlashAttention kernel (bench/peers/torchscale_dilated.py), the same algorithm with
+ * its data movement cut to one gather and one scatter (bench/peers/gather_dilated.py, "torchscale-gather"), and
+ * dense causal attention through scaled_dot_product_attention with the FlashAttention and cuDNN backends
+ * (bench/peers/dense_sdpa.py).
  * B = 1, H = 12, D = 64, bf16 inputs, causal, the paper's schedule w = {2048, ..., 32768}, r = {1, 2, 4, 6, 12};
  * N from 32768, doubling, until every implementation is out of memory (or --max).
  *
  *   node --import tsx bench/gpu-dilated-attention.ts [--quick] [--record] [--min N] [--max N]
- *        [--peers torchscale,dense] [--python python3] [--svg PATH] [--section PATH]
+ *        [--peers torchscale,gather,dense] [--python python3] [--svg PATH] [--section PATH]
  *
  * For each N and implementation: forward ms, forward+backward ms (median of 3 to 10 runs after a warm-up,
  * synchronized), ns per token, effective TFLOP/s (docs/ATTENTION.md: forward sum_i H (N/w') 2 (w'/r_i)^2 D,
  * forward+backward 3.5 times that; dense attention counts as the single pattern (N, 1)), peak memory per
  * token over one forward+backward (inputs, dO, outputs and gradients included), and the speed relative to
- * the torchscale peer. Ours: q, k, v and dO in bf16 from the device's random fill, o, lse, Dsum, dq, dk, dv
+ * the two torchscale peers. Ours: q, k, v and dO in bf16 from the device's random fill, o, lse, Dsum, dq, dk, dv
  * in float32; the backward's buffers are allocated after the forward's outputs, so the peak is that of a
  * training step. The peers run first, each in a child process of its own (it prints JSON lines), so that
  * every implementation has the whole card. Prints one table, the N from which dilated attention beats
  * dense, writes a log-log plot of time against N (bench/dilated-attention.svg, or --svg), and with --record
  * appends a dated section to bench/RESULTS.md (--section PATH writes that section to PATH as well).
- * --quick stops at N = 131072. The last line is the headline: ours against torchscale at the largest N
- * both ran.
+ * --quick stops at N = 131072. The last line is the headline: ours against torchscale (and torchscale-gather)
+ * at the largest N both ran.
  */
 import { spawn } from 'node:child_process';
 import { appendFileSync, writeFileSync } from 'node:fs';
@@ -37,7 +39,7 @@ const { values } = parseArgs({
     record: { type: 'boolean', default: false },
     min: { type: 'string', default: '32768' },
     max: { type: 'string' },
-    peers: { type: 'string', default: 'torchscale,dense' },
+    peers: { type: 'string', default: 'torchscale,gather,dense' },
     python: { type: 'string', default: 'python3' },
     svg: { type: 'string', default: join(here, 'dilated-attention.svg') },
     section: { type: 'string' },
@@ -63,6 +65,7 @@ type Status = 'ok' | 'oom' | 'skipped' | 'error';
 interface Row { impl: string; N: number; status: Status; fwdMs?: number; totalMs?: number; peakBytes?: number; reason?: string; dsumMs?: number }
 const OURS = 'longnet';
 const TORCHSCALE = 'torchscale';
+const GATHER = 'torchscale-gather';
 const DENSE = ['dense-flash', 'dense-cudnn'];
 
 /** Forward FLOPs of docs/ATTENTION.md for patterns (w, r) at length N. */
@@ -154,6 +157,7 @@ function describe(r: Row): string {
 
 const peers = values.peers!.split(',').map((p) => p.trim()).filter(Boolean);
 if (peers.includes('torchscale')) await runPeer('torchscale_dilated.py', []);
+if (peers.includes('gather')) await runPeer('gather_dilated.py', []);
 if (peers.includes('dense')) await runPeer('dense_sdpa.py', ['--max-seconds', values['dense-max-seconds']!, '--backends', 'flash,cudnn']);
 
 // ---- ours ----------------------------------------------------------------------------------------------
@@ -243,29 +247,32 @@ function measureOurs(N: number): Row {
 
 // ---- report --------------------------------------------------------------------------------------------
 
-const impls = [OURS, TORCHSCALE, ...DENSE].filter((i) => rows.some((r) => r.impl === i));
+const impls = [OURS, TORCHSCALE, GATHER, ...DENSE].filter((i) => rows.some((r) => r.impl === i));
 const find = (impl: string, N: number): Row | undefined => rows.find((r) => r.impl === impl && r.N === N);
 const ok = (impl: string, N: number): Row | undefined => {
   const r = find(impl, N);
   return r?.status === 'ok' ? r : undefined;
 };
 
-const header = '| N | implementation | fwd ms | fwd+bwd ms | ns/token | fwd TFLOP/s | fwd+bwd TFLOP/s | peak bytes/token | vs torchscale |';
-const table = [header, '|---|---|---|---|---|---|---|---|---|'];
+const header = '| N | implementation | fwd ms | fwd+bwd ms | ns/token | fwd TFLOP/s | fwd+bwd TFLOP/s | peak bytes/token | vs torchscale | vs torchscale-gather |';
+const table = [header, '|---|---|---|---|---|---|---|---|---|---|'];
 for (const N of lengths) {
   for (const impl of impls) {
     const r = find(impl, N);
     if (!r) continue;
     if (r.status !== 'ok') {
-      table.push(`| ${N} | ${impl} | ${r.status}${r.reason ? `: ${r.reason}` : ''} | | | | | | |`);
+      table.push(`| ${N} | ${impl} | ${r.status}${r.reason ? `: ${r.reason}` : ''} | | | | | | | |`);
       continue;
     }
     const f = flopsOf(impl, N);
-    const ts = ok(TORCHSCALE, N);
+    const ratio = (peer: string): string => {
+      const p = ok(peer, N);
+      return p ? `${(p.totalMs! / r.totalMs!).toFixed(2)}x` : '';
+    };
     table.push(
       `| ${N} | ${impl} | ${r.fwdMs!.toFixed(2)} | ${r.totalMs!.toFixed(2)} | ${((r.totalMs! * 1e6) / (B * N)).toFixed(1)} | ` +
       `${(f / r.fwdMs! / 1e9).toFixed(1)} | ${((3.5 * f) / r.totalMs! / 1e9).toFixed(1)} | ${Math.round(r.peakBytes! / (B * N))} | ` +
-      `${ts ? `${(ts.totalMs! / r.totalMs!).toFixed(2)}x` : ''} |`,
+      `${ratio(TORCHSCALE)} | ${ratio(GATHER)} |`,
     );
   }
 }
@@ -281,7 +288,7 @@ function crossover(impl: string): string {
   if (from < 0) return `${impl} is slower than dense attention at every N measured (${common[0]} to ${common.at(-1)})`;
   return `${impl} beats dense attention from N = ${common[from]} (slower at ${common[from - 1]}), measured to N = ${common.at(-1)}`;
 }
-const crossovers = [OURS, TORCHSCALE].filter((i) => impls.includes(i)).map(crossover);
+const crossovers = [OURS, TORCHSCALE, GATHER].filter((i) => impls.includes(i)).map(crossover);
 
 const speed = (ratio: number): string => (ratio >= 1 ? `${ratio.toFixed(2)}x faster` : `${(1 / ratio).toFixed(2)}x slower`);
 
@@ -300,7 +307,9 @@ function headline(): string {
   const mine = ok(OURS, N0)!, theirs = ok(TORCHSCALE, N0)!;
   const largestMine = lengths.filter((N) => ok(OURS, N)).at(-1)!;
   const beyond = largestMine > N0 ? `; longnet runs to N=${largestMine}, torchscale ${find(TORCHSCALE, N0 * 2)?.status ?? 'not measured'} at N=${N0 * 2}` : '';
-  return `headline: N=${N0}: longnet ${fmt(mine)} vs torchscale ${fmt(theirs)}: ${speed(theirs.totalMs! / mine.totalMs!)}${beyond}`;
+  const lean = ok(GATHER, N0);
+  const leanPart = lean ? `; vs torchscale-gather ${fmt(lean)}: ${speed(lean.totalMs! / mine.totalMs!)}` : '';
+  return `headline: N=${N0}: longnet ${fmt(mine)} vs torchscale ${fmt(theirs)}: ${speed(theirs.totalMs! / mine.totalMs!)}${leanPart}${beyond}`;
 }
 
 // ---- plot ------------------------------------------------------------------------------------------------
@@ -308,7 +317,7 @@ function headline(): string {
 function plotSvg(): string {
   const width = 820, height = 460;
   const m = { left: 72, right: 200, top: 44, bottom: 56 };
-  const colors: Record<string, string> = { [OURS]: '#d62728', [TORCHSCALE]: '#1f77b4', 'dense-flash': '#2ca02c', 'dense-cudnn': '#9467bd' };
+  const colors: Record<string, string> = { [OURS]: '#d62728', [TORCHSCALE]: '#1f77b4', [GATHER]: '#17becf', 'dense-flash': '#2ca02c', 'dense-cudnn': '#9467bd' };
   const pts = rows.filter((r) => r.status === 'ok');
   const esc = (s: string): string => s.replace(/[<>&]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;' })[c]!);
   const out: string[] = [
@@ -385,11 +394,13 @@ if (values.record || values.section) {
     '',
     `Card: ${g.info.name}. ${peerLine}; Node ${process.version}. B=${B}, H=${H}, D=${D}, causal, bf16 inputs, the paper's schedule ` +
     `${W.map((w, i) => `(${w}, ${R[i]})`).join(' ')}. Ours (longnet): the fused kernels with o in bf16 (merged in bf16 storage), lse, dq, dk, dv in float32 and Dsum ` +
-    'from attentionDsum. Peers: torchscale\'s algorithm on aten._scaled_dot_product_flash_attention (bench/peers/torchscale_dilated.py), ' +
+    'from attentionDsum. Peers: torchscale\'s DilatedAttention step for step on aten._scaled_dot_product_flash_attention ' +
+    '(bench/peers/torchscale_dilated.py), the same algorithm with one gather and one scatter per tensor (torchscale-gather, ' +
+    'bench/peers/gather_dilated.py), ' +
     'dense causal scaled_dot_product_attention with the flash and the cuDNN backend (bench/peers/dense_sdpa.py). Times: median of 3 to 10 ' +
     'runs after a warm-up; TFLOP/s counts docs/ATTENTION.md\'s forward FLOPs (3.5x for forward+backward; dense as the pattern (N, 1)); ' +
-    'peak: memory allocated during one forward+backward, inputs, dO, outputs and gradients included, per token. "vs torchscale": ' +
-    'torchscale\'s forward+backward time over this row\'s.',
+    'peak: memory allocated during one forward+backward, inputs, dO, outputs and gradients included, per token. "vs torchscale", ' +
+    '"vs torchscale-gather": that peer\'s forward+backward time over this row\'s.',
     '',
     ...table,
     '',

@@ -1,110 +1,131 @@
-"""Peer of bench/gpu-dilated-attention.ts: dilated attention computed the way torchscale computes it.
+"""Peer of bench/gpu-dilated-attention.ts: torchscale's DilatedAttention, step for step.
 
-For each pattern (w, r): cut the sequence into segments of w' = min(w, N), select in every segment the rows
-whose offset is h mod r for head h (the segment padded to a multiple of r), run PyTorch's FlashAttention
-kernel (aten._scaled_dot_product_flash_attention, which also returns the log-sum-exp) on the selected rows
-of every (segment, head), scatter the outputs and log-sum-exps back to the dense [B, N, H, ...] layout, and
-mix the patterns with weights softmax_i(lse_i), computed without gradient as torchscale does.
-Input layout [B, N, H, D] in bf16, causal.
+The tensor program of torchscale's DilatedAttention (torchscale/component/dilated_attention.py) from its
+[B, N, H, D] q, k, v to its mixed output, written here with plain torch views, permutes and reshapes, and
+with PyTorch's FlashAttention kernel (aten._scaled_dot_product_flash_attention, which also returns the
+log-sum-exp) where torchscale calls flash_attn_func. For each pattern (w, r), separately for q, k and v:
+cut the sequence into segments of w' = min(w, N), pad each segment to a multiple of r and the heads to a
+multiple of r, take the diagonal of the (row mod r, head group) grid (torchscale's head offsets: head group
+j reads offset j), and copy to a [(segments * H), rows, D] tensor. After the kernel, each pattern's output
+and log-sum-exp go back to the dense layout through diag_embed (zeros off the diagonal, log-sum-exp -1e8
+there), then the patterns mix with weights exp(lse_i - max) / sum, computed without gradient. Every copy,
+padding and temporary that torchscale's code makes is made here too, so time and memory are those of
+torchscale's module; gather_dilated.py is the same algorithm with the data movement cut to one gather and
+one scatter. Input layout [B, N, H, D] in bf16, causal; N a multiple of every segment length.
 
     python3 bench/peers/torchscale_dilated.py --lengths 32768,65536
 """
 import torch
+import torch.nn.functional as F
 
 from common import emit, info, measure_attention, parse_args, run_lengths
+from dilated_reference import check
 
 
-def sparse_index(heads, r, device):
-    """Slot (offset inside each group of r rows) and head index pairs: head h reads slot h mod r."""
-    h = torch.arange(heads, device=device)
-    return h % r, h
+def pad_to(n, multiple):
+    return -n % multiple
 
 
-def pattern(q, k, v, w, r, causal, scale):
-    """Output [B, N, H, D] and lse [B, N, H] (float32, -inf where the row is not selected) of one pattern."""
-    b, n, heads, d = q.shape
+def dense_to_sparse(x, r):
+    """[S, g, H, D] segments -> [S, ceil(g/r), H, D]: the rows of each head's offset, head group j at offset j."""
+    s, g, heads, d = x.shape
+    rows, head_pad = pad_to(g, r), pad_to(heads, r)
+    if rows or head_pad:
+        x = F.pad(x, (0, 0, 0, head_pad, 0, rows))
+    length, groups = (g + rows) // r, (heads + head_pad) // r
+    # (length r1) (r2 groups) d -> length groups d r1 r2, then the r1 == r2 diagonal
+    x = x.view(s, length, r, r, groups, d).permute(0, 1, 4, 5, 2, 3)
+    x = torch.diagonal(x, offset=0, dim1=4, dim2=5)
+    # length groups d r -> length (r groups) d: a copy
+    x = x.permute(0, 1, 4, 2, 3).reshape(s, length, r * groups, d)
+    return x[:, :, :heads] if head_pad else x
+
+
+def gathering(x, w, r):
+    """[B, N, H, D] -> [(B * segments) * H, rows, D] of one pattern's selected rows."""
+    b, n, heads, d = x.shape
     seg = min(w, n)
-    assert n % seg == 0, "lengths must be multiples of the segments"
-    s = n // seg
-    padded = -(-seg // r) * r
-    slots, hidx = sparse_index(heads, r, q.device)
+    if pad_to(n, seg):
+        x = F.pad(x, (0, 0, 0, 0, 0, pad_to(n, seg)))
+    x = x.reshape(-1, seg, heads, d)
+    x = dense_to_sparse(x, r)
+    # segments rows heads d -> (segments heads) rows d: a copy
+    return x.permute(0, 2, 1, 3).reshape(-1, x.shape[1], d)
 
-    def gather(x):
-        x = x.view(b, s, seg, heads, d)
-        if padded != seg:
-            x = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, padded - seg))
-        x = x.view(b, s, padded // r, r, heads, d)
-        # advanced indexing on (slot, head) pairs: [b, s, padded/r, heads, d]
-        x = x[:, :, :, slots, hidx, :]
-        # FlashAttention layout: [batch * segments, heads, rows, d]
-        return x.reshape(b * s, padded // r, heads, d).transpose(1, 2)
 
-    qs, ks, vs = gather(q), gather(k), gather(v)
-    out, lse = torch.ops.aten._scaled_dot_product_flash_attention(qs, ks, vs, 0.0, causal, False, scale=scale)[:2]
-    lse = lse[..., : padded // r]
-    out = out.transpose(1, 2).reshape(b, s, padded // r, heads, d)
-    lse = lse.transpose(1, 2).reshape(b, s, padded // r, heads)
+def sparse_to_dense(out, lse, r):
+    """out [S, rows, H, D], lse [S, H, rows] -> [S, H, rows * r, D] and [S, H, rows * r, 1] through diag_embed."""
+    s, length, heads, d = out.shape
+    head_pad = pad_to(heads, r)
+    if head_pad:
+        out = F.pad(out, (0, 0, 0, head_pad))
+        lse = F.pad(lse, (0, 0, 0, head_pad), value=-1e8)
+    groups = (heads + head_pad) // r
+    # length (r groups) d -> length groups d r, spread over an r x r diagonal
+    out = out.view(s, length, r, groups, d).permute(0, 1, 3, 4, 2)
+    out = torch.diag_embed(out, offset=0, dim1=4, dim2=5)
+    # length groups d r1 r2 -> (r2 groups) (length r1) d: a copy
+    out = out.permute(0, 5, 2, 1, 4, 3).reshape(s, r * groups, length * r, d)
+    lse = lse.view(s, r, groups, length).permute(0, 3, 2, 1)
+    lse = torch.diag_embed(lse, offset=0, dim1=3, dim2=4)
+    lse = lse.masked_fill_(lse == 0, -1e8)
+    lse = lse.permute(0, 4, 2, 1, 3).reshape(s, r * groups, length * r, 1)
+    if head_pad:
+        out, lse = out[:, :heads], lse[:, :heads]
+    return out, lse
 
-    # scatter back (differentiable in out): the unselected rows stay 0, their lse -inf
-    dense = out.new_zeros(b, s, padded // r, r, heads, d)
-    dense[:, :, :, slots, hidx, :] = out
-    dense_lse = lse.new_full((b, s, padded // r, r, heads), float("-inf"))
-    dense_lse[:, :, :, slots, hidx] = lse
-    dense = dense.view(b, s, padded, heads, d)[:, :, :seg].reshape(b, n, heads, d)
-    dense_lse = dense_lse.view(b, s, padded, heads)[:, :, :seg].reshape(b, n, heads)
-    return dense, dense_lse
+
+def scattering(outs, lses, dilations, n, b, heads):
+    """The patterns' sparse outputs [S, rows, H, D] back to [B, N, H * D], mixed by their log-sum-exps."""
+    dense_outs, dense_lses = [], []
+    for r, o, lse in zip(dilations, outs, lses):
+        s = o.shape[0]
+        o, lse = sparse_to_dense(o, lse, r)
+        g = o.shape[2]
+        # (b segments) heads g d -> (b heads) (segments g) d: a copy each
+        o = o.view(b, s // b, heads, g, -1).permute(0, 2, 1, 3, 4).reshape(b * heads, (s // b) * g, -1)
+        lse = lse.view(b, s // b, heads, g, 1).permute(0, 2, 1, 3, 4).reshape(b * heads, (s // b) * g, 1)
+        dense_outs.append(o[:, :n])
+        dense_lses.append(lse[:, :n])
+    with torch.no_grad():
+        top = torch.stack(dense_lses, dim=0).max(0)[0]
+        weights = [torch.exp(lse - top) for lse in dense_lses]
+        total = torch.stack(weights, dim=0).sum(0)
+        weights = [x / total for x in weights]
+    out = 0
+    for o, wt in zip(dense_outs, weights):
+        out += o * wt.type_as(o)
+    # (b heads) n d -> b n (heads d): a copy
+    return out.view(b, heads, n, -1).permute(0, 2, 1, 3).reshape(b, n, -1)
 
 
 def dilated_attention(q, k, v, segments, dilations, causal=True):
-    scale = q.shape[-1] ** -0.5
+    b, n, heads, d = q.shape
+    scale = d ** -0.5
     outs, lses = [], []
     for w, r in zip(segments, dilations):
-        o, l = pattern(q, k, v, w, r, causal, scale)
-        outs.append(o)
-        lses.append(l)
-    with torch.no_grad():
-        weights = torch.softmax(torch.stack(lses, dim=0), dim=0).to(q.dtype).unsqueeze(-1)
-    out = outs[0] * weights[0]
-    for i in range(1, len(outs)):
-        out = out + outs[i] * weights[i]
-    return out
-
-
-def reference(q, k, v, segments, dilations):
-    """Causal dense attention in float32 over the multiset mask (a key counted once per pattern reaching it)."""
-    b, n, heads, d = q.shape
-    pos = torch.arange(n, device=q.device)
-    counts = torch.zeros(heads, n, n, device=q.device)
-    for w, r in zip(segments, dilations):
-        seg = min(w, n)
-        same = (pos[:, None] // seg) == (pos[None, :] // seg)
-        earlier = pos[None, :] <= pos[:, None]
-        offset = (pos % seg) % r
-        for h in range(heads):
-            sel = offset == h % r
-            counts[h] += (same & earlier & sel[:, None] & sel[None, :]).float()
-    s = torch.einsum("bqhd,bkhd->bhqk", q.float(), k.float()) * d ** -0.5 + torch.log(counts)[None]
-    return torch.einsum("bhqk,bkhd->bqhd", torch.softmax(s, dim=-1), v.float())
-
-
-def check():
-    """The algorithm above against the definition on a small case (reported, for the harness to show)."""
-    shape = (2, 384, 4, 64)
-    q, k, v = (torch.randn(shape, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    segments, dilations = [64, 128, 384], [1, 2, 4]
-    with torch.no_grad():
-        got = dilated_attention(q, k, v, segments, dilations).float()
-        want = reference(q, k, v, segments, dilations)
-    emit({"kind": "check", "impl": "torchscale", "max_abs_err": (got - want).abs().max().item(),
-          "max_abs": want.abs().max().item()})
+        ki, vi, qi = gathering(k, w, r), gathering(v, w, r), gathering(q, w, r)
+        length = qi.shape[1]
+        # torchscale hands flash_attn_func [S, rows, heads, D] views of these tensors; the aten kernel takes
+        # the same memory as [S, heads, rows, D]
+        as_bhld = lambda x: x.view(-1, heads, length, d)  # noqa: E731
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention(
+            as_bhld(qi), as_bhld(ki), as_bhld(vi), 0.0, causal, False, scale=scale)[:2]
+        outs.append(out.transpose(1, 2))  # [S, rows, heads, D], as flash_attn_func returns it
+        lses.append(lse[:, :, :length])
+    return scattering(outs, lses, dilations, n, b, heads).view(b, n, heads, d)
 
 
 def main():
     args = parse_args(__doc__)
     info({"peer": "torchscale_dilated"})
     torch.manual_seed(args.seed)
-    check()
+    check("torchscale", dilated_attention, "blocked", emit)
     h, d, bsz = args.heads, args.dim, args.batch
+    for w in args.segments:
+        bad = [n for n in args.lengths if n > w and n % w]
+        if bad:
+            raise SystemExit(f"torchscale_dilated.py: lengths {bad} are not multiples of the segment length {w}")
 
     def measure(n):
         return measure_attention((bsz, n, h, d), lambda q, k, v: dilated_attention(q, k, v, args.segments, args.dilations), args)
