@@ -1,10 +1,11 @@
 // The fused forward at head dim 64 on Hopper's warpgroup products (wgmma, sm_90a). The same work and
 // merge as forward_kernel (flash_attention_forward.cu): a block takes 128 selected query rows of one
 // problem, as two warpgroups of 64 rows. Q and kStages stages of 64 keys (K and V) lie in shared memory in
-// the 128-byte swizzled layout, loaded by cp.async straight from the strided rows. Per key tile each
-// warpgroup runs S = Q K^T (both operands from shared memory), the online softmax on S in registers, and
-// O += P V with P in registers (the accumulator layout packed to bf16 is the A fragment) and V read
-// through a transposing descriptor.
+// the 128-byte swizzled layout, loaded by cp.async straight from the strided rows; each warpgroup then
+// keeps its Q rows in registers as A fragments (shared memory feeds two operands of an m64n64 product no
+// faster than the tensor cores take them). Per key tile each warpgroup runs S = Q K^T (K from shared
+// memory), the online softmax on S in registers, and O += P V with P in registers (the accumulator layout
+// packed to bf16 is the A fragment) and V read through a transposing descriptor.
 //
 // Each warpgroup overlaps its softmax with its own products (FlashAttention-3's intra-warpgroup
 // pipelining): S_{j+1} and P_j V_j are queued together and the softmax of S_{j+1} runs while P_j V_j
@@ -75,7 +76,6 @@ __global__ void __launch_bounds__(kThreads, 2) forward_kernel(const __nv_bfloat1
 #pragma unroll
   for (int t = 0; t < kStages - 1; t++) load_keys(t);
 
-  const uint64_t q_desc = desc_kmajor(static_cast<uint32_t>(__cvta_generic_to_shared(qs)) + group * 64 * 128);
   const uint32_t k_addr = static_cast<uint32_t>(__cvta_generic_to_shared(ks));
   const uint32_t v_addr = static_cast<uint32_t>(__cvta_generic_to_shared(vs));
 
@@ -86,10 +86,11 @@ __global__ void __launch_bounds__(kThreads, 2) forward_kernel(const __nv_bfloat1
 #pragma unroll
   for (int i = 0; i < NO * 4; i++) acc[i] = 0.0f;
 
+  uint32_t qf[D / 16][4];  // this warpgroup's 64 Q rows as A fragments, read from shared memory once q has arrived
   auto issue_s = [&](int t) {
     const uint64_t k_desc = desc_kmajor(k_addr + (t % kStages) * BN * 128);
 #pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) mma_ss_n64<0, 0>(s, desc_plus(q_desc, kk * 32), desc_plus(k_desc, kk * 32), kk > 0);
+    for (int kk = 0; kk < D / 16; kk++) mma_rs_n64<0>(s, qf[kk], desc_plus(k_desc, kk * 32), kk > 0);
     commit();
   };
   auto issue_pv = [&](int t) {
@@ -156,6 +157,14 @@ __global__ void __launch_bounds__(kThreads, 2) forward_kernel(const __nv_bfloat1
   cp_async_wait<kStages - 2>();  // q and key tile 0
   fence_proxy_async();  // this thread's cp.async writes, before the barrier, for the tensor cores' reads
   __syncthreads();
+  {
+    const unsigned char* my_q_tile = reinterpret_cast<const unsigned char*>(qs) + group * 64 * 128;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++)
+#pragma unroll
+      for (int h = 0; h < 4; h++)
+        qf[kk][h] = *reinterpret_cast<const uint32_t*>(my_q_tile + swz(warp * 16 + lane / 4 + 8 * (h % 2), 2 * kk + h / 2) + 4 * (lane % 4));
+  }
   float alpha[2];
   fence();
   issue_s(0);

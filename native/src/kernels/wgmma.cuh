@@ -121,10 +121,10 @@ __device__ __forceinline__ void mma_ss_n128(float (&d)[64], uint64_t a, uint64_t
 #endif
 }
 
-// d (64 x 64, fp32) += A B, A (64 x 16 bf16) from registers in the mma.sync A-fragment layout per warp
-// (warp w holds rows 16w..16w+15), B from shared memory (TB: 1 = MN-major).
+// d (64 x 64, fp32) = (accumulate ? d : 0) + A B, A (64 x 16 bf16) from registers in the mma.sync
+// A-fragment layout per warp (warp w holds rows 16w..16w+15), B from shared memory (TB: 1 = MN-major).
 template <int TB>
-__device__ __forceinline__ void mma_rs_n64(float (&d)[32], const uint32_t (&a)[4], uint64_t b) {
+__device__ __forceinline__ void mma_rs_n64(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int accumulate = 1) {
 #ifdef LN_HAVE_WGMMA
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %38, 0;\n"
@@ -135,7 +135,7 @@ __device__ __forceinline__ void mma_rs_n64(float (&d)[32], const uint32_t (&a)[4
         "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]),
         "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
         "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(TB), "r"(1));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(TB), "r"(accumulate));
 #endif
 }
 
