@@ -80,15 +80,26 @@ test('cross-entropy, forward and backward, with ignored rows', { skip }, () => {
   }
 });
 
-test('a target outside the vocabulary is a RangeError naming it', { skip }, () => {
-  const g = requireGpu();
-  const logits = g.fromArray(rng.floats(3 * 4));
-  const targets = g.fromArray(new Int32Array([1, 9, 2]));
-  assert.throws(() => g.crossEntropy(logits, targets, 3, 4, -100, 4), (e: unknown) => {
-    assert.ok(e instanceof RangeError);
-    assert.equal(e.message, 'crossEntropy: target 9 at row 1 is outside [0, 4)');
+/** Asserts that `wait` throws the RangeError `message` (a queued index check failing at a wait). */
+function assertRangeError(wait: () => unknown, message: string): void {
+  assert.throws(wait, (e: unknown) => {
+    assert.ok(e instanceof RangeError, String(e));
+    assert.equal(e.message, message);
     return true;
   });
+}
+
+test('a target outside the vocabulary is a RangeError naming it, at the next wait', { skip }, () => {
+  const g = requireGpu();
+  const logits = g.fromArray(rng.floats(3 * 4));
+  const targets = g.fromArray(new Int32Array([1, 9, -3]));
+  // the check is queued on the device: the call returns, and the read of its loss throws
+  const { loss } = g.crossEntropy(logits, targets, 3, 4, -100, 4);
+  assertRangeError(() => g.read(loss), 'crossEntropy: target 9 at row 1 is outside [0, 4)');
+  // reported once; synchronize reports it too
+  g.crossEntropy(logits, targets, 3, 4, -100, 4);
+  assertRangeError(() => g.synchronize(), 'crossEntropy: target 9 at row 1 is outside [0, 4)');
+  g.synchronize();
 });
 
 test('cross-entropy over the first `classes` columns (a padded vocabulary), forward and backward', { skip }, () => {
@@ -121,11 +132,8 @@ test('a target in the padding, or classes outside [1, cols], is a RangeError nam
   const g = requireGpu();
   const logits = g.fromArray(rng.floats(3 * 8));
   const targets = g.fromArray(new Int32Array([1, 6, 2]));
-  assert.throws(() => g.crossEntropy(logits, targets, 3, 8, -100, 5), (e: unknown) => {
-    assert.ok(e instanceof RangeError);
-    assert.equal(e.message, 'crossEntropy: target 6 at row 1 is outside [0, 5)');
-    return true;
-  });
+  g.crossEntropy(logits, targets, 3, 8, -100, 5);
+  assertRangeError(() => g.synchronize(), 'crossEntropy: target 6 at row 1 is outside [0, 5)');
   const fine = g.fromArray(new Int32Array([1, 0, 2]));
   const lse = g.fromArray(new Float32Array(3));
   const dLoss = g.fromArray(new Float32Array(3));
@@ -149,7 +157,10 @@ test('embedding gather and scatter-add with repeated indices', { skip }, () => {
     assertClose(readGpu(g.scatterAdd(dOut.g, indices.g, rowsInTable, cols)), cpu.read(cpu.scatterAdd(dOut.c, indices.c, rowsInTable, cols)), 'scatterAdd', 1e-5, 1e-6);
   }
   const bad = g.fromArray(new Int32Array([0, 3, -1]));
-  assert.throws(() => g.gather(g.fromArray(rng.floats(6)), 3, 2, bad), /^RangeError: embedding: index 3 is outside \[0, 3\)/);
+  const picked = g.gather(g.fromArray(rng.floats(6)), 3, 2, bad);
+  assertRangeError(() => g.read(picked), 'embedding: index 3 is outside [0, 3)');
+  g.scatterAdd(g.fromArray(rng.floats(6)), bad, 3, 2);
+  assertRangeError(() => g.allFinite(picked), 'embedding: index 3 is outside [0, 3)');
 });
 
 test('gather with validRows: the padding rows of a table are out of range', { skip }, () => {
@@ -158,7 +169,8 @@ test('gather with validRows: the padding rows of a table are out of range', { sk
   const indices = both(Int32Array.from({ length: 50 }, () => rng.int(257)));
   assert.deepEqual(readGpu(g.gather(table.g, 320, 8, indices.g, 257)), cpu.read(cpu.gather(table.c, 320, 8, indices.c, 257)));
   const padding = g.fromArray(new Int32Array([5, 257]));
-  assert.throws(() => g.gather(table.g, 320, 8, padding, 257), { name: 'RangeError', message: 'embedding: index 257 is outside [0, 257)' });
+  g.gather(table.g, 320, 8, padding, 257);
+  assertRangeError(() => g.synchronize(), 'embedding: index 257 is outside [0, 257)');
   assert.throws(() => g.gather(table.g, 320, 8, indices.g, 321), { name: 'RangeError', message: 'embedding: validRows = 321 is not in [0, 320]' });
 });
 

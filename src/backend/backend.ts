@@ -140,7 +140,9 @@ export interface Backend {
   /**
    * Per-row -log softmax(logits)[target] over the first `classes` columns of each row (1 <= classes <=
    * cols; the columns past it are padding, outside the softmax, and targets must be below `classes`);
-   * rows whose target equals ignoreIndex give 0. Also returns the row log-sum-exp.
+   * rows whose target equals ignoreIndex give 0. Also returns the row log-sum-exp. Any other target is a
+   * RangeError "crossEntropy: target T at row R is outside [0, classes)": at once on the CPU; a device with
+   * a queue checks on the device and throws at its next wait, as `checkFinite` does.
    */
   crossEntropy(
     logits: Storage, targets: Storage, rows: number, cols: number, ignoreIndex: number, classes: number,
@@ -159,7 +161,11 @@ export interface Backend {
   rotatePairs(x: Storage, cos: Storage, sin: Storage, outer: number, positions: number, inner: number, dim: number, transpose: boolean): Storage;
 
   // embeddings
-  /** Rows of table [rowsInTable, cols] picked by indices, each below validRows (default rowsInTable; rows past it are padding). */
+  /**
+   * Rows of table [rowsInTable, cols] picked by indices, each below validRows (default rowsInTable; rows past
+   * it are padding). Another index is a RangeError "embedding: index I is outside [0, validRows)", at once
+   * or at the next wait as for crossEntropy's targets.
+   */
   gather(table: Storage, rowsInTable: number, cols: number, indices: Storage, validRows?: number): Storage;
   scatterAdd(dOut: Storage, indices: Storage, rowsInTable: number, cols: number): Storage;
 

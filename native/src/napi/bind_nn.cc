@@ -81,13 +81,6 @@ napi_value layer_norm_backward(const Call& c) {
   return undefined(c.env);
 }
 
-int32_t read_int(const Buffer* b, int64_t i) {
-  int32_t v = 0;
-  check_cuda(cudaMemcpyAsync(&v, b->as<int32_t>() + i, sizeof v, cudaMemcpyDeviceToHost, stream()), "cudaMemcpyAsync");
-  synchronize();
-  return v;
-}
-
 // 1 <= classes <= cols: the columns past `classes` are padding (see nn.h).
 int64_t classes_arg(const Call& c, size_t i, int64_t cols) {
   const int64_t classes = c.integer(i, "classes");
@@ -106,19 +99,14 @@ napi_value cross_entropy(const Call& c) {
   const int64_t classes = classes_arg(c, 5, cols);
   Buffer* loss = c.buffer(6, "loss");
   Buffer* lse = c.buffer(7, "lse");
+  const QueuedCheck check = queued_check(c.integer(8, "checkId"), "crossEntropy");
   const DType t = expect_float(logits, rows * cols, "crossEntropy logits");
   expect(targets, DType::I32, rows, "crossEntropy targets");
   expect(loss, DType::F32, rows, "crossEntropy loss");
   expect(lse, DType::F32, rows, "crossEntropy lse");
-  reset_error_flag();
-  launch_cross_entropy(t, logits->ptr, targets->as<int32_t>(), loss->as<float>(), lse->as<float>(), rows, cols, classes, ignore,
-                       error_flag_device(), stream());
-  // a bad target is an input error the caller must hear about, as on the CPU
-  const int bad = rows > 0 ? read_error_flag() : kNoError;
-  if (bad != kNoError) {
-    throw RangeError("crossEntropy: target " + std::to_string(read_int(targets, bad)) + " at row " + std::to_string(bad) +
-                     " is outside [0, " + std::to_string(classes) + ")");
-  }
+  // a bad target fails the queued check: the caller hears of it at its next wait, not now
+  launch_cross_entropy(t, logits->ptr, targets->as<int32_t>(), loss->as<float>(), lse->as<float>(), rows, cols, classes, ignore, check,
+                       stream());
   return undefined(c.env);
 }
 
@@ -141,14 +129,6 @@ napi_value cross_entropy_backward(const Call& c) {
   return undefined(c.env);
 }
 
-void report_bad_index(const Buffer* indices, int64_t rows_in_table) {
-  const int bad = indices->size > 0 ? read_error_flag() : kNoError;
-  if (bad != kNoError) {
-    throw RangeError("embedding: index " + std::to_string(read_int(indices, bad)) + " is outside [0, " +
-                     std::to_string(rows_in_table) + ")");
-  }
-}
-
 // Indices must be below validRows (<= rowsInTable): the rows past it are padding no index may pick.
 napi_value gather(const Call& c) {
   Buffer* table = c.buffer(0, "table");
@@ -156,17 +136,15 @@ napi_value gather(const Call& c) {
   Buffer* indices = c.buffer(3, "indices");
   const int64_t valid_rows = c.integer(4, "validRows");
   Buffer* out = c.buffer(5, "out");
+  const QueuedCheck check = queued_check(c.integer(6, "checkId"), "embedding");
   if (valid_rows < 0 || valid_rows > rows_in_table) {
     throw RangeError("embedding: validRows = " + std::to_string(valid_rows) + " is not in [0, " + std::to_string(rows_in_table) + "]");
   }
   expect(table, DType::F32, rows_in_table * cols, "embedding table");
   expect(indices, DType::I32, -1, "embedding indices");
   expect(out, DType::F32, indices->size * cols, "embedding output");
-  reset_error_flag();
   // the kernel's bound is the rows an index may pick; the table itself may hold more
-  launch_gather(table->as<float>(), valid_rows, cols, indices->as<int32_t>(), indices->size, out->as<float>(), error_flag_device(),
-                stream());
-  report_bad_index(indices, valid_rows);
+  launch_gather(table->as<float>(), valid_rows, cols, indices->as<int32_t>(), indices->size, out->as<float>(), check, stream());
   return undefined(c.env);
 }
 
@@ -175,14 +153,13 @@ napi_value scatter_add(const Call& c) {
   Buffer* indices = c.buffer(1, "indices");
   const int64_t rows_in_table = c.integer(2, "rowsInTable"), cols = c.integer(3, "cols");
   Buffer* out = c.buffer(4, "out");
+  const QueuedCheck check = queued_check(c.integer(5, "checkId"), "embedding");
   expect(indices, DType::I32, -1, "embedding indices");
   expect(d_out, DType::F32, indices->size * cols, "embedding gradient");
   expect(out, DType::F32, rows_in_table * cols, "embedding table gradient");
-  reset_error_flag();
   if (out->bytes()) check_cuda(cudaMemsetAsync(out->ptr, 0, out->bytes(), stream()), "cudaMemsetAsync");
-  launch_scatter_add(d_out->as<float>(), indices->as<int32_t>(), indices->size, rows_in_table, cols, out->as<float>(),
-                     error_flag_device(), stream());
-  report_bad_index(indices, rows_in_table);
+  launch_scatter_add(d_out->as<float>(), indices->as<int32_t>(), indices->size, rows_in_table, cols, out->as<float>(), check,
+                     stream());
   return undefined(c.env);
 }
 
