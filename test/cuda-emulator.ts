@@ -203,6 +203,12 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
     },
     adamw: (param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step, gradScale) =>
       cpu.adamw(s(param), s(grad), s(m), s(v), { lr, beta1, beta2, eps, weightDecay, step, gradScale }),
+    adamwMulti(params, grads, ms, vs, weightDecays, lr, beta1, beta2, eps, step, gradScale) {
+      const n = params.length;
+      if (grads.length !== n || ms.length !== n || vs.length !== n || weightDecays.length !== n) throw new RangeError('adamwMulti: list lengths differ');
+      params.forEach((p, i) =>
+        cpu.adamw(s(p), s(grads[i]!), s(ms[i]!), s(vs[i]!), { lr, beta1, beta2, eps, weightDecay: weightDecays[i]!, step, gradScale }));
+    },
     sumsOfSquares: (xs, out) => put(out, cpu.sumsOfSquares(xs.map(s))),
     attentionForward(q, k, v, o, lse, batch, seqLen, heads, headDim, patterns, causal, scale, blocked) {
       const r = cpu.dilatedAttention(s(q), s(k), s(v), { batch, seqLen, heads, headDim }, config(patterns, causal, scale, blocked));

@@ -191,3 +191,33 @@ test('AdamW updates param, m and v like the CPU backend', { skip }, () => {
   assertClose(readGpu(p.g), cpu.read(p.c), 'param', 1e-5, 1e-6);
   g.synchronize();
 });
+
+test('multi-tensor AdamW equals AdamW tensor by tensor, bit for bit, and the CPU', { skip }, () => {
+  const g = requireGpu();
+  // sizes around the kernel's 2048-element block chunks, an empty tensor, and enough tensors for a deep search
+  const sizes = [2048, 1, 0, 2047, 2049, 10_001, 300_000, ...Array.from({ length: 300 }, () => 1 + rng.int(5000))];
+  const decaysOf = sizes.map((_, i) => (i % 3 === 0 ? 0 : 0.01 * (1 + (i % 5))));
+  const state = sizes.map((n) => ({ p: rng.floats(n), m: new Float32Array(n), v: new Float32Array(n) }));
+  const onGpu = () => state.map(({ p, m, v }) => ({ param: g.fromArray(p), m: g.fromArray(m), v: g.fromArray(v) }));
+  const [one, many] = [onGpu(), onGpu()];
+  const host = state.map(({ p, m, v }) => ({ param: cpu.fromArray(p), m: cpu.fromArray(m), v: cpu.fromArray(v) }));
+  for (let step = 1; step <= 3; step++) {
+    const grads = sizes.map((n) => both(rng.floats(n, (r) => r.normal() * 3)));
+    const hyper = { lr: 6e-4 * step, beta1: 0.9, beta2: 0.98, eps: 1e-8, step, gradScale: step === 2 ? 0.37 : 1 };
+    one.forEach((t, i) => g.adamw(t.param, grads[i]!.g, t.m, t.v, { ...hyper, weightDecay: decaysOf[i]! }));
+    g.adamwMulti(many.map((t, i) => ({ ...t, grad: grads[i]!.g, weightDecay: decaysOf[i]! })), hyper);
+    cpu.adamwMulti(host.map((t, i) => ({ ...t, grad: grads[i]!.c, weightDecay: decaysOf[i]! })), hyper);
+  }
+  one.forEach((t, i) => {
+    for (const which of ['param', 'm', 'v'] as const) {
+      const [a, b] = [readGpu(many[i]![which]), readGpu(t[which])];
+      for (let j = 0; j < a.length; j++) {
+        if (!Object.is(a[j], b[j])) assert.fail(`tensor ${i} (${sizes[i]} elements) ${which}[${j}]: multi ${a[j]}, per tensor ${b[j]}`);
+      }
+    }
+    assertClose(readGpu(many[i]!.param), cpu.read(host[i]!.param), `tensor ${i} param against the CPU`, 1e-5, 1e-6);
+  });
+  assert.throws(() => g.adamwMulti([{ ...many[0]!, grad: many[1]!.m, weightDecay: 0 }], { lr: 1, beta1: 0.9, beta2: 0.98, eps: 1e-8, step: 1 }),
+    /adamwMulti grad/);
+  g.synchronize();
+});

@@ -73,6 +73,8 @@ export interface AdamWHyper {
   /** The gradient is multiplied by this first (global-norm clipping without a pass over the gradients); 1 if absent. */
   gradScale?: number;
 }
+/** One parameter of a multi-tensor AdamW update (`adamwMulti`): updated in place with its own weight decay. */
+export interface AdamWTensors { param: Storage; grad: Storage; m: Storage; v: Storage; weightDecay: number }
 
 /**
  * The primitive kernels every device provides. All storages are contiguous and row-major; shapes are
@@ -195,6 +197,11 @@ export interface Backend {
 
   // optimizer: updates param, m and v in place
   adamw(param: Storage, grad: Storage, m: Storage, v: Storage, hyper: AdamWHyper): void;
+  /**
+   * `adamw` on each of `tensors` with its own weight decay, the same bit for bit, in one call (a GPU updates
+   * them all in one launch). Optional: without it the optimizer calls `adamw` per tensor.
+   */
+  adamwMulti?(tensors: readonly AdamWTensors[], hyper: Omit<AdamWHyper, 'weightDecay'>): void;
 
   /** Waits for queued work (a no-op on the CPU). */
   synchronize(): void;

@@ -163,6 +163,23 @@ napi_value scatter_add(const Call& c) {
   return undefined(c.env);
 }
 
+// 1 - lr * weightDecay, rounded once from double as every AdamW update does.
+float adamw_decay(double lr, double wd) { return float(1.0 - lr * wd); }
+
+// The hyperparameters of an AdamW update in the kernels' form.
+AdamWArgs adamw_args(double lr, double beta1, double beta2, double eps, double wd, double step, double grad_scale) {
+  AdamWArgs a{};
+  a.lr = float(lr);
+  a.beta1 = float(beta1);
+  a.beta2 = float(beta2);
+  a.eps = float(eps);
+  a.decay = adamw_decay(lr, wd);
+  a.bias1 = float(1.0 - std::pow(beta1, step));
+  a.bias2 = float(1.0 - std::pow(beta2, step));
+  a.grad_scale = float(grad_scale);
+  return a;
+}
+
 napi_value adamw(const Call& c) {
   Buffer* param = c.buffer(0, "param");
   Buffer* grad = c.buffer(1, "grad");
@@ -174,16 +191,34 @@ napi_value adamw(const Call& c) {
   expect(grad, DType::F32, param->size, "adamw grad");
   expect(m, DType::F32, param->size, "adamw m");
   expect(v, DType::F32, param->size, "adamw v");
-  AdamWArgs a{};
-  a.lr = float(lr);
-  a.beta1 = float(beta1);
-  a.beta2 = float(beta2);
-  a.eps = float(eps);
-  a.decay = float(1.0 - lr * wd);
-  a.bias1 = float(1.0 - std::pow(beta1, step));
-  a.bias2 = float(1.0 - std::pow(beta2, step));
-  a.grad_scale = float(grad_scale);
-  launch_adamw(param->as<float>(), grad->as<float>(), m->as<float>(), v->as<float>(), param->size, a, stream());
+  launch_adamw(param->as<float>(), grad->as<float>(), m->as<float>(), v->as<float>(), param->size,
+               adamw_args(lr, beta1, beta2, eps, wd, step, grad_scale), stream());
+  return undefined(c.env);
+}
+
+// params, grads, ms, vs: lists of one length; weightDecays: one a tensor.
+napi_value adamw_multi(const Call& c) {
+  const std::vector<Buffer*> params = c.buffers(0, "params"), grads = c.buffers(1, "grads"), ms = c.buffers(2, "ms"),
+                             vs = c.buffers(3, "vs");
+  const std::vector<double> decays = c.numbers(4, "weightDecays");
+  const double lr = c.number(5, "lr"), beta1 = c.number(6, "beta1"), beta2 = c.number(7, "beta2"), eps = c.number(8, "eps");
+  const double step = c.number(9, "step"), grad_scale = c.number(10, "gradScale");
+  const size_t count = params.size();
+  if (grads.size() != count || ms.size() != count || vs.size() != count || decays.size() != count) {
+    throw RangeError("adamwMulti: " + std::to_string(count) + " params but " + std::to_string(grads.size()) + " grads, " +
+                     std::to_string(ms.size()) + " m, " + std::to_string(vs.size()) + " v and " + std::to_string(decays.size()) +
+                     " weight decays");
+  }
+  std::vector<AdamWTensor> tensors(count);
+  for (size_t i = 0; i < count; i++) {
+    expect(params[i], DType::F32, -1, "adamwMulti param");
+    const int64_t n = params[i]->size;
+    expect(grads[i], DType::F32, n, "adamwMulti grad");
+    expect(ms[i], DType::F32, n, "adamwMulti m");
+    expect(vs[i], DType::F32, n, "adamwMulti v");
+    tensors[i] = {params[i]->as<float>(), grads[i]->as<float>(), ms[i]->as<float>(), vs[i]->as<float>(), n, adamw_decay(lr, decays[i])};
+  }
+  launch_adamw_multi(tensors, adamw_args(lr, beta1, beta2, eps, 0.0, step, grad_scale), stream());
   return undefined(c.env);
 }
 
@@ -197,6 +232,7 @@ const Register reg({
     {"gather", entry<gather>},
     {"scatterAdd", entry<scatter_add>},
     {"adamw", entry<adamw>},
+    {"adamwMulti", entry<adamw_multi>},
 });
 
 }  // namespace

@@ -1,5 +1,5 @@
 import type {
-  AdamWHyper, AttentionConfig, AttentionGeometry, Backend, BinaryOp, GatheredAttentionLayout, LayerNormGrads, LayerNormResult, ReduceOp, Storage, UnaryOp,
+  AdamWHyper, AdamWTensors, AttentionConfig, AttentionGeometry, Backend, BinaryOp, GatheredAttentionLayout, LayerNormGrads, LayerNormResult, ReduceOp, Storage, UnaryOp,
 } from '../backend.js';
 import { newTypedArray, dtypeOfArray, type DType, type TypedArray } from '../../tensor/dtype.js';
 import { sizeOf, type Shape } from '../../tensor/shape.js';
@@ -484,6 +484,15 @@ export class CudaBackend implements Backend {
     this.native.adamw(
       floatHandle(param, 'adamw'), floatHandle(grad, 'adamw'), floatHandle(m, 'adamw'), floatHandle(v, 'adamw'),
       h.lr, h.beta1, h.beta2, h.eps, h.weightDecay, h.step, h.gradScale ?? 1,
+    );
+  }
+
+  adamwMulti(tensors: readonly AdamWTensors[], h: Omit<AdamWHyper, 'weightDecay'>): void {
+    if (tensors.length === 0) return;
+    const handles = (which: 'param' | 'grad' | 'm' | 'v'): NativeHandle[] => tensors.map((t) => floatHandle(t[which], 'adamw'));
+    this.native.adamwMulti(
+      handles('param'), handles('grad'), handles('m'), handles('v'), tensors.map((t) => t.weightDecay),
+      h.lr, h.beta1, h.beta2, h.eps, h.step, h.gradScale ?? 1,
     );
   }
 

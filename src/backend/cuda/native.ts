@@ -120,6 +120,11 @@ export interface NativeAddon {
   /** A bad index fails the queued check `checkId` and is skipped; no wait. */
   scatterAdd(dOut: H, indices: H, rowsInTable: number, cols: number, out: H, checkId: number): void;
   adamw(param: H, grad: H, m: H, v: H, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number, gradScale: number): void;
+  /** adamw on every (params[i], grads[i], ms[i], vs[i]) with weight decay weightDecays[i], bit for bit, in one launch. */
+  adamwMulti(
+    params: H[], grads: H[], ms: H[], vs: H[], weightDecays: number[],
+    lr: number, beta1: number, beta2: number, eps: number, step: number, gradScale: number,
+  ): void;
   /** out[i] = the sum of squares of xs[i] (float32). */
   sumsOfSquares(xs: H[], out: H): void;
 
@@ -193,4 +198,4 @@ export interface NativeAddon {
 }
 
 /** The addon version this TypeScript expects; a stale build is reported instead of misbehaving. */
-export const ABI_VERSION = 9;
+export const ABI_VERSION = 10;
