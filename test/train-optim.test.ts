@@ -4,7 +4,7 @@ import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import { getBackend } from '../src/backend/registry.js';
 import { Rng, sumsOfSquares, Tensor } from '../src/tensor/index.js';
 import { AdamW, decays, PAPER_ADAMW } from '../src/train/optimizer.js';
-import { clipScale, globalGradNorm } from '../src/train/clip.js';
+import { clipScale, globalGradNorm, globalGradNormWith } from '../src/train/clip.js';
 import { checkSchedule, defaultWarmup, learningRate } from '../src/train/schedule.js';
 import { InputError } from '../src/errors.js';
 
@@ -118,6 +118,21 @@ test('gradient clipping scales all gradients together to the global norm limit, 
   assert.equal(globalGradNorm([a, b]), 0.5);
   assert.equal(clipScale(0.5, 2), 1);
   assert.equal(clipScale(5, 0), 1);
+});
+
+test('the gradient norm and scalars read together give what separate reads give', () => {
+  const a = f64([3, 0], [2]);
+  const b = f64([0, 4], [1, 2]);
+  a.grad = f64([3, 0], [2], false);
+  b.grad = f64([0, 4], [1, 2], false);
+  const losses = [f64([2.5], [1], false), f64([0.125], [], false)];
+  assert.deepEqual(globalGradNormWith([a, b], losses), { norm: 5, values: [2.5, 0.125] });
+  // another dtype than the gradients' is read on its own
+  const single = Tensor.fromArray(Float32Array.of(0.1), [1]);
+  assert.deepEqual(globalGradNormWith([a, b], [losses[0]!, single]), { norm: 5, values: [2.5, single.item()] });
+  // no gradient: norm 0, the values still read
+  assert.deepEqual(globalGradNormWith([f64([1], [1])], losses), { norm: 0, values: [2.5, 0.125] });
+  assert.deepEqual(globalGradNormWith([a, b], []), { norm: 5, values: [] });
 });
 
 test('sumsOfSquares gives one sum of squares per tensor, and the global norm is their sum', () => {
