@@ -87,7 +87,7 @@ const CATEGORY: Record<string, string> = {
   gather: 'embedding', scatterAdd: 'embedding',
   alloc: 'memory', fill: 'memory', fromArray: 'memory', read: 'memory', free: 'memory',
   allFinite: 'finiteness checks', checkFinite: 'finiteness checks',
-  adamw: 'optimizer',
+  adamw: 'optimizer', adamwMulti: 'optimizer',
 };
 
 const median = (xs: number[]): number => {

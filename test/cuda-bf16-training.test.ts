@@ -54,10 +54,9 @@ test('training with bf16 activations on cuda follows float32 training on the CPU
       assert.equal(p.grad?.dtype ?? 'float32', 'float32', `${name}: gradient in float32`);
     }
     if (emulated) {
-      // no more host waits than float32 training (test/cuda-train.test.ts): per micro-batch the embedding's
-      // index check, the loss's target check, the embedding gradient's index check and the loss read with the
-      // finiteness checks' result; per step the gradient norm
-      const expected = trainerOptions('cuda').accumulate * 5 + 1;
+      // no more host waits than float32 training (test/cuda-train.test.ts): per step one read of the losses
+      // with the gradient norm, and the queued checks' result
+      const expected = 2;
       assert.ok(g.syncs.every((s) => s <= expected), `host synchronizations per step: ${g.syncs.join(', ')} (at most ${expected})`);
     }
     // float32 weights: they load on the CPU as they are, and evaluate there as on cuda

@@ -4,13 +4,16 @@
 // outputs passed in, explicit frees. bfloat16 buffers (bf16 activations, and the inputs of the fused
 // attention kernels) hold float32 values rounded to bfloat16 after every write. It also counts what
 // costs on a real GPU: live buffers (a leak shows as growth), and host synchronizations (reads,
-// allFinite, index checks, the results of queued finiteness checks).
+// allFinite, the results of queued checks). Queued checks (finiteness, indices, targets) fail as the
+// device's do: the first failed id is kept, with the first bad position and value of an index check.
 import type { Storage } from '../src/backend/backend.js';
 import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 // the real module first: it registers its own loader on import, which ours then replaces
 import '../src/backend/cuda/index.js';
 import { CudaBackend } from '../src/backend/cuda/cuda-backend.js';
-import { ABI_VERSION, type MemoryStats, type NativeAddon, type NativeHandle } from '../src/backend/cuda/native.js';
+import {
+  ABI_VERSION, MAX_QUEUED_CHECKS, type MemoryStats, type NativeAddon, type NativeHandle, type QueuedCheckFailure,
+} from '../src/backend/cuda/native.js';
 import { registerBackendLoader } from '../src/backend/registry.js';
 import { decodeBf16, encodeBf16 } from '../src/io/halfFloat.js';
 import { bytesPerElement, type DType, type TypedArray } from '../src/tensor/dtype.js';
@@ -34,10 +37,7 @@ export function roundToBf16(x: Float32Array): Float32Array {
 }
 
 export interface EmulatorCounters {
-  /**
-   * Host waits: downloads, allFinite, synchronize, the taking of queued finiteness checks, and the index
-   * checks of gather, scatterAdd and crossEntropy.
-   */
+  /** Host waits: downloads, allFinite, synchronize, and the taking of queued checks. */
   syncs: number;
   live: number;
   liveBytes: number;
@@ -70,7 +70,17 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
     if (s(o).dtype !== 'float32') throw new RangeError('emulated addon: flash attention output is not float32 or bfloat16');
   };
   let precision = 1;
-  let failedCheck = Infinity;
+  let failedCheck: QueuedCheckFailure | null = null;
+  /** Fails queued check `id` (the smallest failed id is the one reported, as atomicMin on the device). */
+  const fail = (id: number, position = -1, value = 0): void => {
+    if (!(Number.isInteger(id) && id >= 0 && id < MAX_QUEUED_CHECKS)) throw new RangeError(`emulated addon: check id ${id}`);
+    if (failedCheck === null || id < failedCheck.id) failedCheck = { id, position, value };
+  };
+  const inRange = (index: number, bound: number): boolean => index >= 0 && index < bound;
+  /** The first position whose index is outside [0, bound) other than `ignore`, or -1. */
+  const firstBad = (indices: Int32Array, bound: number, ignore?: number): number =>
+    indices.findIndex((t) => t !== ignore && !inRange(t, bound));
+  const ints = (h: NativeHandle): Int32Array => cpu.read(s(h)) as Int32Array;
   const addon: NativeAddon = {
     abiVersion: ABI_VERSION,
     probe: () => ({ ok: true, reason: '', devices: 1 }),
@@ -110,13 +120,13 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
       return cpu.allFinite(s(h));
     },
     queueFiniteCheck(h, id) {
-      if (!cpu.allFinite(s(h))) failedCheck = Math.min(failedCheck, id);
+      if (!cpu.allFinite(s(h))) fail(id);
     },
-    takeFiniteCheck() {
+    takeQueuedCheck() {
       counters.syncs++;
-      const id = failedCheck;
-      failedCheck = Infinity;
-      return id === Infinity ? -1 : id;
+      const failed = failedCheck;
+      failedCheck = null;
+      return failed;
     },
     synchronize() { counters.syncs++; },
     memoryStats(): MemoryStats {
@@ -152,26 +162,53 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
       if (dGamma) put(dGamma, r.dGamma!);
       if (dBeta) put(dBeta, r.dBeta!);
     },
-    crossEntropy(logits, targets, rows, cols, ignoreIndex, classes, loss, lse) {
-      counters.syncs++;
-      const r = cpu.crossEntropy(s(logits), s(targets), rows, cols, ignoreIndex, classes);
-      put(loss, r.loss);
+    crossEntropy(logits, targets, rows, cols, ignoreIndex, classes, loss, lse, checkId) {
+      // as the kernel: a bad target fails the check and gives a NaN loss; the other rows are computed
+      const t = ints(targets);
+      const bad = firstBad(t, classes, ignoreIndex);
+      if (bad >= 0) fail(checkId, bad, t[bad]);
+      const fine = t.map((v) => (inRange(v, classes) ? v : ignoreIndex));
+      const r = cpu.crossEntropy(s(logits), cpu.fromArray(fine), rows, cols, ignoreIndex, classes);
+      const l = cpu.read(r.loss) as Float32Array;
+      t.forEach((v, row) => { if (fine[row] !== v) l[row] = NaN; });
+      put(loss, cpu.fromArray(l));
       put(lse, r.lse);
     },
     crossEntropyBackward: (logits, targets, lse, dLoss, rows, cols, ignoreIndex, classes, out) =>
       put(out, cpu.crossEntropyBackward(s(logits), s(targets), s(lse), s(dLoss), rows, cols, ignoreIndex, classes)),
     rotatePairs: (x, cos, sin, outer, positions, inner, dim, transpose, y) =>
       put(y, cpu.rotatePairs(s(x), s(cos), s(sin), outer, positions, inner, dim, transpose)),
-    gather(table, rowsInTable, cols, indices, validRows, out) {
-      counters.syncs++;
-      put(out, cpu.gather(s(table), rowsInTable, cols, s(indices), validRows));
+    gather(table, rowsInTable, cols, indices, validRows, out, checkId) {
+      if (!(validRows >= 0 && validRows <= rowsInTable)) throw new RangeError(`embedding: validRows = ${validRows} is not in [0, ${rowsInTable}]`);
+      // as the kernel: a bad index fails the check and gives a row of NaN
+      const idx = ints(indices), from = f32(table);
+      const bad = firstBad(idx, validRows);
+      if (bad >= 0) fail(checkId, bad, idx[bad]);
+      const rows = new Float32Array(idx.length * cols);
+      idx.forEach((row, i) => {
+        if (inRange(row, validRows)) rows.set(from.subarray(row * cols, (row + 1) * cols), i * cols);
+        else rows.fill(NaN, i * cols, (i + 1) * cols);
+      });
+      put(out, cpu.fromArray(rows));
     },
-    scatterAdd(dOut, indices, rowsInTable, cols, out) {
-      counters.syncs++;
-      put(out, cpu.scatterAdd(s(dOut), s(indices), rowsInTable, cols));
+    scatterAdd(dOut, indices, rowsInTable, cols, out, checkId) {
+      // as the kernel: a bad index fails the check and is skipped
+      const idx = ints(indices);
+      const bad = firstBad(idx, rowsInTable);
+      if (bad >= 0) fail(checkId, bad, idx[bad]);
+      const fine = idx.map((row) => (inRange(row, rowsInTable) ? row : 0));
+      const d = f32(dOut).slice();
+      idx.forEach((row, i) => { if (fine[i] !== row) d.fill(0, i * cols, (i + 1) * cols); });
+      put(out, cpu.scatterAdd(cpu.fromArray(d), cpu.fromArray(fine), rowsInTable, cols));
     },
     adamw: (param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step, gradScale) =>
       cpu.adamw(s(param), s(grad), s(m), s(v), { lr, beta1, beta2, eps, weightDecay, step, gradScale }),
+    adamwMulti(params, grads, ms, vs, weightDecays, lr, beta1, beta2, eps, step, gradScale) {
+      const n = params.length;
+      if (grads.length !== n || ms.length !== n || vs.length !== n || weightDecays.length !== n) throw new RangeError('adamwMulti: list lengths differ');
+      params.forEach((p, i) =>
+        cpu.adamw(s(p), s(grads[i]!), s(ms[i]!), s(vs[i]!), { lr, beta1, beta2, eps, weightDecay: weightDecays[i]!, step, gradScale }));
+    },
     sumsOfSquares: (xs, out) => put(out, cpu.sumsOfSquares(xs.map(s))),
     attentionForward(q, k, v, o, lse, batch, seqLen, heads, headDim, patterns, causal, scale, blocked) {
       const r = cpu.dilatedAttention(s(q), s(k), s(v), { batch, seqLen, heads, headDim }, config(patterns, causal, scale, blocked));

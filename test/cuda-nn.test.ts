@@ -80,15 +80,26 @@ test('cross-entropy, forward and backward, with ignored rows', { skip }, () => {
   }
 });
 
-test('a target outside the vocabulary is a RangeError naming it', { skip }, () => {
-  const g = requireGpu();
-  const logits = g.fromArray(rng.floats(3 * 4));
-  const targets = g.fromArray(new Int32Array([1, 9, 2]));
-  assert.throws(() => g.crossEntropy(logits, targets, 3, 4, -100, 4), (e: unknown) => {
-    assert.ok(e instanceof RangeError);
-    assert.equal(e.message, 'crossEntropy: target 9 at row 1 is outside [0, 4)');
+/** Asserts that `wait` throws the RangeError `message` (a queued index check failing at a wait). */
+function assertRangeError(wait: () => unknown, message: string): void {
+  assert.throws(wait, (e: unknown) => {
+    assert.ok(e instanceof RangeError, String(e));
+    assert.equal(e.message, message);
     return true;
   });
+}
+
+test('a target outside the vocabulary is a RangeError naming it, at the next wait', { skip }, () => {
+  const g = requireGpu();
+  const logits = g.fromArray(rng.floats(3 * 4));
+  const targets = g.fromArray(new Int32Array([1, 9, -3]));
+  // the check is queued on the device: the call returns, and the read of its loss throws
+  const { loss } = g.crossEntropy(logits, targets, 3, 4, -100, 4);
+  assertRangeError(() => g.read(loss), 'crossEntropy: target 9 at row 1 is outside [0, 4)');
+  // reported once; synchronize reports it too
+  g.crossEntropy(logits, targets, 3, 4, -100, 4);
+  assertRangeError(() => g.synchronize(), 'crossEntropy: target 9 at row 1 is outside [0, 4)');
+  g.synchronize();
 });
 
 test('cross-entropy over the first `classes` columns (a padded vocabulary), forward and backward', { skip }, () => {
@@ -121,11 +132,8 @@ test('a target in the padding, or classes outside [1, cols], is a RangeError nam
   const g = requireGpu();
   const logits = g.fromArray(rng.floats(3 * 8));
   const targets = g.fromArray(new Int32Array([1, 6, 2]));
-  assert.throws(() => g.crossEntropy(logits, targets, 3, 8, -100, 5), (e: unknown) => {
-    assert.ok(e instanceof RangeError);
-    assert.equal(e.message, 'crossEntropy: target 6 at row 1 is outside [0, 5)');
-    return true;
-  });
+  g.crossEntropy(logits, targets, 3, 8, -100, 5);
+  assertRangeError(() => g.synchronize(), 'crossEntropy: target 6 at row 1 is outside [0, 5)');
   const fine = g.fromArray(new Int32Array([1, 0, 2]));
   const lse = g.fromArray(new Float32Array(3));
   const dLoss = g.fromArray(new Float32Array(3));
@@ -149,7 +157,10 @@ test('embedding gather and scatter-add with repeated indices', { skip }, () => {
     assertClose(readGpu(g.scatterAdd(dOut.g, indices.g, rowsInTable, cols)), cpu.read(cpu.scatterAdd(dOut.c, indices.c, rowsInTable, cols)), 'scatterAdd', 1e-5, 1e-6);
   }
   const bad = g.fromArray(new Int32Array([0, 3, -1]));
-  assert.throws(() => g.gather(g.fromArray(rng.floats(6)), 3, 2, bad), /^RangeError: embedding: index 3 is outside \[0, 3\)/);
+  const picked = g.gather(g.fromArray(rng.floats(6)), 3, 2, bad);
+  assertRangeError(() => g.read(picked), 'embedding: index 3 is outside [0, 3)');
+  g.scatterAdd(g.fromArray(rng.floats(6)), bad, 3, 2);
+  assertRangeError(() => g.allFinite(picked), 'embedding: index 3 is outside [0, 3)');
 });
 
 test('gather with validRows: the padding rows of a table are out of range', { skip }, () => {
@@ -158,7 +169,8 @@ test('gather with validRows: the padding rows of a table are out of range', { sk
   const indices = both(Int32Array.from({ length: 50 }, () => rng.int(257)));
   assert.deepEqual(readGpu(g.gather(table.g, 320, 8, indices.g, 257)), cpu.read(cpu.gather(table.c, 320, 8, indices.c, 257)));
   const padding = g.fromArray(new Int32Array([5, 257]));
-  assert.throws(() => g.gather(table.g, 320, 8, padding, 257), { name: 'RangeError', message: 'embedding: index 257 is outside [0, 257)' });
+  g.gather(table.g, 320, 8, padding, 257);
+  assertRangeError(() => g.synchronize(), 'embedding: index 257 is outside [0, 257)');
   assert.throws(() => g.gather(table.g, 320, 8, indices.g, 321), { name: 'RangeError', message: 'embedding: validRows = 321 is not in [0, 320]' });
 });
 
@@ -177,5 +189,35 @@ test('AdamW updates param, m and v like the CPU backend', { skip }, () => {
   assertClose(readGpu(m.g), cpu.read(m.c), 'm', 1e-5, 1e-7);
   assertClose(readGpu(v.g), cpu.read(v.c), 'v', 1e-5, 1e-9);
   assertClose(readGpu(p.g), cpu.read(p.c), 'param', 1e-5, 1e-6);
+  g.synchronize();
+});
+
+test('multi-tensor AdamW equals AdamW tensor by tensor, bit for bit, and the CPU', { skip }, () => {
+  const g = requireGpu();
+  // sizes around the kernel's 2048-element block chunks, an empty tensor, and enough tensors for a deep search
+  const sizes = [2048, 1, 0, 2047, 2049, 10_001, 300_000, ...Array.from({ length: 300 }, () => 1 + rng.int(5000))];
+  const decaysOf = sizes.map((_, i) => (i % 3 === 0 ? 0 : 0.01 * (1 + (i % 5))));
+  const state = sizes.map((n) => ({ p: rng.floats(n), m: new Float32Array(n), v: new Float32Array(n) }));
+  const onGpu = () => state.map(({ p, m, v }) => ({ param: g.fromArray(p), m: g.fromArray(m), v: g.fromArray(v) }));
+  const [one, many] = [onGpu(), onGpu()];
+  const host = state.map(({ p, m, v }) => ({ param: cpu.fromArray(p), m: cpu.fromArray(m), v: cpu.fromArray(v) }));
+  for (let step = 1; step <= 3; step++) {
+    const grads = sizes.map((n) => both(rng.floats(n, (r) => r.normal() * 3)));
+    const hyper = { lr: 6e-4 * step, beta1: 0.9, beta2: 0.98, eps: 1e-8, step, gradScale: step === 2 ? 0.37 : 1 };
+    one.forEach((t, i) => g.adamw(t.param, grads[i]!.g, t.m, t.v, { ...hyper, weightDecay: decaysOf[i]! }));
+    g.adamwMulti(many.map((t, i) => ({ ...t, grad: grads[i]!.g, weightDecay: decaysOf[i]! })), hyper);
+    cpu.adamwMulti(host.map((t, i) => ({ ...t, grad: grads[i]!.c, weightDecay: decaysOf[i]! })), hyper);
+  }
+  one.forEach((t, i) => {
+    for (const which of ['param', 'm', 'v'] as const) {
+      const [a, b] = [readGpu(many[i]![which]), readGpu(t[which])];
+      for (let j = 0; j < a.length; j++) {
+        if (!Object.is(a[j], b[j])) assert.fail(`tensor ${i} (${sizes[i]} elements) ${which}[${j}]: multi ${a[j]}, per tensor ${b[j]}`);
+      }
+    }
+    assertClose(readGpu(many[i]!.param), cpu.read(host[i]!.param), `tensor ${i} param against the CPU`, 1e-5, 1e-6);
+  });
+  assert.throws(() => g.adamwMulti([{ ...many[0]!, grad: many[1]!.m, weightDecay: 0 }], { lr: 1, beta1: 0.9, beta2: 0.98, eps: 1e-8, step: 1 }),
+    /adamwMulti grad/);
   g.synchronize();
 });

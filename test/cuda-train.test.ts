@@ -69,11 +69,11 @@ test('training steps on cuda match the CPU and keep device memory flat', async (
   assert.deepEqual(g.inUse.slice(1), g.inUse.slice(1).map(() => g.inUse[1]), `bytes in use after each step: ${g.inUse.join(', ')}`);
   assert.equal(gpu.memoryStats().inUse, startInUse, 'model and optimizer freed: back to the starting bytes');
   if (emulated) {
-    // per micro-batch: the embedding's index check, the loss's target check, the embedding gradient's index
-    // check and the read of its loss (after every backward) with the result of the attention layers'
-    // finiteness checks, which queue on the device and never wait; per step: the gradient norm
-    const perMicroBatch = 5;
-    const expected = trainerOptions('cuda').accumulate * perMicroBatch + 1;
+    // per step, whatever the micro-batches: one read of their losses (after every backward) and the gradient
+    // norm together, and the result of the queued checks (the embedding's indices, the loss's targets, the
+    // attention layers' inputs), taken at that read
+    assert.ok(trainerOptions('cuda').accumulate > 1);
+    const expected = 2;
     assert.ok(g.syncs.every((s) => s <= expected), `host synchronizations per step: ${g.syncs.join(', ')} (at most ${expected})`);
   }
 });

@@ -1,8 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { sumsOfSquares, Tensor } from '../src/tensor/index.js';
+import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
+import { getBackend } from '../src/backend/registry.js';
+import { Rng, sumsOfSquares, Tensor } from '../src/tensor/index.js';
 import { AdamW, decays, PAPER_ADAMW } from '../src/train/optimizer.js';
-import { clipScale, globalGradNorm } from '../src/train/clip.js';
+import { clipScale, globalGradNorm, globalGradNormWith } from '../src/train/clip.js';
 import { checkSchedule, defaultWarmup, learningRate } from '../src/train/schedule.js';
 import { InputError } from '../src/errors.js';
 
@@ -118,6 +120,21 @@ test('gradient clipping scales all gradients together to the global norm limit, 
   assert.equal(clipScale(5, 0), 1);
 });
 
+test('the gradient norm and scalars read together give what separate reads give', () => {
+  const a = f64([3, 0], [2]);
+  const b = f64([0, 4], [1, 2]);
+  a.grad = f64([3, 0], [2], false);
+  b.grad = f64([0, 4], [1, 2], false);
+  const losses = [f64([2.5], [1], false), f64([0.125], [], false)];
+  assert.deepEqual(globalGradNormWith([a, b], losses), { norm: 5, values: [2.5, 0.125] });
+  // another dtype than the gradients' is read on its own
+  const single = Tensor.fromArray(Float32Array.of(0.1), [1]);
+  assert.deepEqual(globalGradNormWith([a, b], [losses[0]!, single]), { norm: 5, values: [2.5, single.item()] });
+  // no gradient: norm 0, the values still read
+  assert.deepEqual(globalGradNormWith([f64([1], [1])], losses), { norm: 0, values: [2.5, 0.125] });
+  assert.deepEqual(globalGradNormWith([a, b], []), { norm: 5, values: [] });
+});
+
 test('sumsOfSquares gives one sum of squares per tensor, and the global norm is their sum', () => {
   const tensors = [f64([3, 0], [2], false), f64([1, -2, 2, 0, 0, 0], [2, 3], false), f64([], [0], false)];
   assert.deepEqual([...sumsOfSquares(tensors).toArray()], [9, 9, 0]);
@@ -139,4 +156,79 @@ test('AdamW with gradScale equals AdamW on gradients scaled beforehand (how the 
   }
   assert.deepEqual([...scaledInside.toArray()], [...scaledFirst.toArray()]);
   assert.deepEqual([...b.moments.get('w')!.v.toArray()], [...a.moments.get('w')!.v.toArray()]);
+});
+
+test('adamwMulti on the CPU equals adamw tensor by tensor, bit for bit', () => {
+  const cpu = new CpuBackend();
+  const rng = new Rng(7);
+  const sizes = [5, 1, 0, 33];
+  const decaysOf = [0.01, 0, 0.1, 0.01];
+  for (const dtype of ['float32', 'float64'] as const) {
+    const array = (n: number, f: () => number): Float32Array | Float64Array => {
+      const values = Array.from({ length: n }, f);
+      return dtype === 'float32' ? Float32Array.from(values) : Float64Array.from(values);
+    };
+    const state = sizes.map((n) => ({ p: array(n, () => rng.normal()), m: array(n, () => 0), v: array(n, () => 0) }));
+    const [one, many] = [0, 1].map(() => state.map(({ p, m, v }) => ({ param: cpu.fromArray(p), m: cpu.fromArray(m), v: cpu.fromArray(v) })));
+    for (let step = 1; step <= 3; step++) {
+      const grads = sizes.map((n) => cpu.fromArray(array(n, () => rng.normal())));
+      const hyper = { lr: 0.02, beta1: 0.9, beta2: 0.98, eps: 1e-8, step, gradScale: step === 2 ? 0.5 : 1 };
+      one!.forEach((t, i) => cpu.adamw(t.param, grads[i]!, t.m, t.v, { ...hyper, weightDecay: decaysOf[i]! }));
+      cpu.adamwMulti(many!.map((t, i) => ({ ...t, grad: grads[i]!, weightDecay: decaysOf[i]! })), hyper);
+    }
+    one!.forEach((t, i) => {
+      for (const which of ['param', 'm', 'v'] as const) {
+        assert.deepEqual(cpu.read(many![i]![which]), cpu.read(t[which]), `${dtype} tensor ${i} ${which}`);
+      }
+    });
+  }
+});
+
+test('AdamW updates all parameters in one adamwMulti call where the backend has it, as adamw one by one', () => {
+  const backend = getBackend('cpu') as CpuBackend;
+  const rng = new Rng(3);
+  const model = (): Map<string, Tensor> => new Map([
+    ['a.weight', Tensor.fromArray(Float32Array.from({ length: 12 }, () => rng.normal()), [3, 4], { requiresGrad: true })],
+    ['a.bias', Tensor.fromArray(Float32Array.from({ length: 4 }, () => rng.normal()), [4], { requiresGrad: true })],
+    ['unused.weight', Tensor.fromArray(Float32Array.from({ length: 4 }, () => rng.normal()), [2, 2], { requiresGrad: true })],
+  ]);
+  const run = (params: Map<string, Tensor>, grads: Float32Array[][]): { params: Map<string, Tensor>; opt: AdamW } => {
+    const opt = new AdamW(params);
+    for (const [k, g] of grads.entries()) {
+      params.get('a.weight')!.grad = Tensor.fromArray(g[0]!, [3, 4]);
+      params.get('a.bias')!.grad = Tensor.fromArray(g[1]!, [4]);
+      opt.update(0.01, k === 1 ? 0.5 : 1);
+      opt.zeroGrad();
+    }
+    return { params, opt };
+  };
+  const grads = [0, 1, 2].map(() => [12, 4].map((n) => Float32Array.from({ length: n }, () => rng.normal())));
+  const start = model();
+  const copy = (): Map<string, Tensor> => new Map([...start].map(([k, p]) => [k, Tensor.fromArray(p.toArray().slice(), p.shape, { requiresGrad: true })]));
+  /** Runs fn with some of the backend's methods replaced. */
+  const patched = <R>(methods: Partial<Record<'adamw' | 'adamwMulti', unknown>>, fn: () => R): R => {
+    Object.assign(backend, methods);
+    try {
+      return fn();
+    } finally {
+      for (const key of Object.keys(methods)) delete (backend as unknown as Record<string, unknown>)[key];
+    }
+  };
+  // counted: one multi-tensor call an update, no per-tensor call
+  const calls = { multi: 0, single: 0 };
+  const together = patched({
+    adamwMulti: (...args: Parameters<CpuBackend['adamwMulti']>) => { calls.multi++; CpuBackend.prototype.adamwMulti.apply(backend, args); },
+    adamw: (...args: Parameters<CpuBackend['adamw']>) => { calls.single++; CpuBackend.prototype.adamw.apply(backend, args); },
+  }, () => run(copy(), grads));
+  assert.deepEqual(calls, { multi: 3, single: 0 });
+  // without adamwMulti the optimizer calls adamw per parameter with a gradient
+  const apart = patched({ adamwMulti: undefined }, () => run(copy(), grads));
+  assert.equal(typeof backend.adamwMulti, 'function');
+  for (const name of start.keys()) {
+    assert.deepEqual(together.params.get(name)!.toArray(), apart.params.get(name)!.toArray(), name);
+    for (const which of ['m', 'v'] as const) {
+      assert.deepEqual(together.opt.moments.get(name)![which].toArray(), apart.opt.moments.get(name)![which].toArray(), `${name}.${which}`);
+    }
+  }
+  assert.deepEqual(together.params.get('unused.weight')!.toArray(), start.get('unused.weight')!.toArray(), 'a parameter without a gradient is left alone');
 });

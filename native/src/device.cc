@@ -10,7 +10,9 @@ DeviceInfo g_info;
 cudaStream_t g_stream = nullptr;
 int* g_flag_dev = nullptr;
 int* g_flag_host = nullptr;  // pinned, so that the read back is a plain async copy
-int* g_check_dev = nullptr;   // deferred finiteness checks (see finite_check_flag_device)
+int* g_check_dev = nullptr;   // the smallest id of a failed queued check (see take_queued_check)
+unsigned long long* g_slots_dev = nullptr;  // the queued index checks' first bad position and value, by id
+unsigned long long* g_slot_host = nullptr;  // pinned
 bool g_ready = false;
 }  // namespace
 
@@ -72,6 +74,9 @@ void init_device(int index) {
   check_cuda(cudaMallocHost(reinterpret_cast<void**>(&g_flag_host), sizeof(int)), "cudaMallocHost");
   check_cuda(cudaMalloc(reinterpret_cast<void**>(&g_check_dev), sizeof(int)), "cudaMalloc");
   check_cuda(cudaMemsetAsync(g_check_dev, 0x7f, sizeof(int), g_stream), "cudaMemsetAsync");
+  check_cuda(cudaMalloc(reinterpret_cast<void**>(&g_slots_dev), kMaxQueuedChecks * sizeof(unsigned long long)), "cudaMalloc");
+  check_cuda(cudaMallocHost(reinterpret_cast<void**>(&g_slot_host), sizeof(unsigned long long)), "cudaMallocHost");
+  check_cuda(cudaMemsetAsync(g_slots_dev, 0xff, kMaxQueuedChecks * sizeof(unsigned long long), g_stream), "cudaMemsetAsync");
   g_ready = true;
 }
 
@@ -102,13 +107,31 @@ int read_error_flag() {
   return *g_flag_host;
 }
 
-int* finite_check_flag_device() { return g_check_dev; }
+QueuedCheck queued_check(int64_t id, const char* what) {
+  if (id < 0 || id >= kMaxQueuedChecks) {
+    throw RangeError(std::string(what) + ": check id " + std::to_string(id) + " is outside [0, " + std::to_string(kMaxQueuedChecks) + ")");
+  }
+  stream();  // fails before init
+  return {g_check_dev, g_slots_dev, static_cast<int>(id)};
+}
 
-int take_finite_check_flag() {
+QueuedCheckResult take_queued_check() {
   check_cuda(cudaMemcpyAsync(g_flag_host, g_check_dev, sizeof(int), cudaMemcpyDeviceToHost, stream()), "cudaMemcpyAsync");
   check_cuda(cudaMemsetAsync(g_check_dev, 0x7f, sizeof(int), stream()), "cudaMemsetAsync");
   synchronize();
-  return *g_flag_host;
+  QueuedCheckResult r{*g_flag_host, -1, 0};
+  if (r.id == kNoError) return r;
+  // a failure: read its slot and clear the table (any later check may have written its own)
+  check_cuda(cudaMemcpyAsync(g_slot_host, g_slots_dev + r.id, sizeof(unsigned long long), cudaMemcpyDeviceToHost, stream()),
+             "cudaMemcpyAsync");
+  check_cuda(cudaMemsetAsync(g_slots_dev, 0xff, kMaxQueuedChecks * sizeof(unsigned long long), stream()), "cudaMemsetAsync");
+  synchronize();
+  const unsigned long long slot = *g_slot_host;
+  if (slot != ~0ull) {
+    r.position = static_cast<int64_t>(slot >> 32);
+    r.value = static_cast<int32_t>(static_cast<uint32_t>(slot & 0xffffffffu));
+  }
+  return r;
 }
 
 void allow_dynamic_smem(const void* kernel, size_t bytes, const char* name) {

@@ -33,11 +33,26 @@ void reset_error_flag();
 int read_error_flag();
 constexpr int kNoError = 0x7f7f7f7f;  // what reset_error_flag's byte fill leaves
 
-// A device word that queued finiteness checks lower to their id (atomicMin) when their storage holds a NaN
-// or an infinity; nothing waits for them until take_finite_check_flag, which waits for the stream, returns
-// the smallest failing id (kNoError when none failed) and resets the word.
-int* finite_check_flag_device();
-int take_finite_check_flag();
+// Queued checks wait for nothing. A failed one lowers a device word to its id (atomicMin): the finiteness
+// checks of attention inputs, and the index checks of embeddings and cross-entropy targets, which also keep
+// their first bad position and its value in the check's slot of a device table (one 64-bit word: the
+// position in the high half, so that atomicMin keeps the first). take_queued_check waits for the stream and
+// returns the smallest failing id (kNoError when none failed) with its slot, and resets both.
+constexpr int kMaxQueuedChecks = 1 << 16;
+// Where a kernel reports the failure of the queued check `id`.
+struct QueuedCheck {
+  int* failed;
+  unsigned long long* slots;
+  int id;
+};
+// Throws a RangeError naming `what` unless 0 <= id < kMaxQueuedChecks.
+QueuedCheck queued_check(int64_t id, const char* what);
+struct QueuedCheckResult {
+  int id;            // kNoError when no check failed
+  int64_t position;  // for an index check: its first bad position and the value there
+  int32_t value;
+};
+QueuedCheckResult take_queued_check();
 
 // Raises the dynamic shared-memory limit of a kernel when it asks for more than 48 KB.
 void allow_dynamic_smem(const void* kernel, size_t bytes, const char* name);

@@ -73,6 +73,8 @@ export interface AdamWHyper {
   /** The gradient is multiplied by this first (global-norm clipping without a pass over the gradients); 1 if absent. */
   gradScale?: number;
 }
+/** One parameter of a multi-tensor AdamW update (`adamwMulti`): updated in place with its own weight decay. */
+export interface AdamWTensors { param: Storage; grad: Storage; m: Storage; v: Storage; weightDecay: number }
 
 /**
  * The primitive kernels every device provides. All storages are contiguous and row-major; shapes are
@@ -140,7 +142,9 @@ export interface Backend {
   /**
    * Per-row -log softmax(logits)[target] over the first `classes` columns of each row (1 <= classes <=
    * cols; the columns past it are padding, outside the softmax, and targets must be below `classes`);
-   * rows whose target equals ignoreIndex give 0. Also returns the row log-sum-exp.
+   * rows whose target equals ignoreIndex give 0. Also returns the row log-sum-exp. Any other target is a
+   * RangeError "crossEntropy: target T at row R is outside [0, classes)": at once on the CPU; a device with
+   * a queue checks on the device and throws at its next wait, as `checkFinite` does.
    */
   crossEntropy(
     logits: Storage, targets: Storage, rows: number, cols: number, ignoreIndex: number, classes: number,
@@ -159,7 +163,11 @@ export interface Backend {
   rotatePairs(x: Storage, cos: Storage, sin: Storage, outer: number, positions: number, inner: number, dim: number, transpose: boolean): Storage;
 
   // embeddings
-  /** Rows of table [rowsInTable, cols] picked by indices, each below validRows (default rowsInTable; rows past it are padding). */
+  /**
+   * Rows of table [rowsInTable, cols] picked by indices, each below validRows (default rowsInTable; rows past
+   * it are padding). Another index is a RangeError "embedding: index I is outside [0, validRows)", at once
+   * or at the next wait as for crossEntropy's targets.
+   */
   gather(table: Storage, rowsInTable: number, cols: number, indices: Storage, validRows?: number): Storage;
   scatterAdd(dOut: Storage, indices: Storage, rowsInTable: number, cols: number): Storage;
 
@@ -189,6 +197,11 @@ export interface Backend {
 
   // optimizer: updates param, m and v in place
   adamw(param: Storage, grad: Storage, m: Storage, v: Storage, hyper: AdamWHyper): void;
+  /**
+   * `adamw` on each of `tensors` with its own weight decay, the same bit for bit, in one call (a GPU updates
+   * them all in one launch). Optional: without it the optimizer calls `adamw` per tensor.
+   */
+  adamwMulti?(tensors: readonly AdamWTensors[], hyper: Omit<AdamWHyper, 'weightDecay'>): void;
 
   /** Waits for queued work (a no-op on the CPU). */
   synchronize(): void;

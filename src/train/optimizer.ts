@@ -1,8 +1,11 @@
 /**
  * AdamW (decoupled weight decay) over a model's named parameters, with the paper's defaults (its
  * Table 3): betas (0.9, 0.98), eps 1e-8, weight decay 0.01. The update itself is the
- * backend's fused in-place kernel; this class owns the moment buffers and decides which parameters decay.
+ * backend's fused in-place kernel, on every parameter at once where the backend has `adamwMulti` (one
+ * launch a step on a GPU instead of one a parameter); this class owns the moment buffers and decides which
+ * parameters decay.
  */
+import type { AdamWTensors, Backend } from '../backend/backend.js';
 import { check, InputError } from '../errors.js';
 import { keep, Tensor, zeros } from '../tensor/index.js';
 
@@ -61,19 +64,24 @@ export class AdamW {
    */
   update(lr: number, gradScale = 1): void {
     this.step++;
+    const shared = { lr, beta1: this.options.beta1, beta2: this.options.beta2, eps: this.options.eps, step: this.step, gradScale };
+    // the parameters of each backend (one, for a model on one device), updated together where it can
+    const byBackend = new Map<Backend, AdamWTensors[]>();
     for (const [name, p] of this.params) {
       const grad = p.grad;
       if (grad === null) continue;
       const { m, v } = this.moments.get(name)!;
-      p.backend.adamw(p.storage, grad.storage, m.storage, v.storage, {
-        lr,
-        beta1: this.options.beta1,
-        beta2: this.options.beta2,
-        eps: this.options.eps,
-        weightDecay: decays(name, p) ? this.options.weightDecay : 0,
-        step: this.step,
-        gradScale,
-      });
+      const weightDecay = decays(name, p) ? this.options.weightDecay : 0;
+      const list = byBackend.get(p.backend) ?? [];
+      list.push({ param: p.storage, grad: grad.storage, m: m.storage, v: v.storage, weightDecay });
+      byBackend.set(p.backend, list);
+    }
+    for (const [backend, tensors] of byBackend) {
+      if (backend.adamwMulti) {
+        backend.adamwMulti(tensors, shared);
+        continue;
+      }
+      for (const t of tensors) backend.adamw(t.param, t.grad, t.m, t.v, { ...shared, weightDecay: t.weightDecay });
     }
   }
 

@@ -8,7 +8,7 @@ import type { BatchPosition, TokenDataset } from '../data/index.js';
 import { splitBatch } from '../data/index.js';
 import { mulScalar, noGrad, tensor, tidy, type Tensor } from '../tensor/index.js';
 import type { Device } from '../backend/backend.js';
-import { clipScale, globalGradNorm } from './clip.js';
+import { clipScale, globalGradNormWith } from './clip.js';
 import { AdamW, type AdamWOptions } from './optimizer.js';
 import { learningRate, type ScheduleOptions } from './schedule.js';
 
@@ -70,12 +70,14 @@ interface Stepper {
 
 /**
  * The end of an optimizer step, once the gradients of the whole batch are in place: clip, refuse a
- * diverged step, AdamW, and advance the trainer's progress to `position`.
+ * diverged step, AdamW, and advance the trainer's progress to `position`. `loss` is the step's loss, or
+ * the losses of its micro-batches (scalar tensors), whose mean is read with the gradient norm.
  */
-export function finishStep(t: Stepper, loss: number, position: TrainerProgress['data'], started: number): StepResult {
+export function finishStep(t: Stepper, loss: number | readonly Tensor[], position: TrainerProgress['data'], started: number): StepResult {
   const { accumulate, batch, seqLen } = t.options;
   const nextStep = t.progress.step + 1;
-  const gradNorm = globalGradNorm(t.params.values());
+  const { norm: gradNorm, values } = globalGradNormWith(t.params.values(), typeof loss === 'number' ? [] : loss);
+  if (typeof loss !== 'number') loss = meanOf(values);
   if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
     throw new InputError(
       `training diverged at step ${nextStep} (loss ${loss}, gradient norm ${gradNorm}); try a lower --lr or a longer warm-up`,
@@ -126,10 +128,10 @@ export class Trainer {
     let position = this.progress.data;
     const batches = this.data.batches(this.batchOptions(), position);
     // Each micro-batch runs in its own scope, so that its activations are freed as soon as its backward
-    // is done; only its loss survives. The losses are read after every backward is queued: reading one
-    // earlier would make the host wait for the device between forward and backward.
+    // is done; only its loss survives. The losses are read after every backward is queued (reading one
+    // earlier would make the host wait for the device between forward and backward), in the read of the
+    // gradient norm.
     const losses: Tensor[] = [];
-    let lossSum = 0;
     try {
       for (let k = 0; k < accumulate; k++) {
         const b = batches.next().value;
@@ -142,11 +144,10 @@ export class Trainer {
         }));
         position = b.next;
       }
-      for (const l of losses) lossSum += l.item();
+      return finishStep(this, losses, position, started);
     } finally {
       for (const l of losses) l.dispose();
     }
-    return finishStep(this, lossSum / accumulate, position, started);
   }
 
   /** Mean validation loss (nats per token) over up to `maxSequences` held-out sequences of `seqLen`. */
@@ -182,4 +183,11 @@ export function evaluateLoss(
     options.onBatch?.(count / seqLen);
   }
   return total / count;
+}
+
+/** The mean of the micro-batches' losses, summed in order (float64). */
+function meanOf(values: readonly number[]): number {
+  let total = 0;
+  for (const v of values) total += v;
+  return total / values.length;
 }

@@ -154,11 +154,19 @@ __global__ void layer_norm_param_kernel(const T* __restrict__ dy, const T* __res
   if (d_beta) d_beta[blockIdx.y * cols + j] = sb;
 }
 
+// Fails the queued index check (device.h) with the bad value at `position`; of several, the slot keeps the
+// first position (the high half of the word).
+__device__ void report_bad_index(const QueuedCheck& check, int64_t position, int32_t value) {
+  const auto high = static_cast<unsigned long long>(min(position, int64_t(UINT32_MAX)));
+  atomicMin(check.slots + check.id, (high << 32) | static_cast<uint32_t>(value));
+  atomicMin(check.failed, check.id);
+}
+
 // Softmax over the first `classes` columns of each row; the columns past it are vocabulary padding.
 template <int GROUP, typename T>
 __global__ void cross_entropy_kernel(const T* __restrict__ logits, const int32_t* __restrict__ targets, float* __restrict__ loss,
                                      float* __restrict__ lse, int64_t rows, int64_t cols, int64_t classes, int32_t ignore_index,
-                                     int* flag) {
+                                     QueuedCheck check) {
   const RowSpot r = row_spot<GROUP>(rows);
   const T* p = logits + (r.valid ? r.row : 0) * cols;
   // one pass: each thread's running max and its sum of exponentials relative to it
@@ -183,7 +191,7 @@ __global__ void cross_entropy_kernel(const T* __restrict__ logits, const int32_t
   if (t == ignore_index) {
     loss[r.row] = 0.0f;
   } else if (t < 0 || t >= classes) {
-    atomicMin(flag, static_cast<int>(min(r.row, int64_t(kNoError - 1))));
+    report_bad_index(check, r.row, t);
     loss[r.row] = NAN;
   } else {
     loss[r.row] = l - ldf(p[t]);
@@ -233,13 +241,13 @@ __global__ void cross_entropy_backward_pairs_kernel(const __nv_bfloat162* __rest
 }
 
 __global__ void gather_kernel(const float* __restrict__ table, int64_t table_rows, int64_t cols, const int32_t* __restrict__ indices,
-                              int64_t count, float* __restrict__ out, int* flag) {
+                              int64_t count, float* __restrict__ out, QueuedCheck check) {
   const int64_t n = count * cols;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = e / cols, j = e - i * cols;
     const int32_t row = indices[i];
     if (row < 0 || row >= table_rows) {
-      atomicMin(flag, static_cast<int>(min(i, int64_t(kNoError - 1))));
+      if (j == 0) report_bad_index(check, i, row);
       out[e] = NAN;
     } else {
       out[e] = table[row * cols + j];
@@ -248,13 +256,13 @@ __global__ void gather_kernel(const float* __restrict__ table, int64_t table_row
 }
 
 __global__ void scatter_add_kernel(const float* __restrict__ d_out, const int32_t* __restrict__ indices, int64_t count,
-                                   int64_t table_rows, int64_t cols, float* __restrict__ out, int* flag) {
+                                   int64_t table_rows, int64_t cols, float* __restrict__ out, QueuedCheck check) {
   const int64_t n = count * cols;
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t i = e / cols, j = e - i * cols;
     const int32_t row = indices[i];
     if (row < 0 || row >= table_rows) {
-      atomicMin(flag, static_cast<int>(min(i, int64_t(kNoError - 1))));
+      if (j == 0) report_bad_index(check, i, row);
     } else {
       atomicAdd(out + row * cols + j, d_out[e]);
     }
@@ -341,14 +349,14 @@ void launch_layer_norm_backward(DType t, const void* dy, const void* x, const fl
 }
 
 void launch_cross_entropy(DType t, const void* logits, const int32_t* targets, float* loss, float* lse, int64_t rows, int64_t cols,
-                          int64_t classes, int32_t ignore_index, int* flag, cudaStream_t s) {
+                          int64_t classes, int32_t ignore_index, const QueuedCheck& check, cudaStream_t s) {
   if (rows == 0) return;
   float_typed(t, "crossEntropy", [&](auto* tag) {
     using T = element_of<decltype(tag)>;
     // the row groups are sized by the classes a row reads, not by its padded width
     by_row_length(rows, classes, [&]<int G>(unsigned blocks) {
       cross_entropy_kernel<G, T><<<blocks, kThreads, 0, s>>>(static_cast<const T*>(logits), targets, loss, lse, rows, cols, classes,
-                                                              ignore_index, flag);
+                                                              ignore_index, check);
     });
   });
   check_launch("crossEntropy kernel");
@@ -375,18 +383,18 @@ void launch_cross_entropy_backward(DType t, const void* logits, const int32_t* t
 }
 
 void launch_gather(const float* table, int64_t table_rows, int64_t cols, const int32_t* indices, int64_t count, float* out,
-                   int* flag, cudaStream_t s) {
+                   const QueuedCheck& check, cudaStream_t s) {
   const int64_t n = count * cols;
   if (n == 0) return;
-  gather_kernel<<<grid_for(n), kThreads, 0, s>>>(table, table_rows, cols, indices, count, out, flag);
+  gather_kernel<<<grid_for(n), kThreads, 0, s>>>(table, table_rows, cols, indices, count, out, check);
   check_launch("gather kernel");
 }
 
 void launch_scatter_add(const float* d_out, const int32_t* indices, int64_t count, int64_t table_rows, int64_t cols, float* out,
-                        int* flag, cudaStream_t s) {
+                        const QueuedCheck& check, cudaStream_t s) {
   const int64_t n = count * cols;
   if (n == 0) return;
-  scatter_add_kernel<<<grid_for(n), kThreads, 0, s>>>(d_out, indices, count, table_rows, cols, out, flag);
+  scatter_add_kernel<<<grid_for(n), kThreads, 0, s>>>(d_out, indices, count, table_rows, cols, out, check);
   check_launch("scatterAdd kernel");
 }
 

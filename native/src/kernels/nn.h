@@ -7,6 +7,7 @@
 #include <cuda_runtime_api.h>
 
 #include "../common.h"
+#include "../device.h"
 
 namespace ln {
 
@@ -24,19 +25,20 @@ void launch_layer_norm_backward(DType t, const void* dy, const void* x, const fl
 
 // The softmax runs over the first `classes` columns of each row (1 <= classes <= cols); the columns past
 // it are padding (a vocabulary padded for aligned matrix products): outside the loss, gradient 0.
-// Targets outside [0, classes) other than ignore_index are reported through `flag` (the first bad row).
+// A target outside [0, classes) other than ignore_index fails `check` (device.h) with its row and value,
+// and gives a NaN loss.
 void launch_cross_entropy(DType t, const void* logits, const int32_t* targets, float* loss, float* lse, int64_t rows, int64_t cols,
-                          int64_t classes, int32_t ignore_index, int* flag, cudaStream_t s);
+                          int64_t classes, int32_t ignore_index, const QueuedCheck& check, cudaStream_t s);
 void launch_cross_entropy_backward(DType t, const void* logits, const int32_t* targets, const float* lse, const float* d_loss,
                                    void* d_logits, int64_t rows, int64_t cols, int64_t classes, int32_t ignore_index,
                                    cudaStream_t s);
 
-// Indices outside [0, table_rows) are reported through `flag` (the first bad position) and skipped;
-// table_rows may be less than the table's rows, to refuse its padding rows.
+// An index outside [0, table_rows) fails `check` (device.h) with its position and value, and is skipped
+// (gather gives NaN there); table_rows may be less than the table's rows, to refuse its padding rows.
 void launch_gather(const float* table, int64_t table_rows, int64_t cols, const int32_t* indices, int64_t count, float* out,
-                   int* flag, cudaStream_t s);
+                   const QueuedCheck& check, cudaStream_t s);
 // out must be zeroed; rows are added with atomics.
 void launch_scatter_add(const float* d_out, const int32_t* indices, int64_t count, int64_t table_rows, int64_t cols, float* out,
-                        int* flag, cudaStream_t s);
+                        const QueuedCheck& check, cudaStream_t s);
 
 }  // namespace ln

@@ -1,21 +1,51 @@
 #include "optimizer.h"
 
+#include "../memory.h"
 #include "launch_util.cuh"
 
 namespace ln {
 
 namespace {
 
+// Element i's update. Both kernels run exactly this expression, so that they agree bit for bit.
+__device__ __forceinline__ void adamw_element(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
+                                              float* __restrict__ v, int64_t i, const AdamWArgs& a, float decay) {
+  const float gi = g[i] * a.grad_scale;
+  const float mi = a.beta1 * m[i] + (1.0f - a.beta1) * gi;
+  const float vi = a.beta2 * v[i] + (1.0f - a.beta2) * gi * gi;
+  m[i] = mi;
+  v[i] = vi;
+  p[i] = p[i] * decay - a.lr * (mi / a.bias1) / (sqrtf(vi / a.bias2) + a.eps);
+}
+
 __global__ void adamw_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m, float* __restrict__ v,
                              int64_t n, AdamWArgs a) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    const float gi = g[i] * a.grad_scale;
-    const float mi = a.beta1 * m[i] + (1.0f - a.beta1) * gi;
-    const float vi = a.beta2 * v[i] + (1.0f - a.beta2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    p[i] = p[i] * a.decay - a.lr * (mi / a.bias1) / (sqrtf(vi / a.bias2) + a.eps);
+    adamw_element(p, g, m, v, i, a, a.decay);
   }
+}
+
+// Elements a block of the multi-tensor kernel updates (8 a thread).
+constexpr int64_t kChunk = int64_t(kThreads) * 8;
+
+// A tensor and the first of its blocks (it has ceil(n / kChunk), up to the next piece's first).
+struct Piece {
+  AdamWTensor t;
+  int64_t first_block;
+};
+
+// Block b finds its tensor by binary search over first_block and updates its chunk of it.
+__global__ void adamw_multi_kernel(const Piece* __restrict__ pieces, int count, AdamWArgs a) {
+  int lo = 0, hi = count - 1;
+  const int64_t b = blockIdx.x;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (pieces[mid].first_block <= b) lo = mid;
+    else hi = mid - 1;
+  }
+  const AdamWTensor t = pieces[lo].t;
+  const int64_t begin = (b - pieces[lo].first_block) * kChunk, end = min(t.n, begin + kChunk);
+  for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) adamw_element(t.param, t.grad, t.m, t.v, i, a, t.decay);
 }
 
 }  // namespace
@@ -24,6 +54,30 @@ void launch_adamw(float* param, const float* grad, float* m, float* v, int64_t n
   if (n == 0) return;
   adamw_kernel<<<grid_for(n), kThreads, 0, s>>>(param, grad, m, v, n, a);
   check_launch("adamw kernel");
+}
+
+void launch_adamw_multi(const std::vector<AdamWTensor>& tensors, const AdamWArgs& a, cudaStream_t s) {
+  std::vector<Piece> pieces;
+  int64_t blocks = 0;
+  for (const AdamWTensor& t : tensors) {
+    if (t.n == 0) continue;  // no blocks: a piece without any would break the search
+    pieces.push_back({t, blocks});
+    blocks += ceil_div(t.n, kChunk);
+  }
+  if (pieces.empty()) return;
+  if (blocks > INT32_MAX) fail("adamw: too many elements for one multi-tensor launch");
+  const size_t bytes = pieces.size() * sizeof(Piece);
+  size_t capacity = 0;
+  auto* table = static_cast<Piece*>(allocator().allocate(bytes, capacity));
+  try {
+    check_cuda(cudaMemcpyAsync(table, pieces.data(), bytes, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync");
+    adamw_multi_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(table, static_cast<int>(pieces.size()), a);
+    check_launch("adamw multi-tensor kernel");
+  } catch (...) {
+    allocator().release(table, capacity);
+    throw;
+  }
+  allocator().release(table, capacity);  // stream-ordered, as the table of the sums of squares
 }
 
 }  // namespace ln

@@ -1,7 +1,9 @@
-// The fused AdamW update (decoupled weight decay, bias-corrected), as src/backend/cpu/nn.ts.
+// The fused AdamW update (decoupled weight decay, bias-corrected), as src/backend/cpu/nn.ts: one tensor, or
+// many in one launch.
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include <cuda_runtime_api.h>
 
@@ -15,5 +17,19 @@ struct AdamWArgs {
 
 // Updates param, m and v in place.
 void launch_adamw(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWArgs& a, cudaStream_t s);
+
+// One tensor of a multi-tensor update, with its own decay (1 - lr * its weight decay).
+struct AdamWTensor {
+  float* param;
+  const float* grad;
+  float* m;
+  float* v;
+  int64_t n;
+  float decay;
+};
+
+// launch_adamw on every tensor, bit for bit, in one launch (each tensor's decay replaces a.decay): the
+// blocks walk the tensors' concatenated elements through a table on the device.
+void launch_adamw_multi(const std::vector<AdamWTensor>& tensors, const AdamWArgs& a, cudaStream_t s);
 
 }  // namespace ln

@@ -134,15 +134,25 @@ napi_value all_finite(const Call& c) {
 
 napi_value queue_finite_check(const Call& c) {
   Buffer* b = c.buffer(0, "storage");
-  const int64_t id = c.integer(1, "id");
-  if (id < 0 || id >= kNoError) throw RangeError("queueFiniteCheck: id " + std::to_string(id) + " out of range");
-  launch_flag_non_finite(b->ptr, b->dtype, b->size, static_cast<int>(id), finite_check_flag_device(), stream());
+  const QueuedCheck check = queued_check(c.integer(1, "id"), "queueFiniteCheck");
+  launch_flag_non_finite(b->ptr, b->dtype, b->size, check.id, check.failed, stream());
   return undefined(c.env);
 }
 
-napi_value take_finite_check(const Call& c) {
-  const int id = take_finite_check_flag();
-  return number(c.env, id == kNoError ? -1 : id);
+// null when no queued check failed, else the first failed one's id with, for an index check, the position
+// and value it found.
+napi_value take_check(const Call& c) {
+  const QueuedCheckResult r = take_queued_check();
+  if (r.id == kNoError) {
+    napi_value null;
+    check(c.env, napi_get_null(c.env, &null), "napi_get_null");
+    return null;
+  }
+  return Object(c.env)
+      .set("id", number(c.env, r.id))
+      .set("position", number(c.env, double(r.position)))
+      .set("value", number(c.env, r.value))
+      .value;
 }
 
 napi_value sync(const Call& c) {
@@ -193,7 +203,7 @@ const Register reg({
     {"cast", entry<cast>},
     {"allFinite", entry<all_finite>},
     {"queueFiniteCheck", entry<queue_finite_check>},
-    {"takeFiniteCheck", entry<take_finite_check>},
+    {"takeQueuedCheck", entry<take_check>},
     {"synchronize", entry<sync>},
     {"memoryStats", entry<memory_stats>},
     {"emptyCache", entry<empty_cache>},

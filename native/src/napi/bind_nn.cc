@@ -81,13 +81,6 @@ napi_value layer_norm_backward(const Call& c) {
   return undefined(c.env);
 }
 
-int32_t read_int(const Buffer* b, int64_t i) {
-  int32_t v = 0;
-  check_cuda(cudaMemcpyAsync(&v, b->as<int32_t>() + i, sizeof v, cudaMemcpyDeviceToHost, stream()), "cudaMemcpyAsync");
-  synchronize();
-  return v;
-}
-
 // 1 <= classes <= cols: the columns past `classes` are padding (see nn.h).
 int64_t classes_arg(const Call& c, size_t i, int64_t cols) {
   const int64_t classes = c.integer(i, "classes");
@@ -106,19 +99,14 @@ napi_value cross_entropy(const Call& c) {
   const int64_t classes = classes_arg(c, 5, cols);
   Buffer* loss = c.buffer(6, "loss");
   Buffer* lse = c.buffer(7, "lse");
+  const QueuedCheck check = queued_check(c.integer(8, "checkId"), "crossEntropy");
   const DType t = expect_float(logits, rows * cols, "crossEntropy logits");
   expect(targets, DType::I32, rows, "crossEntropy targets");
   expect(loss, DType::F32, rows, "crossEntropy loss");
   expect(lse, DType::F32, rows, "crossEntropy lse");
-  reset_error_flag();
-  launch_cross_entropy(t, logits->ptr, targets->as<int32_t>(), loss->as<float>(), lse->as<float>(), rows, cols, classes, ignore,
-                       error_flag_device(), stream());
-  // a bad target is an input error the caller must hear about, as on the CPU
-  const int bad = rows > 0 ? read_error_flag() : kNoError;
-  if (bad != kNoError) {
-    throw RangeError("crossEntropy: target " + std::to_string(read_int(targets, bad)) + " at row " + std::to_string(bad) +
-                     " is outside [0, " + std::to_string(classes) + ")");
-  }
+  // a bad target fails the queued check: the caller hears of it at its next wait, not now
+  launch_cross_entropy(t, logits->ptr, targets->as<int32_t>(), loss->as<float>(), lse->as<float>(), rows, cols, classes, ignore, check,
+                       stream());
   return undefined(c.env);
 }
 
@@ -141,14 +129,6 @@ napi_value cross_entropy_backward(const Call& c) {
   return undefined(c.env);
 }
 
-void report_bad_index(const Buffer* indices, int64_t rows_in_table) {
-  const int bad = indices->size > 0 ? read_error_flag() : kNoError;
-  if (bad != kNoError) {
-    throw RangeError("embedding: index " + std::to_string(read_int(indices, bad)) + " is outside [0, " +
-                     std::to_string(rows_in_table) + ")");
-  }
-}
-
 // Indices must be below validRows (<= rowsInTable): the rows past it are padding no index may pick.
 napi_value gather(const Call& c) {
   Buffer* table = c.buffer(0, "table");
@@ -156,17 +136,15 @@ napi_value gather(const Call& c) {
   Buffer* indices = c.buffer(3, "indices");
   const int64_t valid_rows = c.integer(4, "validRows");
   Buffer* out = c.buffer(5, "out");
+  const QueuedCheck check = queued_check(c.integer(6, "checkId"), "embedding");
   if (valid_rows < 0 || valid_rows > rows_in_table) {
     throw RangeError("embedding: validRows = " + std::to_string(valid_rows) + " is not in [0, " + std::to_string(rows_in_table) + "]");
   }
   expect(table, DType::F32, rows_in_table * cols, "embedding table");
   expect(indices, DType::I32, -1, "embedding indices");
   expect(out, DType::F32, indices->size * cols, "embedding output");
-  reset_error_flag();
   // the kernel's bound is the rows an index may pick; the table itself may hold more
-  launch_gather(table->as<float>(), valid_rows, cols, indices->as<int32_t>(), indices->size, out->as<float>(), error_flag_device(),
-                stream());
-  report_bad_index(indices, valid_rows);
+  launch_gather(table->as<float>(), valid_rows, cols, indices->as<int32_t>(), indices->size, out->as<float>(), check, stream());
   return undefined(c.env);
 }
 
@@ -175,15 +153,31 @@ napi_value scatter_add(const Call& c) {
   Buffer* indices = c.buffer(1, "indices");
   const int64_t rows_in_table = c.integer(2, "rowsInTable"), cols = c.integer(3, "cols");
   Buffer* out = c.buffer(4, "out");
+  const QueuedCheck check = queued_check(c.integer(5, "checkId"), "embedding");
   expect(indices, DType::I32, -1, "embedding indices");
   expect(d_out, DType::F32, indices->size * cols, "embedding gradient");
   expect(out, DType::F32, rows_in_table * cols, "embedding table gradient");
-  reset_error_flag();
   if (out->bytes()) check_cuda(cudaMemsetAsync(out->ptr, 0, out->bytes(), stream()), "cudaMemsetAsync");
-  launch_scatter_add(d_out->as<float>(), indices->as<int32_t>(), indices->size, rows_in_table, cols, out->as<float>(),
-                     error_flag_device(), stream());
-  report_bad_index(indices, rows_in_table);
+  launch_scatter_add(d_out->as<float>(), indices->as<int32_t>(), indices->size, rows_in_table, cols, out->as<float>(), check,
+                     stream());
   return undefined(c.env);
+}
+
+// 1 - lr * weightDecay, rounded once from double as every AdamW update does.
+float adamw_decay(double lr, double wd) { return float(1.0 - lr * wd); }
+
+// The hyperparameters of an AdamW update in the kernels' form.
+AdamWArgs adamw_args(double lr, double beta1, double beta2, double eps, double wd, double step, double grad_scale) {
+  AdamWArgs a{};
+  a.lr = float(lr);
+  a.beta1 = float(beta1);
+  a.beta2 = float(beta2);
+  a.eps = float(eps);
+  a.decay = adamw_decay(lr, wd);
+  a.bias1 = float(1.0 - std::pow(beta1, step));
+  a.bias2 = float(1.0 - std::pow(beta2, step));
+  a.grad_scale = float(grad_scale);
+  return a;
 }
 
 napi_value adamw(const Call& c) {
@@ -197,16 +191,34 @@ napi_value adamw(const Call& c) {
   expect(grad, DType::F32, param->size, "adamw grad");
   expect(m, DType::F32, param->size, "adamw m");
   expect(v, DType::F32, param->size, "adamw v");
-  AdamWArgs a{};
-  a.lr = float(lr);
-  a.beta1 = float(beta1);
-  a.beta2 = float(beta2);
-  a.eps = float(eps);
-  a.decay = float(1.0 - lr * wd);
-  a.bias1 = float(1.0 - std::pow(beta1, step));
-  a.bias2 = float(1.0 - std::pow(beta2, step));
-  a.grad_scale = float(grad_scale);
-  launch_adamw(param->as<float>(), grad->as<float>(), m->as<float>(), v->as<float>(), param->size, a, stream());
+  launch_adamw(param->as<float>(), grad->as<float>(), m->as<float>(), v->as<float>(), param->size,
+               adamw_args(lr, beta1, beta2, eps, wd, step, grad_scale), stream());
+  return undefined(c.env);
+}
+
+// params, grads, ms, vs: lists of one length; weightDecays: one a tensor.
+napi_value adamw_multi(const Call& c) {
+  const std::vector<Buffer*> params = c.buffers(0, "params"), grads = c.buffers(1, "grads"), ms = c.buffers(2, "ms"),
+                             vs = c.buffers(3, "vs");
+  const std::vector<double> decays = c.numbers(4, "weightDecays");
+  const double lr = c.number(5, "lr"), beta1 = c.number(6, "beta1"), beta2 = c.number(7, "beta2"), eps = c.number(8, "eps");
+  const double step = c.number(9, "step"), grad_scale = c.number(10, "gradScale");
+  const size_t count = params.size();
+  if (grads.size() != count || ms.size() != count || vs.size() != count || decays.size() != count) {
+    throw RangeError("adamwMulti: " + std::to_string(count) + " params but " + std::to_string(grads.size()) + " grads, " +
+                     std::to_string(ms.size()) + " m, " + std::to_string(vs.size()) + " v and " + std::to_string(decays.size()) +
+                     " weight decays");
+  }
+  std::vector<AdamWTensor> tensors(count);
+  for (size_t i = 0; i < count; i++) {
+    expect(params[i], DType::F32, -1, "adamwMulti param");
+    const int64_t n = params[i]->size;
+    expect(grads[i], DType::F32, n, "adamwMulti grad");
+    expect(ms[i], DType::F32, n, "adamwMulti m");
+    expect(vs[i], DType::F32, n, "adamwMulti v");
+    tensors[i] = {params[i]->as<float>(), grads[i]->as<float>(), ms[i]->as<float>(), vs[i]->as<float>(), n, adamw_decay(lr, decays[i])};
+  }
+  launch_adamw_multi(tensors, adamw_args(lr, beta1, beta2, eps, 0.0, step, grad_scale), stream());
   return undefined(c.env);
 }
 
@@ -220,6 +232,7 @@ const Register reg({
     {"gather", entry<gather>},
     {"scatterAdd", entry<scatter_add>},
     {"adamw", entry<adamw>},
+    {"adamwMulti", entry<adamw_multi>},
 });
 
 }  // namespace

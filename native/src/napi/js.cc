@@ -75,6 +75,23 @@ Dims Call::dims(size_t i, const char* name) const {
   return out;
 }
 
+std::vector<double> Call::numbers(size_t i, const char* name) const {
+  bool is_array = false;
+  check(env, napi_is_array(env, at(i), &is_array), "napi_is_array");
+  if (!is_array) throw TypeError(std::string(name) + " must be an array of numbers");
+  uint32_t len = 0;
+  check(env, napi_get_array_length(env, at(i), &len), "napi_get_array_length");
+  std::vector<double> out(len);
+  for (uint32_t j = 0; j < len; j++) {
+    napi_value e;
+    check(env, napi_get_element(env, at(i), j, &e), "napi_get_element");
+    if (napi_get_value_double(env, e, &out[j]) != napi_ok || !std::isfinite(out[j])) {
+      throw TypeError(std::string(name) + " must be an array of finite numbers");
+    }
+  }
+  return out;
+}
+
 bool Call::is_nullish(size_t i) const {
   if (i >= argv.size()) return true;
   napi_valuetype t;

@@ -21,6 +21,8 @@ struct Call {
   bool boolean(size_t i, const char* name) const;
   std::string string(size_t i, const char* name) const;
   Dims dims(size_t i, const char* name) const;
+  // An array of finite numbers.
+  std::vector<double> numbers(size_t i, const char* name) const;
   // A storage handle; throws on anything else and on a freed buffer.
   Buffer* buffer(size_t i, const char* name) const;
   // null or undefined give nullptr.

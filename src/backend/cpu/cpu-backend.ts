@@ -1,5 +1,5 @@
 import type {
-  AdamWHyper, AttentionConfig, AttentionGeometry, Backend, BinaryOp, GatheredAttentionLayout, LayerNormGrads, LayerNormResult,
+  AdamWHyper, AdamWTensors, AttentionConfig, AttentionGeometry, Backend, BinaryOp, GatheredAttentionLayout, LayerNormGrads, LayerNormResult,
   ReduceOp, Storage, UnaryOp,
 } from '../backend.js';
 import { broadcastStrides, sizeOf, type Shape } from '../../tensor/shape.js';
@@ -224,6 +224,12 @@ export class CpuBackend implements Backend {
 
   adamw(param: Storage, grad: Storage, m: Storage, v: Storage, hyper: AdamWHyper): void {
     adamwKernel(floatData(param, 'adamw'), floatData(grad, 'adamw'), floatData(m, 'adamw'), floatData(v, 'adamw'), hyper);
+  }
+
+  adamwMulti(tensors: readonly AdamWTensors[], hyper: Omit<AdamWHyper, 'weightDecay'>): void {
+    for (const { param, grad, m, v, weightDecay } of tensors) {
+      adamwKernel(floatData(param, 'adamw'), floatData(grad, 'adamw'), floatData(m, 'adamw'), floatData(v, 'adamw'), { ...hyper, weightDecay });
+    }
   }
 
   synchronize(): void {}

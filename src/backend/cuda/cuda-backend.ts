@@ -1,24 +1,22 @@
 import type {
-  AdamWHyper, AttentionConfig, AttentionGeometry, Backend, BinaryOp, GatheredAttentionLayout, LayerNormGrads, LayerNormResult, ReduceOp, Storage, UnaryOp,
+  AdamWHyper, AdamWTensors, AttentionConfig, AttentionGeometry, Backend, BinaryOp, GatheredAttentionLayout, LayerNormGrads, LayerNormResult, ReduceOp, Storage, UnaryOp,
 } from '../backend.js';
 import { newTypedArray, dtypeOfArray, type DType, type TypedArray } from '../../tensor/dtype.js';
 import { sizeOf, type Shape } from '../../tensor/shape.js';
 import {
-  ATTENTION_PRECISIONS, BF16_CODE, DTYPE_CODE, FLASH_HEAD_DIMS, MATMUL_PRECISION_CODE, type AttentionPrecision, type DeviceInfo,
-  type MatmulPrecision, type MemoryStats, type NativeAddon, type NativeHandle,
+  ATTENTION_PRECISIONS, BF16_CODE, DTYPE_CODE, FLASH_HEAD_DIMS, MATMUL_PRECISION_CODE, MAX_QUEUED_CHECKS, type AttentionPrecision,
+  type DeviceInfo, type MatmulPrecision, type MemoryStats, type NativeAddon, type NativeHandle, type QueuedCheckFailure,
 } from './native.js';
 import { CudaStorage, activationHandle, cudaHandle, floatHandle, intHandle } from './storage.js';
 import { decodeBf16 } from '../../io/halfFloat.js';
 import { checkGatheredLayout } from '../gathered-layout.js';
 import { InputError } from '../../errors.js';
 
-/** Queued finiteness checks after which the next one waits for the device (bounds the list of names). */
-const MAX_PENDING_CHECKS = 1 << 16;
-
 /**
  * The GPU backend: every kernel runs in the native addon on one CUDA stream, so calls return as soon as
- * the work is queued; `read`, `synchronize`, `allFinite` and index checks wait for it. `checkFinite` queues
- * its check and reports a failure at the next of the first three. Float32 storage, or bfloat16 for the
+ * the work is queued; `read`, `synchronize` and `allFinite` wait for it. Checks of inputs queue on the
+ * device too (`checkFinite`, and the index checks of `gather`, `scatterAdd` and `crossEntropy`): a failure
+ * is thrown at the next of those three waits, with the message the CPU backend throws at once. Float32 storage, or bfloat16 for the
  * activations of mixed-precision training (the kernels compute in float32 either way); int32 for indices;
  * products go through cuBLASLt (float32 operands: TF32 tensor cores by default, see `setMatmulPrecision`;
  * bfloat16 operands: bf16 tensor cores, fp32 accumulation), and dilated attention through the fused bf16
@@ -27,8 +25,8 @@ const MAX_PENDING_CHECKS = 1 << 16;
 export class CudaBackend implements Backend {
   readonly device = 'cuda' as const;
   private attention: AttentionPrecision = 'bf16';
-  /** What each queued finiteness check names, by its id on the device. */
-  private pendingChecks: string[] = [];
+  /** The error of each queued check, by its id on the device, made from what the device found. */
+  private pendingChecks: ((failure: QueuedCheckFailure) => Error)[] = [];
 
   constructor(private readonly native: NativeAddon, readonly info: DeviceInfo) {}
 
@@ -92,21 +90,28 @@ export class CudaBackend implements Backend {
   checkFinite(x: Storage, what: string): void {
     const h = cudaHandle(x, 'checkFinite');
     if (x.size === 0 || x.dtype === 'int32') return;
-    if (this.pendingChecks.length >= MAX_PENDING_CHECKS) this.settleChecks();
-    this.native.queueFiniteCheck(h, this.pendingChecks.length);
-    this.pendingChecks.push(what);
+    this.native.queueFiniteCheck(h, this.queueCheck(() => new InputError(`${what} contains NaN or infinite values`)));
+  }
+
+  /** The id of a new queued check whose failure `error` describes. */
+  private queueCheck(error: (failure: QueuedCheckFailure) => Error): number {
+    // the device holds a bounded number of checks between waits
+    if (this.pendingChecks.length >= MAX_QUEUED_CHECKS) this.settleChecks();
+    this.pendingChecks.push(error);
+    return this.pendingChecks.length - 1;
   }
 
   /**
-   * Reads the result of the queued finiteness checks (a wait for the device) and throws for the first
-   * that failed; the list starts over either way.
+   * Reads the result of the queued checks (a wait for the device) and throws the error of the first that
+   * failed; the list starts over either way.
    */
   private settleChecks(): void {
     if (this.pendingChecks.length === 0) return;
-    const names = this.pendingChecks;
+    const errors = this.pendingChecks;
     this.pendingChecks = [];
-    const failed = this.native.takeFiniteCheck();
-    if (failed >= 0) throw new InputError(`${names[failed] ?? 'a tensor'} contains NaN or infinite values`);
+    const failed = this.native.takeQueuedCheck();
+    if (failed === null) return;
+    throw errors[failed.id]?.(failed) ?? new InputError(`queued check ${failed.id} failed`);
   }
 
   // elementwise ops, reductions, products, layer norm and rotations take float32 or bfloat16 storage and
@@ -222,7 +227,11 @@ export class CudaBackend implements Backend {
   ): { loss: Storage; lse: Storage } {
     const [hl, ht] = [activationHandle(logits, 'crossEntropy'), intHandle(targets, 'crossEntropy targets')];
     const [loss, lse] = this.f32s(2, rows) as [CudaStorage, CudaStorage];
-    this.orFree([loss, lse], () => this.native.crossEntropy(hl, ht, rows, cols, ignoreIndex, classes, loss.handle, lse.handle));
+    this.orFree([loss, lse], () => {
+      const check = this.queueCheck(({ position, value }) =>
+        new RangeError(`crossEntropy: target ${value} at row ${position} is outside [0, ${classes})`));
+      this.native.crossEntropy(hl, ht, rows, cols, ignoreIndex, classes, loss.handle, lse.handle, check);
+    });
     return { loss, lse };
   }
 
@@ -246,15 +255,22 @@ export class CudaBackend implements Backend {
   }
 
   gather(table: Storage, rowsInTable: number, cols: number, indices: Storage, validRows = rowsInTable): Storage {
+    const [ht, hi] = [floatHandle(table, 'embedding'), intHandle(indices, 'embedding indices')];
     const out = this.f32(indices.size * cols);
-    this.native.gather(floatHandle(table, 'embedding'), rowsInTable, cols, intHandle(indices, 'embedding indices'), validRows, out.handle);
+    this.orFree([out], () => this.native.gather(ht, rowsInTable, cols, hi, validRows, out.handle, this.queueIndexCheck(validRows)));
     return out;
   }
 
   scatterAdd(dOut: Storage, indices: Storage, rowsInTable: number, cols: number): Storage {
+    const [hd, hi] = [floatHandle(dOut, 'embedding'), intHandle(indices, 'embedding indices')];
     const out = this.f32(rowsInTable * cols);
-    this.native.scatterAdd(floatHandle(dOut, 'embedding'), intHandle(indices, 'embedding indices'), rowsInTable, cols, out.handle);
+    this.orFree([out], () => this.native.scatterAdd(hd, hi, rowsInTable, cols, out.handle, this.queueIndexCheck(rowsInTable)));
     return out;
+  }
+
+  /** A queued check of embedding indices below `rows`, with the CPU backend's message. */
+  private queueIndexCheck(rows: number): number {
+    return this.queueCheck(({ value }) => new RangeError(`embedding: index ${value} is outside [0, ${rows})`));
   }
 
   /**
@@ -468,6 +484,15 @@ export class CudaBackend implements Backend {
     this.native.adamw(
       floatHandle(param, 'adamw'), floatHandle(grad, 'adamw'), floatHandle(m, 'adamw'), floatHandle(v, 'adamw'),
       h.lr, h.beta1, h.beta2, h.eps, h.weightDecay, h.step, h.gradScale ?? 1,
+    );
+  }
+
+  adamwMulti(tensors: readonly AdamWTensors[], h: Omit<AdamWHyper, 'weightDecay'>): void {
+    if (tensors.length === 0) return;
+    const handles = (which: 'param' | 'grad' | 'm' | 'v'): NativeHandle[] => tensors.map((t) => floatHandle(t[which], 'adamw'));
+    this.native.adamwMulti(
+      handles('param'), handles('grad'), handles('m'), handles('v'), tensors.map((t) => t.weightDecay),
+      h.lr, h.beta1, h.beta2, h.eps, h.step, h.gradScale ?? 1,
     );
   }
 

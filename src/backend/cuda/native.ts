@@ -45,6 +45,12 @@ export const ATTENTION_PRECISIONS: readonly AttentionPrecision[] = ['fp32', 'bf1
 export const FLASH_HEAD_DIMS: readonly number[] = [32, 64, 128];
 
 type H = NativeHandle;
+
+/** Queued checks the device holds between two waits (native/src/device.h, kMaxQueuedChecks). */
+export const MAX_QUEUED_CHECKS = 1 << 16;
+
+/** The first failed queued check: its id, and for an index check the first bad position and its value. */
+export interface QueuedCheckFailure { id: number; position: number; value: number }
 type Dims = readonly number[];
 
 /** The functions of native/build/longnet_cuda.node (bindings in native/src/napi). Outputs are passed in. */
@@ -62,10 +68,17 @@ export interface NativeAddon {
   copyInto(dst: H, src: H): void;
   cast(src: H, dst: H): void;
   allFinite(x: H): boolean;
-  /** Queues a check of x that records `id` on the device if x holds a NaN or an infinity; no wait. */
+  /**
+   * Queues a check of x that records `id` (0 <= id < MAX_QUEUED_CHECKS) on the device if x holds a NaN or
+   * an infinity; no wait.
+   */
   queueFiniteCheck(x: H, id: number): void;
-  /** Waits for the stream; the smallest id of a failed check since the last call, or -1; resets. */
-  takeFiniteCheck(): number;
+  /**
+   * Waits for the stream; null when no queued check failed since the last call, else the smallest failed
+   * id, with the first bad position and its value for an index check (crossEntropy, gather, scatterAdd);
+   * resets.
+   */
+  takeQueuedCheck(): QueuedCheckFailure | null;
   synchronize(): void;
   memoryStats(): MemoryStats;
   emptyCache(): void;
@@ -90,16 +103,28 @@ export interface NativeAddon {
   softmaxBackward(y: H, dy: H, rows: number, cols: number, log: boolean, out: H): void;
   layerNorm(x: H, gamma: H | null, beta: H | null, rows: number, cols: number, eps: number, y: H, mean: H, rstd: H): void;
   layerNormBackward(dy: H, x: H, gamma: H | null, mean: H, rstd: H, rows: number, cols: number, dx: H, dGamma: H | null, dBeta: H | null): void;
-  /** Softmax over the first `classes` columns of each row (the rest is padding). */
-  crossEntropy(logits: H, targets: H, rows: number, cols: number, ignoreIndex: number, classes: number, loss: H, lse: H): void;
+  /**
+   * Softmax over the first `classes` columns of each row (the rest is padding). A bad target fails the
+   * queued check `checkId` (its row and value) and gives a NaN loss; no wait.
+   */
+  crossEntropy(logits: H, targets: H, rows: number, cols: number, ignoreIndex: number, classes: number, loss: H, lse: H, checkId: number): void;
   crossEntropyBackward(
     logits: H, targets: H, lse: H, dLoss: H, rows: number, cols: number, ignoreIndex: number, classes: number, out: H,
   ): void;
-  /** Indices must be below validRows (<= rowsInTable). */
-  gather(table: H, rowsInTable: number, cols: number, indices: H, validRows: number, out: H): void;
+  /**
+   * Indices must be below validRows (<= rowsInTable); a bad one fails the queued check `checkId` (its
+   * position and value) and gives NaN; no wait.
+   */
+  gather(table: H, rowsInTable: number, cols: number, indices: H, validRows: number, out: H, checkId: number): void;
   rotatePairs(x: H, cos: H, sin: H, outer: number, positions: number, inner: number, dim: number, transpose: boolean, y: H): void;
-  scatterAdd(dOut: H, indices: H, rowsInTable: number, cols: number, out: H): void;
+  /** A bad index fails the queued check `checkId` and is skipped; no wait. */
+  scatterAdd(dOut: H, indices: H, rowsInTable: number, cols: number, out: H, checkId: number): void;
   adamw(param: H, grad: H, m: H, v: H, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number, gradScale: number): void;
+  /** adamw on every (params[i], grads[i], ms[i], vs[i]) with weight decay weightDecays[i], bit for bit, in one launch. */
+  adamwMulti(
+    params: H[], grads: H[], ms: H[], vs: H[], weightDecays: number[],
+    lr: number, beta1: number, beta2: number, eps: number, step: number, gradScale: number,
+  ): void;
   /** out[i] = the sum of squares of xs[i] (float32). */
   sumsOfSquares(xs: H[], out: H): void;
 
@@ -173,4 +198,4 @@ export interface NativeAddon {
 }
 
 /** The addon version this TypeScript expects; a stale build is reported instead of misbehaving. */
-export const ABI_VERSION = 8;
+export const ABI_VERSION = 10;
