@@ -96,14 +96,18 @@ def run_lengths(impl, args, measure, timed="fwdbwd_ms", what="a forward+backward
         try:
             r = measure(n)
         except Exception as e:  # noqa: BLE001 - an OOM or a missing backend is a row of the table, not a crash
-            release()
             if is_oom(e):
+                release()
                 emit({"kind": "result", "impl": impl, "N": n, "status": "oom"})
                 stopped = "oom"
             else:
                 emit({"kind": "result", "impl": impl, "N": n, "status": "error", "reason": (str(e).splitlines() or [repr(e)])[0][:200]})
                 print(f"{impl} N={n}: {e}", file=sys.stderr)
                 stopped = "skipped"
+                try:
+                    release()
+                except Exception:  # noqa: BLE001 - a device fault leaves the context unusable; no later length runs
+                    pass
             continue
         release()
         emit({"kind": "result", "impl": impl, "N": n, "status": "ok", **r})

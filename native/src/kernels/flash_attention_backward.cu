@@ -44,14 +44,22 @@ constexpr size_t backward_smem() {
          sizeof(float) * 4 * BM;
 }
 
+// Atomic adds whose old values nobody reads, as `red` (atomicAdd on float2 and float4 is `atom` in PTX,
+// which returns them; ptxas makes it a reduction only when it sees the result unused).
 __device__ __forceinline__ void add_pair(float* at, float x, float y) {
 #if __CUDA_ARCH__ >= 900
-  atomicAdd(reinterpret_cast<float2*>(at), make_float2(x, y));
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(at), "f"(x), "f"(y));
 #else
   atomicAdd(at, x);
   atomicAdd(at + 1, y);
 #endif
 }
+
+#if __CUDA_ARCH__ >= 900
+__device__ __forceinline__ void add_quad(float* at, float x, float y, float z, float w) {
+  asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(at), "f"(x), "f"(y), "f"(z), "f"(w));
+}
+#endif
 
 // Two adjacent columns of one key's dK and dV: added to what earlier patterns left there, or, `fresh`
 // (the launch's pattern selects every row: the first, of dilation 1), stored over memory never cleared.
@@ -335,22 +343,6 @@ __device__ __forceinline__ void bulk_wait_all() {
   asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
 }
 
-// Rows t0 .. t0 + ROWS - 1 of a strided row set into a swizzled tile; rows at or past n read as zeros.
-template <int ROWS, int THREADS>
-__device__ __forceinline__ void load_tile_swizzled(unsigned char* dst, const bf16* __restrict__ src, int64_t row0, int64_t stride,
-                                                   int64_t n, int64_t t0) {
-  static_assert(ROWS * 8 % THREADS == 0 && THREADS % 64 == 0, "whole passes; a thread's rows keep their residue mod 8");
-  const int piece = threadIdx.x % 8, row_in = threadIdx.x / 8;
-  const bf16* first = src + (row0 + (t0 + row_in) * stride) * 64 + piece * 8;
-  const int64_t pass_step = int64_t(THREADS / 8) * stride * 64;
-#pragma unroll
-  for (int u = 0; u < ROWS * 8 / THREADS; u++) {
-    const int row = row_in + u * (THREADS / 8);
-    const bool valid = t0 + row < n;
-    cp_async16(dst + wg::swz(row, piece), valid ? first + u * pass_step : src, valid);
-  }
-}
-
 // 2^x by the MUFU unit alone (results below 2^-126 flush to zero).
 __device__ __forceinline__ float exp2_ftz(float x) {
   float y;
@@ -390,20 +382,21 @@ __global__ void __launch_bounds__(WgConfig<NWG, MINB, PIPE>::kThreads, MINB)
   const int first_q = CAUSAL ? static_cast<int>(k0 / BM) : 0;
   const int q_tiles = static_cast<int>((p.n_sel + BM - 1) / BM);
 
+  const wg::StridedRows q_rows = wg::strided_rows(q, p.row0, p.rstride, p.n_sel), do_rows = wg::strided_rows(d_o, p.row0, p.rstride, p.n_sel);
+  // threads 0 .. BM - 1 copy L of row threadIdx.x of each tile, the next BM threads its Dsum
+  const float* my_row_value = (threadIdx.x < BM ? lse : dsum) + p.row0 + (threadIdx.x % BM) * p.rstride;
   auto load_rows = [&](int j, int buf) {
     const int64_t m0 = int64_t(j) * BM;
-    load_tile_swizzled<BM, T>(qs + buf * TB, q, p.row0, p.rstride, p.n_sel, m0);
-    load_tile_swizzled<BM, T>(dos + buf * TB, d_o, p.row0, p.rstride, p.n_sel, m0);
+    wg::load_rows_sw128<BM, T>(qs + buf * TB, q_rows, m0);
+    wg::load_rows_sw128<BM, T>(dos + buf * TB, do_rows, m0);
     if (threadIdx.x < 2 * BM) {
-      const int i = threadIdx.x % BM;
-      const bool valid = m0 + i < p.n_sel;
-      const float* from = (threadIdx.x < BM ? lse : dsum) + (valid ? p.row0 + (m0 + i) * p.rstride : 0);
-      cp_async4(lrow + buf * 2 * BM + threadIdx.x, from, valid);
+      const bool valid = m0 + threadIdx.x % BM < p.n_sel;
+      cp_async4(lrow + buf * 2 * BM + threadIdx.x, valid ? my_row_value + m0 * p.rstride : lse, valid);
     }
   };
 
-  load_tile_swizzled<BN, T>(ks, k, p.row0, p.rstride, p.n_sel, k0);
-  load_tile_swizzled<BN, T>(vs, v, p.row0, p.rstride, p.n_sel, k0);
+  wg::load_rows_sw128<BN, T>(ks, k, p.row0, p.rstride, p.n_sel, k0);
+  wg::load_rows_sw128<BN, T>(vs, v, p.row0, p.rstride, p.n_sel, k0);
   load_rows(first_q, 0);
   cp_async_commit();
 
@@ -435,7 +428,8 @@ __global__ void __launch_bounds__(WgConfig<NWG, MINB, PIPE>::kThreads, MINB)
       return;
     }
     if (dq_mode == kDqRed4) {
-      // Lanes c and c ^ 1 swap halves: even lanes add four columns of row g, odd lanes of row g + 8.
+      // Lanes c and c ^ 1 swap halves: even lanes add four columns of row g, odd lanes of row g + 8. Each
+      // add follows its exchange (adds grouped after all the exchanges were 5% slower: a burst of them).
       const bool odd = gc & 1;
       const int64_t t = m0 + wi * 16 + gr + (odd ? 8 : 0);
       float* out = dq + (p.row0 + t * p.rstride) * D + wgi * DQN + 2 * (gc & ~1);
@@ -444,8 +438,7 @@ __global__ void __launch_bounds__(WgConfig<NWG, MINB, PIPE>::kThreads, MINB)
         const float sx = odd ? dqa[4 * n] : dqa[4 * n + 2], sy = odd ? dqa[4 * n + 1] : dqa[4 * n + 3];
         const float rx = __shfl_xor_sync(0xffffffffu, sx, 1), ry = __shfl_xor_sync(0xffffffffu, sy, 1);
         const float4 val = odd ? make_float4(rx, ry, dqa[4 * n + 2], dqa[4 * n + 3]) : make_float4(dqa[4 * n], dqa[4 * n + 1], rx, ry);
-        if (t < p.n_sel)
-          atomicAdd(reinterpret_cast<float4*>(out + n * 8), make_float4(val.x * scale, val.y * scale, val.z * scale, val.w * scale));
+        if (t < p.n_sel) add_quad(out + n * 8, val.x * scale, val.y * scale, val.z * scale, val.w * scale);
       }
     } else {
 #pragma unroll
@@ -563,14 +556,14 @@ __global__ void __launch_bounds__(WgConfig<NWG, MINB, PIPE>::kThreads, MINB)
     for (int kk = 0; kk < BM / 16; kk++) wg::mma_rs_n64<1>(dk_acc, as[kk], wg::desc_mnmajor(qt + kk * 2048));
     wg::commit();
 
-    // dS^T to shared memory ([key][query], swizzled) while those run.
+    // dS^T to shared memory ([key][query], swizzled) while those run: as[kk] is four 8 x 8 matrices (rows
+    // g and g + 8, query columns 16kk + 2c and 16kk + 8 + 2c), one stmatrix; lane l gives the address of
+    // row l % 8 of matrix l / 8.
 #pragma unroll
-    for (int kk = 0; kk < 4; kk++)
-#pragma unroll
-      for (int h = 0; h < 4; h++) {
-        const int row = key_row + 8 * (h % 2), chunk = 2 * kk + h / 2;  // a0: (g, 16kk+2c), a1: (g+8, ..), a2: (g, 16kk+8+2c), a3
-        *reinterpret_cast<uint32_t*>(ds_tile + wg::swz(row, chunk) + 4 * gc) = as[kk][h];
-      }
+    for (int kk = 0; kk < 4; kk++) {
+      const int row = wgi * 64 + wi * 16 + lane % 8 + 8 * ((lane / 8) % 2), chunk = 2 * kk + lane / 16;
+      wg::store_matrices(smem_address(ds_tile) + wg::swz(row, chunk), as[kk]);
+    }
     wg::fence_proxy_async();
     if constexpr (PIPE) {  // the previous tile's dQ into dq while dV and dK run
       wg::wait<1>();

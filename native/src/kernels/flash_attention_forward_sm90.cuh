@@ -65,10 +65,11 @@ __global__ void __launch_bounds__(kThreads, 2) forward_kernel(const __nv_bfloat1
   if (key_tiles == 0) return;  // no query of the tile sees a key: its rows keep what they hold
 
   // cp.async group t holds key tile t (group 0 also q); groups past the last tile are empty.
+  const StridedRows k_rows = strided_rows(k, w.k.row0, w.k.stride, w.k.n), v_rows = strided_rows(v, w.k.row0, w.k.stride, w.k.n);
   auto load_keys = [&](int t) {
     if (t < key_tiles) {
-      load_rows_sw128<BN, kThreads>(ks + (t % kStages) * TILE, k, w.k.row0, w.k.stride, w.k.n, int64_t(t) * BN);
-      load_rows_sw128<BN, kThreads>(vs + (t % kStages) * TILE, v, w.k.row0, w.k.stride, w.k.n, int64_t(t) * BN);
+      load_rows_sw128<BN, kThreads>(ks + (t % kStages) * TILE, k_rows, int64_t(t) * BN);
+      load_rows_sw128<BN, kThreads>(vs + (t % kStages) * TILE, v_rows, int64_t(t) * BN);
     }
     cp_async_commit();
   };

@@ -7,15 +7,17 @@ namespace ln {
 
 namespace {
 
-// Element i's update. Both kernels run exactly this expression, so that they agree bit for bit.
+// Element i's update. Both kernels run exactly this sequence of roundings: the _rn intrinsics keep the
+// compiler from fusing multiplies and adds differently in the two kernels, so that they agree bit for bit.
 __device__ __forceinline__ void adamw_element(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                                               float* __restrict__ v, int64_t i, const AdamWArgs& a, float decay) {
-  const float gi = g[i] * a.grad_scale;
-  const float mi = a.beta1 * m[i] + (1.0f - a.beta1) * gi;
-  const float vi = a.beta2 * v[i] + (1.0f - a.beta2) * gi * gi;
+  const float gi = __fmul_rn(g[i], a.grad_scale);
+  const float mi = __fadd_rn(__fmul_rn(a.beta1, m[i]), __fmul_rn(__fsub_rn(1.0f, a.beta1), gi));
+  const float vi = __fadd_rn(__fmul_rn(a.beta2, v[i]), __fmul_rn(__fmul_rn(__fsub_rn(1.0f, a.beta2), gi), gi));
   m[i] = mi;
   v[i] = vi;
-  p[i] = p[i] * decay - a.lr * (mi / a.bias1) / (sqrtf(vi / a.bias2) + a.eps);
+  const float step = __fdiv_rn(__fmul_rn(a.lr, __fdiv_rn(mi, a.bias1)), __fadd_rn(__fsqrt_rn(__fdiv_rn(vi, a.bias2)), a.eps));
+  p[i] = __fsub_rn(__fmul_rn(p[i], decay), step);
 }
 
 __global__ void adamw_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m, float* __restrict__ v,

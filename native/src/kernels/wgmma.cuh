@@ -139,21 +139,55 @@ __device__ __forceinline__ void mma_rs_n64(float (&d)[32], const uint32_t (&a)[4
 #endif
 }
 
-// Rows t0 .. t0 + ROWS - 1 of a strided row set of 64-element rows (row t at element (row0 + t * stride)
-// * 64) into the swizzled layout at dst (1024-byte aligned), by a block of THREADS; rows at or past n read
-// as zeros.
+// Four 8 x 8 bf16 matrices held as mma fragments (r[i]: matrix i, lane l its row l / 4, columns 2 (l % 4)
+// and + 1) into shared memory; lane l gives the 16-byte address of row l % 8 of matrix l / 8.
+__device__ __forceinline__ void store_matrices(uint32_t smem_addr, const uint32_t (&r)[4]) {
+#ifdef LN_HAVE_WGMMA
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n"
+               ::"r"(smem_addr), "r"(r[0]), "r"(r[1]), "r"(r[2]), "r"(r[3])
+               : "memory");
+#endif
+}
+
+// A block's view of a strided set of 64-element bf16 rows (row t at element (row0 + t * stride) * 64 of
+// src, rows 0 .. n - 1) for the swizzled tile loads below. Thread i always copies the 16-byte piece i % 8
+// of rows i / 8 + k * THREADS / 8, so its own source address is worked out here, once a block; a tile
+// load then costs one product to reach its first row and a few instructions a copy.
+struct StridedRows {
+  const __nv_bfloat16* src;   // a valid address, the source of the zero-filled copies past the end
+  const __nv_bfloat16* mine;  // this thread's piece of its first row (t = threadIdx.x / 8)
+  int64_t row_elems;          // elements from one row to the next: stride * 64
+  int64_t n;
+};
+
+__device__ __forceinline__ StridedRows strided_rows(const __nv_bfloat16* src, int64_t row0, int64_t stride, int64_t n) {
+  const int piece = threadIdx.x % 8, row_in = threadIdx.x / 8;
+  return {src, src + (row0 + row_in * stride) * 64 + piece * 8, stride * 64, n};
+}
+
+// Rows t0 .. t0 + ROWS - 1 of `rows` into the 128-byte-swizzled layout at dst (1024-byte aligned), by a
+// block of THREADS; rows at or past n read as zeros.
 template <int ROWS, int THREADS>
-__device__ __forceinline__ void load_rows_sw128(__nv_bfloat16* dst, const __nv_bfloat16* __restrict__ src, int64_t row0,
-                                                int64_t stride, int64_t n, int64_t t0) {
-  const uint32_t base = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+__device__ __forceinline__ void load_rows_sw128(void* dst, const StridedRows& rows, int64_t t0) {
+  static_assert(ROWS * 8 % THREADS == 0 && THREADS % 64 == 0, "whole passes; a thread's rows keep their residue mod 8");
+  constexpr int kPassRows = THREADS / 8;
+  const int piece = threadIdx.x % 8, row_in = threadIdx.x / 8;
+  // rows row_in + u * kPassRows keep row_in's residue mod 8, so their swizzled chunk is row_in's
+  const uint32_t at = static_cast<uint32_t>(__cvta_generic_to_shared(dst)) + swz(row_in, piece);
+  const int left = static_cast<int>(max(min(rows.n - t0, int64_t(ROWS)), int64_t(0)));
+  const __nv_bfloat16* from = rows.mine + t0 * rows.row_elems;
+  const int64_t pass = kPassRows * rows.row_elems;
 #pragma unroll
-  for (int i = threadIdx.x; i < ROWS * 8; i += THREADS) {
-    const int row = i / 8, piece = i % 8;
-    const int64_t t = t0 + row;
-    const bool valid = t < n;
-    const __nv_bfloat16* from = valid ? src + (row0 + t * stride) * 64 + piece * 8 : src;
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(base + swz(row, piece)), "l"(from), "r"(valid ? 16 : 0));
+  for (int u = 0; u < ROWS * 8 / THREADS; u++, from += pass) {
+    const bool valid = row_in + u * kPassRows < left;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(at + u * kPassRows * 128), "l"(valid ? from : rows.src),
+                 "r"(valid ? 16 : 0));
   }
+}
+
+template <int ROWS, int THREADS>
+__device__ __forceinline__ void load_rows_sw128(void* dst, const __nv_bfloat16* src, int64_t row0, int64_t stride, int64_t n, int64_t t0) {
+  load_rows_sw128<ROWS, THREADS>(dst, strided_rows(src, row0, stride, n), t0);
 }
 
 // Whether the driver loaded, for the running GPU, the sm_90a image of the file that includes this header
