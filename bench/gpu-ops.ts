@@ -18,14 +18,16 @@ function random(n: number): Storage {
   return g.fromArray(a);
 }
 
-function time(fn: () => Storage[], repeats = 10): number {
+/** Median ms of one call; `inner` calls a sample, for kernels short enough that the host's share would show. */
+function time(fn: () => Storage[], repeats = 10, inner = 1): number {
   const times: number[] = [];
   for (let i = 0; i <= repeats; i++) {
     g.synchronize();
     const t0 = performance.now();
-    const outs = fn();
+    const outs: Storage[] = [];
+    for (let j = 0; j < inner; j++) outs.push(...fn());
     g.synchronize();
-    if (i > 0) times.push(performance.now() - t0);
+    if (i > 0) times.push((performance.now() - t0) / inner);
     for (const o of outs) g.free(o);
   }
   times.sort((a, b) => a - b);
@@ -39,8 +41,35 @@ const bias = random(4096);
 const rows = 16384, vocab = 4096; // 64M logits
 const targets = g.fromArray(Int32Array.from({ length: rows }, (_, i) => i % vocab));
 const B = 1, T = 65536, H = 16, D = 64; // [B, T, H, D] = 64M
+const lnF32 = g.layerNorm(x, null, null, N / 1024, 1024, 1e-5);
+g.free(lnF32.y);
 
-const cases: [string, number, () => Storage[]][] = [
+// the model's layer norm: bf16 activations [tokens, 768], float32 scale and shift; and a wider row
+const LR = 32768, LC = 768, LW = 3072;
+const bf16 = (n: number) => {
+  const f = random(n);
+  const b = g.cast(f, 'bfloat16');
+  g.free(f);
+  return b;
+};
+const lnX = bf16(LR * LC), lnDy = bf16(LR * LC);
+const lnParams = (cols: number) => {
+  const gamma = random(cols), beta = random(cols);
+  const r = g.layerNorm(lnX, gamma, beta, (LR * LC) / cols, cols, 1e-5);
+  g.free(r.y);
+  return { gamma, beta, mean: r.mean, rstd: r.rstd, rows: (LR * LC) / cols, cols };
+};
+const lnNarrow = lnParams(LC), lnWide = lnParams(LW);
+const lnForward = (p: ReturnType<typeof lnParams>) => () => {
+  const r = g.layerNorm(lnX, p.gamma, p.beta, p.rows, p.cols, 1e-5);
+  return [r.y, r.mean, r.rstd];
+};
+const lnBackward = (p: ReturnType<typeof lnParams>) => () => {
+  const r = g.layerNormBackward(lnDy, lnX, p.gamma, p.mean, p.rstd, p.rows, p.cols, true);
+  return [r.dx, r.dGamma!, r.dBeta!];
+};
+
+const cases: [string, number, () => Storage[], number?][] = [
   ['add (same shape)', 12 * N, () => [g.binary('add', x, [N], y, [N], [N])]],
   ['add bias [16384,4096]+[4096]', 8 * N, () => [g.binary('add', x, [N / 4096, 4096], bias, [4096], [N / 4096, 4096])]],
   ['gelu', 8 * N, () => [g.unary('gelu', x)]],
@@ -54,6 +83,15 @@ const cases: [string, number, () => Storage[]][] = [
     const r = g.layerNorm(x, null, null, N / 1024, 1024, 1e-5);
     return [r.y, r.mean, r.rstd];
   }],
+  ['layerNormBackward [65536,1024]', 12 * N, () => {
+    const r = g.layerNormBackward(y, x, null, lnF32.mean, lnF32.rstd, N / 1024, 1024, false);
+    return [r.dx];
+  }],
+  // bf16: y (forward); dx, dGamma and dBeta (backward), counted as one read of x (and dy) and one write
+  ['layerNorm bf16 [32768,768]', 4 * LR * LC, lnForward(lnNarrow), 20],
+  ['layerNormBackward bf16 [32768,768]', 6 * LR * LC, lnBackward(lnNarrow), 20],
+  ['layerNorm bf16 [8192,3072]', 4 * LR * LC, lnForward(lnWide), 20],
+  ['layerNormBackward bf16 [8192,3072]', 6 * LR * LC, lnBackward(lnWide), 20],
   ['crossEntropy [16384,4096]', 4 * N, () => {
     const r = g.crossEntropy(x, targets, rows, vocab, -100, vocab);
     return [r.loss, r.lse];
@@ -61,10 +99,10 @@ const cases: [string, number, () => Storage[]][] = [
 ];
 
 console.log(`device: ${g.info.name}`);
-console.log('kernel                              ms       GB/s');
-for (const [name, bytes, fn] of cases) {
-  const ms = time(fn);
-  console.log(`${name.padEnd(34)} ${ms.toFixed(3).padStart(7)}  ${(bytes / ms / 1e6).toFixed(0).padStart(7)}`);
+console.log('kernel                                   ms       GB/s');
+for (const [name, bytes, fn, inner] of cases) {
+  const ms = time(fn, 10, inner);
+  console.log(`${name.padEnd(38)} ${ms.toFixed(3).padStart(7)}  ${(bytes / ms / 1e6).toFixed(0).padStart(7)}`);
 }
 
 // host overhead: many small ops back to back, measured on the host clock after one sync

@@ -1,6 +1,8 @@
 // Softmax, layer norm, cross-entropy, embeddings and AdamW against the CPU backend.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import type { Storage } from '../src/backend/backend.js';
+import { decodeBf16, encodeBf16 } from '../src/io/halfFloat.js';
 import { assertClose, both, cpu, poison, readGpu, requireGpu, rng, skip } from './cuda-support.js';
 
 // row shapes that take the warp-per-row path (cols <= 1024) and the block-per-row path
@@ -34,7 +36,9 @@ test('a row of -Infinity gives NaN, as on the CPU', { skip }, () => {
 
 test('layer norm, forward and backward, with and without affine parameters', { skip }, () => {
   const g = requireGpu();
-  for (const [rows, cols] of [[1, 8], [64, 768], [7, 2000], [5000, 32], [3, 1]] as const) {
+  // rows held in registers (widths of whole 16-byte pieces up to 8 KB: groups of 4 to 32 lanes, pieces a lane
+  // partly used, column sums beside the row or in their own kernel) and the general kernels (other widths)
+  for (const [rows, cols] of [[1, 8], [64, 768], [7, 2000], [5000, 32], [3000, 1000], [3, 1], [9, 2050], [5, 4096]] as const) {
     const x = both(rng.floats(rows * cols, (r) => r.normal() * 3 + 1));
     const gamma = both(rng.floats(cols));
     const beta = both(rng.floats(cols));
@@ -56,6 +60,56 @@ test('layer norm, forward and backward, with and without affine parameters', { s
       // column sums over many rows: float32 partials against the CPU's float64
       if (bg.dGamma && bc.dGamma) assertClose(readGpu(bg.dGamma), cpu.read(bc.dGamma), `${label} dGamma`, 1e-4, 1e-5 * Math.sqrt(rows));
       if (bg.dBeta && bc.dBeta) assertClose(readGpu(bg.dBeta), cpu.read(bc.dBeta), `${label} dBeta`, 1e-4, 1e-5 * Math.sqrt(rows));
+    }
+  }
+});
+
+/** bf16-representable values on the CPU (float32) and the same values in a bfloat16 GPU storage. */
+function bf16Input(n: number, f?: (r: typeof rng) => number): { c: Storage; g: Storage } {
+  const g = requireGpu();
+  const values = new Float32Array(n);
+  decodeBf16(encodeBf16(rng.floats(n, f)), values);
+  const staged = g.fromArray(values);
+  const out = { c: cpu.fromArray(values), g: g.cast(staged, 'bfloat16') };
+  g.free(staged);
+  return out;
+}
+
+function poisonBf16(n: number): void {
+  const g = requireGpu();
+  const blocks = [g.alloc('bfloat16', n), g.alloc('bfloat16', n)];
+  for (const b of blocks) g.fill(b, Number.NaN);
+  for (const b of blocks) g.free(b);
+}
+
+test('bf16 layer norm, forward and backward, against the CPU on the same values', { skip }, () => {
+  const g = requireGpu();
+  // in registers: 768 (several rows a group over the grid, with column sums), 1000 (pieces a lane partly
+  // used), 4096 (column sums in their own kernel), 16 (groups of 4 lanes); general: 770 (not whole pieces)
+  for (const [rows, cols] of [[5000, 768], [300, 1000], [40, 4096], [700, 16], [300, 770], [2, 9000]] as const) {
+    const x = bf16Input(rows * cols, (r) => r.normal() * 3 + 1);
+    const dy = bf16Input(rows * cols);
+    const gammaV = rng.floats(cols, (r) => 1 + 0.2 * r.normal()), betaV = rng.floats(cols);
+    const gamma = { c: cpu.fromArray(gammaV), g: g.fromArray(gammaV) }, beta = { c: cpu.fromArray(betaV), g: g.fromArray(betaV) };
+    for (const affine of [false, true]) {
+      const label = `bf16 layerNorm ${rows}x${cols}${affine ? ' affine' : ''}`;
+      poisonBf16(rows * cols);
+      poison([rows, cols]);
+      const rg = g.layerNorm(x.g, affine ? gamma.g : null, affine ? beta.g : null, rows, cols, 1e-5);
+      const rc = cpu.layerNorm(x.c, affine ? gamma.c : null, affine ? beta.c : null, rows, cols, 1e-5);
+      assert.equal(rg.y.dtype, 'bfloat16');
+      // one rounding to bf16 (at most 2^-9 relative) apart
+      assertClose(readGpu(rg.y), cpu.read(rc.y), `${label} y`, 2 ** -8, 1e-5);
+      assertClose(readGpu(rg.mean), cpu.read(rc.mean), `${label} mean`, 1e-5, 1e-6);
+      assertClose(readGpu(rg.rstd), cpu.read(rc.rstd), `${label} rstd`, 1e-4, 1e-6);
+      poisonBf16(rows * cols);
+      const bg = g.layerNormBackward(dy.g, x.g, affine ? gamma.g : null, rg.mean, rg.rstd, rows, cols, affine);
+      const bc = cpu.layerNormBackward(dy.c, x.c, affine ? gamma.c : null, rc.mean, rc.rstd, rows, cols, affine);
+      assertClose(readGpu(bg.dx), cpu.read(bc.dx), `${label} dx`, 2 ** -8, 1e-4);
+      if (bg.dGamma && bc.dGamma) assertClose(readGpu(bg.dGamma), cpu.read(bc.dGamma), `${label} dGamma`, 1e-4, 1e-5 * Math.sqrt(rows));
+      if (bg.dBeta && bc.dBeta) assertClose(readGpu(bg.dBeta), cpu.read(bc.dBeta), `${label} dBeta`, 1e-4, 1e-5 * Math.sqrt(rows));
+      assert.equal(bg.dGamma === null, !affine);
+      for (const s of [rg.y, rg.mean, rg.rstd, bg.dx, bg.dGamma, bg.dBeta]) if (s) g.free(s);
     }
   }
 });

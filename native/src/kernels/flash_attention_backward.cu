@@ -55,7 +55,7 @@ __device__ __forceinline__ void add_pair(float* at, float x, float y) {
 #endif
 }
 
-#if __CUDA_ARCH__ >= 900
+#ifdef LN_HAVE_WGMMA  // the wgmma backward's float4 dQ adds
 __device__ __forceinline__ void add_quad(float* at, float x, float y, float z, float w) {
   asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(at), "f"(x), "f"(y), "f"(z), "f"(w));
 }

@@ -1,44 +1,16 @@
 #include "nn.h"
 
-#include <algorithm>
 #include <climits>
 
 #include "../device.h"
-#include "../memory.h"
 #include "element_types.cuh"
 #include "elementwise.h"
 #include "launch_util.cuh"
-#include "reduce.h"
+#include "row_groups.cuh"
 
 namespace ln {
 
 namespace {
-
-// Each row is handled by GROUP consecutive threads: a warp for short rows, the whole block for long ones.
-struct RowSpot {
-  int64_t row;
-  int lane;
-  bool valid;
-};
-
-template <int GROUP>
-__device__ __forceinline__ RowSpot row_spot(int64_t rows) {
-  constexpr int kRowsPerBlock = kThreads / GROUP;
-  RowSpot r;
-  r.row = blockIdx.x * int64_t(kRowsPerBlock) + threadIdx.x / GROUP;
-  r.lane = threadIdx.x % GROUP;
-  r.valid = r.row < rows;
-  return r;
-}
-
-template <typename Launch>
-void by_row_length(int64_t rows, int64_t cols, Launch&& launch) {
-  if (cols <= 1024) {
-    launch.template operator()<32>(static_cast<unsigned>(ceil_div(rows, kThreads / 32)));
-  } else {
-    launch.template operator()<kThreads>(static_cast<unsigned>(rows));
-  }
-}
 
 template <int GROUP>
 __global__ void softmax_kernel(const float* __restrict__ x, float* __restrict__ out, int64_t rows, int64_t cols, bool log) {
@@ -77,81 +49,6 @@ __global__ void softmax_backward_kernel(const float* __restrict__ y, const float
     const int64_t i = base + j;
     dx[i] = log ? dy[i] - expf(y[i]) * s : y[i] * (dy[i] - s);
   }
-}
-
-template <int GROUP, typename T>
-__global__ void layer_norm_kernel(const T* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
-                                  T* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, int64_t rows,
-                                  int64_t cols, float eps) {
-  const RowSpot r = row_spot<GROUP>(rows);
-  const T* p = x + (r.valid ? r.row : 0) * cols;
-  float s = 0.0f;
-  if (r.valid) for (int64_t j = r.lane; j < cols; j += GROUP) s += ldf(p[j]);
-  const float mu = group_sum<GROUP>(s) / float(cols);
-  float v = 0.0f;
-  if (r.valid) {
-    for (int64_t j = r.lane; j < cols; j += GROUP) {
-      const float d = ldf(p[j]) - mu;
-      v += d * d;
-    }
-  }
-  const float rs = 1.0f / sqrtf(group_sum<GROUP>(v) / float(cols) + eps);
-  if (!r.valid) return;
-  if (r.lane == 0) {
-    mean[r.row] = mu;
-    rstd[r.row] = rs;
-  }
-  T* o = y + r.row * cols;
-  for (int64_t j = r.lane; j < cols; j += GROUP) {
-    float t = (ldf(p[j]) - mu) * rs;
-    if (gamma) t *= gamma[j];
-    if (beta) t += beta[j];
-    stf(o[j], t);
-  }
-}
-
-template <int GROUP, typename T>
-__global__ void layer_norm_dx_kernel(const T* __restrict__ dy, const T* __restrict__ x, const float* __restrict__ gamma,
-                                     const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ dx,
-                                     int64_t rows, int64_t cols) {
-  const RowSpot r = row_spot<GROUP>(rows);
-  const int64_t base = (r.valid ? r.row : 0) * cols;
-  const float mu = r.valid ? mean[r.row] : 0.0f, rs = r.valid ? rstd[r.row] : 0.0f;
-  float sg = 0.0f, sgx = 0.0f;
-  if (r.valid) {
-    for (int64_t j = r.lane; j < cols; j += GROUP) {
-      const float xhat = (ldf(x[base + j]) - mu) * rs;
-      const float g = gamma ? ldf(dy[base + j]) * gamma[j] : ldf(dy[base + j]);
-      sg += g;
-      sgx += g * xhat;
-    }
-  }
-  const float mean_g = group_sum<GROUP>(sg) / float(cols);
-  const float mean_gx = group_sum<GROUP>(sgx) / float(cols);
-  if (!r.valid) return;
-  for (int64_t j = r.lane; j < cols; j += GROUP) {
-    const float xhat = (ldf(x[base + j]) - mu) * rs;
-    const float g = gamma ? ldf(dy[base + j]) * gamma[j] : ldf(dy[base + j]);
-    stf(dx[base + j], rs * (g - mean_g - xhat * mean_gx));
-  }
-}
-
-// Column sums of dy * xhat and dy over a range of rows: one thread per column, gridDim.y row ranges.
-template <typename T>
-__global__ void layer_norm_param_kernel(const T* __restrict__ dy, const T* __restrict__ x, const float* __restrict__ mean,
-                                        const float* __restrict__ rstd, float* __restrict__ d_gamma, float* __restrict__ d_beta,
-                                        int64_t rows, int64_t cols, int64_t chunk) {
-  const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (j >= cols) return;
-  const int64_t r0 = blockIdx.y * chunk, r1 = min(rows, r0 + chunk);
-  float sg = 0.0f, sb = 0.0f;
-  for (int64_t r = r0; r < r1; r++) {
-    const float g = ldf(dy[r * cols + j]);
-    sg += g * (ldf(x[r * cols + j]) - mean[r]) * rstd[r];
-    sb += g;
-  }
-  if (d_gamma) d_gamma[blockIdx.y * cols + j] = sg;
-  if (d_beta) d_beta[blockIdx.y * cols + j] = sb;
 }
 
 // Fails the queued index check (device.h) with the bad value at `position`; of several, the slot keeps the
@@ -283,69 +180,6 @@ void launch_softmax_backward(const float* y, const float* dy, float* dx, int64_t
     softmax_backward_kernel<G><<<blocks, kThreads, 0, s>>>(y, dy, dx, rows, cols, log);
   });
   check_launch("softmaxBackward kernel");
-}
-
-void launch_layer_norm(DType t, const void* x, const float* gamma, const float* beta, void* y, float* mean, float* rstd, int64_t rows,
-                       int64_t cols, float eps, cudaStream_t s) {
-  if (rows == 0) return;
-  float_typed(t, "layerNorm", [&](auto* tag) {
-    using T = element_of<decltype(tag)>;
-    by_row_length(rows, cols, [&]<int G>(unsigned blocks) {
-      layer_norm_kernel<G, T><<<blocks, kThreads, 0, s>>>(static_cast<const T*>(x), gamma, beta, static_cast<T*>(y), mean, rstd, rows,
-                                                           cols, eps);
-    });
-  });
-  check_launch("layerNorm kernel");
-}
-
-namespace {
-
-template <typename T>
-void layer_norm_backward_impl(const T* dy, const T* x, const float* gamma, const float* mean, const float* rstd, T* dx,
-                              float* d_gamma, float* d_beta, int64_t rows, int64_t cols, cudaStream_t s) {
-  by_row_length(rows, cols, [&]<int G>(unsigned blocks) {
-    layer_norm_dx_kernel<G, T><<<blocks, kThreads, 0, s>>>(dy, x, gamma, mean, rstd, dx, rows, cols);
-  });
-  check_launch("layerNormBackward kernel");
-  if (!d_gamma && !d_beta) return;
-  // enough row ranges to fill the device; the partial sums are reduced in a second pass
-  const int64_t col_blocks = ceil_div(cols, kThreads);
-  const int64_t want = std::max<int64_t>(1, int64_t(device_info().sm_count) * 4 / col_blocks);
-  const int64_t splits = std::min<int64_t>({want, ceil_div(rows, 32), 65535});
-  const int64_t chunk = ceil_div(rows, splits);
-  const int64_t used = ceil_div(rows, chunk);
-  const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(used));
-  if (used == 1) {
-    layer_norm_param_kernel<T><<<grid, kThreads, 0, s>>>(dy, x, mean, rstd, d_gamma, d_beta, rows, cols, chunk);
-    check_launch("layerNorm parameter-gradient kernel");
-    return;
-  }
-  size_t cap = 0;
-  float* partial = static_cast<float*>(allocator().allocate(size_t(2 * used * cols) * sizeof(float), cap));
-  float* pg = partial;
-  float* pb = partial + used * cols;
-  layer_norm_param_kernel<T><<<grid, kThreads, 0, s>>>(dy, x, mean, rstd, pg, pb, rows, cols, chunk);
-  try {
-    check_launch("layerNorm parameter-gradient kernel");
-    if (d_gamma) launch_reduce(ReduceOp::Sum, pg, d_gamma, {used, cols}, {0}, s);
-    if (d_beta) launch_reduce(ReduceOp::Sum, pb, d_beta, {used, cols}, {0}, s);
-  } catch (...) {
-    allocator().release(partial, cap);
-    throw;
-  }
-  allocator().release(partial, cap);
-}
-
-}  // namespace
-
-void launch_layer_norm_backward(DType t, const void* dy, const void* x, const float* gamma, const float* mean, const float* rstd,
-                                void* dx, float* d_gamma, float* d_beta, int64_t rows, int64_t cols, cudaStream_t s) {
-  if (rows == 0 || cols == 0) return;
-  float_typed(t, "layerNormBackward", [&](auto* tag) {
-    using T = element_of<decltype(tag)>;
-    layer_norm_backward_impl<T>(static_cast<const T*>(dy), static_cast<const T*>(x), gamma, mean, rstd, static_cast<T*>(dx), d_gamma,
-                                d_beta, rows, cols, s);
-  });
 }
 
 void launch_cross_entropy(DType t, const void* logits, const int32_t* targets, float* loss, float* lse, int64_t rows, int64_t cols,

@@ -1,4 +1,4 @@
-// Row-wise kernels over [rows, cols] (softmax, layer norm, cross-entropy) and embeddings.
+// Row-wise kernels over [rows, cols] (softmax, cross-entropy; layer norm is in layer_norm.h) and embeddings.
 // Semantics follow src/backend/cpu/nn.ts.
 #pragma once
 
@@ -14,15 +14,8 @@ namespace ln {
 void launch_softmax(const float* x, float* out, int64_t rows, int64_t cols, bool log, cudaStream_t s);
 void launch_softmax_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols, bool log, cudaStream_t s);
 
-// Layer norm and cross-entropy take float32 or bfloat16 storage `t` for x, y, dy, dx and the logits and their
-// gradient (float arithmetic); gamma, beta, d_gamma, d_beta, mean, rstd, loss, lse and d_loss are float32.
-// gamma and beta may be null.
-void launch_layer_norm(DType t, const void* x, const float* gamma, const float* beta, void* y, float* mean, float* rstd,
-                       int64_t rows, int64_t cols, float eps, cudaStream_t s);
-// gamma, d_gamma and d_beta may be null.
-void launch_layer_norm_backward(DType t, const void* dy, const void* x, const float* gamma, const float* mean, const float* rstd,
-                                void* dx, float* d_gamma, float* d_beta, int64_t rows, int64_t cols, cudaStream_t s);
-
+// Cross-entropy takes float32 or bfloat16 storage `t` for the logits and their gradient (float arithmetic);
+// loss, lse and d_loss are float32.
 // The softmax runs over the first `classes` columns of each row (1 <= classes <= cols); the columns past
 // it are padding (a vocabulary padded for aligned matrix products): outside the loss, gradient 0.
 // A target outside [0, classes) other than ignore_index fails `check` (device.h) with its row and value,

@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "../device.h"
+#include "../kernels/layer_norm.h"
 #include "../kernels/nn.h"
 #include "../kernels/optimizer.h"
 #include "js.h"

@@ -1,0 +1,567 @@
+#include "layer_norm.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <initializer_list>
+
+#include <cuda_bf16.h>
+
+#include "../device.h"
+#include "../memory.h"
+#include "element_types.cuh"
+#include "launch_util.cuh"
+#include "row_groups.cuh"
+
+namespace ln {
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------------------
+// Rows held in registers: a group of LANES threads owns a row of at most kRowBytes, read and written in
+// 16-byte pieces. The forward reads x once and the backward reads dy and x once, where the general kernels
+// below read them from global memory two or three times, two bytes at a time for bfloat16.
+
+constexpr int kRowBytes = 8192;  // 4096 bfloat16 or 2048 float32 columns: at most 16 pieces a lane
+
+// 16 bytes of a row: 4 float32 or 8 bfloat16 elements.
+template <typename T>
+struct Pack;
+
+template <>
+struct Pack<float> {
+  static constexpr int kN = 4;
+  __device__ __forceinline__ static void unpack(const uint4& p, float (&f)[kN]) {
+    f[0] = __uint_as_float(p.x);
+    f[1] = __uint_as_float(p.y);
+    f[2] = __uint_as_float(p.z);
+    f[3] = __uint_as_float(p.w);
+  }
+  __device__ __forceinline__ static uint4 pack(const float (&f)[kN]) {
+    return make_uint4(__float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]), __float_as_uint(f[3]));
+  }
+};
+
+template <>
+struct Pack<__nv_bfloat16> {
+  static constexpr int kN = 8;
+  // a bfloat16 is the high half of the float32 of the same value; the lower address holds the lower half
+  __device__ __forceinline__ static void unpack(const uint4& p, float (&f)[kN]) {
+    const uint32_t w[4] = {p.x, p.y, p.z, p.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      f[2 * i] = __uint_as_float(w[i] << 16);
+      f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+  }
+  // rounds to nearest even, as stf does
+  __device__ __forceinline__ static uint32_t pair(float lo, float hi) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+  __device__ __forceinline__ static uint4 pack(const float (&f)[kN]) {
+    return make_uint4(pair(f[0], f[1]), pair(f[2], f[3]), pair(f[4], f[5]), pair(f[6], f[7]));
+  }
+};
+
+// N consecutive float32 from a 16-byte aligned address.
+template <int N>
+__device__ __forceinline__ void load_f32(const float* __restrict__ p, float (&f)[N]) {
+#pragma unroll
+  for (int i = 0; i < N / 4; i++) {
+    const float4 v = reinterpret_cast<const float4*>(p)[i];
+    f[4 * i] = v.x;
+    f[4 * i + 1] = v.y;
+    f[4 * i + 2] = v.z;
+    f[4 * i + 3] = v.w;
+  }
+}
+
+// Sum over the LANES aligned, consecutive lanes of a group; every lane of the warp must call it.
+template <int LANES>
+__device__ __forceinline__ float lanes_sum(float v) {
+#pragma unroll
+  for (int o = LANES / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Piece k of a row (k < cols / kN) is piece v = k / LANES of lane k % LANES: each step of v reads
+// LANES * 16 contiguous bytes. NV pieces a lane cover rows of up to LANES * NV pieces.
+template <typename T, int LANES, int NV>
+__global__ void __launch_bounds__(kThreads)
+    layer_norm_rows_kernel(const T* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+                           T* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, int64_t rows, int cols,
+                           float eps) {
+  using P = Pack<T>;
+  constexpr int kN = P::kN;
+  const int lane = threadIdx.x % LANES, nvec = cols / kN;
+  const int64_t row = blockIdx.x * int64_t(kThreads / LANES) + threadIdx.x / LANES;
+  const bool valid = row < rows;  // groups past the end still take part in the shuffles
+  const uint4* src = reinterpret_cast<const uint4*>(x) + (valid ? row : 0) * nvec;
+  uint4 raw[NV];
+#pragma unroll
+  for (int v = 0; v < NV; v++) {
+    const int k = v * LANES + lane;
+    raw[v] = valid && k < nvec ? src[k] : make_uint4(0, 0, 0, 0);
+  }
+  // two passes over the registers: the mean, then the squared deviations from it
+  float s = 0.0f;
+#pragma unroll
+  for (int v = 0; v < NV; v++) {
+    float f[kN];
+    P::unpack(raw[v], f);  // zeros past the row's end
+#pragma unroll
+    for (int i = 0; i < kN; i++) s += f[i];
+  }
+  const float mu = lanes_sum<LANES>(s) / float(cols);
+  float q = 0.0f;
+#pragma unroll
+  for (int v = 0; v < NV; v++) {
+    if (v * LANES + lane >= nvec) continue;
+    float f[kN];
+    P::unpack(raw[v], f);
+#pragma unroll
+    for (int i = 0; i < kN; i++) {
+      const float d = f[i] - mu;
+      q += d * d;
+    }
+  }
+  const float rs = 1.0f / sqrtf(lanes_sum<LANES>(q) / float(cols) + eps);
+  if (!valid) return;
+  if (lane == 0) {
+    mean[row] = mu;
+    rstd[row] = rs;
+  }
+  uint4* dst = reinterpret_cast<uint4*>(y) + row * nvec;
+#pragma unroll
+  for (int v = 0; v < NV; v++) {
+    const int k = v * LANES + lane;
+    if (k >= nvec) continue;
+    float f[kN], g[kN], b[kN];
+    P::unpack(raw[v], f);
+    if (gamma) load_f32(gamma + k * kN, g);
+    if (beta) load_f32(beta + k * kN, b);
+#pragma unroll
+    for (int i = 0; i < kN; i++) {
+      float t = (f[i] - mu) * rs;
+      if (gamma) t *= g[i];
+      if (beta) t += b[i];
+      f[i] = t;
+    }
+    dst[k] = P::pack(f);
+  }
+}
+
+// dx of rows held in registers. With SUMS the grid is sized to stay resident and each group walks rows
+// gridDim.x * kGroups apart, adding dy * xhat and dy into per-lane column sums in registers; the block then
+// adds its groups' sums in a fixed order (deterministic) and writes one row of partials to part_gamma and
+// part_beta ([gridDim.x, cols]; either may be null). This saves the second read of dy and x that separate
+// column sums would need.
+template <typename T, int LANES, int NV, bool SUMS>
+__global__ void __launch_bounds__(kThreads)
+    layer_norm_dx_rows_kernel(const T* __restrict__ dy, const T* __restrict__ x, const float* __restrict__ gamma,
+                              const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ dx,
+                              float* __restrict__ part_gamma, float* __restrict__ part_beta, int64_t rows, int cols) {
+  using P = Pack<T>;
+  constexpr int kN = P::kN, kGroups = kThreads / LANES;
+  const int lane = threadIdx.x % LANES, group = threadIdx.x / LANES, nvec = cols / kN;
+  float acc_g[SUMS ? NV * kN : 1] = {}, acc_b[SUMS ? NV * kN : 1] = {};
+  // the bound depends on the block only, so whole warps iterate together
+  for (int64_t first = blockIdx.x * int64_t(kGroups); first < rows; first += int64_t(gridDim.x) * kGroups) {
+    const int64_t row = first + group;
+    const bool valid = row < rows;
+    const int64_t at = (valid ? row : 0) * nvec;
+    const uint4* pdy = reinterpret_cast<const uint4*>(dy) + at;
+    const uint4* px = reinterpret_cast<const uint4*>(x) + at;
+    uint4 rdy[NV], rx[NV];
+#pragma unroll
+    for (int v = 0; v < NV; v++) {
+      const int k = v * LANES + lane;
+      const bool in = valid && k < nvec;
+      rdy[v] = in ? pdy[k] : make_uint4(0, 0, 0, 0);
+      rx[v] = in ? px[k] : make_uint4(0, 0, 0, 0);
+    }
+    const float mu = valid ? mean[row] : 0.0f, rs = valid ? rstd[row] : 0.0f;
+    float sg = 0.0f, sgx = 0.0f;
+#pragma unroll
+    for (int v = 0; v < NV; v++) {
+      const int k = v * LANES + lane;
+      if (k >= nvec) continue;
+      float fd[kN], fx[kN], gm[kN];
+      P::unpack(rdy[v], fd);
+      P::unpack(rx[v], fx);
+      if (gamma) load_f32(gamma + k * kN, gm);
+#pragma unroll
+      for (int i = 0; i < kN; i++) {
+        const float xhat = (fx[i] - mu) * rs;
+        const float g = gamma ? fd[i] * gm[i] : fd[i];
+        sg += g;
+        sgx += g * xhat;
+        if constexpr (SUMS) {  // zero for rows past the end: dy is zero there
+          acc_g[v * kN + i] += fd[i] * xhat;
+          acc_b[v * kN + i] += fd[i];
+        }
+      }
+    }
+    const float mean_g = lanes_sum<LANES>(sg) / float(cols);
+    const float mean_gx = lanes_sum<LANES>(sgx) / float(cols);
+    if (valid) {
+      uint4* dst = reinterpret_cast<uint4*>(dx) + at;
+#pragma unroll
+      for (int v = 0; v < NV; v++) {
+        const int k = v * LANES + lane;
+        if (k >= nvec) continue;
+        float fd[kN], fx[kN], gm[kN];
+        P::unpack(rdy[v], fd);
+        P::unpack(rx[v], fx);
+        if (gamma) load_f32(gamma + k * kN, gm);
+#pragma unroll
+        for (int i = 0; i < kN; i++) {
+          const float xhat = (fx[i] - mu) * rs;
+          const float g = gamma ? fd[i] * gm[i] : fd[i];
+          fd[i] = rs * (g - mean_g - xhat * mean_gx);
+        }
+        dst[k] = P::pack(fd);
+      }
+    }
+  }
+  if constexpr (SUMS) {
+    constexpr int kWidth = LANES * NV * kN;  // the widest row this instance takes
+    __shared__ float buf[kGroups * kWidth];
+    auto write_sums = [&](const float(&acc)[NV * kN], float* __restrict__ out) {
+      __syncthreads();  // the previous sums have been read
+#pragma unroll
+      for (int v = 0; v < NV; v++) {
+        const int k = v * LANES + lane;
+        if (k >= nvec) continue;
+#pragma unroll
+        for (int i = 0; i < kN; i++) buf[group * kWidth + k * kN + i] = acc[v * kN + i];
+      }
+      __syncthreads();
+      if (!out) return;
+      for (int c = threadIdx.x; c < cols; c += kThreads) {
+        float t = 0.0f;
+        for (int j = 0; j < kGroups; j++) t += buf[j * kWidth + c];
+        out[blockIdx.x * int64_t(cols) + c] = t;
+      }
+    };
+    write_sums(acc_g, part_gamma);
+    write_sums(acc_b, part_beta);
+  }
+}
+
+// Column sums of dy * xhat and dy over a range of rows (gridDim.y ranges), one 16-byte piece of columns a
+// thread: a warp reads 512 contiguous bytes of each row. For rows too wide for the column sums in registers.
+constexpr int kParamThreads = 128;
+
+template <typename T>
+__global__ void __launch_bounds__(kParamThreads)
+    layer_norm_param_rows_kernel(const T* __restrict__ dy, const T* __restrict__ x, const float* __restrict__ mean,
+                                 const float* __restrict__ rstd, float* __restrict__ d_gamma, float* __restrict__ d_beta,
+                                 int64_t rows, int cols, int64_t chunk) {
+  using P = Pack<T>;
+  constexpr int kN = P::kN;
+  const int nvec = cols / kN;
+  const int k = blockIdx.x * kParamThreads + threadIdx.x;
+  if (k >= nvec) return;
+  const int64_t r0 = blockIdx.y * chunk, r1 = min(rows, r0 + chunk);
+  const uint4* pdy = reinterpret_cast<const uint4*>(dy) + k;
+  const uint4* px = reinterpret_cast<const uint4*>(x) + k;
+  float sg[kN] = {}, sb[kN] = {};
+#pragma unroll 4
+  for (int64_t r = r0; r < r1; r++) {
+    float fd[kN], fx[kN];
+    P::unpack(pdy[r * nvec], fd);
+    P::unpack(px[r * nvec], fx);
+    const float mu = mean[r], rs = rstd[r];
+#pragma unroll
+    for (int i = 0; i < kN; i++) {
+      sg[i] += fd[i] * ((fx[i] - mu) * rs);
+      sb[i] += fd[i];
+    }
+  }
+  const int64_t at = blockIdx.y * int64_t(cols) + int64_t(k) * kN;
+#pragma unroll
+  for (int i = 0; i < kN; i++) {
+    if (d_gamma) d_gamma[at + i] = sg[i];
+    if (d_beta) d_beta[at + i] = sb[i];
+  }
+}
+
+// Adds `parts` rows of column partials ([gamma, beta][parts, cols]) into d_gamma and d_beta (either may be
+// null) in a fixed order, in float64: a block takes kSumCols columns and its kSumSlices slices of threads
+// every kSumSlices-th part, so that each thread has only a few loads to wait for.
+constexpr int kSumCols = 8, kSumSlices = kThreads / kSumCols;
+
+__global__ void __launch_bounds__(kThreads)
+    layer_norm_sum_partials_kernel(const float* __restrict__ partial, float* __restrict__ d_gamma, float* __restrict__ d_beta,
+                                   int parts, int64_t cols) {
+  float* const out = blockIdx.y == 0 ? d_gamma : d_beta;
+  if (!out) return;  // the whole block
+  const float* p = partial + blockIdx.y * int64_t(parts) * cols;
+  const int lane = threadIdx.x % kSumCols, slice = threadIdx.x / kSumCols;
+  const int64_t c = blockIdx.x * int64_t(kSumCols) + lane;
+  double t = 0.0;
+  if (c < cols) {
+#pragma unroll 4
+    for (int j = slice; j < parts; j += kSumSlices) t += p[j * cols + c];
+  }
+  __shared__ double buf[kSumSlices][kSumCols];
+  buf[slice][lane] = t;
+  __syncthreads();
+  if (slice != 0 || c >= cols) return;
+  double sum = 0.0;
+  for (int j = 0; j < kSumSlices; j++) sum += buf[j][lane];
+  out[c] = static_cast<float>(sum);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// General kernels, for any width and alignment: each row is handled by GROUP consecutive threads, a warp
+// for short rows and the whole block for long ones (row_groups.cuh), reading the row from global memory on
+// each pass.
+
+template <int GROUP, typename T>
+__global__ void layer_norm_kernel(const T* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
+                                  T* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, int64_t rows,
+                                  int64_t cols, float eps) {
+  const RowSpot r = row_spot<GROUP>(rows);
+  const T* p = x + (r.valid ? r.row : 0) * cols;
+  float s = 0.0f;
+  if (r.valid) for (int64_t j = r.lane; j < cols; j += GROUP) s += ldf(p[j]);
+  const float mu = group_sum<GROUP>(s) / float(cols);
+  float v = 0.0f;
+  if (r.valid) {
+    for (int64_t j = r.lane; j < cols; j += GROUP) {
+      const float d = ldf(p[j]) - mu;
+      v += d * d;
+    }
+  }
+  const float rs = 1.0f / sqrtf(group_sum<GROUP>(v) / float(cols) + eps);
+  if (!r.valid) return;
+  if (r.lane == 0) {
+    mean[r.row] = mu;
+    rstd[r.row] = rs;
+  }
+  T* o = y + r.row * cols;
+  for (int64_t j = r.lane; j < cols; j += GROUP) {
+    float t = (ldf(p[j]) - mu) * rs;
+    if (gamma) t *= gamma[j];
+    if (beta) t += beta[j];
+    stf(o[j], t);
+  }
+}
+
+template <int GROUP, typename T>
+__global__ void layer_norm_dx_kernel(const T* __restrict__ dy, const T* __restrict__ x, const float* __restrict__ gamma,
+                                     const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ dx,
+                                     int64_t rows, int64_t cols) {
+  const RowSpot r = row_spot<GROUP>(rows);
+  const int64_t base = (r.valid ? r.row : 0) * cols;
+  const float mu = r.valid ? mean[r.row] : 0.0f, rs = r.valid ? rstd[r.row] : 0.0f;
+  float sg = 0.0f, sgx = 0.0f;
+  if (r.valid) {
+    for (int64_t j = r.lane; j < cols; j += GROUP) {
+      const float xhat = (ldf(x[base + j]) - mu) * rs;
+      const float g = gamma ? ldf(dy[base + j]) * gamma[j] : ldf(dy[base + j]);
+      sg += g;
+      sgx += g * xhat;
+    }
+  }
+  const float mean_g = group_sum<GROUP>(sg) / float(cols);
+  const float mean_gx = group_sum<GROUP>(sgx) / float(cols);
+  if (!r.valid) return;
+  for (int64_t j = r.lane; j < cols; j += GROUP) {
+    const float xhat = (ldf(x[base + j]) - mu) * rs;
+    const float g = gamma ? ldf(dy[base + j]) * gamma[j] : ldf(dy[base + j]);
+    stf(dx[base + j], rs * (g - mean_g - xhat * mean_gx));
+  }
+}
+
+// Column sums of dy * xhat and dy over a range of rows: one thread per column, gridDim.y row ranges.
+template <typename T>
+__global__ void layer_norm_param_kernel(const T* __restrict__ dy, const T* __restrict__ x, const float* __restrict__ mean,
+                                        const float* __restrict__ rstd, float* __restrict__ d_gamma, float* __restrict__ d_beta,
+                                        int64_t rows, int64_t cols, int64_t chunk) {
+  const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (j >= cols) return;
+  const int64_t r0 = blockIdx.y * chunk, r1 = min(rows, r0 + chunk);
+  float sg = 0.0f, sb = 0.0f;
+  for (int64_t r = r0; r < r1; r++) {
+    const float g = ldf(dy[r * cols + j]);
+    sg += g * (ldf(x[r * cols + j]) - mean[r]) * rstd[r];
+    sb += g;
+  }
+  if (d_gamma) d_gamma[blockIdx.y * cols + j] = sg;
+  if (d_beta) d_beta[blockIdx.y * cols + j] = sb;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Launchers
+
+// Whether rows of `cols` elements go through the register kernels: whole 16-byte pieces, at most kRowBytes,
+// and every pointer (null ones aside) 16-byte aligned.
+template <typename T>
+bool rows_fit_registers(int64_t cols, std::initializer_list<const void*> pointers) {
+  if (cols <= 0 || cols % Pack<T>::kN != 0 || cols * int64_t(sizeof(T)) > kRowBytes) return false;
+  for (const void* p : pointers) {
+    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  }
+  return true;
+}
+
+// Calls f.template operator()<LANES, NV>() with the smallest group and pieces per lane that hold `pieces`
+// 16-byte pieces (at most kRowBytes / 16).
+template <typename F>
+void by_row_pieces(int pieces, F&& f) {
+  if (pieces <= 4) return f.template operator()<4, 1>();
+  if (pieces <= 8) return f.template operator()<8, 1>();
+  if (pieces <= 16) return f.template operator()<16, 1>();
+  const int per_lane = static_cast<int>(ceil_div(pieces, 32));
+  if (per_lane <= 1) return f.template operator()<32, 1>();
+  if (per_lane <= 2) return f.template operator()<32, 2>();
+  if (per_lane <= 3) return f.template operator()<32, 3>();
+  if (per_lane <= 4) return f.template operator()<32, 4>();
+  if (per_lane <= 6) return f.template operator()<32, 6>();
+  if (per_lane <= 8) return f.template operator()<32, 8>();
+  if (per_lane <= 12) return f.template operator()<32, 12>();
+  return f.template operator()<32, 16>();
+}
+
+// Runs launch(pg, pb), which writes `parts` rows of column partial sums, and sums them into d_gamma and
+// d_beta (either may be null); one part is written straight to them.
+template <typename Launch>
+void column_sums(int64_t parts, int64_t cols, float* d_gamma, float* d_beta, cudaStream_t s, Launch&& launch) {
+  if (parts == 1) {
+    launch(d_gamma, d_beta);
+    return;
+  }
+  size_t cap = 0;
+  float* partial = static_cast<float*>(allocator().allocate(size_t(2 * parts * cols) * sizeof(float), cap));
+  float* pg = partial;
+  float* pb = partial + parts * cols;
+  try {
+    launch(pg, pb);
+    const dim3 grid(static_cast<unsigned>(ceil_div(cols, kSumCols)), 2);
+    layer_norm_sum_partials_kernel<<<grid, kThreads, 0, s>>>(partial, d_gamma, d_beta, static_cast<int>(parts), cols);
+    check_launch("layerNorm parameter-gradient sum kernel");
+  } catch (...) {
+    allocator().release(partial, cap);
+    throw;
+  }
+  allocator().release(partial, cap);
+}
+
+// Row ranges for column-sum kernels with `col_blocks` blocks a range: enough blocks to fill the device
+// `waves` times over, each range at least `min_rows` long.
+struct RowRanges {
+  int64_t chunk, used;
+};
+
+RowRanges row_ranges(int64_t rows, int64_t col_blocks, int waves, int64_t min_rows) {
+  const int64_t want = std::max<int64_t>(1, int64_t(device_info().sm_count) * waves / col_blocks);
+  const int64_t splits = std::min<int64_t>({want, ceil_div(rows, min_rows), 65535});
+  const int64_t chunk = ceil_div(rows, splits);
+  return {chunk, ceil_div(rows, chunk)};
+}
+
+template <typename K>
+int resident_blocks_per_sm(K kernel) {
+  int n = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kThreads, 0) != cudaSuccess) {
+    (void)cudaGetLastError();  // not a launch failure: fall back to one block an SM
+    n = 1;
+  }
+  return std::max(n, 1);
+}
+
+template <typename T, int LANES, int NV>
+void layer_norm_dx_rows(const T* dy, const T* x, const float* gamma, const float* mean, const float* rstd, T* dx, float* d_gamma,
+                        float* d_beta, int64_t rows, int cols, cudaStream_t s) {
+  constexpr int kN = Pack<T>::kN, kGroups = kThreads / LANES;
+  // column sums of up to 32 columns a lane stay in registers beside the row
+  constexpr bool kFused = NV * kN <= 32;
+  const int64_t row_blocks = ceil_div(rows, kGroups);
+  if (!kFused || (!d_gamma && !d_beta)) {
+    layer_norm_dx_rows_kernel<T, LANES, NV, false><<<static_cast<unsigned>(row_blocks), kThreads, 0, s>>>(
+        dy, x, gamma, mean, rstd, dx, nullptr, nullptr, rows, cols);
+    check_launch("layerNormBackward kernel");
+    if (!d_gamma && !d_beta) return;
+    const int64_t col_blocks = ceil_div(cols / kN, kParamThreads);
+    const RowRanges rr = row_ranges(rows, col_blocks, 8, 16);
+    column_sums(rr.used, cols, d_gamma, d_beta, s, [&](float* pg, float* pb) {
+      const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(rr.used));
+      layer_norm_param_rows_kernel<T><<<grid, kParamThreads, 0, s>>>(dy, x, mean, rstd, pg, pb, rows, cols, rr.chunk);
+      check_launch("layerNorm parameter-gradient kernel");
+    });
+    return;
+  }
+  if constexpr (kFused) {
+    const auto kernel = layer_norm_dx_rows_kernel<T, LANES, NV, true>;
+    static const int per_sm = resident_blocks_per_sm(kernel);
+    const int64_t blocks = std::min<int64_t>(row_blocks, int64_t(device_info().sm_count) * per_sm);
+    column_sums(blocks, cols, d_gamma, d_beta, s, [&](float* pg, float* pb) {
+      kernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(dy, x, gamma, mean, rstd, dx, pg, pb, rows, cols);
+      check_launch("layerNormBackward kernel");
+    });
+  }
+}
+
+template <typename T>
+void layer_norm_backward_general(const T* dy, const T* x, const float* gamma, const float* mean, const float* rstd, T* dx,
+                                 float* d_gamma, float* d_beta, int64_t rows, int64_t cols, cudaStream_t s) {
+  by_row_length(rows, cols, [&]<int G>(unsigned blocks) {
+    layer_norm_dx_kernel<G, T><<<blocks, kThreads, 0, s>>>(dy, x, gamma, mean, rstd, dx, rows, cols);
+  });
+  check_launch("layerNormBackward kernel");
+  if (!d_gamma && !d_beta) return;
+  const int64_t col_blocks = ceil_div(cols, kThreads);
+  const RowRanges rr = row_ranges(rows, col_blocks, 4, 32);
+  column_sums(rr.used, cols, d_gamma, d_beta, s, [&](float* pg, float* pb) {
+    const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(rr.used));
+    layer_norm_param_kernel<T><<<grid, kThreads, 0, s>>>(dy, x, mean, rstd, pg, pb, rows, cols, rr.chunk);
+    check_launch("layerNorm parameter-gradient kernel");
+  });
+}
+
+}  // namespace
+
+void launch_layer_norm(DType t, const void* x, const float* gamma, const float* beta, void* y, float* mean, float* rstd, int64_t rows,
+                       int64_t cols, float eps, cudaStream_t s) {
+  if (rows == 0) return;
+  float_typed(t, "layerNorm", [&](auto* tag) {
+    using T = element_of<decltype(tag)>;
+    const T* xt = static_cast<const T*>(x);
+    T* yt = static_cast<T*>(y);
+    if (rows_fit_registers<T>(cols, {x, y, gamma, beta})) {
+      by_row_pieces(static_cast<int>(cols / Pack<T>::kN), [&]<int LANES, int NV>() {
+        const auto blocks = static_cast<unsigned>(ceil_div(rows, kThreads / LANES));
+        layer_norm_rows_kernel<T, LANES, NV><<<blocks, kThreads, 0, s>>>(xt, gamma, beta, yt, mean, rstd, rows,
+                                                                          static_cast<int>(cols), eps);
+      });
+    } else {
+      by_row_length(rows, cols, [&]<int G>(unsigned blocks) {
+        layer_norm_kernel<G, T><<<blocks, kThreads, 0, s>>>(xt, gamma, beta, yt, mean, rstd, rows, cols, eps);
+      });
+    }
+  });
+  check_launch("layerNorm kernel");
+}
+
+void launch_layer_norm_backward(DType t, const void* dy, const void* x, const float* gamma, const float* mean, const float* rstd,
+                                void* dx, float* d_gamma, float* d_beta, int64_t rows, int64_t cols, cudaStream_t s) {
+  if (rows == 0 || cols == 0) return;
+  float_typed(t, "layerNormBackward", [&](auto* tag) {
+    using T = element_of<decltype(tag)>;
+    const T* dyt = static_cast<const T*>(dy);
+    const T* xt = static_cast<const T*>(x);
+    T* dxt = static_cast<T*>(dx);
+    if (rows_fit_registers<T>(cols, {dy, x, dx, gamma})) {
+      by_row_pieces(static_cast<int>(cols / Pack<T>::kN), [&]<int LANES, int NV>() {
+        layer_norm_dx_rows<T, LANES, NV>(dyt, xt, gamma, mean, rstd, dxt, d_gamma, d_beta, rows, static_cast<int>(cols), s);
+      });
+    } else {
+      layer_norm_backward_general<T>(dyt, xt, gamma, mean, rstd, dxt, d_gamma, d_beta, rows, cols, s);
+    }
+  });
+}
+
+}  // namespace ln
