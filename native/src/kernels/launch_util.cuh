@@ -27,17 +27,21 @@ struct MaxOp {
   __device__ __forceinline__ float operator()(float a, float b) const { return (a > b || isnan(a)) ? a : b; }
 };
 
-template <typename T, typename Op>
+// Reduction over aligned runs of WIDTH consecutive lanes (a power of two up to 32); every lane of the warp
+// must call it.
+template <int WIDTH = 32, typename T, typename Op>
 __device__ __forceinline__ T warp_reduce(T v, Op op) {
-  for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+#pragma unroll
+  for (int o = WIDTH / 2; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
 
-// Reduction over a group of GROUP consecutive threads: one warp (GROUP == 32) or the whole block
-// (GROUP == blockDim.x, a multiple of 32). Every thread of the block must call it when GROUP > 32.
+// Reduction over a group of GROUP consecutive threads: part of a warp (GROUP a power of two below 32), one
+// warp (GROUP == 32) or the whole block (GROUP == blockDim.x, a multiple of 32). Every thread of the warp
+// must call it, and of the block when GROUP > 32.
 template <int GROUP, typename T, typename Op>
 __device__ __forceinline__ T group_reduce(T v, Op op) {
-  v = warp_reduce(v, op);
+  v = warp_reduce<(GROUP < 32 ? GROUP : 32)>(v, op);
   if constexpr (GROUP > 32) {
     __shared__ T buf[32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;

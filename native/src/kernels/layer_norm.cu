@@ -76,14 +76,6 @@ __device__ __forceinline__ void load_f32(const float* __restrict__ p, float (&f)
   }
 }
 
-// Sum over the LANES aligned, consecutive lanes of a group; every lane of the warp must call it.
-template <int LANES>
-__device__ __forceinline__ float lanes_sum(float v) {
-#pragma unroll
-  for (int o = LANES / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 // Piece k of a row (k < cols / kN) is piece v = k / LANES of lane k % LANES: each step of v reads
 // LANES * 16 contiguous bytes. NV pieces a lane cover rows of up to LANES * NV pieces.
 template <typename T, int LANES, int NV>
@@ -112,7 +104,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int i = 0; i < kN; i++) s += f[i];
   }
-  const float mu = lanes_sum<LANES>(s) / float(cols);
+  const float mu = group_sum<LANES>(s) / float(cols);
   float q = 0.0f;
 #pragma unroll
   for (int v = 0; v < NV; v++) {
@@ -125,7 +117,7 @@ __global__ void __launch_bounds__(kThreads)
       q += d * d;
     }
   }
-  const float rs = 1.0f / sqrtf(lanes_sum<LANES>(q) / float(cols) + eps);
+  const float rs = 1.0f / sqrtf(group_sum<LANES>(q) / float(cols) + eps);
   if (!valid) return;
   if (lane == 0) {
     mean[row] = mu;
@@ -181,45 +173,47 @@ __global__ void __launch_bounds__(kThreads)
       rx[v] = in ? px[k] : make_uint4(0, 0, 0, 0);
     }
     const float mu = valid ? mean[row] : 0.0f, rs = valid ? rstd[row] : 0.0f;
-    float sg = 0.0f, sgx = 0.0f;
-#pragma unroll
-    for (int v = 0; v < NV; v++) {
-      const int k = v * LANES + lane;
-      if (k >= nvec) continue;
-      float fd[kN], fx[kN], gm[kN];
+    // piece v (the row's piece k) of both passes: dy, xhat and g = dy * gamma (dy without gamma)
+    auto terms = [&](int v, int k, float (&fd)[kN], float (&xhat)[kN], float (&g)[kN]) {
+      float fx[kN], gm[kN];
       P::unpack(rdy[v], fd);
       P::unpack(rx[v], fx);
       if (gamma) load_f32(gamma + k * kN, gm);
 #pragma unroll
       for (int i = 0; i < kN; i++) {
-        const float xhat = (fx[i] - mu) * rs;
-        const float g = gamma ? fd[i] * gm[i] : fd[i];
-        sg += g;
-        sgx += g * xhat;
+        xhat[i] = (fx[i] - mu) * rs;
+        g[i] = gamma ? fd[i] * gm[i] : fd[i];
+      }
+    };
+    float sg = 0.0f, sgx = 0.0f;
+#pragma unroll
+    for (int v = 0; v < NV; v++) {
+      const int k = v * LANES + lane;
+      if (k >= nvec) continue;
+      float fd[kN], xhat[kN], g[kN];
+      terms(v, k, fd, xhat, g);
+#pragma unroll
+      for (int i = 0; i < kN; i++) {
+        sg += g[i];
+        sgx += g[i] * xhat[i];
         if constexpr (SUMS) {  // zero for rows past the end: dy is zero there
-          acc_g[v * kN + i] += fd[i] * xhat;
+          acc_g[v * kN + i] += fd[i] * xhat[i];
           acc_b[v * kN + i] += fd[i];
         }
       }
     }
-    const float mean_g = lanes_sum<LANES>(sg) / float(cols);
-    const float mean_gx = lanes_sum<LANES>(sgx) / float(cols);
+    const float mean_g = group_sum<LANES>(sg) / float(cols);
+    const float mean_gx = group_sum<LANES>(sgx) / float(cols);
     if (valid) {
       uint4* dst = reinterpret_cast<uint4*>(dx) + at;
 #pragma unroll
       for (int v = 0; v < NV; v++) {
         const int k = v * LANES + lane;
         if (k >= nvec) continue;
-        float fd[kN], fx[kN], gm[kN];
-        P::unpack(rdy[v], fd);
-        P::unpack(rx[v], fx);
-        if (gamma) load_f32(gamma + k * kN, gm);
+        float fd[kN], xhat[kN], g[kN];
+        terms(v, k, fd, xhat, g);
 #pragma unroll
-        for (int i = 0; i < kN; i++) {
-          const float xhat = (fx[i] - mu) * rs;
-          const float g = gamma ? fd[i] * gm[i] : fd[i];
-          fd[i] = rs * (g - mean_g - xhat * mean_gx);
-        }
+        for (int i = 0; i < kN; i++) fd[i] = rs * (g[i] - mean_g - xhat[i] * mean_gx);
         dst[k] = P::pack(fd);
       }
     }
