@@ -82,7 +82,7 @@ const CATEGORY: Record<string, string> = {
   layerNorm: 'layer norm', layerNormBackward: 'layer norm',
   crossEntropy: 'cross-entropy', crossEntropyBackward: 'cross-entropy',
   unary: 'elementwise', binary: 'elementwise', binaryScalar: 'elementwise', reduce: 'elementwise',
-  softmax: 'elementwise', softmaxBackward: 'elementwise',
+  softmax: 'elementwise', softmaxBackward: 'elementwise', rotatePairs: 'elementwise', sumsOfSquares: 'elementwise',
   permute: 'layout', slice: 'layout', addSliceInto: 'layout', copy: 'layout', cast: 'layout', assign: 'layout',
   gather: 'embedding', scatterAdd: 'embedding',
   alloc: 'memory', fill: 'memory', fromArray: 'memory', read: 'memory', free: 'memory',

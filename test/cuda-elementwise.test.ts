@@ -84,6 +84,8 @@ const REDUCTIONS: readonly (readonly [number[], number[]])[] = [
   [[7, 5, 3], [0]], [[7, 5, 3], [1]], [[7, 5, 3], [2]], [[7, 5, 3], [0, 2]], [[7, 5, 3], [0, 1, 2]], [[7, 5, 3], []],
   [[3, 5000], [1]], [[20000, 3], [0]], [[300, 40], [1]], [[2, 3, 4, 5, 6], [1, 3]], [[100_000], [0]], [[4, 0, 3], [1]],
   [[17, 1, 9], [1]], [[129, 1030], [0]],
+  // sums over the leading axis with 8 | columns (a bias gradient): 16-byte loads, then chunks of rows
+  [[129, 1032], [0]], [[1500, 16], [0]], [[2, 5, 64], [0, 1]], [[40_000, 776], [0]],
   // few long rows: split over many blocks, then the partial results reduced again
   [[3, 1_000_003], [1]], [[2_500_001], [0]], [[5, 70_000], [0, 1]],
 ];
@@ -114,6 +116,11 @@ test('max propagates NaN, as the CPU backend does', { skip }, () => {
   for (const axes of [[1], [0], [0, 1]]) {
     assertClose(readGpu(g.reduce('max', x.g, [4, 300], axes)), cpu.read(cpu.reduce('max', x.c, [4, 300], axes)), `max over [${axes}]`);
   }
+  // columns of a tall matrix, reduced in chunks of rows
+  const tall = rng.floats(3000 * 16);
+  tall[2500 * 16 + 3] = Number.NaN;
+  const columnMax = readGpu(g.reduce('max', g.fromArray(tall), [3000, 16], [0]));
+  assert.ok(Number.isNaN(columnMax[3]!) && columnMax.filter(Number.isNaN).length === 1, 'max over the rows of one column with a NaN');
   // a long row, reduced in chunks: the NaN of one chunk reaches the result
   const long = rng.floats(200_000);
   long[150_001] = Number.NaN;

@@ -55,11 +55,16 @@ test('allFinite finds one NaN or infinity anywhere', { skip }, () => {
   const n = 100_003;
   const data = rng.floats(n);
   assert.equal(g.allFinite(g.fromArray(data)), true);
-  for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
-    const copy = data.slice();
-    copy[rng.int(n)] = bad;
-    assert.equal(g.allFinite(g.fromArray(copy)), false, String(bad));
-    assert.equal(g.allFinite(g.fromArray(new Float64Array(copy))), false, `float64 ${bad}`);
+  // anywhere: the first 16-byte piece, the middle, the last element (past the last whole piece)
+  for (const at of [0, rng.int(n), n - 1]) {
+    for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]) {
+      const copy = data.slice();
+      copy[at] = bad;
+      const f32 = g.fromArray(copy);
+      assert.equal(g.allFinite(f32), false, `${bad} at ${at}`);
+      assert.equal(g.allFinite(g.cast(f32, 'bfloat16')), false, `bfloat16 ${bad} at ${at}`);
+      assert.equal(g.allFinite(g.fromArray(new Float64Array(copy))), false, `float64 ${bad} at ${at}`);
+    }
   }
   assert.equal(g.allFinite(g.fromArray(new Int32Array([1, 2]))), true);
   assert.equal(g.allFinite(g.alloc('float32', 0)), true);

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { InputError } from '../src/errors.js';
 import * as T from '../src/tensor/index.js';
 import { Rng, type Tensor } from '../src/tensor/index.js';
-import { applyXPos, xposMaxLength, xposMaxOffset, xposTables, xposZeta } from '../src/model/xpos.js';
+import { applyXPos, XPosTableCache, xposMaxLength, xposMaxOffset, xposTables, xposZeta } from '../src/model/xpos.js';
 import { randomArray } from './support/gradcheck.js';
 
 const D = 8;
@@ -67,4 +67,22 @@ test('XPos: the float32 bound is documented and enforced', () => {
   }
   assert.throws(() => xposTables(D, 512, 0, 1, maxOffset + 1, f64), (e: unknown) => e instanceof InputError && /float32-safe/.test(e.message));
   assert.throws(() => xposTables(7, 512, 0, 1, 0, f64), /even/);
+});
+
+test('XPos: the table cache hands out views that outlive a change of positions and the cache itself', () => {
+  const cache = new XPosTableCache(D, SCALE_BASE, f64);
+  const fresh = (start: number, length: number, center: number): number[] => Array.from(xposTables(D, SCALE_BASE, start, length, center, f64).kCos.toArray());
+  const first = cache.get(0, 10, 5);
+  const again = cache.get(0, 10, 5);
+  assert.notEqual(first.kCos, again.kCos, 'each call hands out views of its own');
+  assert.deepEqual(Array.from(again.kCos.toArray()), fresh(0, 10, 5));
+  again.kCos.dispose();
+  assert.deepEqual(Array.from(first.kCos.toArray()), fresh(0, 10, 5), 'disposing a view leaves the others');
+  // other positions replace the kept tables; views of the old ones still read their values
+  const other = cache.get(3, 4, 0);
+  assert.deepEqual(Array.from(other.kCos.toArray()), fresh(3, 4, 0));
+  assert.deepEqual(Array.from(first.qSin.toArray()), Array.from(xposTables(D, SCALE_BASE, 0, 10, 5, f64).qSin.toArray()));
+  cache.dispose();
+  assert.deepEqual(Array.from(other.kCos.toArray()), fresh(3, 4, 0), 'views outlive the cache');
+  assert.equal(other.kCos.isDisposed, false);
 });

@@ -9,7 +9,7 @@ import { xavierStd } from './init.js';
 import { LayerNorm } from './layer-norm.js';
 import { Linear } from './linear.js';
 import { Module, resolveParameterOptions, type ParameterOptions } from './module.js';
-import { applyXPos, xposCenter, xposTables, type XPosTables } from './xpos.js';
+import { applyXPos, xposCenter, XPosTableCache, type XPosTables } from './xpos.js';
 
 export interface MultiheadDilatedAttentionOptions extends ParameterOptions {
   /** Dilated with a schedule, sparse fixed (causal only), or dense (the default, vanilla attention). */
@@ -39,6 +39,7 @@ export class MultiheadDilatedAttention extends Module {
   readonly causal: boolean;
   readonly xposScaleBase: number;
   private readonly placement: Required<ParameterOptions>;
+  private readonly tables: XPosTableCache;
 
   constructor(readonly dModel: number, readonly heads: number, options: MultiheadDilatedAttentionOptions = {}) {
     super();
@@ -49,6 +50,7 @@ export class MultiheadDilatedAttention extends Module {
     this.causal = options.causal ?? true;
     this.xposScaleBase = options.xposScaleBase ?? 512;
     this.placement = resolveParameterOptions(options);
+    this.tables = new XPosTableCache(this.headDim, this.xposScaleBase, this.placement);
     const rng = options.rng ?? new Rng(0);
     const gamma = options.gamma ?? 1;
     const p = this.placement;
@@ -62,7 +64,11 @@ export class MultiheadDilatedAttention extends Module {
 
   /** XPos factors for positions [start, start + length) around `center`, in this module's dtype and device. */
   positions(start: number, length: number, center: number): XPosTables {
-    return xposTables(this.headDim, this.xposScaleBase, start, length, center, this.placement);
+    return this.tables.get(start, length, center);
+  }
+
+  protected override releaseKept(): void {
+    this.tables.dispose();
   }
 
   /** x [B, N, dModel] -> [B, N, dModel]. `tables` (positions 0..N-1) may be shared by the layers of a model. */

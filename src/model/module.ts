@@ -148,14 +148,22 @@ export abstract class Module {
     }
   }
 
-  /** Frees every parameter and gradient; the module is unusable afterwards. */
+  /** Frees every parameter and gradient, and what any module of the tree keeps besides; the module is unusable afterwards. */
   dispose(): void {
     for (const t of this.namedParameters().values()) {
       t.grad?.dispose();
       t.grad = null;
       t.dispose();
     }
+    const walk = (m: Module): void => {
+      m.releaseKept();
+      for (const child of m.childModules.values()) walk(child);
+    };
+    walk(this);
   }
+
+  /** Frees the tensors a module keeps besides its parameters (cached constants); none by default. */
+  protected releaseKept(): void {}
 }
 
 /** An indexed list of modules: children named `0`, `1`, ... */

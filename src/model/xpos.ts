@@ -129,6 +129,37 @@ export function xposTables(
   return { qCos: make(h.qCos), qSin: make(h.qSin), kCos: make(h.kCos), kSin: make(h.kSin) };
 }
 
+/**
+ * The tables of a module's last call, kept on its device: a training run asks for the same positions at
+ * every step and every layer, and building and uploading them costs milliseconds. `get` hands out views,
+ * which the caller's scope frees as usual; the kept tables go when the positions change or on dispose().
+ */
+export class XPosTableCache {
+  private key = '';
+  private kept: XPosTables | null = null;
+
+  constructor(readonly headDim: number, readonly scaleBase: number, readonly options: { dtype: FloatDType; device: Device }) {}
+
+  get(start: number, length: number, center: number): XPosTables {
+    const key = `${start}/${length}/${center}`;
+    if (this.kept === null || key !== this.key) {
+      const made = T.noGrad(() => xposTables(this.headDim, this.scaleBase, start, length, center, this.options));
+      this.dispose();
+      for (const t of Object.values(made)) T.keep(t);
+      this.kept = made;
+      this.key = key;
+    }
+    const k = this.kept;
+    const view = (t: Tensor): Tensor => t.shareStorage(t.shape);
+    return { qCos: view(k.qCos), qSin: view(k.qSin), kCos: view(k.kCos), kSin: view(k.kSin) };
+  }
+
+  dispose(): void {
+    if (this.kept) for (const t of Object.values(this.kept)) t.dispose();
+    this.kept = null;
+  }
+}
+
 /** XPos applied to q and k [B, N, H, D] with the tables of their positions. */
 export function applyXPos(q: Tensor, k: Tensor, tables: XPosTables): { q: Tensor; k: Tensor } {
   return { q: T.rotatePairs(q, tables.qCos, tables.qSin), k: T.rotatePairs(k, tables.kCos, tables.kSin) };

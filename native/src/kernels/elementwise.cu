@@ -8,6 +8,7 @@
 #include "element_types.cuh"
 #include "launch_util.cuh"
 #include "math.cuh"
+#include "vector_access.cuh"
 
 namespace ln {
 
@@ -81,60 +82,68 @@ __global__ void binary_scalar_kernel(const T* __restrict__ a, float scalar, T* _
   }
 }
 
-// bfloat16 in pairs (4-byte loads and stores) over the first 2 * pairs elements; an odd last element
-// is done by the first thread.
-template <int OP>
-__global__ void unary_pairs_kernel(const __nv_bfloat16* __restrict__ x, __nv_bfloat16* __restrict__ out, int64_t n) {
-  const int64_t pairs = n / 2;
-  const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(x);
-  auto* out2 = reinterpret_cast<__nv_bfloat162*>(out);
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < pairs; i += int64_t(gridDim.x) * blockDim.x) {
-    float2 v = __bfloat1622float2(x2[i]);
-    v.x = unary_apply<OP>(v.x);
-    v.y = unary_apply<OP>(v.y);
-    out2[i] = __float22bfloat162_rn(v);
+// The vector kernels: 8 elements a step (16-byte aligned operands, see vector_access.cuh), then the last
+// n % 8 elements one at a time. A grid-stride loop over steps: thread `first` of `stride`.
+struct GridStride {
+  int64_t first, stride;
+  __device__ __forceinline__ GridStride()
+      : first(blockIdx.x * int64_t(blockDim.x) + threadIdx.x), stride(int64_t(gridDim.x) * blockDim.x) {}
+};
+
+template <int OP, typename T>
+__global__ void unary_vec_kernel(const T* __restrict__ x, T* __restrict__ out, int64_t n) {
+  const GridStride g;
+  for (int64_t v = g.first; v < n / 8; v += g.stride) {
+    float f[8];
+    load8(x + 8 * v, f);
+#pragma unroll
+    for (int j = 0; j < 8; j++) f[j] = unary_apply<OP>(f[j]);
+    store8(out + 8 * v, f);
   }
-  if ((n & 1) && blockIdx.x == 0 && threadIdx.x == 0) out[n - 1] = __float2bfloat16_rn(unary_apply<OP>(__bfloat162float(x[n - 1])));
+  for (int64_t i = n / 8 * 8 + g.first; i < n; i += g.stride) stf(out[i], unary_apply<OP>(ldf(x[i])));
 }
 
-template <int OP>
-__global__ void binary_pairs_kernel(const __nv_bfloat16* __restrict__ a, const __nv_bfloat16* __restrict__ b,
-                                    __nv_bfloat16* __restrict__ out, int64_t n) {
-  const int64_t pairs = n / 2;
-  const auto* a2 = reinterpret_cast<const __nv_bfloat162*>(a);
-  const auto* b2 = reinterpret_cast<const __nv_bfloat162*>(b);
-  auto* out2 = reinterpret_cast<__nv_bfloat162*>(out);
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < pairs; i += int64_t(gridDim.x) * blockDim.x) {
-    const float2 u = __bfloat1622float2(a2[i]), v = __bfloat1622float2(b2[i]);
-    out2[i] = __float22bfloat162_rn(make_float2(binary_apply<OP>(u.x, v.x), binary_apply<OP>(u.y, v.y)));
+template <int OP, typename T>
+__global__ void binary_vec_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, int64_t n) {
+  const GridStride g;
+  for (int64_t v = g.first; v < n / 8; v += g.stride) {
+    float fa[8], fb[8];
+    load8(a + 8 * v, fa);
+    load8(b + 8 * v, fb);
+#pragma unroll
+    for (int j = 0; j < 8; j++) fa[j] = binary_apply<OP>(fa[j], fb[j]);
+    store8(out + 8 * v, fa);
   }
-  if ((n & 1) && blockIdx.x == 0 && threadIdx.x == 0) {
-    out[n - 1] = __float2bfloat16_rn(binary_apply<OP>(__bfloat162float(a[n - 1]), __bfloat162float(b[n - 1])));
-  }
+  for (int64_t i = n / 8 * 8 + g.first; i < n; i += g.stride) stf(out[i], binary_apply<OP>(ldf(a[i]), ldf(b[i])));
 }
 
-template <int OP>
-__global__ void binary_scalar_pairs_kernel(const __nv_bfloat16* __restrict__ a, float scalar, __nv_bfloat16* __restrict__ out,
-                                           int64_t n) {
-  const int64_t pairs = n / 2;
-  const auto* a2 = reinterpret_cast<const __nv_bfloat162*>(a);
-  auto* out2 = reinterpret_cast<__nv_bfloat162*>(out);
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < pairs; i += int64_t(gridDim.x) * blockDim.x) {
-    const float2 u = __bfloat1622float2(a2[i]);
-    out2[i] = __float22bfloat162_rn(make_float2(binary_apply<OP>(u.x, scalar), binary_apply<OP>(u.y, scalar)));
+template <int OP, typename T>
+__global__ void binary_scalar_vec_kernel(const T* __restrict__ a, float scalar, T* __restrict__ out, int64_t n) {
+  const GridStride g;
+  for (int64_t v = g.first; v < n / 8; v += g.stride) {
+    float f[8];
+    load8(a + 8 * v, f);
+#pragma unroll
+    for (int j = 0; j < 8; j++) f[j] = binary_apply<OP>(f[j], scalar);
+    store8(out + 8 * v, f);
   }
-  if ((n & 1) && blockIdx.x == 0 && threadIdx.x == 0) {
-    out[n - 1] = __float2bfloat16_rn(binary_apply<OP>(__bfloat162float(a[n - 1]), scalar));
-  }
+  for (int64_t i = n / 8 * 8 + g.first; i < n; i += g.stride) stf(out[i], binary_apply<OP>(ldf(a[i]), scalar));
 }
 
-// Whether every pointer is 4-byte aligned (the pair kernels' loads).
-bool pair_aligned(std::initializer_list<const void*> ps) {
-  for (const void* p : ps) {
-    if (reinterpret_cast<uintptr_t>(p) % 4 != 0) return false;
+// float32 <-> bfloat16 (rounding to nearest even, as stf does)
+template <typename From, typename To>
+__global__ void cast_vec_kernel(const From* __restrict__ in, To* __restrict__ out, int64_t n) {
+  const GridStride g;
+  for (int64_t v = g.first; v < n / 8; v += g.stride) {
+    float f[8];
+    load8(in + 8 * v, f);
+    store8(out + 8 * v, f);
   }
-  return true;
+  for (int64_t i = n / 8 * 8 + g.first; i < n; i += g.stride) stf(out[i], ldf(in[i]));
 }
+
+// Blocks for a vector kernel over n elements.
+unsigned vec_grid(int64_t n) { return grid_for(ceil_div(n, 8)); }
 
 // Calls f.template operator()<OP>() for the runtime op, so that each op is its own kernel.
 template <typename F>
@@ -215,27 +224,46 @@ __global__ void fill_kernel(T* __restrict__ out, T value, int64_t n) {
 }
 
 template <typename T>
-__global__ void all_finite_kernel(const T* __restrict__ x, int64_t n, int* flag) {
-  bool ok = true;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    ok &= isfinite(load_as_double(x, i));
-  }
-  if (!ok) *flag = 0;
-}
-
-template <typename T>
 __device__ __forceinline__ bool finite_value(T v) {
   if constexpr (std::is_same<T, __nv_bfloat16>::value) return isfinite(__bfloat162float(v));
   else return isfinite(v);
 }
 
-template <typename T>
-__global__ void flag_non_finite_kernel(const T* __restrict__ x, int64_t n, int id, int* flag) {
+// Whether this thread's share of x is finite: 8 elements a step where VEC (float32 or bfloat16, 16-byte
+// aligned), then the rest one at a time.
+template <bool VEC, typename T>
+__device__ __forceinline__ bool thread_finite(const T* __restrict__ x, int64_t n) {
+  const GridStride g;
   bool ok = true;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
-    ok &= finite_value(x[i]);
+  int64_t begin = 0;
+  if constexpr (VEC) {
+    for (int64_t v = g.first; v < n / 8; v += g.stride) {
+      float f[8];
+      load8(x + 8 * v, f);
+#pragma unroll
+      for (int j = 0; j < 8; j++) ok &= isfinite(f[j]);
+    }
+    begin = n / 8 * 8;
   }
-  if (!__syncthreads_and(ok) && threadIdx.x == 0) atomicMin(flag, id);
+  for (int64_t i = begin + g.first; i < n; i += g.stride) ok &= finite_value(x[i]);
+  return ok;
+}
+
+template <bool VEC, typename T>
+__global__ void all_finite_kernel(const T* __restrict__ x, int64_t n, int* flag) {
+  if (!thread_finite<VEC>(x, n)) *flag = 0;
+}
+
+template <bool VEC, typename T>
+__global__ void flag_non_finite_kernel(const T* __restrict__ x, int64_t n, int id, int* flag) {
+  if (!__syncthreads_and(thread_finite<VEC>(x, n)) && threadIdx.x == 0) atomicMin(flag, id);
+}
+
+// Runs launch.template operator()<VEC>(blocks) with the vector kernels where x allows them.
+template <typename T, typename Launch>
+void with_vectors(const T* x, int64_t n, Launch&& launch) {
+  if (!std::is_same<T, double>::value && n >= 8 && vector_aligned({x})) launch.template operator()<true>(vec_grid(n));
+  else launch.template operator()<false>(grid_for(n));
 }
 
 template <typename T>
@@ -255,11 +283,9 @@ void launch_unary(UnaryOp op, DType t, const void* x, void* out, int64_t n, cuda
   float_typed(t, "unary", [&](auto* tag) {
     using T = element_of<decltype(tag)>;
     dispatch_unary(op, [&]<int OP>() {
-      if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-        if (n > 1 && pair_aligned({x, out})) {
-          unary_pairs_kernel<OP><<<grid_for(n / 2), kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(out), n);
-          return;
-        }
+      if (n >= 8 && vector_aligned({x, out})) {
+        unary_vec_kernel<OP, T><<<vec_grid(n), kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(out), n);
+        return;
       }
       unary_kernel<OP, T><<<grid_for(n), kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(out), n);
     });
@@ -278,11 +304,9 @@ void launch_binary(BinaryOp op, DType t, const void* a_, const void* b_, void* o
     const T* b = static_cast<const T*>(b_);
     T* out = static_cast<T*>(out_);
     dispatch_binary(op, [&]<int OP>() {
-      if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-        if (flat && n > 1 && pair_aligned({a, b, out})) {
-          binary_pairs_kernel<OP><<<grid_for(n / 2), kThreads, 0, s>>>(a, b, out, n);
-          return;
-        }
+      if (flat && n >= 8 && vector_aligned({a, b, out})) {
+        binary_vec_kernel<OP, T><<<vec_grid(n), kThreads, 0, s>>>(a, b, out, n);
+        return;
       }
       if (flat) {
         binary_same_kernel<OP, T><<<grid_for(n), kThreads, 0, s>>>(a, b, out, n);
@@ -303,11 +327,9 @@ void launch_binary_scalar(BinaryOp op, DType t, const void* a, float scalar, voi
   float_typed(t, "binaryScalar", [&](auto* tag) {
     using T = element_of<decltype(tag)>;
     dispatch_binary(op, [&]<int OP>() {
-      if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-        if (n > 1 && pair_aligned({a, out})) {
-          binary_scalar_pairs_kernel<OP><<<grid_for(n / 2), kThreads, 0, s>>>(static_cast<const T*>(a), scalar, static_cast<T*>(out), n);
-          return;
-        }
+      if (n >= 8 && vector_aligned({a, out})) {
+        binary_scalar_vec_kernel<OP, T><<<vec_grid(n), kThreads, 0, s>>>(static_cast<const T*>(a), scalar, static_cast<T*>(out), n);
+        return;
       }
       binary_scalar_kernel<OP, T><<<grid_for(n), kThreads, 0, s>>>(static_cast<const T*>(a), scalar, static_cast<T*>(out), n);
     });
@@ -335,6 +357,14 @@ void launch_cast(const void* in, DType from, void* out, DType to, int64_t n, cud
     using From = std::remove_pointer_t<decltype(f)>;
     typed(to, [&](auto* t) {
       using To = std::remove_pointer_t<decltype(t)>;
+      constexpr bool kFloats = (std::is_same<From, float>::value || std::is_same<From, __nv_bfloat16>::value) &&
+                               (std::is_same<To, float>::value || std::is_same<To, __nv_bfloat16>::value);
+      if constexpr (kFloats) {
+        if (n >= 8 && vector_aligned({in, out})) {
+          cast_vec_kernel<From, To><<<vec_grid(n), kThreads, 0, s>>>(static_cast<const From*>(in), static_cast<To*>(out), n);
+          return;
+        }
+      }
       cast_kernel<From, To><<<grid_for(n), kThreads, 0, s>>>(static_cast<const From*>(in), static_cast<To*>(out), n);
     });
   });
@@ -346,7 +376,8 @@ void launch_all_finite(const void* x, DType dtype, int64_t n, int* flag, cudaStr
   typed(dtype, [&](auto* p) {
     using T = std::remove_pointer_t<decltype(p)>;
     if constexpr (!std::is_same<T, int32_t>::value) {
-      all_finite_kernel<T><<<grid_for(n), kThreads, 0, s>>>(static_cast<const T*>(x), n, flag);
+      const T* xt = static_cast<const T*>(x);
+      with_vectors(xt, n, [&]<bool VEC>(unsigned blocks) { all_finite_kernel<VEC, T><<<blocks, kThreads, 0, s>>>(xt, n, flag); });
     }
   });
   check_launch("allFinite kernel");
@@ -357,7 +388,8 @@ void launch_flag_non_finite(const void* x, DType dtype, int64_t n, int id, int* 
   typed(dtype, [&](auto* p) {
     using T = std::remove_pointer_t<decltype(p)>;
     if constexpr (!std::is_same<T, int32_t>::value) {
-      flag_non_finite_kernel<T><<<grid_for(n), kThreads, 0, s>>>(static_cast<const T*>(x), n, id, flag);
+      const T* xt = static_cast<const T*>(x);
+      with_vectors(xt, n, [&]<bool VEC>(unsigned blocks) { flag_non_finite_kernel<VEC, T><<<blocks, kThreads, 0, s>>>(xt, n, id, flag); });
     }
   });
   check_launch("checkFinite kernel");

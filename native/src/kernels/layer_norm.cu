@@ -11,6 +11,7 @@
 #include "element_types.cuh"
 #include "launch_util.cuh"
 #include "row_groups.cuh"
+#include "vector_access.cuh"
 
 namespace ln {
 
@@ -22,59 +23,6 @@ namespace {
 // below read them from global memory two or three times, two bytes at a time for bfloat16.
 
 constexpr int kRowBytes = 8192;  // 4096 bfloat16 or 2048 float32 columns: at most 16 pieces a lane
-
-// 16 bytes of a row: 4 float32 or 8 bfloat16 elements.
-template <typename T>
-struct Pack;
-
-template <>
-struct Pack<float> {
-  static constexpr int kN = 4;
-  __device__ __forceinline__ static void unpack(const uint4& p, float (&f)[kN]) {
-    f[0] = __uint_as_float(p.x);
-    f[1] = __uint_as_float(p.y);
-    f[2] = __uint_as_float(p.z);
-    f[3] = __uint_as_float(p.w);
-  }
-  __device__ __forceinline__ static uint4 pack(const float (&f)[kN]) {
-    return make_uint4(__float_as_uint(f[0]), __float_as_uint(f[1]), __float_as_uint(f[2]), __float_as_uint(f[3]));
-  }
-};
-
-template <>
-struct Pack<__nv_bfloat16> {
-  static constexpr int kN = 8;
-  // a bfloat16 is the high half of the float32 of the same value; the lower address holds the lower half
-  __device__ __forceinline__ static void unpack(const uint4& p, float (&f)[kN]) {
-    const uint32_t w[4] = {p.x, p.y, p.z, p.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      f[2 * i] = __uint_as_float(w[i] << 16);
-      f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
-    }
-  }
-  // rounds to nearest even, as stf does
-  __device__ __forceinline__ static uint32_t pair(float lo, float hi) {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<const uint32_t*>(&h);
-  }
-  __device__ __forceinline__ static uint4 pack(const float (&f)[kN]) {
-    return make_uint4(pair(f[0], f[1]), pair(f[2], f[3]), pair(f[4], f[5]), pair(f[6], f[7]));
-  }
-};
-
-// N consecutive float32 from a 16-byte aligned address.
-template <int N>
-__device__ __forceinline__ void load_f32(const float* __restrict__ p, float (&f)[N]) {
-#pragma unroll
-  for (int i = 0; i < N / 4; i++) {
-    const float4 v = reinterpret_cast<const float4*>(p)[i];
-    f[4 * i] = v.x;
-    f[4 * i + 1] = v.y;
-    f[4 * i + 2] = v.z;
-    f[4 * i + 3] = v.w;
-  }
-}
 
 // Piece k of a row (k < cols / kN) is piece v = k / LANES of lane k % LANES: each step of v reads
 // LANES * 16 contiguous bytes. NV pieces a lane cover rows of up to LANES * NV pieces.

@@ -7,6 +7,7 @@
 #include "element_types.cuh"
 #include "elementwise.h"
 #include "launch_util.cuh"
+#include "vector_access.cuh"
 
 namespace ln {
 
@@ -57,6 +58,43 @@ __global__ void reduce_rows_split_kernel(const T* __restrict__ x, float* __restr
   if constexpr (SUM) acc = group_sum<kThreads>(acc);
   else acc = group_max<kThreads>(acc);
   if (threadIdx.x == 0) partial[row * gridDim.x + blockIdx.x] = static_cast<float>(acc);
+}
+
+// Columns of a contiguous [rows, cols] matrix (the sum over the leading axis, as in a bias gradient): a
+// block owns a tile of 256 columns, each thread 8 adjacent ones (a warp reads 512 contiguous bytes of a
+// row) in every 8th row of the block's chunk; the 8 partial results of a column meet in shared memory.
+// Chunk blockIdx.y of the rows writes row blockIdx.y of `out` ([gridDim.y, cols]). Needs cols % 8 == 0
+// and a 16-byte aligned x.
+constexpr int kColumnLanes = 32, kColumnRowLanes = kThreads / kColumnLanes, kColumnTile = kColumnLanes * 8;
+
+template <bool SUM, typename T>
+__global__ void reduce_columns_kernel(const T* __restrict__ x, float* __restrict__ out, int64_t rows, int64_t cols,
+                                      int64_t chunk) {
+  const int lane = threadIdx.x % kColumnLanes, row_lane = threadIdx.x / kColumnLanes;
+  const int64_t tile = blockIdx.x * int64_t(kColumnTile), c0 = tile + lane * 8;
+  const int64_t r0 = blockIdx.y * chunk, r1 = min(rows, r0 + chunk);
+  Acc<SUM> acc[8];
+#pragma unroll
+  for (int j = 0; j < 8; j++) acc[j] = reduce_init<SUM>();
+  if (c0 < cols) {
+    for (int64_t r = r0 + row_lane; r < r1; r += kColumnRowLanes) {
+      float f[8];
+      load8(x + r * cols + c0, f);
+#pragma unroll
+      for (int j = 0; j < 8; j++) acc[j] = combine<SUM>(acc[j], Acc<SUM>(f[j]));
+    }
+  }
+  __shared__ Acc<SUM> part[kColumnRowLanes][kColumnTile];
+#pragma unroll
+  for (int j = 0; j < 8; j++) part[row_lane][lane * 8 + j] = acc[j];
+  __syncthreads();
+  // thread t now owns column t of the tile
+  const int64_t c = tile + threadIdx.x;
+  if (c >= cols) return;
+  Acc<SUM> total = part[0][threadIdx.x];
+#pragma unroll
+  for (int k = 1; k < kColumnRowLanes; k++) total = combine<SUM>(total, part[k][threadIdx.x]);
+  out[blockIdx.y * cols + c] = static_cast<float>(total);
 }
 
 // Any layout: one thread per output element, the reduced range split over gridDim.y partial results.
@@ -126,6 +164,34 @@ void reduce_impl(const T* x, float* out, const Dims& shape, const Dims& axes, cu
       reduce_rows_kernel<SUM, kThreads, T><<<static_cast<unsigned>(outputs), kThreads, 0, s>>>(x, out, outputs, count);
     }
     check_launch("reduce rows kernel");
+    return;
+  }
+
+  const bool columns_layout = red.rank == 1 && kept.rank == 1 && kept.stride[0][0] == 1 && red.stride[0][0] == outputs;
+  if (columns_layout && outputs % 8 == 0 && vector_aligned({x})) {
+    const int64_t tiles = ceil_div(outputs, kColumnTile);
+    // chunks of at least 64 rows, enough of them for a few blocks a multiprocessor
+    const int64_t target = int64_t(device_info().sm_count) * 4;
+    int64_t splits = count <= 1024 ? 1 : std::min(ceil_div(target, tiles), ceil_div(count, 64));
+    const int64_t chunk = ceil_div(count, splits);
+    splits = ceil_div(count, chunk);
+    const auto launch = [&](float* dst) {
+      reduce_columns_kernel<SUM, T><<<dim3(static_cast<unsigned>(tiles), static_cast<unsigned>(splits)), kThreads, 0, s>>>(
+          x, dst, count, outputs, chunk);
+      check_launch("reduce columns kernel");
+    };
+    if (splits == 1) return launch(out);
+    size_t capacity = 0;
+    float* partial = static_cast<float*>(allocator().allocate(size_t(splits * outputs) * sizeof(float), capacity));
+    try {
+      launch(partial);
+      reduce_impl<SUM, float>(partial, out, {splits, outputs}, {0}, s);
+    } catch (...) {
+      allocator().release(partial, capacity);
+      throw;
+    }
+    // stream order keeps the block alive for the kernels above
+    allocator().release(partial, capacity);
     return;
   }
 
