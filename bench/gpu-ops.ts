@@ -69,7 +69,25 @@ const lnBackward = (p: ReturnType<typeof lnParams>) => () => {
   return [r.dx, r.dGamma!, r.dBeta!];
 };
 
+// the training step's memory-bound calls at the base preset's 32K shapes (bf16 activations): residual adds,
+// bias gradients (sums over the tokens), the XPos rotation of q and k, the finiteness check of attention
+// inputs, and the casts of the weights (the 100,288 x 768 head) to bf16 and of their gradients back
+const headElems = 100288 * 768;
+const headF32 = random(headElems), headBf16 = g.cast(headF32, 'bfloat16');
+const act = bf16(LR * LC), actWide = bf16(LR * LW);
+const cosTable = random(LR * 64), sinTable = random(LR * 64);
+
 const cases: [string, number, () => Storage[], number?][] = [
+  ['add bf16 [32768,768]', 6 * LR * LC, () => [g.binary('add', lnX, [LR * LC], act, [LR * LC], [LR * LC])], 20],
+  ['sum over tokens bf16 [32768,768]', 2 * LR * LC, () => [g.reduce('sum', act, [LR, LC], [0])], 20],
+  ['sum over tokens bf16 [32768,3072]', 2 * LR * LW, () => [g.reduce('sum', actWide, [LR, LW], [0])], 20],
+  ['rotatePairs bf16 [32768,12,64]', 4 * LR * LC + 8 * LR * 64, () => [g.rotatePairs(act, cosTable, sinTable, 1, LR, 12, 64, false)], 20],
+  ['checkFinite bf16 [32768,768]', 2 * LR * LC, () => {
+    g.checkFinite(act, 'q');
+    return [];
+  }, 20],
+  ['cast f32->bf16 [100288,768]', 6 * headElems, () => [g.cast(headF32, 'bfloat16')], 20],
+  ['cast bf16->f32 [100288,768]', 6 * headElems, () => [g.cast(headBf16, 'float32')], 20],
   ['add (same shape)', 12 * N, () => [g.binary('add', x, [N], y, [N], [N])]],
   ['add bias [16384,4096]+[4096]', 8 * N, () => [g.binary('add', x, [N / 4096, 4096], bias, [4096], [N / 4096, 4096])]],
   ['gelu', 8 * N, () => [g.unary('gelu', x)]],

@@ -82,8 +82,9 @@ __global__ void binary_scalar_kernel(const T* __restrict__ a, float scalar, T* _
   }
 }
 
-// The vector kernels: 8 elements a step (16-byte aligned operands, see vector_access.cuh), then the last
-// n % 8 elements one at a time. A grid-stride loop over steps: thread `first` of `stride`.
+// The vector kernels: one 16-byte piece of each operand a step (kN = Pack<T>::kN elements; 8 for the casts,
+// which mix types; 16-byte aligned operands, see vector_access.cuh), then the last n % kN elements one at a
+// time. A grid-stride loop over steps: thread `first` of `stride`.
 struct GridStride {
   int64_t first, stride;
   __device__ __forceinline__ GridStride()
@@ -93,41 +94,44 @@ struct GridStride {
 template <int OP, typename T>
 __global__ void unary_vec_kernel(const T* __restrict__ x, T* __restrict__ out, int64_t n) {
   const GridStride g;
-  for (int64_t v = g.first; v < n / 8; v += g.stride) {
-    float f[8];
-    load8(x + 8 * v, f);
+  constexpr int kN = Pack<T>::kN;
+  for (int64_t v = g.first; v < n / kN; v += g.stride) {
+    float f[kN];
+    load_piece(x + kN * v, f);
 #pragma unroll
-    for (int j = 0; j < 8; j++) f[j] = unary_apply<OP>(f[j]);
-    store8(out + 8 * v, f);
+    for (int j = 0; j < kN; j++) f[j] = unary_apply<OP>(f[j]);
+    store_piece(out + kN * v, f);
   }
-  for (int64_t i = n / 8 * 8 + g.first; i < n; i += g.stride) stf(out[i], unary_apply<OP>(ldf(x[i])));
+  for (int64_t i = n / kN * kN + g.first; i < n; i += g.stride) stf(out[i], unary_apply<OP>(ldf(x[i])));
 }
 
 template <int OP, typename T>
 __global__ void binary_vec_kernel(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, int64_t n) {
   const GridStride g;
-  for (int64_t v = g.first; v < n / 8; v += g.stride) {
-    float fa[8], fb[8];
-    load8(a + 8 * v, fa);
-    load8(b + 8 * v, fb);
+  constexpr int kN = Pack<T>::kN;
+  for (int64_t v = g.first; v < n / kN; v += g.stride) {
+    float fa[kN], fb[kN];
+    load_piece(a + kN * v, fa);
+    load_piece(b + kN * v, fb);
 #pragma unroll
-    for (int j = 0; j < 8; j++) fa[j] = binary_apply<OP>(fa[j], fb[j]);
-    store8(out + 8 * v, fa);
+    for (int j = 0; j < kN; j++) fa[j] = binary_apply<OP>(fa[j], fb[j]);
+    store_piece(out + kN * v, fa);
   }
-  for (int64_t i = n / 8 * 8 + g.first; i < n; i += g.stride) stf(out[i], binary_apply<OP>(ldf(a[i]), ldf(b[i])));
+  for (int64_t i = n / kN * kN + g.first; i < n; i += g.stride) stf(out[i], binary_apply<OP>(ldf(a[i]), ldf(b[i])));
 }
 
 template <int OP, typename T>
 __global__ void binary_scalar_vec_kernel(const T* __restrict__ a, float scalar, T* __restrict__ out, int64_t n) {
   const GridStride g;
-  for (int64_t v = g.first; v < n / 8; v += g.stride) {
-    float f[8];
-    load8(a + 8 * v, f);
+  constexpr int kN = Pack<T>::kN;
+  for (int64_t v = g.first; v < n / kN; v += g.stride) {
+    float f[kN];
+    load_piece(a + kN * v, f);
 #pragma unroll
-    for (int j = 0; j < 8; j++) f[j] = binary_apply<OP>(f[j], scalar);
-    store8(out + 8 * v, f);
+    for (int j = 0; j < kN; j++) f[j] = binary_apply<OP>(f[j], scalar);
+    store_piece(out + kN * v, f);
   }
-  for (int64_t i = n / 8 * 8 + g.first; i < n; i += g.stride) stf(out[i], binary_apply<OP>(ldf(a[i]), scalar));
+  for (int64_t i = n / kN * kN + g.first; i < n; i += g.stride) stf(out[i], binary_apply<OP>(ldf(a[i]), scalar));
 }
 
 // float32 <-> bfloat16 (rounding to nearest even, as stf does)
@@ -142,8 +146,8 @@ __global__ void cast_vec_kernel(const From* __restrict__ in, To* __restrict__ ou
   for (int64_t i = n / 8 * 8 + g.first; i < n; i += g.stride) stf(out[i], ldf(in[i]));
 }
 
-// Blocks for a vector kernel over n elements.
-unsigned vec_grid(int64_t n) { return grid_for(ceil_div(n, 8)); }
+// Blocks for a vector kernel over n elements, `per_step` a thread a step.
+unsigned vec_grid(int64_t n, int per_step) { return grid_for(ceil_div(n, per_step)); }
 
 // Calls f.template operator()<OP>() for the runtime op, so that each op is its own kernel.
 template <typename F>
@@ -237,13 +241,14 @@ __device__ __forceinline__ bool thread_finite(const T* __restrict__ x, int64_t n
   bool ok = true;
   int64_t begin = 0;
   if constexpr (VEC) {
-    for (int64_t v = g.first; v < n / 8; v += g.stride) {
-      float f[8];
-      load8(x + 8 * v, f);
+    constexpr int kN = Pack<T>::kN;
+    for (int64_t v = g.first; v < n / kN; v += g.stride) {
+      float f[kN];
+      load_piece(x + kN * v, f);
 #pragma unroll
-      for (int j = 0; j < 8; j++) ok &= isfinite(f[j]);
+      for (int j = 0; j < kN; j++) ok &= isfinite(f[j]);
     }
-    begin = n / 8 * 8;
+    begin = n / kN * kN;
   }
   for (int64_t i = begin + g.first; i < n; i += g.stride) ok &= finite_value(x[i]);
   return ok;
@@ -262,8 +267,10 @@ __global__ void flag_non_finite_kernel(const T* __restrict__ x, int64_t n, int i
 // Runs launch.template operator()<VEC>(blocks) with the vector kernels where x allows them.
 template <typename T, typename Launch>
 void with_vectors(const T* x, int64_t n, Launch&& launch) {
-  if (!std::is_same<T, double>::value && n >= 8 && vector_aligned({x})) launch.template operator()<true>(vec_grid(n));
-  else launch.template operator()<false>(grid_for(n));
+  if constexpr (!std::is_same<T, double>::value) {
+    if (n >= 8 && vector_aligned({x})) return launch.template operator()<true>(vec_grid(n, Pack<T>::kN));
+  }
+  launch.template operator()<false>(grid_for(n));
 }
 
 template <typename T>
@@ -284,7 +291,7 @@ void launch_unary(UnaryOp op, DType t, const void* x, void* out, int64_t n, cuda
     using T = element_of<decltype(tag)>;
     dispatch_unary(op, [&]<int OP>() {
       if (n >= 8 && vector_aligned({x, out})) {
-        unary_vec_kernel<OP, T><<<vec_grid(n), kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(out), n);
+        unary_vec_kernel<OP, T><<<vec_grid(n, Pack<T>::kN), kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(out), n);
         return;
       }
       unary_kernel<OP, T><<<grid_for(n), kThreads, 0, s>>>(static_cast<const T*>(x), static_cast<T*>(out), n);
@@ -305,7 +312,7 @@ void launch_binary(BinaryOp op, DType t, const void* a_, const void* b_, void* o
     T* out = static_cast<T*>(out_);
     dispatch_binary(op, [&]<int OP>() {
       if (flat && n >= 8 && vector_aligned({a, b, out})) {
-        binary_vec_kernel<OP, T><<<vec_grid(n), kThreads, 0, s>>>(a, b, out, n);
+        binary_vec_kernel<OP, T><<<vec_grid(n, Pack<T>::kN), kThreads, 0, s>>>(a, b, out, n);
         return;
       }
       if (flat) {
@@ -328,7 +335,7 @@ void launch_binary_scalar(BinaryOp op, DType t, const void* a, float scalar, voi
     using T = element_of<decltype(tag)>;
     dispatch_binary(op, [&]<int OP>() {
       if (n >= 8 && vector_aligned({a, out})) {
-        binary_scalar_vec_kernel<OP, T><<<vec_grid(n), kThreads, 0, s>>>(static_cast<const T*>(a), scalar, static_cast<T*>(out), n);
+        binary_scalar_vec_kernel<OP, T><<<vec_grid(n, Pack<T>::kN), kThreads, 0, s>>>(static_cast<const T*>(a), scalar, static_cast<T*>(out), n);
         return;
       }
       binary_scalar_kernel<OP, T><<<grid_for(n), kThreads, 0, s>>>(static_cast<const T*>(a), scalar, static_cast<T*>(out), n);
@@ -361,7 +368,7 @@ void launch_cast(const void* in, DType from, void* out, DType to, int64_t n, cud
                                (std::is_same<To, float>::value || std::is_same<To, __nv_bfloat16>::value);
       if constexpr (kFloats) {
         if (n >= 8 && vector_aligned({in, out})) {
-          cast_vec_kernel<From, To><<<vec_grid(n), kThreads, 0, s>>>(static_cast<const From*>(in), static_cast<To*>(out), n);
+          cast_vec_kernel<From, To><<<vec_grid(n, 8), kThreads, 0, s>>>(static_cast<const From*>(in), static_cast<To*>(out), n);
           return;
         }
       }

@@ -1,5 +1,6 @@
 // Elements in 16-byte pieces (one vector load or store each), for memory-bound kernels over float32 or
-// bfloat16: Pack<T> converts a piece to and from float; load8 and store8 move 8 elements of either type.
+// bfloat16: Pack<T> converts a piece to and from float; load_piece and store_piece move one piece, load8
+// and store8 8 elements of either type (for kernels that mix the two).
 #pragma once
 
 #include <cstdint>
@@ -60,6 +61,18 @@ __device__ __forceinline__ void load_f32(const float* __restrict__ p, float (&f)
     f[4 * i + 2] = v.z;
     f[4 * i + 3] = v.w;
   }
+}
+
+// One 16-byte piece (Pack<T>::kN elements) at a 16-byte aligned address, as float: consecutive threads
+// reading consecutive pieces is the best pattern for kernels over one element type.
+template <typename T>
+__device__ __forceinline__ void load_piece(const T* __restrict__ p, float (&f)[Pack<T>::kN]) {
+  Pack<T>::unpack(*reinterpret_cast<const uint4*>(p), f);
+}
+
+template <typename T>
+__device__ __forceinline__ void store_piece(T* __restrict__ p, const float (&f)[Pack<T>::kN]) {
+  *reinterpret_cast<uint4*>(p) = Pack<T>::pack(f);
 }
 
 // 8 elements at a 16-byte aligned address (two pieces of float32, one of bfloat16), as float.
