@@ -91,18 +91,24 @@ struct GridStride {
       : first(blockIdx.x * int64_t(blockDim.x) + threadIdx.x), stride(int64_t(gridDim.x) * blockDim.x) {}
 };
 
-template <int OP, typename T>
-__global__ void unary_vec_kernel(const T* __restrict__ x, T* __restrict__ out, int64_t n) {
+// out = f(x), element by element.
+template <typename T, typename F>
+__device__ __forceinline__ void map_pieces(const T* __restrict__ x, T* __restrict__ out, int64_t n, F f) {
   const GridStride g;
   constexpr int kN = Pack<T>::kN;
   for (int64_t v = g.first; v < n / kN; v += g.stride) {
-    float f[kN];
-    load_piece(x + kN * v, f);
+    float e[kN];
+    load_piece(x + kN * v, e);
 #pragma unroll
-    for (int j = 0; j < kN; j++) f[j] = unary_apply<OP>(f[j]);
-    store_piece(out + kN * v, f);
+    for (int j = 0; j < kN; j++) e[j] = f(e[j]);
+    store_piece(out + kN * v, e);
   }
-  for (int64_t i = n / kN * kN + g.first; i < n; i += g.stride) stf(out[i], unary_apply<OP>(ldf(x[i])));
+  for (int64_t i = n / kN * kN + g.first; i < n; i += g.stride) stf(out[i], f(ldf(x[i])));
+}
+
+template <int OP, typename T>
+__global__ void unary_vec_kernel(const T* __restrict__ x, T* __restrict__ out, int64_t n) {
+  map_pieces(x, out, n, [](float v) { return unary_apply<OP>(v); });
 }
 
 template <int OP, typename T>
@@ -122,16 +128,7 @@ __global__ void binary_vec_kernel(const T* __restrict__ a, const T* __restrict__
 
 template <int OP, typename T>
 __global__ void binary_scalar_vec_kernel(const T* __restrict__ a, float scalar, T* __restrict__ out, int64_t n) {
-  const GridStride g;
-  constexpr int kN = Pack<T>::kN;
-  for (int64_t v = g.first; v < n / kN; v += g.stride) {
-    float f[kN];
-    load_piece(a + kN * v, f);
-#pragma unroll
-    for (int j = 0; j < kN; j++) f[j] = binary_apply<OP>(f[j], scalar);
-    store_piece(out + kN * v, f);
-  }
-  for (int64_t i = n / kN * kN + g.first; i < n; i += g.stride) stf(out[i], binary_apply<OP>(ldf(a[i]), scalar));
+  map_pieces(a, out, n, [scalar](float v) { return binary_apply<OP>(v, scalar); });
 }
 
 // float32 <-> bfloat16 (rounding to nearest even, as stf does)
