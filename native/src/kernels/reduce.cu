@@ -61,8 +61,8 @@ __global__ void reduce_rows_split_kernel(const T* __restrict__ x, float* __restr
 }
 
 // Columns of a contiguous [rows, cols] matrix (the sum over the leading axis, as in a bias gradient): a
-// block owns a tile of 256 columns, each thread 8 adjacent ones (a warp reads 512 contiguous bytes of a
-// row) in every 8th row of the block's chunk; the 8 partial results of a column meet in shared memory.
+// block owns a tile of 256 columns, each thread 8 adjacent ones (a warp reads a contiguous 256-column run
+// of a row) in every 8th row of the block's chunk; the 8 partial results of a column meet in shared memory.
 // Chunk blockIdx.y of the rows writes row blockIdx.y of `out` ([gridDim.y, cols]). Needs cols % 8 == 0
 // and a 16-byte aligned x.
 constexpr int kColumnLanes = 32, kColumnRowLanes = kThreads / kColumnLanes, kColumnTile = kColumnLanes * 8;

@@ -36,7 +36,7 @@ __global__ void rotate_pairs_kernel(const Pair* __restrict__ x, const float2* __
   }
 }
 
-// Four pairs a thread: 16-byte loads of x (8 bfloat16 or float32 elements) and 32 bytes of each table,
+// Four pairs a thread: 8 elements of x (one 16-byte load in bfloat16, two in float32) and of each table,
 // with the row arithmetic in Index (32-bit where the tensor allows: 64-bit division is slow). Needs
 // dim % 8 == 0 and 16-byte aligned operands.
 template <bool TRANSPOSE, typename T, typename Index>
