@@ -130,18 +130,13 @@ const Plan& plan_for(const Problem& p, const void* bias) {
 // work, so the scratch returns to the cache as soon as the product is queued.
 class Bf16Copy {
  public:
-  Bf16Copy(const float* from, int64_t elems, cudaStream_t s) {
-    ptr_ = allocator().allocate(size_t(elems) * 2, capacity_);
-    launch_cast(from, DType::F32, ptr_, DType::BF16, elems, s);
+  Bf16Copy(const float* from, int64_t elems, cudaStream_t s) : copy_(size_t(elems) * 2) {
+    launch_cast(from, DType::F32, copy_.as<void>(), DType::BF16, elems, s);
   }
-  ~Bf16Copy() { allocator().release(ptr_, capacity_); }
-  Bf16Copy(const Bf16Copy&) = delete;
-  Bf16Copy& operator=(const Bf16Copy&) = delete;
-  const void* get() const { return ptr_; }
+  const void* get() const { return copy_.as<void>(); }
 
  private:
-  void* ptr_ = nullptr;
-  size_t capacity_ = 0;
+  Scratch copy_;
 };
 
 // Elements an operand spans: its last matrix starts (batch - 1) strides in (0 when broadcast).

@@ -41,6 +41,23 @@ class Allocator {
 
 Allocator& allocator();
 
+// Device memory for the kernels of one launch sequence (partial results, tables), back to the cache when
+// it goes out of scope, normal exit or exception: as soon as the kernels that use it are queued, since one
+// stream orders the work.
+class Scratch {
+ public:
+  explicit Scratch(size_t bytes) : ptr_(allocator().allocate(bytes, capacity_)) {}
+  ~Scratch() { allocator().release(ptr_, capacity_); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  template <typename T>
+  T* as() const { return static_cast<T*>(ptr_); }
+
+ private:
+  size_t capacity_ = 0;  // set by allocate(), before ptr_ (declaration order)
+  void* ptr_;
+};
+
 // What a JS storage handle points to. `ptr` is null once freed (or for zero elements).
 struct Buffer {
   void* ptr = nullptr;

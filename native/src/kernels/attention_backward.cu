@@ -237,32 +237,26 @@ void launch_attention_backward(const float* q, const float* k, const float* v, c
   check_cuda(cudaMemsetAsync(dq, 0, bytes, s), "cudaMemsetAsync");
   check_cuda(cudaMemsetAsync(dk, 0, bytes, s), "cudaMemsetAsync");
   check_cuda(cudaMemsetAsync(dv, 0, bytes, s), "cudaMemsetAsync");
-  size_t cap = 0;
-  float* dsum = static_cast<float*>(allocator().allocate(size_t(rows) * sizeof(float), cap));
-  try {
-    attention_dsum_kernel<<<static_cast<unsigned>(ceil_div(rows, kThreads / 32)), kThreads, 0, s>>>(o, d_o, dsum, rows, sh.head_dim);
-    check_launch("dilated attention Dsum kernel");
-    dispatch_head_dim(sh.head_dim, [&]<int DM, int BM>() {
-      constexpr size_t smem = backward_smem<DM, BM>();
-      auto dkdv = attention_dkdv_kernel<DM, BM>;
-      auto dqk = attention_dq_kernel<DM, BM>;
-      allow_dynamic_smem(reinterpret_cast<const void*>(dkdv), smem, "dilated attention backward");
-      allow_dynamic_smem(reinterpret_cast<const void*>(dqk), smem, "dilated attention backward");
-      for (const auto& pat : opt.patterns) {
-        const PatternGeom g = make_geom(sh, pat, opt, BM);
-        const int64_t blocks = g.group * g.tiles;
-        if (blocks > INT32_MAX) fail("dilated attention backward: too many blocks");
-        dkdv<<<static_cast<unsigned>(blocks), kAttnThreads, smem, s>>>(q, k, v, d_o, lse, dsum, dk, dv, g, opt.scale);
-        check_launch("dilated attention dK/dV kernel");
-        dqk<<<static_cast<unsigned>(blocks), kAttnThreads, smem, s>>>(q, k, v, d_o, lse, dsum, dq, g, opt.scale);
-        check_launch("dilated attention dQ kernel");
-      }
-    });
-  } catch (...) {
-    allocator().release(dsum, cap);
-    throw;
-  }
-  allocator().release(dsum, cap);
+  const Scratch scratch(size_t(rows) * sizeof(float));  // stream-ordered: freed once the kernels are queued
+  float* dsum = scratch.as<float>();
+  attention_dsum_kernel<<<static_cast<unsigned>(ceil_div(rows, kThreads / 32)), kThreads, 0, s>>>(o, d_o, dsum, rows, sh.head_dim);
+  check_launch("dilated attention Dsum kernel");
+  dispatch_head_dim(sh.head_dim, [&]<int DM, int BM>() {
+    constexpr size_t smem = backward_smem<DM, BM>();
+    auto dkdv = attention_dkdv_kernel<DM, BM>;
+    auto dqk = attention_dq_kernel<DM, BM>;
+    allow_dynamic_smem(reinterpret_cast<const void*>(dkdv), smem, "dilated attention backward");
+    allow_dynamic_smem(reinterpret_cast<const void*>(dqk), smem, "dilated attention backward");
+    for (const auto& pat : opt.patterns) {
+      const PatternGeom g = make_geom(sh, pat, opt, BM);
+      const int64_t blocks = g.group * g.tiles;
+      if (blocks > INT32_MAX) fail("dilated attention backward: too many blocks");
+      dkdv<<<static_cast<unsigned>(blocks), kAttnThreads, smem, s>>>(q, k, v, d_o, lse, dsum, dk, dv, g, opt.scale);
+      check_launch("dilated attention dK/dV kernel");
+      dqk<<<static_cast<unsigned>(blocks), kAttnThreads, smem, s>>>(q, k, v, d_o, lse, dsum, dq, g, opt.scale);
+      check_launch("dilated attention dQ kernel");
+    }
+  });
 }
 
 }  // namespace ln

@@ -230,7 +230,7 @@ __device__ __forceinline__ bool finite_value(T v) {
   else return isfinite(v);
 }
 
-// Whether this thread's share of x is finite: 8 elements a step where VEC (float32 or bfloat16, 16-byte
+// Whether this thread's share of x is finite: a 16-byte piece a step where VEC (float32 or bfloat16, 16-byte
 // aligned), then the rest one at a time.
 template <bool VEC, typename T>
 __device__ __forceinline__ bool thread_finite(const T* __restrict__ x, int64_t n) {

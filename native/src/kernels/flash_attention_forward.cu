@@ -322,8 +322,8 @@ void launch_flash_problems_forward(const __nv_bfloat16* q, const __nv_bfloat16* 
     if (blocks == 0) return;
     if (blocks > INT32_MAX) fail("fused attention forward: too many blocks");
     const size_t problem_bytes = problems.size() * sizeof(FlashProblem), tile_bytes = tiles.size() * sizeof(int32_t);
-    size_t capacity = 0;
-    auto* table = static_cast<unsigned char*>(allocator().allocate(problem_bytes + tile_bytes, capacity));
+    const Scratch scratch(problem_bytes + tile_bytes);  // stream-ordered: the next user of this block queues after the kernel
+    auto* table = scratch.as<unsigned char>();
     check_cuda(cudaMemcpyAsync(table, problems.data(), problem_bytes, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync");
     check_cuda(cudaMemcpyAsync(table + problem_bytes, tiles.data(), tile_bytes, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync");
     const flash::TableSource source{reinterpret_cast<const FlashProblem*>(table), reinterpret_cast<const int32_t*>(table + problem_bytes)};
@@ -343,7 +343,6 @@ void launch_flash_problems_forward(const __nv_bfloat16* q, const __nv_bfloat16* 
       kernel<<<static_cast<unsigned>(blocks), flash::kThreads, smem, s>>>(q, k, v, static_cast<OutT*>(o), lse, source, scale * kLog2e);
       check_launch("fused attention forward kernel");
     }
-    allocator().release(table, capacity);  // stream-ordered: the next user of this block queues after the kernel
   });
 }
 

@@ -376,20 +376,12 @@ void column_sums(int64_t parts, int64_t cols, float* d_gamma, float* d_beta, cud
     launch(d_gamma, d_beta);
     return;
   }
-  size_t cap = 0;
-  float* partial = static_cast<float*>(allocator().allocate(size_t(2 * parts * cols) * sizeof(float), cap));
-  float* pg = partial;
-  float* pb = partial + parts * cols;
-  try {
-    launch(pg, pb);
-    const dim3 grid(static_cast<unsigned>(ceil_div(cols, kSumCols)), 2);
-    layer_norm_sum_partials_kernel<<<grid, kThreads, 0, s>>>(partial, d_gamma, d_beta, static_cast<int>(parts), cols);
-    check_launch("layerNorm parameter-gradient sum kernel");
-  } catch (...) {
-    allocator().release(partial, cap);
-    throw;
-  }
-  allocator().release(partial, cap);
+  const Scratch scratch(size_t(2 * parts * cols) * sizeof(float));
+  float* partial = scratch.as<float>();
+  launch(partial, partial + parts * cols);
+  const dim3 grid(static_cast<unsigned>(ceil_div(cols, kSumCols)), 2);
+  layer_norm_sum_partials_kernel<<<grid, kThreads, 0, s>>>(partial, d_gamma, d_beta, static_cast<int>(parts), cols);
+  check_launch("layerNorm parameter-gradient sum kernel");
 }
 
 // Row ranges for column-sum kernels with `col_blocks` blocks a range: enough blocks to fill the device

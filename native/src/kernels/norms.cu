@@ -68,16 +68,14 @@ void launch_sums_of_squares(const std::vector<const float*>& xs, const std::vect
   if (total_blocks > INT32_MAX) fail("sums of squares: too many blocks");
   static_assert(sizeof(Piece) % sizeof(double) == 0, "the partials after the table stay aligned");
   const size_t piece_bytes = pieces.size() * sizeof(Piece), partial_bytes = size_t(total_blocks) * sizeof(double);
-  size_t capacity = 0;
-  auto* scratch = static_cast<unsigned char*>(allocator().allocate(piece_bytes + partial_bytes, capacity));
-  auto* table = reinterpret_cast<Piece*>(scratch);
-  auto* partial = reinterpret_cast<double*>(scratch + piece_bytes);
+  const Scratch scratch(piece_bytes + partial_bytes);  // stream-ordered, as the packed forward's table
+  auto* table = scratch.as<Piece>();
+  auto* partial = reinterpret_cast<double*>(scratch.as<unsigned char>() + piece_bytes);
   check_cuda(cudaMemcpyAsync(table, pieces.data(), piece_bytes, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync");
   squares_partial_kernel<<<static_cast<unsigned>(total_blocks), kThreads, 0, s>>>(table, count, partial);
   check_launch("sums of squares kernel");
   squares_final_kernel<<<static_cast<unsigned>(ceil_div(count, kThreads)), kThreads, 0, s>>>(table, count, partial, out);
   check_launch("sums of squares final kernel");
-  allocator().release(scratch, capacity);  // stream-ordered, as the packed forward's table
 }
 
 }  // namespace ln

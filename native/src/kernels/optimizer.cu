@@ -69,17 +69,10 @@ void launch_adamw_multi(const std::vector<AdamWTensor>& tensors, const AdamWArgs
   if (pieces.empty()) return;
   if (blocks > INT32_MAX) fail("adamw: too many elements for one multi-tensor launch");
   const size_t bytes = pieces.size() * sizeof(Piece);
-  size_t capacity = 0;
-  auto* table = static_cast<Piece*>(allocator().allocate(bytes, capacity));
-  try {
-    check_cuda(cudaMemcpyAsync(table, pieces.data(), bytes, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync");
-    adamw_multi_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(table, static_cast<int>(pieces.size()), a);
-    check_launch("adamw multi-tensor kernel");
-  } catch (...) {
-    allocator().release(table, capacity);
-    throw;
-  }
-  allocator().release(table, capacity);  // stream-ordered, as the table of the sums of squares
+  const Scratch table(bytes);  // stream-ordered, as the table of the sums of squares
+  check_cuda(cudaMemcpyAsync(table.as<Piece>(), pieces.data(), bytes, cudaMemcpyHostToDevice, s), "cudaMemcpyAsync");
+  adamw_multi_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(table.as<Piece>(), static_cast<int>(pieces.size()), a);
+  check_launch("adamw multi-tensor kernel");
 }
 
 }  // namespace ln

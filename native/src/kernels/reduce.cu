@@ -143,19 +143,11 @@ void reduce_impl(const T* x, float* out, const Dims& shape, const Dims& axes, cu
       const int64_t wanted = std::min(ceil_div(target, outputs), ceil_div(count, 8192));
       const int64_t chunk = ceil_div(count, wanted);
       const int64_t splits = ceil_div(count, chunk);
-      size_t capacity = 0;
-      float* partial = static_cast<float*>(allocator().allocate(size_t(splits * outputs) * sizeof(float), capacity));
+      const Scratch partial(size_t(splits * outputs) * sizeof(float));
       reduce_rows_split_kernel<SUM, T><<<dim3(static_cast<unsigned>(splits), static_cast<unsigned>(outputs)), kThreads, 0, s>>>(
-          x, partial, count, chunk);
-      try {
-        check_launch("reduce rows split kernel");
-        reduce_impl<SUM, float>(partial, out, {outputs, splits}, {1}, s);
-      } catch (...) {
-        allocator().release(partial, capacity);
-        throw;
-      }
-      // stream order keeps the block alive for the kernels above
-      allocator().release(partial, capacity);
+          x, partial.as<float>(), count, chunk);
+      check_launch("reduce rows split kernel");
+      reduce_impl<SUM, float>(partial.as<float>(), out, {outputs, splits}, {1}, s);
       return;
     }
     if (count <= 1024) {
@@ -181,17 +173,9 @@ void reduce_impl(const T* x, float* out, const Dims& shape, const Dims& axes, cu
       check_launch("reduce columns kernel");
     };
     if (splits == 1) return launch(out);
-    size_t capacity = 0;
-    float* partial = static_cast<float*>(allocator().allocate(size_t(splits * outputs) * sizeof(float), capacity));
-    try {
-      launch(partial);
-      reduce_impl<SUM, float>(partial, out, {splits, outputs}, {0}, s);
-    } catch (...) {
-      allocator().release(partial, capacity);
-      throw;
-    }
-    // stream order keeps the block alive for the kernels above
-    allocator().release(partial, capacity);
+    const Scratch partial(size_t(splits * outputs) * sizeof(float));
+    launch(partial.as<float>());
+    reduce_impl<SUM, float>(partial.as<float>(), out, {splits, outputs}, {0}, s);
     return;
   }
 
@@ -207,18 +191,10 @@ void reduce_impl(const T* x, float* out, const Dims& shape, const Dims& axes, cu
     check_launch("reduce kernel");
     return;
   }
-  size_t capacity = 0;
-  float* partial = static_cast<float*>(allocator().allocate(size_t(splits * outputs) * sizeof(float), capacity));
-  reduce_general_kernel<SUM, T><<<grid, kThreads, 0, s>>>(x, partial, kept, red, outputs, count, chunk);
+  const Scratch partial(size_t(splits * outputs) * sizeof(float));
+  reduce_general_kernel<SUM, T><<<grid, kThreads, 0, s>>>(x, partial.as<float>(), kept, red, outputs, count, chunk);
   check_launch("reduce kernel");
-  try {
-    reduce_impl<SUM, float>(partial, out, {splits, outputs}, {0}, s);
-  } catch (...) {
-    allocator().release(partial, capacity);
-    throw;
-  }
-  // stream order keeps the block alive for the kernel above
-  allocator().release(partial, capacity);
+  reduce_impl<SUM, float>(partial.as<float>(), out, {splits, outputs}, {0}, s);
 }
 
 }  // namespace

@@ -87,16 +87,9 @@ napi_value reduce(const Call& c) {
     return undefined(c.env);
   }
   // bfloat16: float32 results, rounded once at the end (stream order frees the scratch after the cast)
-  size_t cap = 0;
-  float* sums = static_cast<float*>(allocator().allocate(size_t(std::max<int64_t>(out_size, 1)) * sizeof(float), cap));
-  try {
-    launch_reduce_bf16(op, x->ptr, sums, shape, axes, stream());
-    launch_cast(sums, DType::F32, out->ptr, DType::BF16, out_size, stream());
-  } catch (...) {
-    allocator().release(sums, cap);
-    throw;
-  }
-  allocator().release(sums, cap);
+  const Scratch sums(size_t(std::max<int64_t>(out_size, 1)) * sizeof(float));
+  launch_reduce_bf16(op, x->ptr, sums.as<float>(), shape, axes, stream());
+  launch_cast(sums.as<float>(), DType::F32, out->ptr, DType::BF16, out_size, stream());
   return undefined(c.env);
 }
 
