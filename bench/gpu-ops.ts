@@ -77,7 +77,23 @@ const headF32 = random(headElems), headBf16 = g.cast(headF32, 'bfloat16');
 const act = bf16(LR * LC), actWide = bf16(LR * LW);
 const cosTable = random(LR * 64), sinTable = random(LR * 64);
 
+// the loss over the cl100k head's logits (bf16, 8192 tokens): forward and backward kernels against the one
+// that writes the gradient in the forward (read once, or twice through L2, and write once)
+const ceRows = 8192, ceCols = 100288;
+const ceLogits = bf16(ceRows * ceCols);
+const ceTargets = g.fromArray(Int32Array.from({ length: ceRows }, (_, i) => (i * 7919) % 100277));
+const ceWeight = g.fromArray(new Float32Array([1 / ceRows]));
+const ceDLoss = g.fromArray(new Float32Array(ceRows).fill(1 / ceRows));
+
 const cases: [string, number, () => Storage[], number?][] = [
+  ['crossEntropy + backward bf16 [8192,100288]', 6 * ceRows * ceCols, () => {
+    const r = g.crossEntropy(ceLogits, ceTargets, ceRows, ceCols, -100, 100277);
+    return [r.loss, r.lse, g.crossEntropyBackward(ceLogits, ceTargets, r.lse, ceDLoss, ceRows, ceCols, -100, 100277)];
+  }],
+  ['crossEntropyWithGrad bf16 [8192,100288]', 4 * ceRows * ceCols, () => {
+    const r = g.crossEntropyWithGrad(ceLogits, ceTargets, ceRows, ceCols, -100, 100277, ceWeight);
+    return [r.loss, r.lse, r.grad];
+  }],
   ['add bf16 [32768,768]', 6 * LR * LC, () => [g.binary('add', lnX, [LR * LC], act, [LR * LC], [LR * LC])], 20],
   ['sum over tokens bf16 [32768,768]', 2 * LR * LC, () => [g.reduce('sum', act, [LR, LC], [0])], 20],
   ['sum over tokens bf16 [32768,3072]', 2 * LR * LW, () => [g.reduce('sum', actWide, [LR, LW], [0])], 20],

@@ -74,13 +74,15 @@ interface Outcome {
   profiledStepMs?: number;
   emptySyncUs?: number;
   setupSeconds?: number;
+  /** One more step's time, and the part of it the host spent waiting for the device (reads, synchronize). */
+  waitedStep?: { ms: number; waitedMs: number };
 }
 
 const CATEGORY: Record<string, string> = {
   matmul: 'matmul',
   dilatedAttention: 'attention', dilatedAttentionBackward: 'attention',
   layerNorm: 'layer norm', layerNormBackward: 'layer norm',
-  crossEntropy: 'cross-entropy', crossEntropyBackward: 'cross-entropy',
+  crossEntropy: 'cross-entropy', crossEntropyBackward: 'cross-entropy', crossEntropyWithGrad: 'cross-entropy',
   unary: 'elementwise', binary: 'elementwise', binaryScalar: 'elementwise', reduce: 'elementwise',
   softmax: 'elementwise', softmaxBackward: 'elementwise', rotatePairs: 'elementwise', sumsOfSquares: 'elementwise',
   permute: 'layout', slice: 'layout', addSliceInto: 'layout', copy: 'layout', cast: 'layout', assign: 'layout',
@@ -141,6 +143,36 @@ function profiled(backend: CudaBackend, fn: () => void): { profile: Profile; det
   return { profile, detail, ms: performance.now() - t0 };
 }
 
+/**
+ * The time of `fn` (synchronized) and how much of it the host spent in the backend's waits for the device:
+ * little waiting means the host's work (JavaScript, launches) bounds the step, not the device's.
+ */
+function waited(backend: CudaBackend, fn: () => void): { ms: number; waitedMs: number } {
+  const target = backend as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const originals = new Map<string, (...a: unknown[]) => unknown>();
+  let waitedMs = 0;
+  for (const name of ['read', 'synchronize', 'allFinite']) {
+    const original = target[name]!;
+    originals.set(name, original);
+    target[name] = (...args: unknown[]): unknown => {
+      const t0 = performance.now();
+      try {
+        return original.apply(backend, args);
+      } finally {
+        waitedMs += performance.now() - t0;
+      }
+    };
+  }
+  const t0 = performance.now();
+  try {
+    fn();
+    backend.synchronize();
+  } finally {
+    for (const [name, original] of originals) target[name] = original;
+  }
+  return { ms: performance.now() - t0, waitedMs };
+}
+
 async function runChild(job: Job): Promise<Outcome> {
   const started = performance.now();
   const backend = getBackend('cuda') as CudaBackend & Backend;
@@ -174,12 +206,13 @@ async function runChild(job: Job): Promise<Outcome> {
     backend.synchronize();
     syncTimes.push(performance.now() - t0);
   }
+  const waitedStep = waited(backend, () => losses.push(trainer.step().loss));
   const p = profiled(backend, () => losses.push(trainer.step().loss));
   const stats = backend.memoryStats();
   return {
     job, ok: true, card: backend.info.name, params: model.parameterCount(), matmulParams: matmulParameterCount(config),
     stepMs, losses, inUse, peakBytes: stats.peakInUse, totalBytes: stats.deviceTotal, profile: p.profile, detail: p.detail, profiledStepMs: p.ms,
-    emptySyncUs: median(syncTimes) * 1000, setupSeconds,
+    emptySyncUs: median(syncTimes) * 1000, setupSeconds, waitedStep,
   };
 }
 
@@ -230,6 +263,8 @@ for (const job of jobs) {
       `peak ${gb(outcome.peakBytes!)} GiB; in use after each step ${outcome.inUse!.map(gb).join(', ')} GiB; setup ${outcome.setupSeconds!.toFixed(1)} s`);
     const top = Object.entries(outcome.detail!).sort((a, b) => b[1].ms - a[1].ms).slice(0, 14);
     console.log(`  slowest calls: ${top.map(([k, e]) => `${k} ${e.ms.toFixed(1)} ms/${e.calls}`).join(', ')}`);
+    const w = outcome.waitedStep!;
+    console.log(`  one more step: ${w.ms.toFixed(1)} ms, of which the host waited for the device ${w.waitedMs.toFixed(1)} ms`);
   } else {
     console.log(`${tag}: failed: ${outcome.error}`);
   }

@@ -174,6 +174,11 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
       put(loss, cpu.fromArray(l));
       put(lse, r.lse);
     },
+    crossEntropyWithGrad(logits, targets, rows, cols, ignoreIndex, classes, weight, loss, lse, dLogits, checkId) {
+      this.crossEntropy(logits, targets, rows, cols, ignoreIndex, classes, loss, lse, checkId);
+      const w = weight ? f32(weight)[0]! : 1;
+      put(dLogits, cpu.crossEntropyBackward(s(logits), s(targets), s(lse), cpu.fromArray(new Float32Array(rows).fill(w)), rows, cols, ignoreIndex, classes));
+    },
     crossEntropyBackward: (logits, targets, lse, dLoss, rows, cols, ignoreIndex, classes, out) =>
       put(out, cpu.crossEntropyBackward(s(logits), s(targets), s(lse), s(dLoss), rows, cols, ignoreIndex, classes)),
     rotatePairs: (x, cos, sin, outer, positions, inner, dim, transpose, y) =>

@@ -134,6 +134,36 @@ test('cross-entropy, forward and backward, with ignored rows', { skip }, () => {
   }
 });
 
+test('cross-entropy with the gradient in the same kernel: loss, lse and gradient as the CPU for a weight on every row', { skip }, () => {
+  const g = requireGpu();
+  // 16-byte pieces (float32 5000, bf16 1032 with padding columns and a tail of classes) and element by
+  // element (float32 1030, bf16 770); more rows than multiprocessors
+  for (const [rows, cols, classes, bf16] of [[16, 5000, 5000, false], [50, 1030, 1030, false], [300, 1032, 1030, true], [40, 770, 770, true]] as const) {
+    const n = rows * cols;
+    const logits = bf16 ? bf16Input(n, (r) => r.normal() * 3) : both(rng.floats(n, (r) => r.normal() * 3));
+    const t = Int32Array.from({ length: rows }, () => rng.int(classes));
+    t[0] = -100;
+    t[rows - 1] = classes - 1;
+    const targets = both(t);
+    for (const weight of [null, 0.25]) {
+      const w = weight === null ? null : both(new Float32Array([weight]));
+      const label = `${bf16 ? 'bf16 ' : ''}${rows}x${cols} (classes ${classes}), weight ${weight}`;
+      poison([rows]);
+      if (bf16) poisonBf16(n);
+      else poison([n]);
+      const rg = g.crossEntropyWithGrad(logits.g, targets.g, rows, cols, -100, classes, w?.g ?? null);
+      const rc = cpu.crossEntropy(logits.c, targets.c, rows, cols, -100, classes);
+      assertClose(readGpu(rg.loss), cpu.read(rc.loss), `${label} loss`, 1e-5, 1e-5);
+      assertClose(readGpu(rg.lse), cpu.read(rc.lse), `${label} lse`, 1e-5, 1e-5);
+      const dLoss = cpu.fromArray(new Float32Array(rows).fill(weight ?? 1));
+      const dc = cpu.crossEntropyBackward(logits.c, targets.c, rc.lse, dLoss, rows, cols, -100, classes);
+      // bf16: one rounding of the gradient
+      assertClose(readGpu(rg.grad), cpu.read(dc), `${label} gradient`, bf16 ? 2 ** -8 : 1e-4, 1e-6);
+      for (const st of [rg.loss, rg.lse, rg.grad]) g.free(st);
+    }
+  }
+});
+
 /** Asserts that `wait` throws the RangeError `message` (a queued index check failing at a wait). */
 function assertRangeError(wait: () => unknown, message: string): void {
   assert.throws(wait, (e: unknown) => {

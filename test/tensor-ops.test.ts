@@ -110,6 +110,30 @@ test('gradients of softmax, log-softmax, layer norm, cross-entropy, embedding', 
   gradcheck(([table]) => weigh(T.embedding(table!, ids)), [input(4, 3)], { label: 'embedding' });
 });
 
+test('cross-entropy with the gradient written in the forward: the same loss and gradient, whatever the backward', () => {
+  const data = randomArray(4 * 7, new Rng(7));
+  const targets = T.tensor([3, -100, 0, 4], [4], { dtype: 'int32' });
+  const gradOf = (reduction: 'mean' | 'sum', gradientInForward: boolean, seedScale: number | null): { loss: number; grad: number[] } => {
+    const logits = T.tensor(data, [4, 7], { dtype: 'float64', requiresGrad: true });
+    // 5 classes: the last 2 columns are padding
+    const loss = T.crossEntropy(logits, targets, { reduction, classes: 5, gradientInForward });
+    (seedScale === null ? loss : T.mulScalar(loss, seedScale)).backward();
+    return { loss: loss.item(), grad: Array.from(logits.grad!.toArray()) };
+  };
+  for (const reduction of ['mean', 'sum'] as const) {
+    // a unit seed takes the forward's gradient; another seed computes it again
+    for (const seedScale of [null, 0.5]) {
+      const want = gradOf(reduction, false, seedScale);
+      const got = gradOf(reduction, true, seedScale);
+      assert.equal(got.loss, want.loss, `${reduction} loss`);
+      assert.deepEqual(got.grad, want.grad, `${reduction} gradient, seed ${seedScale ?? 'unit'}`);
+    }
+  }
+  // without gradients recorded it is the plain loss
+  const plain = T.noGrad(() => T.crossEntropy(T.tensor(data, [4, 7], { dtype: 'float64' }), targets, { classes: 5, gradientInForward: true }).item());
+  assert.equal(plain, gradOf('mean', false, null).loss);
+});
+
 test('cross-entropy equals -log softmax at the target and ignores ignoreIndex', () => {
   const logits = f64([1, 2, 3, 1, 1, 1], [2, 3]);
   const expected = -Math.log(Math.exp(3) / (Math.exp(1) + Math.exp(2) + Math.exp(3)));

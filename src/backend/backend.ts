@@ -153,6 +153,13 @@ export interface Backend {
   crossEntropyBackward(
     logits: Storage, targets: Storage, lse: Storage, dLoss: Storage, rows: number, cols: number, ignoreIndex: number, classes: number,
   ): Storage;
+  /**
+   * crossEntropy and, from the same reads of the logits, the crossEntropyBackward gradient for the same
+   * weight on every row: `weight` (a one-element storage, the mean's 1 / count) or 1 when null.
+   */
+  crossEntropyWithGrad(
+    logits: Storage, targets: Storage, rows: number, cols: number, ignoreIndex: number, classes: number, weight: Storage | null,
+  ): { loss: Storage; lse: Storage; grad: Storage };
 
   /**
    * Rotary positions over pairs: x is [outer, positions, inner, dim] (dim even), cos and sin are

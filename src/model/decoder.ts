@@ -23,6 +23,15 @@ export { DecoderCache } from './cache.js';
 /** The most new tokens one cached attention pass takes (its scores are [B, H, T, held keys]). */
 const DECODE_CHUNK = 256;
 
+/** How `loss` and `headLoss` compute. */
+export interface LossOptions {
+  /**
+   * The caller will call backward() on this loss as it is: the loss kernel writes the logits' gradient in
+   * the forward pass (see crossEntropy's gradientInForward).
+   */
+  gradientInForward?: boolean;
+}
+
 export interface DecoderOptions {
   /** Seeds the parameter init (default 0): the same seed gives the same model on every machine. */
   seed?: number;
@@ -147,8 +156,8 @@ export class LongNetDecoder extends Module {
    * [B, N]. The padded logits go in whole (no copy), the softmax told that only the first vocabSize
    * columns are classes.
    */
-  headLoss(x: Tensor, targets: Tensor): Tensor {
-    return T.crossEntropy(this.paddedLogits(x), targets, { classes: this.config.vocabSize });
+  headLoss(x: Tensor, targets: Tensor, options: LossOptions = {}): Tensor {
+    return T.crossEntropy(this.paddedLogits(x), targets, { classes: this.config.vocabSize, gradientInForward: options.gradientInForward });
   }
 
   /** int32 tokens [B, N] -> logits [B, N, vocab]. Causal: position p sees tokens 0..p. */
@@ -169,13 +178,13 @@ export class LongNetDecoder extends Module {
   }
 
   /** Mean next-token cross-entropy of forward(inputs) against int32 targets [B, N]: a scalar. */
-  loss(inputs: Tensor, targets: Tensor): Tensor {
+  loss(inputs: Tensor, targets: Tensor, options: LossOptions = {}): Tensor {
     const [b, n] = this.checkTokens(inputs, 'loss');
     check(targets.dtype === 'int32', `loss: targets must be int32, got ${targets.dtype}`);
     check(targets.rank === 2 && targets.shape[0] === b && targets.shape[1] === n,
       `loss: targets [${targets.shape.join(', ')}] do not match inputs [${b}, ${n}]`);
     validateConfig(this.config, n);
-    return this.headLoss(this.hidden(inputs), targets);
+    return this.headLoss(this.hidden(inputs), targets, options);
   }
 
   /**

@@ -5,7 +5,7 @@ export { Embedding, type EmbeddingOptions } from './embedding.js';
 export { FeedForward, type FeedForwardOptions } from './feed-forward.js';
 export { MultiheadDilatedAttention, type MultiheadDilatedAttentionOptions } from './attention.js';
 export { DecoderBlock, type DecoderBlockOptions } from './block.js';
-export { LongNetDecoder, type DecoderOptions } from './decoder.js';
+export { LongNetDecoder, type DecoderOptions, type LossOptions } from './decoder.js';
 export {
   PRESETS, presetConfig, validateConfig, scheduleNotes, parameterCountOf, paddedVocabSize, blockParameterCount, attentionPatterns,
   type ModelConfig, type AnyModelConfig, type AttentionSpec, type ModelAttention, type SparseFixedSpec,

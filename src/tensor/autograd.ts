@@ -11,6 +11,17 @@ export interface GradNode {
 
 let gradEnabled = true;
 
+// the gradients backward() starts from when given none: ones, known to be ones without reading them
+const unitSeeds = new WeakSet<Tensor>();
+
+/**
+ * Whether `g` is the ones that `backward()` without a gradient starts from: a formula that prepared its
+ * gradient for a unit seed in the forward pass (crossEntropy's gradientInForward) can hand it on as it is.
+ */
+export function isUnitSeed(g: Tensor): boolean {
+  return unitSeeds.has(g);
+}
+
 export function isGradEnabled(): boolean {
   return gradEnabled;
 }
@@ -81,7 +92,9 @@ export function runBackward(root: Tensor, seed: Tensor | undefined, retainGraph:
     const order = topologicalOrder(root);
     // every slot holds its own Tensor object (views where formulas return a shared one), so each can be disposed once
     const grads = new Map<Tensor, Tensor>();
-    grads.set(root, seed ? seed.shareStorage(seed.shape) : onesLike(root));
+    const start = seed ? seed.shareStorage(seed.shape) : onesLike(root);
+    if (!seed) unitSeeds.add(start);
+    grads.set(root, start);
     const accumulate = (target: Tensor, g: Tensor): void => {
       const existing = grads.get(target);
       if (!existing) {

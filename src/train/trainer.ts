@@ -8,6 +8,7 @@ import type { BatchPosition, TokenDataset } from '../data/index.js';
 import { splitBatch } from '../data/index.js';
 import { mulScalar, noGrad, tensor, tidy, type Tensor } from '../tensor/index.js';
 import type { Device } from '../backend/backend.js';
+import type { LossOptions } from '../model/decoder.js';
 import { clipScale, globalGradNormWith } from './clip.js';
 import { AdamW, type AdamWOptions } from './optimizer.js';
 import { learningRate, type ScheduleOptions } from './schedule.js';
@@ -16,7 +17,7 @@ import { learningRate, type ScheduleOptions } from './schedule.js';
 export interface TrainableModel {
   namedParameters(): Map<string, Tensor>;
   /** Mean cross-entropy (nats per token) of `targets` given `inputs`, both int32 [batch, seqLen]. */
-  loss(inputs: Tensor, targets: Tensor): Tensor;
+  loss(inputs: Tensor, targets: Tensor, options?: LossOptions): Tensor;
 }
 
 export interface TrainerOptions {
@@ -137,7 +138,8 @@ export class Trainer {
         const b = batches.next().value;
         losses.push(tidy(() => {
           const { inputs, targets } = this.toTensors(b.tokens, batch);
-          const loss = this.model.loss(inputs, targets);
+          // one micro-batch: its loss is where the backward starts, so the loss kernel can write the logits' gradient
+          const loss = this.model.loss(inputs, targets, { gradientInForward: accumulate === 1 });
           // the mean of the micro-batch means is the mean over the whole (equal-sized) batch
           (accumulate > 1 ? mulScalar(loss, 1 / accumulate) : loss).backward();
           return loss;

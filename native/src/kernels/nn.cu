@@ -1,5 +1,6 @@
 #include "nn.h"
 
+#include <algorithm>
 #include <climits>
 
 #include "../device.h"
@@ -7,6 +8,7 @@
 #include "elementwise.h"
 #include "launch_util.cuh"
 #include "row_groups.cuh"
+#include "vector_access.cuh"
 
 namespace ln {
 
@@ -137,6 +139,102 @@ __global__ void cross_entropy_backward_pairs_kernel(const __nv_bfloat162* __rest
   }
 }
 
+// Cross-entropy with the gradient of the logits in the same kernel, for a backward seeded with 1: loss and
+// lse as cross_entropy_kernel, and d = w (softmax - onehot(target)) over the classes, 0 on the padding
+// columns and on ignored rows, with w = *weight (a mean's 1 / count) or 1: what cross_entropy_backward_kernel
+// gives for d_loss = w, up to float rounding (the exponentials here are in base 2, a fused multiply-add and
+// one ex2 an element, which keeps the kernel at the speed of memory). A block reads each row twice, for its
+// max and sum and then for its gradient: one resident block a multiprocessor walks rows gridDim.x apart,
+// so that the rows in flight (132 x 200 KB for a 100K vocabulary in bf16) are still in L2 the second time,
+// and the gradient is stored past L2 (streaming) so as not to evict them. VEC: 16-byte pieces (cols % kN
+// == 0, aligned rows).
+constexpr int kLossThreads = 1024;
+constexpr float kLog2E = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+
+template <typename T, bool VEC>
+__global__ void __launch_bounds__(kLossThreads)
+    cross_entropy_with_grad_kernel(const T* __restrict__ logits, const int32_t* __restrict__ targets, const float* __restrict__ weight,
+                                   float* __restrict__ loss, float* __restrict__ lse, T* __restrict__ d, int64_t rows, int64_t cols,
+                                   int64_t classes, int32_t ignore_index, QueuedCheck check) {
+  constexpr int kN = Pack<T>::kN;
+  const float w = weight ? *weight : 1.0f;
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const T* p = logits + row * cols;
+    T* o = d + row * cols;
+    // in units of log2e: the running max tm of x log2e and the sum ts of 2^(x log2e - tm)
+    float tm = -INFINITY, ts = 0.0f;
+    const auto add = [&](float x) {
+      const float y = x * kLog2E;
+      if (y > tm) {
+        ts = ts * exp2f(tm - y) + 1.0f;
+        tm = y;
+      } else {
+        ts += exp2f(y - tm);
+      }
+    };
+    int64_t scalar_from = 0;
+    if constexpr (VEC) {
+      const int64_t pieces = classes / kN;  // the pieces wholly within the classes
+#pragma unroll 4
+      for (int64_t v = threadIdx.x; v < pieces; v += kLossThreads) {
+        float f[kN];
+        load_piece(p + v * kN, f);
+        // one rescale a piece, by its max (a NaN or -inf reaches the sum as in `add`)
+        float pm = f[0];
+#pragma unroll
+        for (int i = 1; i < kN; i++) pm = fmaxf(pm, f[i]);
+        pm *= kLog2E;
+        if (pm > tm) {
+          ts *= exp2f(tm - pm);
+          tm = pm;
+        }
+#pragma unroll
+        for (int i = 0; i < kN; i++) ts += exp2f(fmaf(f[i], kLog2E, -tm));
+      }
+      scalar_from = pieces * kN;
+    }
+    for (int64_t j = scalar_from + threadIdx.x; j < classes; j += kLossThreads) add(ldf(p[j]));
+    const float m = group_max<kLossThreads>(tm);
+    const float sum = group_sum<kLossThreads>(tm == -INFINITY ? ts : ts * exp2f(tm - m));
+    const float l2 = m + log2f(sum);  // the log-sum-exp in units of log2e
+    const float l = l2 * kLn2;
+    const int32_t t = targets[row];
+    if (threadIdx.x == 0) {
+      lse[row] = l;
+      if (t == ignore_index) {
+        loss[row] = 0.0f;
+      } else if (t < 0 || t >= classes) {
+        report_bad_index(check, row, t);
+        loss[row] = NAN;
+      } else {
+        loss[row] = l - ldf(p[t]);
+      }
+    }
+    const int64_t live = t == ignore_index ? 0 : classes;  // columns with a nonzero gradient
+    const float wr = live ? w : 0.0f;
+    const auto grad = [&](float x, int64_t j) {
+      return j < live ? wr * exp2f(fmaf(x, kLog2E, -l2)) - (j == t ? wr : 0.0f) : 0.0f;
+    };
+    if constexpr (VEC) {
+      for (int64_t v = threadIdx.x; v < cols / kN; v += kLossThreads) {
+        float f[kN];
+        load_piece(p + v * kN, f);
+        const int64_t j0 = v * kN;
+        if (j0 + kN <= live && (t < j0 || t >= j0 + kN)) {  // most pieces: all classes, not the target
+#pragma unroll
+          for (int i = 0; i < kN; i++) f[i] = wr * exp2f(fmaf(f[i], kLog2E, -l2));
+        } else {
+#pragma unroll
+          for (int i = 0; i < kN; i++) f[i] = grad(f[i], j0 + i);
+        }
+        __stcs(reinterpret_cast<uint4*>(o + v * kN), Pack<T>::pack(f));
+      }
+    } else {
+      for (int64_t j = threadIdx.x; j < cols; j += kLossThreads) stf(o[j], grad(ldf(p[j]), j));
+    }
+  }
+}
+
 __global__ void gather_kernel(const float* __restrict__ table, int64_t table_rows, int64_t cols, const int32_t* __restrict__ indices,
                               int64_t count, float* __restrict__ out, QueuedCheck check) {
   const int64_t n = count * cols;
@@ -214,6 +312,26 @@ void launch_cross_entropy_backward(DType t, const void* logits, const int32_t* t
     });
   }
   check_launch("crossEntropyBackward kernel");
+}
+
+void launch_cross_entropy_with_grad(DType t, const void* logits, const int32_t* targets, const float* weight, float* loss, float* lse,
+                                    void* d_logits, int64_t rows, int64_t cols, int64_t classes, int32_t ignore_index,
+                                    const QueuedCheck& check, cudaStream_t s) {
+  if (rows == 0) return;
+  const auto blocks = static_cast<unsigned>(std::min<int64_t>(rows, device_info().sm_count));
+  float_typed(t, "crossEntropyWithGrad", [&](auto* tag) {
+    using T = element_of<decltype(tag)>;
+    const auto* x = static_cast<const T*>(logits);
+    auto* d = static_cast<T*>(d_logits);
+    if (cols % Pack<T>::kN == 0 && vector_aligned({logits, d_logits})) {
+      cross_entropy_with_grad_kernel<T, true><<<blocks, kLossThreads, 0, s>>>(x, targets, weight, loss, lse, d, rows, cols, classes,
+                                                                             ignore_index, check);
+    } else {
+      cross_entropy_with_grad_kernel<T, false><<<blocks, kLossThreads, 0, s>>>(x, targets, weight, loss, lse, d, rows, cols, classes,
+                                                                              ignore_index, check);
+    }
+  });
+  check_launch("crossEntropyWithGrad kernel");
 }
 
 void launch_gather(const float* table, int64_t table_rows, int64_t cols, const int32_t* indices, int64_t count, float* out,

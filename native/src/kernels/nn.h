@@ -25,6 +25,12 @@ void launch_cross_entropy(DType t, const void* logits, const int32_t* targets, f
 void launch_cross_entropy_backward(DType t, const void* logits, const int32_t* targets, const float* lse, const float* d_loss,
                                    void* d_logits, int64_t rows, int64_t cols, int64_t classes, int32_t ignore_index,
                                    cudaStream_t s);
+// launch_cross_entropy and, from the same reads, the gradient launch_cross_entropy_backward gives (up to
+// float rounding) for d_loss = *weight on every row (1 when weight is null): for a backward seeded with 1,
+// which then has nothing to do.
+void launch_cross_entropy_with_grad(DType t, const void* logits, const int32_t* targets, const float* weight, float* loss, float* lse,
+                                    void* d_logits, int64_t rows, int64_t cols, int64_t classes, int32_t ignore_index,
+                                    const QueuedCheck& check, cudaStream_t s);
 
 // An index outside [0, table_rows) fails `check` (device.h) with its position and value, and is skipped
 // (gather gives NaN there); table_rows may be less than the table's rows, to refuse its padding rows.

@@ -130,6 +130,27 @@ napi_value cross_entropy_backward(const Call& c) {
   return undefined(c.env);
 }
 
+napi_value cross_entropy_with_grad(const Call& c) {
+  Buffer* logits = c.buffer(0, "logits");
+  Buffer* targets = c.buffer(1, "targets");
+  const int64_t rows = c.integer(2, "rows"), cols = c.integer(3, "cols");
+  const int32_t ignore = static_cast<int32_t>(c.integer(4, "ignoreIndex"));
+  const int64_t classes = classes_arg(c, 5, cols);
+  Buffer* weight = c.optional_buffer(6, "weight");
+  Buffer* loss = c.buffer(7, "loss");
+  Buffer* lse = c.buffer(8, "lse");
+  Buffer* out = c.buffer(9, "dLogits");
+  const QueuedCheck check = queued_check(c.integer(10, "checkId"), "crossEntropy");
+  const DType t = expect_float(logits, rows * cols, "crossEntropyWithGrad logits");
+  expect(targets, DType::I32, rows, "crossEntropyWithGrad targets");
+  expect(loss, DType::F32, rows, "crossEntropyWithGrad loss");
+  expect(lse, DType::F32, rows, "crossEntropyWithGrad lse");
+  expect(out, t, rows * cols, "crossEntropyWithGrad dLogits");
+  launch_cross_entropy_with_grad(t, logits->ptr, targets->as<int32_t>(), optional_f32(weight, 1, "crossEntropyWithGrad weight"),
+                                 loss->as<float>(), lse->as<float>(), out->ptr, rows, cols, classes, ignore, check, stream());
+  return undefined(c.env);
+}
+
 // Indices must be below validRows (<= rowsInTable): the rows past it are padding no index may pick.
 napi_value gather(const Call& c) {
   Buffer* table = c.buffer(0, "table");
@@ -230,6 +251,7 @@ const Register reg({
     {"layerNormBackward", entry<layer_norm_backward>},
     {"crossEntropy", entry<cross_entropy>},
     {"crossEntropyBackward", entry<cross_entropy_backward>},
+    {"crossEntropyWithGrad", entry<cross_entropy_with_grad>},
     {"gather", entry<gather>},
     {"scatterAdd", entry<scatter_add>},
     {"adamw", entry<adamw>},

@@ -169,6 +169,15 @@ export class CpuBackend implements Backend {
     ));
   }
 
+  crossEntropyWithGrad(
+    logits: Storage, targets: Storage, rows: number, cols: number, ignoreIndex: number, classes: number, weight: Storage | null,
+  ): { loss: Storage; lse: Storage; grad: Storage } {
+    const r = this.crossEntropy(logits, targets, rows, cols, ignoreIndex, classes);
+    const w = weight ? floatData(weight, 'crossEntropy weight')[0]! : 1;
+    const dLoss = this.fromArray((logits.dtype === 'float64' ? new Float64Array(rows) : new Float32Array(rows)).fill(w));
+    return { ...r, grad: this.crossEntropyBackward(logits, targets, r.lse, dLoss, rows, cols, ignoreIndex, classes) };
+  }
+
   rotatePairs(x: Storage, cos: Storage, sin: Storage, outer: number, positions: number, inner: number, dim: number, transpose: boolean): Storage {
     return wrap(rotatePairsKernel(
       floatData(x, 'rotatePairs'), floatData(cos, 'rotatePairs cos'), floatData(sin, 'rotatePairs sin'), outer, positions, inner, dim, transpose,

@@ -245,6 +245,21 @@ export class CudaBackend implements Backend {
     return out;
   }
 
+  crossEntropyWithGrad(
+    logits: Storage, targets: Storage, rows: number, cols: number, ignoreIndex: number, classes: number, weight: Storage | null,
+  ): { loss: Storage; lse: Storage; grad: Storage } {
+    const [hl, ht] = [activationHandle(logits, 'crossEntropy'), intHandle(targets, 'crossEntropy targets')];
+    const hw = weight && floatHandle(weight, 'crossEntropy weight');
+    const [loss, lse] = this.f32s(2, rows) as [CudaStorage, CudaStorage];
+    const [grad] = this.orFreeAll([loss, lse], () => [this.make(logits.dtype, rows * cols)]) as [CudaStorage];
+    this.orFree([loss, lse, grad], () => {
+      const check = this.queueCheck(({ position, value }) =>
+        new RangeError(`crossEntropy: target ${value} at row ${position} is outside [0, ${classes})`));
+      this.native.crossEntropyWithGrad(hl, ht, rows, cols, ignoreIndex, classes, hw, loss.handle, lse.handle, grad.handle, check);
+    });
+    return { loss, lse, grad };
+  }
+
   /** x and y float32 or bfloat16; the tables float32. */
   rotatePairs(x: Storage, cos: Storage, sin: Storage, outer: number, positions: number, inner: number, dim: number, transpose: boolean): Storage {
     const hx = activationHandle(x, 'rotatePairs');

@@ -111,6 +111,11 @@ export interface NativeAddon {
   crossEntropyBackward(
     logits: H, targets: H, lse: H, dLoss: H, rows: number, cols: number, ignoreIndex: number, classes: number, out: H,
   ): void;
+  /** crossEntropy and the gradient for dLoss = weight (1 when null) on every row, in one kernel; no wait. */
+  crossEntropyWithGrad(
+    logits: H, targets: H, rows: number, cols: number, ignoreIndex: number, classes: number, weight: H | null, loss: H, lse: H,
+    dLogits: H, checkId: number,
+  ): void;
   /**
    * Indices must be below validRows (<= rowsInTable); a bad one fails the queued check `checkId` (its
    * position and value) and gives NaN; no wait.

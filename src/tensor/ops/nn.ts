@@ -1,5 +1,5 @@
 import type { Backend, Storage } from '../../backend/backend.js';
-import { record } from '../autograd.js';
+import { isGradEnabled, isUnitSeed, record } from '../autograd.js';
 import type { DType } from '../dtype.js';
 import { tidy } from '../scope.js';
 import { formatShape, shapesEqual } from '../shape.js';
@@ -74,6 +74,13 @@ export interface CrossEntropyOptions {
    * target, and their gradient is 0.
    */
   classes?: number;
+  /**
+   * Write the gradient of the logits in the forward pass, from the same reads of the logits (reduction
+   * 'mean' or 'sum', while gradients are recorded): a backward that starts from this loss with no gradient
+   * given (`loss.backward()`) then hands it on without another pass over the logits. Any other backward
+   * computes the gradient as without it; only the forward's work is lost.
+   */
+  gradientInForward?: boolean;
 }
 
 /**
@@ -94,14 +101,20 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntr
     throw new RangeError(`crossEntropy: classes = ${String(options.classes)} is not an integer in [1, ${cols}] (the logits' last axis)`);
   }
   const backend = logits.backend;
-  const r = backend.crossEntropy(logits.storage, targets.storage, rows, cols, ignoreIndex, classes);
-  const lse = wrap(r.lse, [rows], backend);
-  const perRow = wrap(r.loss, targets.shape, backend);
   // the mean divides by the rows not ignored, counted on the backend: a host read would wait for every
   // queued kernel in the middle of the forward pass on a GPU
+  const lossType: DType = logits.dtype === 'float64' ? 'float64' : 'float32';
   const meanScale = reduction === 'mean'
-    ? wrap(meanWeight(backend, targets.storage, rows, ignoreIndex, perRow.dtype), [1], backend)
+    ? wrap(meanWeight(backend, targets.storage, rows, ignoreIndex, lossType), [1], backend)
     : null;
+  const prepare = options.gradientInForward === true && reduction !== 'none' && isGradEnabled() && logits.requiresGrad;
+  const r: { loss: Storage; lse: Storage; grad?: Storage } = prepare
+    ? backend.crossEntropyWithGrad(logits.storage, targets.storage, rows, cols, ignoreIndex, classes, meanScale?.storage ?? null)
+    : backend.crossEntropy(logits.storage, targets.storage, rows, cols, ignoreIndex, classes);
+  // the gradient for a unit seed: g = 1 on the sum, or 1 times 1/count on every row of the mean
+  const prepared = r.grad ? wrap(r.grad, logits.shape, backend) : null;
+  const lse = wrap(r.lse, [rows], backend);
+  const perRow = wrap(r.loss, targets.shape, backend);
   let out: Tensor;
   if (reduction === 'none') {
     out = perRow;
@@ -117,6 +130,14 @@ export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntr
     total.dispose();
   }
   record('crossEntropy', out, [logits], (g) => {
+    if (prepared && !prepared.isDisposed) {
+      if (isUnitSeed(g)) {
+        const handed = prepared.shareStorage(prepared.shape);
+        prepared.dispose(); // the view keeps the memory until the backward has used it
+        return [handed];
+      }
+      prepared.dispose();
+    }
     // per-row weights of the reduced loss: g itself, or the scalar g (times 1/count for the mean) on every row
     const dLoss = reduction === 'none'
       ? g
