@@ -107,31 +107,19 @@ function attentionKernelsLine(): string {
     : 'exact float32 kernels of the addon';
 }
 
-/** Times every backend call of `fn` on its own (synchronized before and after), by category. */
-function profiled(backend: CudaBackend, fn: () => void): { profile: Profile; detail: Profile; ms: number } {
-  const profile: Profile = {};
-  const detail: Profile = {};
-  const target = backend as unknown as Record<string, (...a: unknown[]) => unknown>;
-  const originals = new Map<string, (...a: unknown[]) => unknown>();
-  for (const [name, category] of Object.entries(CATEGORY)) {
+type Method = (...args: unknown[]) => unknown;
+
+/**
+ * Runs `fn`, then synchronizes, with the backend's methods `names` replaced by `wrap(name, original)`
+ * (put back afterwards); returns the milliseconds it took.
+ */
+function withWrapped(backend: CudaBackend, names: Iterable<string>, wrap: (name: string, original: Method) => Method, fn: () => void): number {
+  const target = backend as unknown as Record<string, Method>;
+  const originals = new Map<string, Method>();
+  for (const name of names) {
     const original = target[name]!;
     originals.set(name, original);
-    target[name] = (...args: unknown[]): unknown => {
-      backend.synchronize();
-      const t0 = performance.now();
-      const r = original.apply(backend, args);
-      backend.synchronize();
-      const ms = performance.now() - t0;
-      const entry = (profile[category] ??= { ms: 0, calls: 0 });
-      entry.ms += ms;
-      entry.calls++;
-      // finer keys for the log: the method, and the op of elementwise calls
-      const key = `${name}${typeof args[0] === 'string' ? `:${args[0]}` : ''}`;
-      const fine = (detail[key] ??= { ms: 0, calls: 0 });
-      fine.ms += ms;
-      fine.calls++;
-      return r;
-    };
+    target[name] = wrap(name, original);
   }
   const t0 = performance.now();
   try {
@@ -140,7 +128,30 @@ function profiled(backend: CudaBackend, fn: () => void): { profile: Profile; det
   } finally {
     for (const [name, original] of originals) target[name] = original;
   }
-  return { profile, detail, ms: performance.now() - t0 };
+  return performance.now() - t0;
+}
+
+/** Times every backend call of `fn` on its own (synchronized before and after), by category. */
+function profiled(backend: CudaBackend, fn: () => void): { profile: Profile; detail: Profile; ms: number } {
+  const profile: Profile = {};
+  const detail: Profile = {};
+  const ms = withWrapped(backend, Object.keys(CATEGORY), (name, original) => (...args: unknown[]): unknown => {
+    backend.synchronize();
+    const t0 = performance.now();
+    const r = original.apply(backend, args);
+    backend.synchronize();
+    const ms = performance.now() - t0;
+    const entry = (profile[CATEGORY[name]!] ??= { ms: 0, calls: 0 });
+    entry.ms += ms;
+    entry.calls++;
+    // finer keys for the log: the method, and the op of elementwise calls
+    const key = `${name}${typeof args[0] === 'string' ? `:${args[0]}` : ''}`;
+    const fine = (detail[key] ??= { ms: 0, calls: 0 });
+    fine.ms += ms;
+    fine.calls++;
+    return r;
+  }, fn);
+  return { profile, detail, ms };
 }
 
 /**
@@ -148,29 +159,16 @@ function profiled(backend: CudaBackend, fn: () => void): { profile: Profile; det
  * little waiting means the host's work (JavaScript, launches) bounds the step, not the device's.
  */
 function waited(backend: CudaBackend, fn: () => void): { ms: number; waitedMs: number } {
-  const target = backend as unknown as Record<string, (...a: unknown[]) => unknown>;
-  const originals = new Map<string, (...a: unknown[]) => unknown>();
   let waitedMs = 0;
-  for (const name of ['read', 'synchronize', 'allFinite']) {
-    const original = target[name]!;
-    originals.set(name, original);
-    target[name] = (...args: unknown[]): unknown => {
-      const t0 = performance.now();
-      try {
-        return original.apply(backend, args);
-      } finally {
-        waitedMs += performance.now() - t0;
-      }
-    };
-  }
-  const t0 = performance.now();
-  try {
-    fn();
-    backend.synchronize();
-  } finally {
-    for (const [name, original] of originals) target[name] = original;
-  }
-  return { ms: performance.now() - t0, waitedMs };
+  const ms = withWrapped(backend, ['read', 'synchronize', 'allFinite'], (_name, original) => (...args: unknown[]): unknown => {
+    const t0 = performance.now();
+    try {
+      return original.apply(backend, args);
+    } finally {
+      waitedMs += performance.now() - t0;
+    }
+  }, fn);
+  return { ms, waitedMs };
 }
 
 async function runChild(job: Job): Promise<Outcome> {
