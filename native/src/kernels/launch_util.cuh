@@ -37,19 +37,20 @@ __device__ __forceinline__ T warp_reduce(T v, Op op) {
 }
 
 // Reduction over a group of GROUP consecutive threads: part of a warp (GROUP a power of two below 32), one
-// warp (GROUP == 32) or the whole block (GROUP == blockDim.x, a multiple of 32). Every thread of the warp
-// must call it, and of the block when GROUP > 32.
+// warp (GROUP == 32) or several (GROUP a multiple of 32 dividing blockDim.x: the whole block, or one of
+// its equal parts). Every thread of the warp must call it, and of the block when GROUP > 32.
 template <int GROUP, typename T, typename Op>
 __device__ __forceinline__ T group_reduce(T v, Op op) {
   v = warp_reduce<(GROUP < 32 ? GROUP : 32)>(v, op);
   if constexpr (GROUP > 32) {
     __shared__ T buf[32];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int first = warp / (GROUP / 32) * (GROUP / 32);  // the group's first warp
     __syncthreads();  // an earlier call may still be reading buf
     if (lane == 0) buf[warp] = v;
     __syncthreads();
-    v = buf[0];
-    for (int i = 1; i < GROUP / 32; i++) v = op(v, buf[i]);
+    v = buf[first];
+    for (int i = 1; i < GROUP / 32; i++) v = op(v, buf[first + i]);
   }
   return v;
 }

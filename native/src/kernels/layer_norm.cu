@@ -368,6 +368,18 @@ void by_row_pieces(int pieces, F&& f) {
   return f.template operator()<32, 16>();
 }
 
+// The backward's choice: rows of more than 4 pieces a lane of a warp go to groups of 128 threads (two a
+// block), so that each thread's share of the column sums (at most 32 columns) stays in registers beside
+// its pieces and the sums need no second read of dy and x.
+template <typename F>
+void by_row_pieces_backward(int pieces, F&& f) {
+  if (pieces <= 32 * 4) return by_row_pieces(pieces, f);
+  const int per_lane = static_cast<int>(ceil_div(pieces, 128));
+  if (per_lane <= 2) return f.template operator()<128, 2>();
+  if (per_lane <= 3) return f.template operator()<128, 3>();
+  return f.template operator()<128, 4>();
+}
+
 // Runs launch(pg, pb), which writes `parts` rows of column partial sums, and sums them into d_gamma and
 // d_beta (either may be null); one part is written straight to them.
 template <typename Launch>
@@ -489,7 +501,7 @@ void launch_layer_norm_backward(DType t, const void* dy, const void* x, const fl
     const T* xt = static_cast<const T*>(x);
     T* dxt = static_cast<T*>(dx);
     if (rows_fit_registers<T>(cols, {dy, x, dx, gamma})) {
-      by_row_pieces(static_cast<int>(cols / Pack<T>::kN), [&]<int LANES, int NV>() {
+      by_row_pieces_backward(static_cast<int>(cols / Pack<T>::kN), [&]<int LANES, int NV>() {
         layer_norm_dx_rows<T, LANES, NV>(dyt, xt, gamma, mean, rstd, dxt, d_gamma, d_beta, rows, static_cast<int>(cols), s);
       });
     } else {

@@ -7,17 +7,24 @@ namespace ln {
 
 namespace {
 
-// Element i's update. Both kernels run exactly this sequence of roundings: the _rn intrinsics keep the
-// compiler from fusing multiplies and adds differently in the two kernels, so that they agree bit for bit.
+// One element's update (p, m and v in place). Both kernels run exactly this sequence of roundings: the _rn
+// intrinsics keep the compiler from fusing multiplies and adds differently in the two kernels, so that they
+// agree bit for bit.
+__device__ __forceinline__ void adamw_update(float& p, float g, float& m, float& v, const AdamWArgs& a, float decay) {
+  const float gi = __fmul_rn(g, a.grad_scale);
+  m = __fadd_rn(__fmul_rn(a.beta1, m), __fmul_rn(__fsub_rn(1.0f, a.beta1), gi));
+  v = __fadd_rn(__fmul_rn(a.beta2, v), __fmul_rn(__fmul_rn(__fsub_rn(1.0f, a.beta2), gi), gi));
+  const float step = __fdiv_rn(__fmul_rn(a.lr, __fdiv_rn(m, a.bias1)), __fadd_rn(__fsqrt_rn(__fdiv_rn(v, a.bias2)), a.eps));
+  p = __fsub_rn(__fmul_rn(p, decay), step);
+}
+
 __device__ __forceinline__ void adamw_element(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                                               float* __restrict__ v, int64_t i, const AdamWArgs& a, float decay) {
-  const float gi = __fmul_rn(g[i], a.grad_scale);
-  const float mi = __fadd_rn(__fmul_rn(a.beta1, m[i]), __fmul_rn(__fsub_rn(1.0f, a.beta1), gi));
-  const float vi = __fadd_rn(__fmul_rn(a.beta2, v[i]), __fmul_rn(__fmul_rn(__fsub_rn(1.0f, a.beta2), gi), gi));
+  float pi = p[i], mi = m[i], vi = v[i];
+  adamw_update(pi, g[i], mi, vi, a, decay);
   m[i] = mi;
   v[i] = vi;
-  const float step = __fdiv_rn(__fmul_rn(a.lr, __fdiv_rn(mi, a.bias1)), __fadd_rn(__fsqrt_rn(__fdiv_rn(vi, a.bias2)), a.eps));
-  p[i] = __fsub_rn(__fmul_rn(p[i], decay), step);
+  p[i] = pi;
 }
 
 __global__ void adamw_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m, float* __restrict__ v,
@@ -27,16 +34,20 @@ __global__ void adamw_kernel(float* __restrict__ p, const float* __restrict__ g,
   }
 }
 
-// Elements a block of the multi-tensor kernel updates (8 a thread).
-constexpr int64_t kChunk = int64_t(kThreads) * 8;
+// Elements a block of the multi-tensor kernel updates: kQuads runs of 4 a thread.
+constexpr int kQuads = 2;
+constexpr int64_t kChunk = int64_t(kThreads) * 4 * kQuads;
 
-// A tensor and the first of its blocks (it has ceil(n / kChunk), up to the next piece's first).
+// A tensor, the first of its blocks (it has ceil(n / kChunk), up to the next piece's first), and whether
+// its four arrays are 16-byte aligned (then read and written as float4).
 struct Piece {
   AdamWTensor t;
   int64_t first_block;
+  bool quads;
 };
 
-// Block b finds its tensor by binary search over first_block and updates its chunk of it.
+// Block b finds its tensor by binary search over first_block and updates its chunk of it: all four arrays
+// of a thread's runs are read before any is written, so that the loads are in flight together.
 __global__ void adamw_multi_kernel(const Piece* __restrict__ pieces, int count, AdamWArgs a) {
   int lo = 0, hi = count - 1;
   const int64_t b = blockIdx.x;
@@ -47,8 +58,33 @@ __global__ void adamw_multi_kernel(const Piece* __restrict__ pieces, int count, 
   }
   const AdamWTensor t = pieces[lo].t;
   const int64_t begin = (b - pieces[lo].first_block) * kChunk, end = min(t.n, begin + kChunk);
-  for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) adamw_element(t.param, t.grad, t.m, t.v, i, a, t.decay);
+  if (!pieces[lo].quads || end - begin < kChunk) {
+    for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) adamw_element(t.param, t.grad, t.m, t.v, i, a, t.decay);
+    return;
+  }
+  float4 p[kQuads], g[kQuads], m[kQuads], v[kQuads];
+#pragma unroll
+  for (int j = 0; j < kQuads; j++) {
+    const int64_t i = begin + 4 * (threadIdx.x + int64_t(j) * kThreads);
+    p[j] = *reinterpret_cast<const float4*>(t.param + i);
+    g[j] = *reinterpret_cast<const float4*>(t.grad + i);
+    m[j] = *reinterpret_cast<const float4*>(t.m + i);
+    v[j] = *reinterpret_cast<const float4*>(t.v + i);
+  }
+#pragma unroll
+  for (int j = 0; j < kQuads; j++) {
+    adamw_update(p[j].x, g[j].x, m[j].x, v[j].x, a, t.decay);
+    adamw_update(p[j].y, g[j].y, m[j].y, v[j].y, a, t.decay);
+    adamw_update(p[j].z, g[j].z, m[j].z, v[j].z, a, t.decay);
+    adamw_update(p[j].w, g[j].w, m[j].w, v[j].w, a, t.decay);
+    const int64_t i = begin + 4 * (threadIdx.x + int64_t(j) * kThreads);
+    *reinterpret_cast<float4*>(t.param + i) = p[j];
+    *reinterpret_cast<float4*>(t.m + i) = m[j];
+    *reinterpret_cast<float4*>(t.v + i) = v[j];
+  }
 }
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
 
@@ -63,7 +99,7 @@ void launch_adamw_multi(const std::vector<AdamWTensor>& tensors, const AdamWArgs
   int64_t blocks = 0;
   for (const AdamWTensor& t : tensors) {
     if (t.n == 0) continue;  // no blocks: a piece without any would break the search
-    pieces.push_back({t, blocks});
+    pieces.push_back({t, blocks, aligned16(t.param) && aligned16(t.grad) && aligned16(t.m) && aligned16(t.v)});
     blocks += ceil_div(t.n, kChunk);
   }
   if (pieces.empty()) return;
