@@ -79,7 +79,7 @@ interface Outcome {
 }
 
 const CATEGORY: Record<string, string> = {
-  matmul: 'matmul',
+  matmul: 'matmul', linearGrads: 'matmul', linearGelu: 'matmul',
   dilatedAttention: 'attention', dilatedAttentionBackward: 'attention',
   layerNorm: 'layer norm', layerNormBackward: 'layer norm',
   crossEntropy: 'cross-entropy', crossEntropyBackward: 'cross-entropy', crossEntropyWithGrad: 'cross-entropy',
@@ -131,6 +131,16 @@ function withWrapped(backend: CudaBackend, names: Iterable<string>, wrap: (name:
   return performance.now() - t0;
 }
 
+/** ' m x n x k' of a product call and ' rows x cols' of a layer norm, for the profile's log ('' for other calls). */
+function productShape(name: string, args: unknown[]): string {
+  if (name === 'matmul') return ` ${args[7]}x${args[8]}x${args[9]}${args[4] ? 'T' : 'N'}${args[5] ? 'T' : 'N'}`;
+  if (name === 'linearGrads') return ` ${args[4]}x${args[3]}x${args[2]}`;
+  if (name === 'linearGelu') return ` ${args[3]}x${args[5]}x${args[4]}`;
+  if (name === 'layerNorm') return ` ${args[3]}x${args[4]}`;
+  if (name === 'layerNormBackward') return ` ${args[5]}x${args[6]}`;
+  return '';
+}
+
 /** Times every backend call of `fn` on its own (synchronized before and after), by category. */
 function profiled(backend: CudaBackend, fn: () => void): { profile: Profile; detail: Profile; ms: number } {
   const profile: Profile = {};
@@ -144,8 +154,8 @@ function profiled(backend: CudaBackend, fn: () => void): { profile: Profile; det
     const entry = (profile[CATEGORY[name]!] ??= { ms: 0, calls: 0 });
     entry.ms += ms;
     entry.calls++;
-    // finer keys for the log: the method, and the op of elementwise calls
-    const key = `${name}${typeof args[0] === 'string' ? `:${args[0]}` : ''}`;
+    // finer keys for the log: the method, the op of elementwise calls and the shape of products
+    const key = `${name}${typeof args[0] === 'string' ? `:${args[0]}` : ''}${productShape(name, args)}`;
     const fine = (detail[key] ??= { ms: 0, calls: 0 });
     fine.ms += ms;
     fine.calls++;
@@ -259,7 +269,7 @@ for (const job of jobs) {
   if (outcome.ok) {
     console.log(`${tag}: steps ${outcome.stepMs!.map((t) => t.toFixed(0)).join(', ')} ms; losses ${outcome.losses!.map((l) => l.toFixed(3)).join(', ')}; ` +
       `peak ${gb(outcome.peakBytes!)} GiB; in use after each step ${outcome.inUse!.map(gb).join(', ')} GiB; setup ${outcome.setupSeconds!.toFixed(1)} s`);
-    const top = Object.entries(outcome.detail!).sort((a, b) => b[1].ms - a[1].ms).slice(0, 14);
+    const top = Object.entries(outcome.detail!).sort((a, b) => b[1].ms - a[1].ms).slice(0, 30);
     console.log(`  slowest calls: ${top.map(([k, e]) => `${k} ${e.ms.toFixed(1)} ms/${e.calls}`).join(', ')}`);
     const w = outcome.waitedStep!;
     console.log(`  one more step: ${w.ms.toFixed(1)} ms, of which the host waited for the device ${w.waitedMs.toFixed(1)} ms`);

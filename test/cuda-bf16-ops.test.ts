@@ -75,6 +75,11 @@ test('bf16 products (fp32 accumulation, bf16 results) with a bias, transposes an
     g.matmul(x.g, [m, k], w.g, [n, k], false, true, [], m, n, k, bias.g),
     cpu.matmul(x.c, [m, k], w.c, [n, k], false, true, [], m, n, k, bias.c), 'x W^T + b',
   );
+  poisonBf16([m * n]);
+  expectClose(
+    g.matmul(x.g, [m, k], w.g, [n, k], false, true, [], m, n, k, bias.g, dy.g),
+    cpu.matmul(x.c, [m, k], w.c, [n, k], false, true, [], m, n, k, bias.c, dy.c), 'x W^T + b + a residual',
+  );
   expectClose(g.matmul(dy.g, [m, n], x.g, [m, k], true, false, [], n, k, m), cpu.matmul(dy.c, [m, n], x.c, [m, k], true, false, [], n, k, m), 'dy^T x');
   expectClose(g.matmul(dy.g, [m, n], w.g, [n, k], false, false, [], m, k, n), cpu.matmul(dy.c, [m, n], w.c, [n, k], false, false, [], m, k, n), 'dy W');
   const a = input(3 * 64 * 32), b = input(3 * 32 * 48);
@@ -83,6 +88,34 @@ test('bf16 products (fp32 accumulation, bf16 results) with a bias, transposes an
     g.matmul(a.g, [3, 64, 32], b.g, [3, 32, 48], false, false, [3], 64, 48, 32),
     cpu.matmul(a.c, [3, 64, 32], b.c, [3, 32, 48], false, false, [3], 64, 48, 32), 'batched',
   );
+});
+
+test('linear parameter gradients from bf16 dy and x: float32 (fp32 accumulators) or bf16, as the CPU; gelu(x W^T + b) in one product', { skip }, () => {
+  const g = requireGpu();
+  for (const [rows, inF, outF] of [[257, 96, 160], [2048, 768, 3072]] as const) {
+    const dy = input(rows * outF), x = input(rows * inF);
+    const want = cpu.linearGrads(dy.c, x.c, rows, inF, outF, true, 'float32');
+    const label = `rows ${rows}, in ${inF}, out ${outF}`;
+    const f32 = g.linearGrads(dy.g, x.g, rows, inF, outF, true, 'float32');
+    for (const [name, got, e] of [['dW', f32.weight, want.weight], ['dBias', f32.bias!, want.bias!]] as const) {
+      assert.equal(got.dtype, 'float32', `${label}: ${name} dtype`);
+      // products of bf16 values are exact in fp32: only the order of the sums differs
+      const err = relativeError(g.read(got), cpu.read(e));
+      assert.ok(err < 1e-5, `${label}: float32 ${name} relative error ${err} (seed ${seed})`);
+    }
+    poisonBf16([outF * inF, outF]);
+    const bf = g.linearGrads(dy.g, x.g, rows, inF, outF, true, 'bfloat16');
+    expectClose(bf.weight, want.weight, `${label}: bf16 dW`);
+    expectClose(bf.bias!, want.bias!, `${label}: bf16 dBias`);
+    const w = input(outF * inF, (r) => r.normal() * 0.1), b = input(outF);
+    poisonBf16([rows * outF]);
+    const got = g.linearGelu(x.g, w.g, b.g, rows, inF, outF);
+    const ref = cpu.linearGelu(x.c, w.c, b.c, rows, inF, outF);
+    expectClose(got.pre, ref.pre, `${label}: pre-activation`);
+    expectClose(got.y, ref.y, `${label}: gelu`);
+  }
+  const x = input(6);
+  assert.throws(() => g.linearGrads(x.g, x.g, 2, 3, 3, false, 'float64'), /bfloat16 operands cannot give float64|linearGrads dWeight/);
 });
 
 for (const cols of [768, 3072]) {

@@ -143,8 +143,18 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
     binary: (op, a, aShape, b, bShape, out, outShape) => put(out, cpu.binary(op as never, s(a), aShape, s(b), bShape, outShape)),
     binaryScalar: (op, a, scalar, out) => put(out, cpu.binaryScalar(op as never, s(a), scalar)),
     reduce: (op, x, shape, axes, out) => put(out, cpu.reduce(op as never, s(x), shape, axes)),
-    matmul: (a, aShape, b, bShape, transA, transB, batchShape, m, n, k, out, bias) =>
-      put(out, cpu.matmul(s(a), aShape, s(b), bShape, transA, transB, batchShape, m, n, k, bias && s(bias))),
+    matmul: (a, aShape, b, bShape, transA, transB, batchShape, m, n, k, out, bias, addend) =>
+      put(out, cpu.matmul(s(a), aShape, s(b), bShape, transA, transB, batchShape, m, n, k, bias && s(bias), addend && s(addend))),
+    linearGrads(dy, x, rows, inFeatures, outFeatures, dWeight, dBias) {
+      const r = cpu.linearGrads(s(dy), s(x), rows, inFeatures, outFeatures, dBias !== null, s(dWeight).dtype);
+      put(dWeight, r.weight);
+      if (dBias) put(dBias, r.bias!);
+    },
+    linearGelu(x, weight, bias, rows, inFeatures, outFeatures, y, pre) {
+      const r = cpu.linearGelu(s(x), s(weight), s(bias), rows, inFeatures, outFeatures);
+      put(y, r.y);
+      put(pre, r.pre);
+    },
     permute: (x, shape, perm, out) => put(out, cpu.permute(s(x), shape, perm)),
     slice: (x, shape, begin, size, out) => put(out, cpu.slice(s(x), shape, begin, size)),
     addSliceInto: (dst, dstShape, src, srcShape, begin) => cpu.addSliceInto(s(dst), dstShape, s(src), srcShape, begin),

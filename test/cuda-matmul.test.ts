@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { MatmulPrecision } from '../src/backend/cuda/index.js';
-import { both, cpu, poison, readGpu, relativeError, requireGpu, rng, size, skip } from './cuda-support.js';
+import { assertClose, both, cpu, poison, readGpu, relativeError, requireGpu, rng, size, skip } from './cuda-support.js';
 
 interface Case { a: number[]; b: number[]; ta: boolean; tb: boolean; batch: number[]; m: number; n: number; k: number }
 
@@ -108,6 +108,95 @@ test('a bias added in the epilogue matches the CPU in every precision, and a wro
     }
     const a = g.fromArray(rng.floats(6));
     assert.throws(() => g.matmul(a, [2, 3], a, [2, 3], false, true, [], 2, 2, 3, g.fromArray(rng.floats(3))), /matmul bias/);
+    assert.throws(() => g.matmul(a, [2, 3], a, [2, 3], false, true, [], 2, 2, 3, null, g.fromArray(rng.floats(3))), /matmul addend/);
+  } finally {
+    g.setMatmulPrecision(previous);
+  }
+});
+
+// a linear layer's shapes: odd sizes (no fused epilogue may apply), aligned ones and the model's
+const LINEAR_SHAPES = [[7, 5, 3], [64, 48, 80], [300, 96, 160], [2048, 768, 3072]] as const;
+
+test('an addend (a residual) summed by the product matches the CPU, with a bias, a batch and k = 0', { skip }, () => {
+  const g = requireGpu();
+  const previous = g.matmulPrecision();
+  try {
+    for (const precision of ['fp32', 'bf16'] as const) {
+      g.setMatmulPrecision(precision);
+      for (const [batch, rows, inF, outF] of [[[], 7, 5, 3], [[], 300, 768, 768], [[3], 10, 16, 24], [[2], 4, 0, 6]] as const) {
+        const aShape = [...batch, rows, inF];
+        const outSize = size(batch) * rows * outF;
+        const x = both(rng.floats(size(aShape))), w = both(rng.floats(outF * inF)), addend = both(rng.floats(outSize, (r) => r.normal() * 10));
+        const bias = inF > 0 ? both(rng.floats(outF)) : null;
+        poison([outSize]);
+        const got = readGpu(g.matmul(x.g, aShape, w.g, [outF, inF], false, true, [...batch], rows, outF, inF, bias?.g, addend.g));
+        const want = cpu.read(cpu.matmul(x.c, aShape, w.c, [outF, inF], false, true, [...batch], rows, outF, inF, bias?.c, addend.c));
+        const label = `${precision} [${aShape}] x [${outF}, ${inF}]^T + addend`;
+        assert.ok(got.every(Number.isFinite), `${label}: unwritten or non-finite output`);
+        const err = relativeError(got, want);
+        assert.ok(err <= BOUND[precision], `${label}: relative error ${err.toExponential(2)} > ${BOUND[precision]}`);
+      }
+    }
+  } finally {
+    g.setMatmulPrecision(previous);
+  }
+});
+
+test('linearGrads: dW = dy^T x and the bias gradient (from the product\'s epilogue or the sums) match the CPU in every precision', { skip }, () => {
+  const g = requireGpu();
+  const previous = g.matmulPrecision();
+  try {
+    for (const precision of ['fp32', 'tf32', 'bf16'] as const) {
+      g.setMatmulPrecision(precision);
+      for (const [rows, inF, outF] of LINEAR_SHAPES) {
+        const dy = both(rng.floats(rows * outF)), x = both(rng.floats(rows * inF));
+        for (const withBias of [true, false]) {
+          poison([outF * inF, outF]);
+          const got = g.linearGrads(dy.g, x.g, rows, inF, outF, withBias, 'float32');
+          const want = cpu.linearGrads(dy.c, x.c, rows, inF, outF, withBias, 'float32');
+          const label = `${precision} rows ${rows}, in ${inF}, out ${outF}${withBias ? ', bias' : ''}`;
+          const dw = readGpu(got.weight);
+          assert.ok(dw.every(Number.isFinite), `${label}: unwritten dW`);
+          const err = relativeError(dw, cpu.read(want.weight));
+          assert.ok(err <= BOUND[precision], `${label}: dW relative error ${err.toExponential(2)} > ${BOUND[precision]}`);
+          assert.equal(got.bias === null, !withBias, `${label}: a bias gradient exactly when asked`);
+          if (got.bias) {
+            // sums of the same float32 values in another order, or of the TF32/bf16-rounded operand
+            const db = readGpu(got.bias);
+            const dbErr = relativeError(db, cpu.read(want.bias!));
+            assert.ok(dbErr <= BOUND[precision], `${label}: dBias relative error ${dbErr.toExponential(2)}`);
+          }
+        }
+      }
+    }
+    const zero = g.linearGrads(g.alloc('float32', 0), g.alloc('float32', 0), 0, 4, 3, true, 'float32');
+    assert.deepEqual([...readGpu(zero.weight), ...readGpu(zero.bias!)], new Array(15).fill(0), 'no rows: zero gradients');
+    const a = g.fromArray(rng.floats(6));
+    assert.throws(() => g.linearGrads(a, a, 2, 3, 4, false, 'float32'), /linearGrads dy/);
+  } finally {
+    g.setMatmulPrecision(previous);
+  }
+});
+
+test('linearGelu: gelu(x W^T + b) and the pre-activation match the CPU', { skip }, () => {
+  const g = requireGpu();
+  const previous = g.matmulPrecision();
+  try {
+    g.setMatmulPrecision('fp32');
+    for (const [rows, inF, outF] of LINEAR_SHAPES) {
+      const x = both(rng.floats(rows * inF)), w = both(rng.floats(outF * inF, (r) => r.normal() * 0.2)), b = both(rng.floats(outF));
+      poison([rows * outF]);
+      const got = g.linearGelu(x.g, w.g, b.g, rows, inF, outF);
+      const want = cpu.linearGelu(x.c, w.c, b.c, rows, inF, outF);
+      const label = `rows ${rows}, in ${inF}, out ${outF}`;
+      // element by element: the GELU of values near its zero (small outputs) may differ by float32 rounding
+      // of the product, relatively large there
+      for (const [name, a, e] of [['y', got.y, want.y], ['pre', got.pre, want.pre]] as const) {
+        const values = readGpu(a);
+        assert.ok(values.every(Number.isFinite), `${label}: unwritten ${name}`);
+        assertClose(values, cpu.read(e), `${label}: ${name}`, 1e-4, 1e-5);
+      }
+    }
   } finally {
     g.setMatmulPrecision(previous);
   }

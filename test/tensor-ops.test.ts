@@ -206,4 +206,35 @@ test('linear is matmul with the weight transposed plus the bias, with the same g
   gradcheck(([x, w, b]) => weigh(T.linear(x!, w!, b!)), [[xd, xs], [wd, ws], [bd, bs]], { label: 'linear' });
   assert.throws(() => T.linear(x, f64([...wd], [3, 4]), b), /do not fit/);
   assert.throws(() => T.linear(T.reshape(x, [15]), w, b), /needs x \[rows, in\]/);
+  assert.throws(() => T.linear(x, T.cast(w, 'float32'), b), /a float64 input needs float64 parameters, got float32/);
+});
+
+test('linear without a bias and with the GELU activation: the composed ops, with the same gradients', () => {
+  const [xd, xs] = input(6, 4);
+  const [wd, ws] = input(5, 4);
+  const [bd, bs] = input(5);
+  const x = f64([...xd], [...xs]);
+  const w = f64([...wd], [...ws]);
+  const b = f64([...bd], [...bs]);
+  assert.deepEqual([...T.linear(x, w, null).toArray()], [...T.matmul(x, w, { transB: true }).toArray()]);
+  assertClose(T.linear(x, w, b, { activation: 'gelu' }).toArray(), T.gelu(T.add(T.matmul(x, w, { transB: true }), b)).toArray(), 1e-12, 'gelu');
+  gradcheck(([x, w]) => weigh(T.linear(x!, w!, null)), [[xd, xs], [wd, ws]], { label: 'linear without bias' });
+  gradcheck(([x, w, b]) => weigh(T.linear(x!, w!, b!, { activation: 'gelu' })), [[xd, xs], [wd, ws], [bd, bs]], { label: 'linear gelu' });
+  gradcheck(([x, w]) => weigh(T.linear(x!, w!, null, { activation: 'gelu' })), [[xd, xs], [wd, ws]], { label: 'linear gelu without bias' });
+});
+
+test('linear with a residual adds it in the same call, and hands the output gradient to it', () => {
+  const [xd, xs] = input(6, 4);
+  const [wd, ws] = input(5, 4);
+  const [bd, bs] = input(5);
+  const [rd, rs] = input(6, 5);
+  const x = f64([...xd], [...xs]);
+  const w = f64([...wd], [...ws]);
+  const b = f64([...bd], [...bs]);
+  const r = f64([...rd], [...rs]);
+  assertClose(T.linear(x, w, b, { residual: r }).toArray(), T.add(r, T.linear(x, w, b)).toArray(), 1e-12, 'x W^T + b + r');
+  gradcheck(([x, w, b, r]) => weigh(T.linear(x!, w!, b!, { residual: r! })), [[xd, xs], [wd, ws], [bd, bs], [rd, rs]], { label: 'linear residual' });
+  gradcheck(([x, w, r]) => weigh(T.linear(x!, w!, null, { residual: r! })), [[xd, xs], [wd, ws], [rd, rs]], { label: 'linear residual without bias' });
+  assert.throws(() => T.linear(x, w, b, { residual: T.reshape(r, [5, 6]) }), /residual of shape \[5, 6\] for an output of \[6, 5\]/);
+  assert.throws(() => T.linear(x, w, b, { residual: r, activation: 'gelu' }), /cannot follow an activation/);
 });

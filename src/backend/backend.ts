@@ -116,12 +116,30 @@ export interface Backend {
   /**
    * Batched matrix product: a is [...batchA, M, K] (or [..., K, M] when transA), b likewise; leading
    * dimensions broadcast to `batchShape`. Result [...batchShape, M, N], plus `bias` [N] on every row
-   * when given (a linear layer's bias, which a GPU adds in the product's epilogue; needs K > 0).
+   * when given (a linear layer's bias, which a GPU adds in the product's epilogue; needs K > 0), plus
+   * `addend` of the result's shape when given (a residual, which a GPU reads in the product).
    */
   matmul(
     a: Storage, aShape: Shape, b: Storage, bShape: Shape,
     transA: boolean, transB: boolean, batchShape: Shape, m: number, n: number, k: number, bias?: Storage | null,
+    addend?: Storage | null,
   ): Storage;
+
+  /**
+   * A linear layer's parameter gradients from dy [rows, out] and x [rows, in] (one float dtype):
+   * dWeight [out, in] = dy^T x and, with `bias`, dBias [out] = dy's sums over rows, both of `dtype` (x's,
+   * or float32 for the float32 master weights of bfloat16 activations). A GPU writes float32 straight
+   * from the product's fp32 accumulators.
+   */
+  linearGrads(
+    dy: Storage, x: Storage, rows: number, inFeatures: number, outFeatures: number, bias: boolean, dtype: DType,
+  ): { weight: Storage; bias: Storage | null };
+  /**
+   * gelu(x W^T + b) (the tanh form, as `unary('gelu')`) for x [rows, in], weight [out, in] and bias [out]
+   * of one dtype, and the pre-activation x W^T + b, which its gradient needs. A GPU writes both from one
+   * product's epilogue.
+   */
+  linearGelu(x: Storage, weight: Storage, bias: Storage, rows: number, inFeatures: number, outFeatures: number): { y: Storage; pre: Storage };
 
   // layout
   permute(x: Storage, shape: Shape, perm: readonly number[]): Storage;

@@ -143,7 +143,7 @@ export async function shardedDecoderLoss(
         if (!train) attention.dispose();
         const attended = attention.output;
         if (train) attended.requiresGrad = true;
-        const output = piece(owned, () => block.feedForward(T.add(input, a.output(attended))));
+        const output = piece(owned, () => block.feedForward(a.output(attended, input)));
         stages.push({ tensors: owned, input, q, k, v, attention, attended, output });
         carry = output;
       } catch (error) {

@@ -71,13 +71,16 @@ export class MultiheadDilatedAttention extends Module {
     this.tables.dispose();
   }
 
-  /** x [B, N, dModel] -> [B, N, dModel]. `tables` (positions 0..N-1) may be shared by the layers of a model. */
-  forward(x: Tensor, tables?: XPosTables): Tensor {
+  /**
+   * x [B, N, dModel] -> [B, N, dModel]. `tables` (positions 0..N-1) may be shared by the layers of a model.
+   * With `residual` ([B, N, dModel]), residual + the output, summed by the output projection.
+   */
+  forward(x: Tensor, tables?: XPosTables, residual?: Tensor): Tensor {
     check(x.rank === 3 && x.shape[2] === this.dModel, () => `attention: input [${x.shape.join(', ')}] is not [batch, seqLen, ${this.dModel}]`);
     const n = x.shape[1]!;
     const { q, k, v } = this.project(x);
     const rotated = applyXPos(q, k, tables ?? this.positions(0, n, xposCenter(n)));
-    return this.output(this.attend(rotated.q, rotated.k, v));
+    return this.output(this.attend(rotated.q, rotated.k, v), residual);
   }
 
   /** q, k, v [B, N, H, D], before XPos. */
@@ -101,9 +104,9 @@ export class MultiheadDilatedAttention extends Module {
     return result.output;
   }
 
-  /** W_o LN_inner(o) for o [B, N, H, D]: [B, N, dModel]. */
-  output(o: Tensor): Tensor {
+  /** W_o LN_inner(o) for o [B, N, H, D]: [B, N, dModel]; with `residual`, residual + that, summed by the product. */
+  output(o: Tensor, residual?: Tensor): Tensor {
     const [b, n] = o.shape as [number, number];
-    return this.outProj.forward(this.innerNorm.forward(T.reshape(o, [b, n, this.dModel])));
+    return this.outProj.forward(this.innerNorm.forward(T.reshape(o, [b, n, this.dModel])), { residual });
   }
 }

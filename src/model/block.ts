@@ -1,5 +1,4 @@
 import { Rng } from '../tensor/index.js';
-import * as T from '../tensor/index.js';
 import type { Tensor } from '../tensor/index.js';
 import { MultiheadDilatedAttention } from './attention.js';
 import type { AnyModelConfig } from './config.js';
@@ -39,13 +38,14 @@ export class DecoderBlock extends Module {
     this.ffn = this.addModule('ffn', new FeedForward(config.dModel, config.ffnDim, { ...p, rng, gamma: options.gamma, layerNormEps: eps }));
   }
 
+  // each residual sum is made by the branch's last product (one pass over the activations fewer)
   forward(x: Tensor, tables?: XPosTables): Tensor {
-    const h = T.add(x, this.attention.forward(this.attentionNorm.forward(x), tables));
+    const h = this.attention.forward(this.attentionNorm.forward(x), tables, x);
     return this.feedForward(h);
   }
 
   /** The second half of the block: h + W_2 LN_ffn(act(W_1 LN(h))). */
   feedForward(h: Tensor): Tensor {
-    return T.add(h, this.ffn.forward(this.ffnNorm.forward(h)));
+    return this.ffn.forward(this.ffnNorm.forward(h), h);
   }
 }

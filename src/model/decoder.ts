@@ -252,7 +252,7 @@ export class LongNetDecoder extends Module {
         updated.push(held);
         // the first chunk is a whole prefix: the kernel gives exactly a full forward's outputs there
         const o = mask ? cachedAttention(rotated.q, held.keys, held.values, mask, scale) : a.attend(rotated.q, rotated.k, v);
-        x = block.feedForward(T.add(x, a.output(o)));
+        x = block.feedForward(a.output(o, x));
       }
       const logits = this.logits(x);
       cache.commit(updated, count, firstReachable(patterns, end));

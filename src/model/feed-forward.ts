@@ -29,7 +29,8 @@ export class FeedForward extends Module {
     this.fc2 = this.addModule('fc2', new Linear(ffnDim, dModel, { ...p, rng, std: xavierStd(ffnDim, dModel) * gamma }));
   }
 
-  forward(x: Tensor): Tensor {
-    return this.fc2.forward(this.norm.forward(T.gelu(this.fc1.forward(x))));
+  /** With `residual` (x's shape), residual + the output, the sum made by the last product. */
+  forward(x: Tensor, residual?: Tensor): Tensor {
+    return this.fc2.forward(this.norm.forward(this.fc1.forward(x, { activation: 'gelu' })), { residual });
   }
 }

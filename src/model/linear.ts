@@ -36,15 +36,17 @@ export class Linear extends Module {
     this.bias = options.bias === false ? null : this.addParameter('bias', constantTensor([outFeatures], 0, options));
   }
 
-  forward(x: Tensor): Tensor {
+  /**
+   * With `activation`, that activation of the output; with `residual` (of the output's shape), residual +
+   * the output: each computed in the same call (on a GPU, in the product).
+   */
+  forward(x: Tensor, options: T.LinearOpOptions = {}): Tensor {
     const lead = x.shape.slice(0, -1);
     check(x.shape[x.rank - 1] === this.inFeatures, () => `Linear: input of shape [${x.shape.join(', ')}] does not end in ${this.inFeatures}`);
-    // one 2-D product: its weight gradient needs no reduction over a broadcast batch
-    const rows = T.reshape(x, [-1, this.inFeatures]);
-    // bfloat16 activations meet bfloat16 copies of the float32 weights (whose gradients come back in float32)
-    const weight = T.cast(this.weight, x.dtype);
-    const bias = this.bias && T.cast(this.bias, x.dtype);
-    const y = bias ? T.linear(rows, weight, bias) : T.matmul(rows, weight, { transB: true });
+    // one 2-D product: its weight gradient needs no reduction over a broadcast batch; bfloat16
+    // activations meet bfloat16 copies of the float32 weights, whose gradients come back in float32
+    const residual = options.residual && T.reshape(options.residual, [-1, this.outFeatures]);
+    const y = T.linear(T.reshape(x, [-1, this.inFeatures]), this.weight, this.bias, { ...options, residual });
     return T.reshape(y, [...lead, this.outFeatures]);
   }
 }

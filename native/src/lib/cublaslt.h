@@ -43,10 +43,21 @@ enum ComputeType : int {
 enum Operation : int { kOpN = 0, kOpT = 1 };
 
 // cublasLtMatmulDescAttributes_t
-enum DescAttribute : int { kDescTransA = 3, kDescTransB = 4, kDescEpilogue = 7, kDescBiasPointer = 8 };
+enum DescAttribute : int {
+  kDescTransA = 3,
+  kDescTransB = 4,
+  kDescEpilogue = 7,
+  kDescBiasPointer = 8,
+  kDescEpilogueAuxPointer = 11,
+  kDescEpilogueAuxLd = 12,
+};
 
 // cublasLtEpilogue_t
-enum Epilogue : uint32_t { kEpilogueDefault = 1, kEpilogueBias = 4 };
+enum Epilogue : uint32_t {
+  kEpilogueDefault = 1,
+  kEpilogueBias = 4,
+  kEpilogueGeluAuxBias = 164,  // D = gelu(AB + bias) (tanh form), aux = AB + bias
+};
 
 // cublasLtMatrixLayoutAttribute_t
 enum LayoutAttribute : int { kLayoutBatchCount = 5, kLayoutStridedBatchOffset = 6 };

@@ -103,6 +103,7 @@ napi_value matmul(const Call& c) {
   const int64_t m = c.integer(7, "m"), n = c.integer(8, "n"), k = c.integer(9, "k");
   Buffer* out = c.buffer(10, "out");
   Buffer* bias = c.optional_buffer(11, "bias");
+  Buffer* addend = c.optional_buffer(12, "addend");
   if (a_shape.size() < 2 || b_shape.size() < 2) throw RangeError("matmul: operands need at least 2 dimensions");
   const DType t = expect_float(a, product(a_shape), "matmul a");
   if (bias) {
@@ -111,12 +112,48 @@ napi_value matmul(const Call& c) {
   }
   expect(b, t, product(b_shape), "matmul b");
   expect(out, t, product(batch) * m * n, "matmul output");
+  if (addend) expect(addend, t, product(batch) * m * n, "matmul addend");
   const int64_t ar = a_shape[a_shape.size() - 2], ac = a_shape.back();
   const int64_t br = b_shape[b_shape.size() - 2], bc = b_shape.back();
   if ((ta ? ac : ar) != m || (ta ? ar : ac) != k || (tb ? bc : br) != k || (tb ? br : bc) != n) {
     throw RangeError("matmul: operand shapes do not match m, n, k");
   }
-  ln::matmul(t, a->ptr, a_shape, b->ptr, b_shape, ta, tb, batch, m, n, k, out->ptr, stream(), bias ? bias->ptr : nullptr);
+  ln::matmul(t, a->ptr, a_shape, b->ptr, b_shape, ta, tb, batch, m, n, k, out->ptr, stream(), bias ? bias->ptr : nullptr,
+             addend ? addend->ptr : nullptr);
+  return undefined(c.env);
+}
+
+// linearGrads(dy, x, rows, in, out, dWeight, dBias | null): dWeight and dBias of their own dtype (x's, or
+// float32 for bfloat16 x)
+napi_value linear_grads(const Call& c) {
+  Buffer* dy = c.buffer(0, "dy");
+  Buffer* x = c.buffer(1, "x");
+  const int64_t rows = c.integer(2, "rows"), in = c.integer(3, "inFeatures"), out = c.integer(4, "outFeatures");
+  Buffer* dw = c.buffer(5, "dWeight");
+  Buffer* db = c.optional_buffer(6, "dBias");
+  const DType t = expect_float(x, rows * in, "linearGrads x");
+  expect(dy, t, rows * out, "linearGrads dy");
+  const DType out_t = expect_float(dw, in * out, "linearGrads dWeight");
+  if (db) expect(db, out_t, out, "linearGrads dBias");
+  weight_gradient(t, dy->ptr, x->ptr, rows, in, out, out_t, dw->ptr, db ? db->ptr : nullptr, stream());
+  return undefined(c.env);
+}
+
+// linearGelu(x, weight, bias, rows, in, out, y, pre): one dtype throughout
+napi_value linear_gelu(const Call& c) {
+  Buffer* x = c.buffer(0, "x");
+  Buffer* w = c.buffer(1, "weight");
+  Buffer* bias = c.buffer(2, "bias");
+  const int64_t rows = c.integer(3, "rows"), in = c.integer(4, "inFeatures"), out = c.integer(5, "outFeatures");
+  Buffer* y = c.buffer(6, "y");
+  Buffer* pre = c.buffer(7, "pre");
+  if (in == 0) throw RangeError("linearGelu: needs inFeatures > 0");
+  const DType t = expect_float(x, rows * in, "linearGelu x");
+  expect(w, t, out * in, "linearGelu weight");
+  expect(bias, t, out, "linearGelu bias");
+  expect(y, t, rows * out, "linearGelu y");
+  expect(pre, t, rows * out, "linearGelu pre");
+  ln::linear_gelu(t, x->ptr, w->ptr, bias->ptr, rows, in, out, y->ptr, pre->ptr, stream());
   return undefined(c.env);
 }
 
@@ -192,6 +229,8 @@ const Register reg({
     {"reduce", entry<reduce>},
     {"sumsOfSquares", entry<sums_of_squares>},
     {"matmul", entry<matmul>},
+    {"linearGrads", entry<linear_grads>},
+    {"linearGelu", entry<linear_gelu>},
     {"permute", entry<permute>},
     {"slice", entry<slice>},
     {"addSliceInto", entry<add_slice_into>},

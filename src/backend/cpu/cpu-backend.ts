@@ -90,6 +90,7 @@ export class CpuBackend implements Backend {
   matmul(
     a: Storage, aShape: Shape, b: Storage, bShape: Shape,
     transA: boolean, transB: boolean, batchShape: Shape, m: number, n: number, k: number, bias?: Storage | null,
+    addend?: Storage | null,
   ): Storage {
     const batch = sizeOf(batchShape);
     const offsets = (shape: Shape): Int32Array => {
@@ -113,7 +114,25 @@ export class CpuBackend implements Backend {
       aOffsets: offsets(aShape), bOffsets: offsets(bShape), m, n, k, transA, transB,
     });
     if (bias) addToRows(c as Float32Array | Float64Array, floatData(bias, 'matmul bias'), n);
+    if (addend) {
+      const add = floatData(addend, 'matmul addend');
+      if (add.length !== c.length) throw new Error(`matmul: addend of ${add.length} elements for a result of ${c.length}`);
+      for (let i = 0; i < c.length; i++) c[i]! += add[i]!;
+    }
     return wrap(c);
+  }
+
+  linearGrads(
+    dy: Storage, x: Storage, rows: number, inFeatures: number, outFeatures: number, bias: boolean, dtype: DType,
+  ): { weight: Storage; bias: Storage | null } {
+    const inDtype = (s: Storage): Storage => (s.dtype === dtype ? s : this.cast(s, dtype));
+    const weight = inDtype(this.matmul(dy, [rows, outFeatures], x, [rows, inFeatures], true, false, [], outFeatures, inFeatures, rows));
+    return { weight, bias: bias ? inDtype(this.reduce('sum', dy, [rows, outFeatures], [0])) : null };
+  }
+
+  linearGelu(x: Storage, weight: Storage, bias: Storage, rows: number, inFeatures: number, outFeatures: number): { y: Storage; pre: Storage } {
+    const pre = this.matmul(x, [rows, inFeatures], weight, [outFeatures, inFeatures], false, true, [], rows, outFeatures, inFeatures, bias);
+    return { y: this.unary('gelu', pre), pre };
   }
 
   permute(x: Storage, shape: Shape, perm: readonly number[]): Storage { return wrap(permuteKernel(cpuData(x), shape, perm)); }

@@ -155,12 +155,34 @@ export class CudaBackend implements Backend {
   matmul(
     a: Storage, aShape: Shape, b: Storage, bShape: Shape,
     transA: boolean, transB: boolean, batchShape: Shape, m: number, n: number, k: number, bias?: Storage | null,
+    addend?: Storage | null,
   ): Storage {
     const [ha, hb] = [activationHandle(a, 'matmul'), activationHandle(b, 'matmul')];
     const hBias = bias ? activationHandle(bias, 'matmul bias') : null;
+    const hAddend = addend ? activationHandle(addend, 'matmul addend') : null;
     const out = this.make(a.dtype, sizeOf(batchShape) * m * n);
-    this.orFree([out], () => this.native.matmul(ha, aShape, hb, bShape, transA, transB, batchShape, m, n, k, out.handle, hBias));
+    this.orFree([out], () => this.native.matmul(ha, aShape, hb, bShape, transA, transB, batchShape, m, n, k, out.handle, hBias, hAddend));
     return out;
+  }
+
+  /** dy and x float32 or bfloat16; the gradients of x's dtype or float32. */
+  linearGrads(
+    dy: Storage, x: Storage, rows: number, inFeatures: number, outFeatures: number, bias: boolean, dtype: DType,
+  ): { weight: Storage; bias: Storage | null } {
+    const [hdy, hx] = [activationHandle(dy, 'linearGrads'), activationHandle(x, 'linearGrads')];
+    const weight = this.make(dtype, outFeatures * inFeatures);
+    const [db] = this.orFreeAll([weight], () => (bias ? [this.make(dtype, outFeatures)] : [])) as CudaStorage[];
+    const made = db ? [weight, db] : [weight];
+    this.orFree(made, () => this.native.linearGrads(hdy, hx, rows, inFeatures, outFeatures, weight.handle, db?.handle ?? null));
+    return { weight, bias: db ?? null };
+  }
+
+  linearGelu(x: Storage, weight: Storage, bias: Storage, rows: number, inFeatures: number, outFeatures: number): { y: Storage; pre: Storage } {
+    const [hx, hw, hb] = [activationHandle(x, 'linearGelu'), activationHandle(weight, 'linearGelu'), activationHandle(bias, 'linearGelu')];
+    const y = this.make(x.dtype, rows * outFeatures);
+    const [pre] = this.orFreeAll([y], () => [this.make(x.dtype, rows * outFeatures)]) as [CudaStorage];
+    this.orFree([y, pre], () => this.native.linearGelu(hx, hw, hb, rows, inFeatures, outFeatures, y.handle, pre.handle));
+    return { y, pre };
   }
 
   permute(x: Storage, shape: Shape, perm: readonly number[]): Storage {

@@ -90,11 +90,18 @@ export interface NativeAddon {
   binary(op: string, a: H, aShape: Dims, b: H, bShape: Dims, out: H, outShape: Dims): void;
   binaryScalar(op: string, a: H, scalar: number, out: H): void;
   reduce(op: string, x: H, shape: Dims, axes: Dims, out: H): void;
-  /** out = op(a) op(b), plus bias [n] on every row when not null (added in cuBLASLt's epilogue). */
+  /**
+   * out = op(a) op(b), plus bias [n] on every row when not null (added in cuBLASLt's epilogue), plus addend
+   * (out's shape) when not null (cuBLASLt's C with beta = 1).
+   */
   matmul(
     a: H, aShape: Dims, b: H, bShape: Dims, transA: boolean, transB: boolean, batchShape: Dims, m: number, n: number, k: number, out: H,
-    bias: H | null,
+    bias: H | null, addend?: H | null,
   ): void;
+  /** dWeight = dy^T x and dBias = dy's column sums (when not null), of their own dtype: x's or float32. */
+  linearGrads(dy: H, x: H, rows: number, inFeatures: number, outFeatures: number, dWeight: H, dBias: H | null): void;
+  /** y = gelu(x W^T + bias) and pre = x W^T + bias (cuBLASLt's GELU_AUX_BIAS epilogue where it has one). */
+  linearGelu(x: H, weight: H, bias: H, rows: number, inFeatures: number, outFeatures: number, y: H, pre: H): void;
   permute(x: H, shape: Dims, perm: Dims, out: H): void;
   slice(x: H, shape: Dims, begin: Dims, size: Dims, out: H): void;
   addSliceInto(dst: H, dstShape: Dims, src: H, srcShape: Dims, begin: Dims): void;

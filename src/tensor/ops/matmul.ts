@@ -1,7 +1,8 @@
 import { record } from '../autograd.js';
-import { broadcastShapes, formatShape } from '../shape.js';
+import { broadcastShapes, formatShape, shapesEqual } from '../shape.js';
 import type { Tensor } from '../tensor.js';
 import { sumToShape } from './reduce.js';
+import { gelu } from './elementwise.js';
 import { common, requireFloat, wrap } from './util.js';
 
 export interface MatmulOptions {
@@ -46,28 +47,84 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
   });
 }
 
+export interface LinearOpOptions {
+  /** An activation applied to the product (GELU in its tanh form, as `gelu`), in the same call. */
+  activation?: 'gelu';
+  /** [R, out] added to the result (a residual connection), in the same call; not with `activation`. */
+  residual?: Tensor;
+}
+
 /**
- * A linear layer's product: x [R, in] @ weight^T + bias, weight [out, in] and bias [out]: [R, out]. One
- * backend call (a GPU adds the bias in the product's epilogue, with no pass of its own).
+ * A linear layer: x [R, in] @ weight^T + bias, weight [out, in] and bias [out] (or null): [R, out]; with
+ * `activation`, that activation of it; with `residual`, that plus the residual. One backend call: a GPU
+ * adds the bias and the GELU in the product's epilogue, and the residual in the product. The weight and bias may be the float32 master weights of a bfloat16 x: the
+ * product then takes bfloat16 copies of them, and their gradients come back in float32 (on a GPU
+ * straight from the product's fp32 accumulators, with no bf16 rounding).
  */
-export function linear(x: Tensor, weight: Tensor, bias: Tensor): Tensor {
-  const backend = common('linear', x, weight, bias);
+export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, options: LinearOpOptions = {}): Tensor {
   requireFloat('linear', x);
-  if (x.rank !== 2 || weight.rank !== 2 || bias.rank !== 1) {
-    throw new Error(`linear: needs x [rows, in], weight [out, in] and bias [out], got ${formatShape(x.shape)}, ${formatShape(weight.shape)} and ${formatShape(bias.shape)}`);
+  for (const p of bias ? [weight, bias] : [weight]) {
+    if (p.device !== x.device) throw new Error(`linear: tensors on different devices (${x.device} and ${p.device})`);
+    if (p.dtype !== x.dtype && !(p.dtype === 'float32' && x.dtype === 'bfloat16')) {
+      throw new Error(`linear: a ${x.dtype} input needs ${x.dtype} parameters${x.dtype === 'bfloat16' ? ' or float32 ones' : ''}, got ${p.dtype}`);
+    }
+  }
+  if (bias && bias.dtype !== weight.dtype) throw new Error(`linear: weight (${weight.dtype}) and bias (${bias.dtype}) differ in dtype`);
+  if (x.rank !== 2 || weight.rank !== 2 || (bias && bias.rank !== 1)) {
+    throw new Error(`linear: needs x [rows, in], weight [out, in] and bias [out], got ${formatShape(x.shape)}, ${formatShape(weight.shape)}` +
+      `${bias ? ` and ${formatShape(bias.shape)}` : ''}`);
   }
   const [rows, inFeatures] = x.shape as [number, number];
   const [outFeatures, k] = weight.shape as [number, number];
-  if (k !== inFeatures || bias.shape[0] !== outFeatures || inFeatures === 0) {
-    throw new Error(`linear: x ${formatShape(x.shape)}, weight ${formatShape(weight.shape)} and bias ${formatShape(bias.shape)} do not fit (in > 0)`);
+  if (k !== inFeatures || (bias && bias.shape[0] !== outFeatures) || inFeatures === 0) {
+    throw new Error(`linear: x ${formatShape(x.shape)}, weight ${formatShape(weight.shape)}${bias ? ` and bias ${formatShape(bias.shape)}` : ''} do not fit (in > 0)`);
   }
-  const out = wrap(
-    backend.matmul(x.storage, x.shape, weight.storage, weight.shape, false, true, [], rows, outFeatures, inFeatures, bias.storage),
-    [rows, outFeatures], backend,
-  );
-  return record('linear', out, [x, weight, bias], (g) => [
-    x.requiresGrad ? matmul(g, weight) : null,
-    weight.requiresGrad ? matmul(g, x, { transA: true }) : null,
-    bias.requiresGrad ? sumToShape(g, bias.shape) : null,
-  ]);
+  const residual = options.residual ?? null;
+  if (residual) {
+    if (options.activation) throw new Error('linear: a residual cannot follow an activation in one call');
+    if (!shapesEqual(residual.shape, [rows, outFeatures])) {
+      throw new Error(`linear: residual of shape ${formatShape(residual.shape)} for an output of [${rows}, ${outFeatures}]`);
+    }
+    common('linear', x, residual);
+  }
+  if (options.activation === 'gelu' && !bias) return gelu(linear(x, weight, null));
+  const backend = x.backend;
+  // the parameters in x's dtype: themselves, or copies that live as long as the gradient formula
+  const asInput = (p: Tensor): Tensor => (p.dtype === x.dtype ? p : wrap(backend.cast(p.storage, x.dtype), p.shape, backend));
+  const w = asInput(weight);
+  const b = bias && asInput(bias);
+  let out: Tensor;
+  let pre: Tensor | null = null;
+  if (options.activation === 'gelu') {
+    const r = backend.linearGelu(x.storage, w.storage, b!.storage, rows, inFeatures, outFeatures);
+    out = wrap(r.y, [rows, outFeatures], backend);
+    pre = wrap(r.pre, [rows, outFeatures], backend);
+  } else {
+    const product = backend.matmul(x.storage, x.shape, w.storage, w.shape, false, true, [], rows, outFeatures, inFeatures, b?.storage, residual?.storage);
+    out = wrap(product, [rows, outFeatures], backend);
+  }
+  // the residual's gradient is the output's, handed on as it is
+  const inputs = [x, weight, ...(bias ? [bias] : []), ...(residual ? [residual] : [])];
+  record('linear', out, inputs, (g) => {
+    // through the activation first: the gradient of the product's output
+    const dy = pre ? wrap(backend.binary('geluBackward', pre.storage, pre.shape, g.storage, g.shape, g.shape), g.shape, backend) : g;
+    const dx = x.requiresGrad ? matmul(dy, w) : null;
+    let dWeight: Tensor | null = null;
+    let dBias: Tensor | null = null;
+    if (weight.requiresGrad || bias?.requiresGrad) {
+      const r = backend.linearGrads(dy.storage, x.storage, rows, inFeatures, outFeatures, !!bias?.requiresGrad, weight.dtype);
+      dWeight = wrap(r.weight, weight.shape, backend);
+      dBias = r.bias && wrap(r.bias, [outFeatures], backend);
+      if (!weight.requiresGrad) {
+        dWeight.dispose();
+        dWeight = null;
+      }
+    }
+    if (dy !== g) dy.dispose();
+    return [dx, dWeight, ...(bias ? [dBias] : []), ...(residual ? [g] : [])];
+  });
+  if (!out.gradNode) {
+    for (const copy of [w, b, pre]) if (copy && copy !== weight && copy !== bias) copy.dispose();
+  }
+  return out;
 }
