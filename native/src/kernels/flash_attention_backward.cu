@@ -14,6 +14,7 @@
 
 #include "../device.h"
 #include "flash_attention_mma.cuh"
+#include "grid_dependency.cuh"
 #include "wgmma.cuh"
 
 namespace ln {
@@ -373,9 +374,15 @@ __global__ void __launch_bounds__(WgConfig<NWG, MINB, PIPE>::kThreads, MINB)
   float* stage = lrow + 4 * BM;  // with C::kStage: dQ rows for the bulk reductions
   const int dq_mode = C::kStage || dq_way != kDqBulk ? dq_way : kDqRed2;
 
+  // a pattern's launch may overlap the last blocks of the previous pattern's (launch_overlapping): its dq
+  // adds commute with theirs, and it waits for that launch only before adding into dk and dv
+  allow_next_grid();
   const Problem p = locate(g, blockIdx.x, false, true);
   const int64_t k0 = int64_t(p.tile) * BN;
-  if (k0 >= p.n_sel) return;
+  if (k0 >= p.n_sel) {
+    wait_for_previous_grid();  // ends no earlier than the previous launch, so the stream stays ordered
+    return;
+  }
   const int wgi = threadIdx.x / 128, wi = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
   const int gr = lane / 4, gc = lane % 4;
   const float scale = g.scale_log2 * kLn2;
@@ -593,6 +600,7 @@ __global__ void __launch_bounds__(WgConfig<NWG, MINB, PIPE>::kThreads, MINB)
   }
   if (C::kStage && dq_mode == kDqBulk && threadIdx.x < BM) bulk_wait_all();
 
+  wait_for_previous_grid();
 #pragma unroll
   for (int r = 0; r < 2; r++) {
     const int64_t key = k0 + wgi * 64 + wi * 16 + gr + 8 * r;
@@ -657,8 +665,9 @@ void launch_flash_attention_backward(const __nv_bfloat16* q, const __nv_bfloat16
         const PatternGeom g = make_geom(sh, opt.patterns[i], opt, C::kKeys);
         const int64_t blocks = g.group * g.tiles;
         if (blocks > INT32_MAX) fail("fused dilated attention backward: too many blocks");
-        kernel<<<static_cast<unsigned>(blocks), C::kThreads, C::kSmem, s>>>(q, k, v, d_o, lse, dsum, dq, dk, dv, g, dq_mode,
-                                                                            fresh && i == 0);
+        // each pattern after the first may start beside its predecessor's last blocks
+        launch_overlapping(i > 0, kernel, static_cast<unsigned>(blocks), C::kThreads, C::kSmem, s, q, k, v, d_o, lse, dsum, dq, dk, dv, g,
+                           dq_mode, fresh && i == 0);
         check_launch("fused dilated attention backward kernel (wgmma)");
       }
     };

@@ -269,12 +269,14 @@ void launch_flash_attention_forward(const __nv_bfloat16* q, const __nv_bfloat16*
         constexpr size_t smem = flash::sm90::kSmem;
         allow_dynamic_smem(reinterpret_cast<const void*>(merging), smem, "fused dilated attention forward (wgmma)");
         allow_dynamic_smem(reinterpret_cast<const void*>(writing), smem, "fused dilated attention forward (wgmma)");
+        // each pattern after the first starts on the SMs its predecessor's last blocks leave idle (a small
+        // grid's causal tail), and waits for that pattern only to merge
         for (size_t i = 0; i < opt.patterns.size(); i++) {
           const PatternGeom g = make_geom(sh, opt.patterns[i], opt, flash::sm90::kQueryTile);
           const int64_t blocks = g.group * g.tiles;
           if (blocks > INT32_MAX) fail("fused dilated attention forward: too many blocks");
-          (fresh && i == 0 ? writing : merging)<<<static_cast<unsigned>(blocks), flash::sm90::kThreads, smem, s>>>(
-              q, k, v, static_cast<OutT*>(o), lse, flash::PatternSource{g}, g.scale_log2);
+          launch_overlapping(i > 0, fresh && i == 0 ? writing : merging, static_cast<unsigned>(blocks), flash::sm90::kThreads, smem, s,
+                             q, k, v, static_cast<OutT*>(o), lse, flash::PatternSource{g}, g.scale_log2);
           check_launch("fused dilated attention forward kernel (wgmma)");
         }
       }

@@ -15,6 +15,7 @@
 
 #include "flash_attention_mma.cuh"
 #include "flash_forward_work.cuh"
+#include "grid_dependency.cuh"
 #include "wgmma.cuh"
 
 namespace ln::flash::sm90 {
@@ -54,15 +55,24 @@ __global__ void __launch_bounds__(kThreads, 2) forward_kernel(const __nv_bfloat1
   bf16* ks = qs + BM * D;
   bf16* vs = ks + kStages * TILE;
 
+  // a pattern's launch may overlap the last blocks of the previous pattern's (launch_overlapping): it
+  // computes its tile, then waits for that launch before merging into o and lse
+  allow_next_grid();
   const ForwardWork w = source(blockIdx.x);
   const int64_t q0 = int64_t(w.tile) * BM;
-  if (q0 >= w.q.n) return;
+  if (q0 >= w.q.n) {
+    wait_for_previous_grid();  // ends no earlier than the previous launch, so the stream stays ordered
+    return;
+  }
   const int group = threadIdx.x / 128, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
   const int64_t wg_q0 = q0 + 64 * group;
   const int64_t my_q = wg_q0 + 16 * warp + lane / 4;  // this lane's rows: my_q and my_q + 8
   const int64_t kv_end = CAUSAL ? max(int64_t(0), min(w.k.n, q0 + BM + w.shift)) : w.k.n;
   const int key_tiles = static_cast<int>((kv_end + BN - 1) / BN);
-  if (key_tiles == 0) return;  // no query of the tile sees a key: its rows keep what they hold
+  if (key_tiles == 0) {  // no query of the tile sees a key: its rows keep what they hold
+    wait_for_previous_grid();
+    return;
+  }
 
   // cp.async group t holds key tile t (group 0 also q); groups past the last tile are empty.
   const StridedRows k_rows = strided_rows(k, w.k.row0, w.k.stride, w.k.n), v_rows = strided_rows(v, w.k.row0, w.k.stride, w.k.n);
@@ -197,6 +207,7 @@ __global__ void __launch_bounds__(kThreads, 2) forward_kernel(const __nv_bfloat1
   fence_operand(acc);
 
   // Merge this lane's rows into O and L. Every lane of a quad reads the old L before one writes it.
+  wait_for_previous_grid();
   float l[2], old_l[2];
 #pragma unroll
   for (int r = 0; r < 2; r++) {
