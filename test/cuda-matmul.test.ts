@@ -189,12 +189,12 @@ test('linearGelu: gelu(x W^T + b) and the pre-activation match the CPU', { skip 
       const got = g.linearGelu(x.g, w.g, b.g, rows, inF, outF);
       const want = cpu.linearGelu(x.c, w.c, b.c, rows, inF, outF);
       const label = `rows ${rows}, in ${inF}, out ${outF}`;
-      // element by element: the GELU of values near its zero (small outputs) may differ by float32 rounding
-      // of the product, relatively large there
+      // element by element, with an absolute bound for outputs near zero: float32 sums of `in` products of
+      // about 5 in size (cancelling there) differ by their rounding, about 1e-5
       for (const [name, a, e] of [['y', got.y, want.y], ['pre', got.pre, want.pre]] as const) {
         const values = readGpu(a);
         assert.ok(values.every(Number.isFinite), `${label}: unwritten ${name}`);
-        assertClose(values, cpu.read(e), `${label}: ${name}`, 1e-4, 1e-5);
+        assertClose(values, cpu.read(e), `${label}: ${name}`, 1e-4, 1e-4);
       }
     }
   } finally {
