@@ -9,6 +9,7 @@
 import { parseArgs } from 'node:util';
 import type { Storage } from '../src/backend/backend.js';
 import { cudaAvailable, createCudaBackend } from '../src/backend/cuda/index.js';
+import type { CudaStorage } from '../src/backend/cuda/storage.js';
 
 const status = cudaAvailable();
 if (!status.ok) {
@@ -28,12 +29,11 @@ const g = createCudaBackend();
 const rows = Number(values.rows);
 const reps = Number(values.reps);
 
+let seed = 1;
+/** n normal values in bf16 storage, from the device's random fill. */
 function random(n: number): Storage {
-  const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = Math.random() * 2 - 1;
-  const staged = g.fromArray(a);
-  const out = g.cast(staged, 'bfloat16');
-  g.free(staged);
+  const out = g.alloc('bfloat16', n) as CudaStorage;
+  g.addon.fillRandomNormal(out.handle, seed++, 1);
   return out;
 }
 

@@ -92,22 +92,39 @@ int64_t classes_arg(const Call& c, size_t i, int64_t cols) {
   return classes;
 }
 
+// The leading arguments of crossEntropy and crossEntropyWithGrad, checked: logits [rows, cols] (their
+// dtype in t), targets [rows], rows, cols, ignoreIndex and classes.
+struct LossArgs {
+  Buffer* logits;
+  Buffer* targets;
+  int64_t rows, cols, classes;
+  int32_t ignore;
+  DType t;
+};
+
+LossArgs loss_args(const Call& c, const std::string& op) {
+  LossArgs a{};
+  a.logits = c.buffer(0, "logits");
+  a.targets = c.buffer(1, "targets");
+  a.rows = c.integer(2, "rows");
+  a.cols = c.integer(3, "cols");
+  a.ignore = static_cast<int32_t>(c.integer(4, "ignoreIndex"));
+  a.classes = classes_arg(c, 5, a.cols);
+  a.t = expect_float(a.logits, a.rows * a.cols, (op + " logits").c_str());
+  expect(a.targets, DType::I32, a.rows, (op + " targets").c_str());
+  return a;
+}
+
 napi_value cross_entropy(const Call& c) {
-  Buffer* logits = c.buffer(0, "logits");
-  Buffer* targets = c.buffer(1, "targets");
-  const int64_t rows = c.integer(2, "rows"), cols = c.integer(3, "cols");
-  const int32_t ignore = static_cast<int32_t>(c.integer(4, "ignoreIndex"));
-  const int64_t classes = classes_arg(c, 5, cols);
+  const LossArgs a = loss_args(c, "crossEntropy");
   Buffer* loss = c.buffer(6, "loss");
   Buffer* lse = c.buffer(7, "lse");
   const QueuedCheck check = queued_check(c.integer(8, "checkId"), "crossEntropy");
-  const DType t = expect_float(logits, rows * cols, "crossEntropy logits");
-  expect(targets, DType::I32, rows, "crossEntropy targets");
-  expect(loss, DType::F32, rows, "crossEntropy loss");
-  expect(lse, DType::F32, rows, "crossEntropy lse");
+  expect(loss, DType::F32, a.rows, "crossEntropy loss");
+  expect(lse, DType::F32, a.rows, "crossEntropy lse");
   // a bad target fails the queued check: the caller hears of it at its next wait, not now
-  launch_cross_entropy(t, logits->ptr, targets->as<int32_t>(), loss->as<float>(), lse->as<float>(), rows, cols, classes, ignore, check,
-                       stream());
+  launch_cross_entropy(a.t, a.logits->ptr, a.targets->as<int32_t>(), loss->as<float>(), lse->as<float>(), a.rows, a.cols, a.classes,
+                       a.ignore, check, stream());
   return undefined(c.env);
 }
 
@@ -131,23 +148,17 @@ napi_value cross_entropy_backward(const Call& c) {
 }
 
 napi_value cross_entropy_with_grad(const Call& c) {
-  Buffer* logits = c.buffer(0, "logits");
-  Buffer* targets = c.buffer(1, "targets");
-  const int64_t rows = c.integer(2, "rows"), cols = c.integer(3, "cols");
-  const int32_t ignore = static_cast<int32_t>(c.integer(4, "ignoreIndex"));
-  const int64_t classes = classes_arg(c, 5, cols);
+  const LossArgs a = loss_args(c, "crossEntropyWithGrad");
   Buffer* weight = c.optional_buffer(6, "weight");
   Buffer* loss = c.buffer(7, "loss");
   Buffer* lse = c.buffer(8, "lse");
   Buffer* out = c.buffer(9, "dLogits");
   const QueuedCheck check = queued_check(c.integer(10, "checkId"), "crossEntropy");
-  const DType t = expect_float(logits, rows * cols, "crossEntropyWithGrad logits");
-  expect(targets, DType::I32, rows, "crossEntropyWithGrad targets");
-  expect(loss, DType::F32, rows, "crossEntropyWithGrad loss");
-  expect(lse, DType::F32, rows, "crossEntropyWithGrad lse");
-  expect(out, t, rows * cols, "crossEntropyWithGrad dLogits");
-  launch_cross_entropy_with_grad(t, logits->ptr, targets->as<int32_t>(), optional_f32(weight, 1, "crossEntropyWithGrad weight"),
-                                 loss->as<float>(), lse->as<float>(), out->ptr, rows, cols, classes, ignore, check, stream());
+  expect(loss, DType::F32, a.rows, "crossEntropyWithGrad loss");
+  expect(lse, DType::F32, a.rows, "crossEntropyWithGrad lse");
+  expect(out, a.t, a.rows * a.cols, "crossEntropyWithGrad dLogits");
+  launch_cross_entropy_with_grad(a.t, a.logits->ptr, a.targets->as<int32_t>(), optional_f32(weight, 1, "crossEntropyWithGrad weight"),
+                                 loss->as<float>(), lse->as<float>(), out->ptr, a.rows, a.cols, a.classes, a.ignore, check, stream());
   return undefined(c.env);
 }
 

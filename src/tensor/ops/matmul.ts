@@ -54,14 +54,8 @@ export interface LinearOpOptions {
   residual?: Tensor;
 }
 
-/**
- * A linear layer: x [R, in] @ weight^T + bias, weight [out, in] and bias [out] (or null): [R, out]; with
- * `activation`, that activation of it; with `residual`, that plus the residual. One backend call: a GPU
- * adds the bias and the GELU in the product's epilogue, and the residual in the product. The weight and bias may be the float32 master weights of a bfloat16 x: the
- * product then takes bfloat16 copies of them, and their gradients come back in float32 (on a GPU
- * straight from the product's fp32 accumulators, with no bf16 rounding).
- */
-export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, options: LinearOpOptions = {}): Tensor {
+/** Checks linear's operands; returns [rows, in, out]. */
+function linearShape(x: Tensor, weight: Tensor, bias: Tensor | null, options: LinearOpOptions): [number, number, number] {
   requireFloat('linear', x);
   for (const p of bias ? [weight, bias] : [weight]) {
     if (p.device !== x.device) throw new Error(`linear: tensors on different devices (${x.device} and ${p.device})`);
@@ -70,16 +64,16 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, options: 
     }
   }
   if (bias && bias.dtype !== weight.dtype) throw new Error(`linear: weight (${weight.dtype}) and bias (${bias.dtype}) differ in dtype`);
+  const biasText = bias ? ` and ${formatShape(bias.shape)}` : '';
   if (x.rank !== 2 || weight.rank !== 2 || (bias && bias.rank !== 1)) {
-    throw new Error(`linear: needs x [rows, in], weight [out, in] and bias [out], got ${formatShape(x.shape)}, ${formatShape(weight.shape)}` +
-      `${bias ? ` and ${formatShape(bias.shape)}` : ''}`);
+    throw new Error(`linear: needs x [rows, in], weight [out, in] and bias [out], got ${formatShape(x.shape)}, ${formatShape(weight.shape)}${biasText}`);
   }
   const [rows, inFeatures] = x.shape as [number, number];
   const [outFeatures, k] = weight.shape as [number, number];
   if (k !== inFeatures || (bias && bias.shape[0] !== outFeatures) || inFeatures === 0) {
     throw new Error(`linear: x ${formatShape(x.shape)}, weight ${formatShape(weight.shape)}${bias ? ` and bias ${formatShape(bias.shape)}` : ''} do not fit (in > 0)`);
   }
-  const residual = options.residual ?? null;
+  const residual = options.residual;
   if (residual) {
     if (options.activation) throw new Error('linear: a residual cannot follow an activation in one call');
     if (!shapesEqual(residual.shape, [rows, outFeatures])) {
@@ -87,6 +81,20 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, options: 
     }
     common('linear', x, residual);
   }
+  return [rows, inFeatures, outFeatures];
+}
+
+/**
+ * A linear layer: x [R, in] @ weight^T + bias, weight [out, in] and bias [out] (or null): [R, out]; with
+ * `activation`, that activation of it; with `residual`, that plus the residual. One backend call: a GPU
+ * adds the bias and the GELU in the product's epilogue, and the residual in the product. The weight and
+ * bias may be the float32 master weights of a bfloat16 x: the product then takes bfloat16 copies of them,
+ * and their gradients come back in float32 (on a GPU straight from the product's fp32 accumulators, with
+ * no bf16 rounding).
+ */
+export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, options: LinearOpOptions = {}): Tensor {
+  const [rows, inFeatures, outFeatures] = linearShape(x, weight, bias, options);
+  const residual = options.residual ?? null;
   if (options.activation === 'gelu' && !bias) return gelu(linear(x, weight, null));
   const backend = x.backend;
   // the parameters in x's dtype: themselves, or copies that live as long as the gradient formula
