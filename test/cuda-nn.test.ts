@@ -136,9 +136,14 @@ test('cross-entropy, forward and backward, with ignored rows', { skip }, () => {
 
 test('cross-entropy with the gradient in the same kernel: loss, lse and gradient as the CPU for a weight on every row', { skip }, () => {
   const g = requireGpu();
-  // 16-byte pieces (float32 5000, bf16 1032 with padding columns and a tail of classes) and element by
-  // element (float32 1030, bf16 770); more rows than multiprocessors
-  for (const [rows, cols, classes, bf16] of [[16, 5000, 5000, false], [50, 1030, 1030, false], [300, 1032, 1030, true], [40, 770, 770, true]] as const) {
+  // 16-byte pieces with the row in shared memory (float32 5000, bf16 1032 with padding columns and a tail
+  // of classes, the cl100k head's 100288 columns), 16-byte pieces of rows wider than shared memory (bf16
+  // 120000, float32 60000), and element by element (float32 1030, bf16 770); more rows than multiprocessors
+  const cases = [
+    [16, 5000, 5000, false], [50, 1030, 1030, false], [300, 1032, 1030, true], [40, 770, 770, true],
+    [140, 100288, 100277, true], [3, 120000, 119999, true], [3, 60000, 60000, false],
+  ] as const;
+  for (const [rows, cols, classes, bf16] of cases) {
     const n = rows * cols;
     const logits = bf16 ? bf16Input(n, (r) => r.normal() * 3) : both(rng.floats(n, (r) => r.normal() * 3));
     const t = Int32Array.from({ length: rows }, () => rng.int(classes));

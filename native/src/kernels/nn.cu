@@ -235,6 +235,91 @@ __global__ void __launch_bounds__(kLossThreads)
   }
 }
 
+// The VEC case of the kernel above with the row kept in shared memory: the first pass (max and sum) reads
+// the row from memory once and leaves it in shared memory, where the second pass (the gradient) reads it,
+// so the logits are read from memory once whatever L2 holds. For rows of up to the device's opt-in shared
+// memory a block (bf16: about 116K columns). The scalar tail of the classes (classes % kN) is read from
+// memory in both passes.
+template <typename T>
+__global__ void __launch_bounds__(kLossThreads)
+    cross_entropy_with_grad_smem_kernel(const T* __restrict__ logits, const int32_t* __restrict__ targets,
+                                        const float* __restrict__ weight, float* __restrict__ loss, float* __restrict__ lse,
+                                        T* __restrict__ d, int64_t rows, int64_t cols, int64_t classes, int32_t ignore_index,
+                                        QueuedCheck check) {
+  extern __shared__ uint4 row_pieces[];
+  constexpr int kN = Pack<T>::kN;
+  const float w = weight ? *weight : 1.0f;
+  const int64_t pieces = cols / kN, class_pieces = classes / kN;  // class_pieces: wholly within the classes
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const T* p = logits + row * cols;
+    const uint4* pp = reinterpret_cast<const uint4*>(p);
+    // in units of log2e: the running max tm of x log2e and the sum ts of 2^(x log2e - tm)
+    float tm = -INFINITY, ts = 0.0f;
+    for (int64_t v = threadIdx.x; v < pieces; v += kLossThreads) {
+      const uint4 raw = __ldcs(pp + v);  // read once: evict first
+      row_pieces[v] = raw;
+      if (v >= class_pieces) continue;
+      float f[kN];
+      Pack<T>::unpack(raw, f);
+      float pm = f[0];
+#pragma unroll
+      for (int i = 1; i < kN; i++) pm = fmaxf(pm, f[i]);
+      pm *= kLog2E;
+      if (pm > tm) {  // one rescale a piece, by its max (a NaN or -inf reaches the sum as below)
+        ts *= exp2f(tm - pm);
+        tm = pm;
+      }
+#pragma unroll
+      for (int i = 0; i < kN; i++) ts += exp2f(fmaf(f[i], kLog2E, -tm));
+    }
+    for (int64_t j = class_pieces * kN + threadIdx.x; j < classes; j += kLossThreads) {
+      const float y = ldf(p[j]) * kLog2E;
+      if (y > tm) {
+        ts = ts * exp2f(tm - y) + 1.0f;
+        tm = y;
+      } else {
+        ts += exp2f(y - tm);
+      }
+    }
+    // the block reductions also order the row's shared-memory stores before the second pass reads them
+    const float m = group_max<kLossThreads>(tm);
+    const float sum = group_sum<kLossThreads>(tm == -INFINITY ? ts : ts * exp2f(tm - m));
+    const float l2 = m + log2f(sum);  // the log-sum-exp in units of log2e
+    const int32_t t = targets[row];
+    if (threadIdx.x == 0) {
+      lse[row] = l2 * kLn2;
+      if (t == ignore_index) {
+        loss[row] = 0.0f;
+      } else if (t < 0 || t >= classes) {
+        report_bad_index(check, row, t);
+        loss[row] = NAN;
+      } else {
+        loss[row] = l2 * kLn2 - ldf(p[t]);
+      }
+    }
+    const int64_t live = t == ignore_index ? 0 : classes;  // columns with a nonzero gradient
+    const float wr = live ? w : 0.0f;
+    T* o = d + row * cols;
+    for (int64_t v = threadIdx.x; v < pieces; v += kLossThreads) {
+      float f[kN];
+      Pack<T>::unpack(row_pieces[v], f);
+      const int64_t j0 = v * kN;
+      if (j0 + kN <= live && (t < j0 || t >= j0 + kN)) {  // most pieces: all classes, not the target
+#pragma unroll
+        for (int i = 0; i < kN; i++) f[i] = wr * exp2f(fmaf(f[i], kLog2E, -l2));
+      } else {
+#pragma unroll
+        for (int i = 0; i < kN; i++) {
+          const int64_t j = j0 + i;
+          f[i] = j < live ? wr * exp2f(fmaf(f[i], kLog2E, -l2)) - (j == t ? wr : 0.0f) : 0.0f;
+        }
+      }
+      __stcs(reinterpret_cast<uint4*>(o + j0), Pack<T>::pack(f));
+    }
+    __syncthreads();  // the next row overwrites the pieces
+  }
+}
+
 __global__ void gather_kernel(const float* __restrict__ table, int64_t table_rows, int64_t cols, const int32_t* __restrict__ indices,
                               int64_t count, float* __restrict__ out, QueuedCheck check) {
   const int64_t n = count * cols;
@@ -323,7 +408,12 @@ void launch_cross_entropy_with_grad(DType t, const void* logits, const int32_t* 
     using T = element_of<decltype(tag)>;
     const auto* x = static_cast<const T*>(logits);
     auto* d = static_cast<T*>(d_logits);
-    if (cols % Pack<T>::kN == 0 && vector_aligned({logits, d_logits})) {
+    const size_t row_bytes = size_t(cols) * sizeof(T);
+    if (cols % Pack<T>::kN == 0 && vector_aligned({logits, d_logits}) && row_bytes <= device_info().max_smem_optin) {
+      const auto kernel = cross_entropy_with_grad_smem_kernel<T>;
+      allow_dynamic_smem(reinterpret_cast<const void*>(kernel), row_bytes, "crossEntropyWithGrad kernel");
+      kernel<<<blocks, kLossThreads, row_bytes, s>>>(x, targets, weight, loss, lse, d, rows, cols, classes, ignore_index, check);
+    } else if (cols % Pack<T>::kN == 0 && vector_aligned({logits, d_logits})) {
       cross_entropy_with_grad_kernel<T, true><<<blocks, kLossThreads, 0, s>>>(x, targets, weight, loss, lse, d, rows, cols, classes,
                                                                              ignore_index, check);
     } else {
