@@ -346,7 +346,7 @@ void weight_gradient(DType t, const void* dy, const void* x, int64_t rows, int64
   run_problem(p, x, dy, dw, Epilogue{}, s);
   if (!db) return;
   // dy's column sums by the reduction kernel, into float32 directly: cuBLASLt's BGRADB epilogue, which
-  // sums them in the product, made the product slower by more than the kernel takes (bench/RESULTS.md)
+  // sums them in the product, cost the product as much as the kernel takes or more (bench/RESULTS.md)
   const Dims shape{rows, out}, axes{0};
   const auto sum = [&](float* into) {
     if (t == DType::F32) launch_reduce(ReduceOp::Sum, static_cast<const float*>(dy), into, shape, axes, s);
