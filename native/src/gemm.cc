@@ -68,6 +68,10 @@ struct Epilogue {
   const void* addend = nullptr;
 };
 
+// Whether the epilogue fuses more than the bias: cuBLASLt may lack an algorithm for it, and the caller then
+// does without it (a product without one must have an algorithm).
+bool optional_epilogue(const Epilogue& e) { return e.kind != lt::kEpilogueDefault && e.kind != lt::kEpilogueBias; }
+
 struct Plan {
   bool found = false;  // whether cuBLASLt has an algorithm for the problem and its epilogue
   lt::MatmulDesc desc = nullptr;
@@ -149,8 +153,7 @@ const Plan& plan_for(const Problem& p, const Epilogue& e) {
   const lt::Status s = api.MatmulAlgoGetHeuristic(st.handle, plan.desc, plan.x, plan.y, plan.d, plan.d, pref, pick + 1, results, &found);
   api.MatmulPreferenceDestroy(pref);
   const lt::HeuristicResult& result = results[std::max(0, std::min(pick, found - 1))];
-  // an epilogue beyond the bias may be unsupported for a shape or type: the caller then does without it
-  if (s != lt::kSuccess && e.kind != lt::kEpilogueDefault && e.kind != lt::kEpilogueBias) found = 0;
+  if (s != lt::kSuccess && optional_epilogue(e)) found = 0;
   else lt::check(s, "cublasLtMatmulAlgoGetHeuristic");
   plan.found = found > 0;
   plan.algo = result.algo;
@@ -201,7 +204,7 @@ bool run_problem(Problem p, const void* x, const void* y, void* d, const Epilogu
   p.align_y = alignment(y, p.y_stride, p.batch, convert ? 2 : elem);
   const Plan& plan = plan_for(p, e);
   if (!plan.found) {
-    if (e.kind == lt::kEpilogueDefault || e.kind == lt::kEpilogueBias) {
+    if (!optional_epilogue(e)) {
       fail("cublasLtMatmulAlgoGetHeuristic found no algorithm for a " + std::to_string(p.d_cols) + "x" + std::to_string(p.d_rows) +
            " product (batch " + std::to_string(p.batch) + ")");
     }
@@ -344,21 +347,9 @@ void weight_gradient(DType t, const void* dy, const void* x, int64_t rows, int64
   p.d_rows = in, p.d_cols = out, p.d_ld = in;
   p.batch = 1;
   run_problem(p, x, dy, dw, Epilogue{}, s);
-  if (!db) return;
-  // dy's column sums by the reduction kernel, into float32 directly: cuBLASLt's BGRADB epilogue, which
+  // dy's column sums by the reduction kernel (into float32 directly): cuBLASLt's BGRADB epilogue, which
   // sums them in the product, cost the product as much as the kernel takes or more (bench/RESULTS.md)
-  const Dims shape{rows, out}, axes{0};
-  const auto sum = [&](float* into) {
-    if (t == DType::F32) launch_reduce(ReduceOp::Sum, static_cast<const float*>(dy), into, shape, axes, s);
-    else launch_reduce_bf16(ReduceOp::Sum, dy, into, shape, axes, s);
-  };
-  if (out_t == DType::F32) {
-    sum(static_cast<float*>(db));
-    return;
-  }
-  const Scratch sums(size_t(out) * sizeof(float));
-  sum(sums.as<float>());
-  launch_cast(sums.as<float>(), DType::F32, db, out_t, out, s);
+  if (db) launch_reduce_into(ReduceOp::Sum, t, dy, out_t, db, {rows, out}, {0}, s);
 }
 
 void linear_gelu(DType t, const void* x, const void* w, const void* bias, int64_t rows, int64_t in, int64_t out, void* y,

@@ -409,7 +409,9 @@ void launch_cross_entropy_with_grad(DType t, const void* logits, const int32_t* 
     const auto* x = static_cast<const T*>(logits);
     auto* d = static_cast<T*>(d_logits);
     const size_t row_bytes = size_t(cols) * sizeof(T);
-    if (cols % Pack<T>::kN == 0 && vector_aligned({logits, d_logits}) && row_bytes <= device_info().max_smem_optin) {
+    // beside the row: the block reductions' static buffers (1 KB is ample)
+    const bool row_fits = row_bytes + 1024 <= device_info().max_smem_optin;
+    if (cols % Pack<T>::kN == 0 && vector_aligned({logits, d_logits}) && row_fits) {
       const auto kernel = cross_entropy_with_grad_smem_kernel<T>;
       allow_dynamic_smem(reinterpret_cast<const void*>(kernel), row_bytes, "crossEntropyWithGrad kernel");
       kernel<<<blocks, kLossThreads, row_bytes, s>>>(x, targets, weight, loss, lse, d, rows, cols, classes, ignore_index, check);

@@ -2,6 +2,7 @@
 
 #include "../memory.h"
 #include "launch_util.cuh"
+#include "vector_access.cuh"
 
 namespace ln {
 
@@ -84,8 +85,6 @@ __global__ void adamw_multi_kernel(const Piece* __restrict__ pieces, int count, 
   }
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 }  // namespace
 
 void launch_adamw(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWArgs& a, cudaStream_t s) {
@@ -99,7 +98,7 @@ void launch_adamw_multi(const std::vector<AdamWTensor>& tensors, const AdamWArgs
   int64_t blocks = 0;
   for (const AdamWTensor& t : tensors) {
     if (t.n == 0) continue;  // no blocks: a piece without any would break the search
-    pieces.push_back({t, blocks, aligned16(t.param) && aligned16(t.grad) && aligned16(t.m) && aligned16(t.v)});
+    pieces.push_back({t, blocks, vector_aligned({t.param, t.grad, t.m, t.v})});
     blocks += ceil_div(t.n, kChunk);
   }
   if (pieces.empty()) return;

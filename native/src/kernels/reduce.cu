@@ -1,6 +1,7 @@
 #include "reduce.h"
 
 #include <algorithm>
+#include <string>
 
 #include "../device.h"
 #include "../memory.h"
@@ -210,6 +211,24 @@ void launch_reduce_bf16(ReduceOp op, const void* x, float* out, const std::vecto
   const auto* xb = static_cast<const __nv_bfloat16*>(x);
   if (op == ReduceOp::Sum) reduce_impl<true, __nv_bfloat16>(xb, out, shape, axes, s);
   else reduce_impl<false, __nv_bfloat16>(xb, out, shape, axes, s);
+}
+
+void launch_reduce_into(ReduceOp op, DType t, const void* x, DType out_t, void* out, const std::vector<int64_t>& shape,
+                        const std::vector<int64_t>& axes, cudaStream_t s) {
+  if (out_t != DType::F32 && out_t != t) fail(std::string("reduce: ") + dtype_name(t) + " input cannot give " + dtype_name(out_t));
+  const auto into = [&](float* f) {
+    if (t == DType::F32) launch_reduce(op, static_cast<const float*>(x), f, shape, axes, s);
+    else launch_reduce_bf16(op, x, f, shape, axes, s);
+  };
+  if (out_t == DType::F32) return into(static_cast<float*>(out));
+  int64_t n = 1;
+  for (size_t i = 0; i < shape.size(); i++) {
+    if (std::find(axes.begin(), axes.end(), int64_t(i)) == axes.end()) n *= shape[i];
+  }
+  // stream order frees the scratch after the cast
+  const Scratch sums(size_t(std::max<int64_t>(n, 1)) * sizeof(float));
+  into(sums.as<float>());
+  launch_cast(sums.as<float>(), DType::F32, out, out_t, n, s);
 }
 
 }  // namespace ln

@@ -6,6 +6,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "../common.h"
+
 namespace ln {
 
 enum class ReduceOp : int { Sum, Max };
@@ -15,6 +17,10 @@ void launch_reduce(ReduceOp op, const float* x, float* out, const std::vector<in
                    const std::vector<int64_t>& axes, cudaStream_t s);
 // The same over bfloat16 input.
 void launch_reduce_bf16(ReduceOp op, const void* x, float* out, const std::vector<int64_t>& shape,
+                        const std::vector<int64_t>& axes, cudaStream_t s);
+// x of type t (float32 or bfloat16) into out of type out_t (float32, or t): float32 results, rounded once
+// to bfloat16 through scratch for a bfloat16 out.
+void launch_reduce_into(ReduceOp op, DType t, const void* x, DType out_t, void* out, const std::vector<int64_t>& shape,
                         const std::vector<int64_t>& axes, cudaStream_t s);
 
 }  // namespace ln

@@ -82,14 +82,7 @@ napi_value reduce(const Call& c) {
   }
   expect(out, t, out_size, "reduce output");
   const ReduceOp op = name == "sum" ? ReduceOp::Sum : ReduceOp::Max;
-  if (t == DType::F32) {
-    launch_reduce(op, x->as<float>(), out->as<float>(), shape, axes, stream());
-    return undefined(c.env);
-  }
-  // bfloat16: float32 results, rounded once at the end (stream order frees the scratch after the cast)
-  const Scratch sums(size_t(std::max<int64_t>(out_size, 1)) * sizeof(float));
-  launch_reduce_bf16(op, x->ptr, sums.as<float>(), shape, axes, stream());
-  launch_cast(sums.as<float>(), DType::F32, out->ptr, DType::BF16, out_size, stream());
+  launch_reduce_into(op, t, x->ptr, t, out->ptr, shape, axes, stream());
   return undefined(c.env);
 }
 
