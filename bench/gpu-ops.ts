@@ -2,7 +2,7 @@
 // and the host cost of one small op (the N-API call, the allocation and the launch).
 //
 //   node --import tsx bench/gpu-ops.ts
-import type { Storage } from '../src/backend/backend.js';
+import type { LayerNormBackwardOptions, Storage } from '../src/backend/backend.js';
 import { cudaAvailable, createCudaBackend } from '../src/backend/cuda/index.js';
 
 const status = cudaAvailable();
@@ -60,12 +60,13 @@ const lnParams = (cols: number) => {
   return { gamma, beta, mean: r.mean, rstd: r.rstd, rows: (LR * LC) / cols, cols };
 };
 const lnNarrow = lnParams(LC), lnWide = lnParams(LW);
-const lnForward = (p: ReturnType<typeof lnParams>) => () => {
-  const r = g.layerNorm(lnX, p.gamma, p.beta, p.rows, p.cols, 1e-5);
+// with geluInput, the layer norm of gelu(x) (the feed-forward's); with an addend, x's other gradient summed
+const lnForward = (p: ReturnType<typeof lnParams>, geluInput = false) => () => {
+  const r = g.layerNorm(lnX, p.gamma, p.beta, p.rows, p.cols, 1e-5, { geluInput });
   return [r.y, r.mean, r.rstd];
 };
-const lnBackward = (p: ReturnType<typeof lnParams>) => () => {
-  const r = g.layerNormBackward(lnDy, lnX, p.gamma, p.mean, p.rstd, p.rows, p.cols, true);
+const lnBackward = (p: ReturnType<typeof lnParams>, options: LayerNormBackwardOptions = {}) => () => {
+  const r = g.layerNormBackward(lnDy, lnX, p.gamma, p.mean, p.rstd, p.rows, p.cols, true, options);
   return [r.dx, r.dGamma!, r.dBeta!];
 };
 
@@ -76,6 +77,7 @@ const headElems = 100288 * 768;
 const headF32 = random(headElems), headBf16 = g.cast(headF32, 'bfloat16');
 const act = bf16(LR * LC), actWide = bf16(LR * LW);
 const cosTable = random(LR * 64), sinTable = random(LR * 64);
+const gradF32 = random(LR * LC);
 
 // the loss over the cl100k head's logits (bf16, 8192 tokens): forward and backward kernels against the one
 // that writes the gradient in the forward (read once, or twice through L2, and write once)
@@ -103,6 +105,7 @@ const cases: [string, number, () => Storage[], number?][] = [
     return [];
   }, 20],
   ['cast f32->bf16 [100288,768]', 6 * headElems, () => [g.cast(headF32, 'bfloat16')], 20],
+  ['cast f32->bf16 [32768,768] (an attention gradient)', 6 * LR * LC, () => [g.cast(gradF32, 'bfloat16')], 20],
   ['cast bf16->f32 [100288,768]', 6 * headElems, () => [g.cast(headBf16, 'float32')], 20],
   ['add (same shape)', 12 * N, () => [g.binary('add', x, [N], y, [N], [N])]],
   ['add bias [16384,4096]+[4096]', 8 * N, () => [g.binary('add', x, [N / 4096, 4096], bias, [4096], [N / 4096, 4096])]],
@@ -124,8 +127,12 @@ const cases: [string, number, () => Storage[], number?][] = [
   // bf16: y (forward); dx, dGamma and dBeta (backward), counted as one read of x (and dy) and one write
   ['layerNorm bf16 [32768,768]', 4 * LR * LC, lnForward(lnNarrow), 20],
   ['layerNormBackward bf16 [32768,768]', 6 * LR * LC, lnBackward(lnNarrow), 20],
+  ['layerNormBackward + addend bf16 [32768,768]', 8 * LR * LC, lnBackward(lnNarrow, { addend: lnDy }), 20],
   ['layerNorm bf16 [8192,3072]', 4 * LR * LC, lnForward(lnWide), 20],
   ['layerNormBackward bf16 [8192,3072]', 6 * LR * LC, lnBackward(lnWide), 20],
+  ['layerNorm of gelu bf16 [8192,3072]', 4 * LR * LC, lnForward(lnWide, true), 20],
+  ['layerNormBackward of gelu bf16 [8192,3072]', 6 * LR * LC, lnBackward(lnWide, { geluInput: true }), 20],
+  ['gelu bf16 [8192,3072]', 4 * LR * LC, () => [g.unary('gelu', lnX)], 20],
   ['crossEntropy [16384,4096]', 4 * N, () => {
     const r = g.crossEntropy(x, targets, rows, vocab, -100, vocab);
     return [r.loss, r.lse];

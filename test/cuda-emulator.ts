@@ -160,14 +160,16 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
     addSliceInto: (dst, dstShape, src, srcShape, begin) => cpu.addSliceInto(s(dst), dstShape, s(src), srcShape, begin),
     softmax: (x, rows, cols, log, out) => put(out, cpu.softmax(s(x), rows, cols, log)),
     softmaxBackward: (y, dy, rows, cols, log, out) => put(out, cpu.softmaxBackward(s(y), s(dy), rows, cols, log)),
-    layerNorm(x, gamma, beta, rows, cols, eps, y, mean, rstd) {
-      const r = cpu.layerNorm(s(x), gamma && s(gamma), beta && s(beta), rows, cols, eps);
+    layerNorm(x, gamma, beta, rows, cols, eps, y, mean, rstd, geluInput) {
+      const r = cpu.layerNorm(s(x), gamma && s(gamma), beta && s(beta), rows, cols, eps, { geluInput });
       put(y, r.y);
       put(mean, r.mean);
       put(rstd, r.rstd);
     },
-    layerNormBackward(dy, x, gamma, mean, rstd, rows, cols, dx, dGamma, dBeta) {
-      const r = cpu.layerNormBackward(s(dy), s(x), gamma && s(gamma), s(mean), s(rstd), rows, cols, dBeta !== null);
+    layerNormBackward(dy, x, gamma, mean, rstd, rows, cols, dx, dGamma, dBeta, addend, geluInput) {
+      const r = cpu.layerNormBackward(
+        s(dy), s(x), gamma && s(gamma), s(mean), s(rstd), rows, cols, dBeta !== null, { addend: addend && s(addend), geluInput },
+      );
       put(dx, r.dx);
       if (dGamma) put(dGamma, r.dGamma!);
       if (dBeta) put(dBeta, r.dBeta!);

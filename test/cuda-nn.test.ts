@@ -114,6 +114,54 @@ test('bf16 layer norm, forward and backward, against the CPU on the same values'
   }
 });
 
+test('layer norm of gelu(x), and a backward that adds another gradient of x, in float32 and bf16', { skip }, () => {
+  const g = requireGpu();
+  // bf16: rows in registers by warps (768) and by groups of 128 threads (3072, gelu(x) in float registers),
+  // general kernels (770, 9000); float32: registers (768), general (2050, 4096)
+  const cases = [
+    ['bfloat16', 2000, 768], ['bfloat16', 300, 3072], ['bfloat16', 300, 770], ['bfloat16', 2, 9000],
+    ['float32', 64, 768], ['float32', 9, 2050], ['float32', 5, 4096],
+  ] as const;
+  for (const [dtype, rows, cols] of cases) {
+    const bf16 = dtype === 'bfloat16';
+    const make = (f?: (r: typeof rng) => number) => (bf16 ? bf16Input(rows * cols, f) : both(rng.floats(rows * cols, f)));
+    const x = make((r) => r.normal() * 2);
+    const dy = make();
+    const addend = make();
+    const gammaV = rng.floats(cols, (r) => 1 + 0.2 * r.normal()), betaV = rng.floats(cols);
+    const gamma = { c: cpu.fromArray(gammaV), g: g.fromArray(gammaV) }, beta = { c: cpu.fromArray(betaV), g: g.fromArray(betaV) };
+    for (const geluInput of [false, true]) {
+      const label = `${dtype} layerNorm ${rows}x${cols}${geluInput ? ' of gelu(x)' : ''}`;
+      const [rel, abs] = bf16 ? [2 ** -8, 1e-4] : [1e-4, 1e-5];
+      if (bf16) poisonBf16(rows * cols);
+      poison([rows * cols, rows]);
+      const rg = g.layerNorm(x.g, gamma.g, beta.g, rows, cols, 1e-5, { geluInput });
+      const rc = cpu.layerNorm(x.c, gamma.c, beta.c, rows, cols, 1e-5, { geluInput });
+      assertClose(readGpu(rg.y), cpu.read(rc.y), `${label} y`, rel, abs);
+      assertClose(readGpu(rg.mean), cpu.read(rc.mean), `${label} mean`, 1e-5, 1e-6);
+      assertClose(readGpu(rg.rstd), cpu.read(rc.rstd), `${label} rstd`, 1e-4, 1e-6);
+      for (const withAddend of [false, true]) {
+        const options = { geluInput, addend: withAddend ? addend.g : null };
+        if (bf16) poisonBf16(rows * cols);
+        poison([rows * cols, cols]);
+        const bg = g.layerNormBackward(dy.g, x.g, gamma.g, rg.mean, rg.rstd, rows, cols, true, options);
+        const bc = cpu.layerNormBackward(dy.c, x.c, gamma.c, rc.mean, rc.rstd, rows, cols, true, { ...options, addend: withAddend ? addend.c : null });
+        const what = `${label}${withAddend ? ' + addend' : ''}`;
+        assertClose(readGpu(bg.dx), cpu.read(bc.dx), `${what} dx`, bf16 ? 2 ** -8 : 1e-3, bf16 ? 1e-3 : 1e-4);
+        assertClose(readGpu(bg.dGamma!), cpu.read(bc.dGamma!), `${what} dGamma`, 1e-4, 1e-5 * Math.sqrt(rows));
+        assertClose(readGpu(bg.dBeta!), cpu.read(bc.dBeta!), `${what} dBeta`, 1e-4, 1e-5 * Math.sqrt(rows));
+        for (const t of [bg.dx, bg.dGamma, bg.dBeta]) if (t) g.free(t);
+      }
+      for (const t of [rg.y, rg.mean, rg.rstd]) g.free(t);
+    }
+  }
+  // the addend must be x's dtype and size
+  const x = both(rng.floats(8 * 16));
+  const r = g.layerNorm(x.g, null, null, 8, 16, 1e-5);
+  const wrong = g.alloc('float32', 8 * 15);
+  assert.throws(() => g.layerNormBackward(x.g, x.g, null, r.mean, r.rstd, 8, 16, false, { addend: wrong }), /layerNormBackward addend/);
+});
+
 test('cross-entropy, forward and backward, with ignored rows', { skip }, () => {
   const g = requireGpu();
   for (const [rows, cols] of [[1, 2], [50, 50], [16, 5000], [300, 1030]] as const) {

@@ -205,7 +205,7 @@ test('linear is matmul with the weight transposed plus the bias, with the same g
   assert.deepEqual([...T.linear(x, w, b).toArray()], [...T.add(T.matmul(x, w, { transB: true }), b).toArray()]);
   gradcheck(([x, w, b]) => weigh(T.linear(x!, w!, b!)), [[xd, xs], [wd, ws], [bd, bs]], { label: 'linear' });
   assert.throws(() => T.linear(x, f64([...wd], [3, 4]), b), /do not fit/);
-  assert.throws(() => T.linear(T.reshape(x, [15]), w, b), /needs x \[rows, in\]/);
+  assert.throws(() => T.linear(T.reshape(x, [15]), w, b), /needs x \[\.\.\., rows, in\]/);
   assert.throws(() => T.linear(x, T.cast(w, 'float32'), b), /a float64 input needs float64 parameters, got float32/);
 });
 
@@ -223,6 +223,48 @@ test('linear without a bias and with the GELU activation: the composed ops, with
   gradcheck(([x, w]) => weigh(T.linear(x!, w!, null, { activation: 'gelu' })), [[xd, xs], [wd, ws]], { label: 'linear gelu without bias' });
 });
 
+test('geluLayerNorm is layerNorm of gelu(x), with the same gradients', () => {
+  const [xd, xs] = input(3, 6);
+  const [gd, gs] = input(6);
+  const [bd, bs] = input(6);
+  const x = f64([...xd], [...xs]);
+  const [g, b] = [f64([...gd], [...gs]), f64([...bd], [...bs])];
+  assertClose(T.geluLayerNorm(x, g, b).toArray(), T.layerNorm(T.gelu(x), g, b).toArray(), 1e-12, 'geluLayerNorm');
+  gradcheck(([x, g, b]) => weigh(T.geluLayerNorm(x!, g!, b!)), [[xd, xs], [gd, gs], [bd, bs]], { label: 'geluLayerNorm' });
+  gradcheck(([x]) => weigh(T.geluLayerNorm(x!, null, null)), [[xd, xs]], { label: 'geluLayerNorm plain' });
+  assert.throws(() => T.geluLayerNorm(x, T.reshape(g, [2, 3]), b), /geluLayerNorm: gamma of shape \[2, 3\] does not match the last axis \(6\)/);
+});
+
+test('an input used several times: linear and layer norm add the gradient gathered so far in their own pass', () => {
+  const [xd, xs] = input(5, 4);
+  const [ad, as] = input(6, 4);
+  const [bd, bs] = input(6, 4);
+  const [cd, cs] = input(4, 6);
+  // a decoder block's pattern: x feeds a layer norm and (first in the backward) a residual; h feeds two products
+  const block = ([x, a, b, c]: Tensor[]): Tensor => {
+    const h = T.layerNorm(x!, null, null);
+    return weigh(T.linear(T.mul(T.linear(h, a!, null), T.linear(h, b!, null)), c!, null, { residual: x! }));
+  };
+  const inputs = [[xd, xs], [ad, as], [bd, bs], [cd, cs]] as const;
+  gradcheck(block, inputs, { label: 'sums in the formulas' });
+  const leaves = inputs.map(([d, shape]) => T.tensor([...d], [...shape], { dtype: 'float64', requiresGrad: true }));
+  const loss = block(leaves);
+  const backend = loss.backend;
+  const binary = backend.binary.bind(backend);
+  const sums: string[] = [];
+  backend.binary = (op, a, aShape, b, bShape, outShape) => {
+    // a sum of two whole gradients (a broadcast's add has a smaller operand)
+    if (op === 'add' && aShape.length === bShape.length && aShape.every((d, i) => d === bShape[i])) sums.push(`[${aShape.join(', ')}]`);
+    return binary(op, a, aShape, b, bShape, outShape);
+  };
+  try {
+    loss.backward();
+  } finally {
+    backend.binary = binary;
+  }
+  assert.deepEqual(sums, []);
+});
+
 test('linear with a residual adds it in the same call, and hands the output gradient to it', () => {
   const [xd, xs] = input(6, 4);
   const [wd, ws] = input(5, 4);
@@ -236,5 +278,13 @@ test('linear with a residual adds it in the same call, and hands the output grad
   gradcheck(([x, w, b, r]) => weigh(T.linear(x!, w!, b!, { residual: r! })), [[xd, xs], [wd, ws], [bd, bs], [rd, rs]], { label: 'linear residual' });
   gradcheck(([x, w, r]) => weigh(T.linear(x!, w!, null, { residual: r! })), [[xd, xs], [wd, ws], [rd, rs]], { label: 'linear residual without bias' });
   assert.throws(() => T.linear(x, w, b, { residual: T.reshape(r, [5, 6]) }), /residual of shape \[5, 6\] for an output of \[6, 5\]/);
+  // leading axes: one product over all the rows
+  const x3 = T.reshape(x, [2, 3, 4]);
+  const r3 = T.reshape(r, [2, 3, 5]);
+  const y3 = T.linear(x3, w, b, { residual: r3 });
+  assert.deepEqual(y3.shape, [2, 3, 5]);
+  assertClose(y3.toArray(), T.linear(x, w, b, { residual: r }).toArray(), 0, 'x [2, 3, 4]');
+  gradcheck(([x, w, b, r]) => weigh(T.linear(x!, w!, b!, { residual: r! })), [[xd, [2, 3, 4]], [wd, ws], [bd, bs], [rd, [2, 3, 5]]], { label: 'linear 3-D' });
+  assert.throws(() => T.linear(x3, w, b, { residual: r }), /residual of shape \[6, 5\] for an output of \[2, 3, 5\]/);
   assert.throws(() => T.linear(x, w, b, { residual: r, activation: 'gelu' }), /cannot follow an activation/);
 });

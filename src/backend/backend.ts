@@ -68,6 +68,17 @@ export interface GatheredAttentionLayout {
 
 export interface LayerNormResult { y: Storage; mean: Storage; rstd: Storage }
 export interface LayerNormGrads { dx: Storage; dGamma: Storage | null; dBeta: Storage | null }
+export interface LayerNormOptions {
+  /**
+   * Normalize gelu(x) (the tanh form, as `unary('gelu')`) instead of x, computed in the same pass and not
+   * stored: the forward and the backward both take the pre-activation x, and the backward's dx is its gradient.
+   */
+  geluInput?: boolean;
+}
+export interface LayerNormBackwardOptions extends LayerNormOptions {
+  /** Another gradient of x (x's dtype and size), added to dx in the same pass. */
+  addend?: Storage | null;
+}
 export interface AdamWHyper {
   lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number;
   /** The gradient is multiplied by this first (global-norm clipping without a pass over the gradients); 1 if absent. */
@@ -153,9 +164,12 @@ export interface Backend {
   /** Gradient of (log-)softmax given its output y and dy. */
   softmaxBackward(y: Storage, dy: Storage, rows: number, cols: number, log: boolean): Storage;
   /** gamma and beta of x's dtype (float32 for a bfloat16 x); mean and rstd float32 on a GPU. */
-  layerNorm(x: Storage, gamma: Storage | null, beta: Storage | null, rows: number, cols: number, eps: number): LayerNormResult;
+  layerNorm(
+    x: Storage, gamma: Storage | null, beta: Storage | null, rows: number, cols: number, eps: number, options?: LayerNormOptions,
+  ): LayerNormResult;
   layerNormBackward(
     dy: Storage, x: Storage, gamma: Storage | null, mean: Storage, rstd: Storage, rows: number, cols: number, hasBeta: boolean,
+    options?: LayerNormBackwardOptions,
   ): LayerNormGrads;
   /**
    * Per-row -log softmax(logits)[target] over the first `classes` columns of each row (1 <= classes <=

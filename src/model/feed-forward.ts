@@ -29,8 +29,11 @@ export class FeedForward extends Module {
     this.fc2 = this.addModule('fc2', new Linear(ffnDim, dModel, { ...p, rng, std: xavierStd(ffnDim, dModel) * gamma }));
   }
 
-  /** With `residual` (x's shape), residual + the output, the sum made by the last product. */
+  /**
+   * With `residual` (x's shape), residual + the output, the sum made by the last product. The GELU runs
+   * inside LN_ffn's passes, so W_1 x is the only activation of ffnDim columns kept for the backward.
+   */
   forward(x: Tensor, residual?: Tensor): Tensor {
-    return this.fc2.forward(this.norm.forward(this.fc1.forward(x, { activation: 'gelu' })), { residual });
+    return this.fc2.forward(this.norm.forwardGelu(this.fc1.forward(x)), { residual });
   }
 }

@@ -30,4 +30,9 @@ export class LayerNorm extends Module {
     // bfloat16 activations take the float32 scale and shift as they are
     return T.layerNorm(x, this.weight, this.bias, this.eps);
   }
+
+  /** forward(gelu(x)), the GELU computed inside the normalization (T.geluLayerNorm). */
+  forwardGelu(x: Tensor): Tensor {
+    return T.geluLayerNorm(x, this.weight, this.bias, this.eps);
+  }
 }

@@ -41,12 +41,13 @@ export class Linear extends Module {
    * the output: each computed in the same call (on a GPU, in the product).
    */
   forward(x: Tensor, options: T.LinearOpOptions = {}): Tensor {
-    const lead = x.shape.slice(0, -1);
     check(x.shape[x.rank - 1] === this.inFeatures, () => `Linear: input of shape [${x.shape.join(', ')}] does not end in ${this.inFeatures}`);
-    // one 2-D product: its weight gradient needs no reduction over a broadcast batch; bfloat16
-    // activations meet bfloat16 copies of the float32 weights, whose gradients come back in float32
-    const residual = options.residual && T.reshape(options.residual, [-1, this.outFeatures]);
-    const y = T.linear(T.reshape(x, [-1, this.inFeatures]), this.weight, this.bias, { ...options, residual });
-    return T.reshape(y, [...lead, this.outFeatures]);
+    // one product over all of x's rows (a 1-D x is one row): bfloat16 activations meet bfloat16 copies of
+    // the float32 weights, whose gradients come back in float32
+    if (x.rank === 1) {
+      const residual = options.residual && T.reshape(options.residual, [1, this.outFeatures]);
+      return T.reshape(T.linear(T.reshape(x, [1, this.inFeatures]), this.weight, this.bias, { ...options, residual }), [this.outFeatures]);
+    }
+    return T.linear(x, this.weight, this.bias, options);
   }
 }

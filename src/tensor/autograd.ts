@@ -1,12 +1,21 @@
+import type { DType } from './dtype.js';
 import type { Tensor } from './tensor.js';
 import { keep } from './scope.js';
 import { formatShape, shapesEqual } from './shape.js';
+
+/**
+ * Hands a gradient formula the gradient gathered so far for its input `index`, if there is one of `dtype`
+ * (the type the formula's kernel can add); else undefined, and the engine sums it as usual. A formula that
+ * takes it owns it: the gradient it returns for that input must include it (a GPU adds it in the kernel
+ * that writes the formula's own part, which saves a pass over the gradient).
+ */
+export type TakePendingGradient = (index: number, dtype: DType) => Tensor | undefined;
 
 /** How a tensor was computed: its inputs and the gradient formula that maps dOutput to dInputs. */
 export interface GradNode {
   readonly name: string;
   readonly inputs: readonly Tensor[];
-  readonly backward: (grad: Tensor) => readonly (Tensor | null)[];
+  readonly backward: (grad: Tensor, takePending: TakePendingGradient) => readonly (Tensor | null)[];
 }
 
 let gradEnabled = true;
@@ -123,7 +132,19 @@ export function runBackward(root: Tensor, seed: Tensor | undefined, retainGraph:
         }
         continue;
       }
-      const inputGrads = node.backward(g);
+      const taken = new Set<number>();
+      const takePending: TakePendingGradient = (j, dtype) => {
+        const input = node.inputs[j];
+        const pending = input?.requiresGrad ? grads.get(input) : undefined;
+        if (!pending || pending.dtype !== dtype) return undefined;
+        grads.delete(input!);
+        taken.add(j);
+        return pending;
+      };
+      const inputGrads = node.backward(g, takePending);
+      for (const j of taken) {
+        if (!inputGrads[j]) throw new Error(`internal: ${node.name} took the pending gradient of input ${j} and returned none`);
+      }
       const handed = new Set<Tensor>();
       node.inputs.forEach((input, j) => {
         let ig = inputGrads[j];

@@ -230,8 +230,11 @@ __device__ __forceinline__ bool finite_value(T v) {
   else return isfinite(v);
 }
 
-// Whether this thread's share of x is finite: a 16-byte piece a step where VEC (float32 or bfloat16, 16-byte
-// aligned), then the rest one at a time.
+// Pieces a thread of the vector finiteness kernels reads at once: loads in flight, not one block a piece.
+constexpr int kFinitePieces = 4;
+
+// Whether this thread's share of x is finite: kFinitePieces 16-byte pieces a step where VEC (float32 or
+// bfloat16, 16-byte aligned; the grid sized by with_vectors), then the rest one at a time.
 template <bool VEC, typename T>
 __device__ __forceinline__ bool thread_finite(const T* __restrict__ x, int64_t n) {
   const GridStride g;
@@ -239,13 +242,25 @@ __device__ __forceinline__ bool thread_finite(const T* __restrict__ x, int64_t n
   int64_t begin = 0;
   if constexpr (VEC) {
     constexpr int kN = Pack<T>::kN;
-    for (int64_t v = g.first; v < n / kN; v += g.stride) {
+    const int64_t pieces = n / kN;
+    int64_t v = g.first;
+    for (; v + (kFinitePieces - 1) * g.stride < pieces; v += kFinitePieces * g.stride) {
+      float f[kFinitePieces][kN];
+#pragma unroll
+      for (int u = 0; u < kFinitePieces; u++) load_piece(x + kN * (v + u * g.stride), f[u]);
+#pragma unroll
+      for (int u = 0; u < kFinitePieces; u++) {
+#pragma unroll
+        for (int j = 0; j < kN; j++) ok &= isfinite(f[u][j]);
+      }
+    }
+    for (; v < pieces; v += g.stride) {
       float f[kN];
       load_piece(x + kN * v, f);
 #pragma unroll
       for (int j = 0; j < kN; j++) ok &= isfinite(f[j]);
     }
-    begin = n / kN * kN;
+    begin = pieces * kN;
   }
   for (int64_t i = begin + g.first; i < n; i += g.stride) ok &= finite_value(x[i]);
   return ok;
@@ -261,11 +276,11 @@ __global__ void flag_non_finite_kernel(const T* __restrict__ x, int64_t n, int i
   if (!__syncthreads_and(thread_finite<VEC>(x, n)) && threadIdx.x == 0) atomicMin(flag, id);
 }
 
-// Runs launch.template operator()<VEC>(blocks) with the vector kernels where x allows them.
+// Runs launch.template operator()<VEC>(blocks) with the vector finiteness kernels where x allows them.
 template <typename T, typename Launch>
 void with_vectors(const T* x, int64_t n, Launch&& launch) {
   if constexpr (!std::is_same<T, double>::value) {
-    if (n >= 8 && vector_aligned({x})) return launch.template operator()<true>(vec_grid(n, Pack<T>::kN));
+    if (n >= 8 && vector_aligned({x})) return launch.template operator()<true>(vec_grid(n, Pack<T>::kN * kFinitePieces));
   }
   launch.template operator()<false>(grid_for(n));
 }

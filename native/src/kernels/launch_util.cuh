@@ -97,6 +97,13 @@ __device__ __forceinline__ Index strided_offset(const StridedLayout& l, int op, 
 }
 
 // Calls f.template operator()<RANK>() with the layout's rank when it is small, else with 0.
+// Calls f.template operator()<B>() with the run-time flag as a compile-time one.
+template <typename F>
+void dispatch_flag(bool flag, F&& f) {
+  if (flag) return f.template operator()<true>();
+  return f.template operator()<false>();
+}
+
 template <typename F>
 void dispatch_rank(int rank, F&& f) {
   switch (rank) {

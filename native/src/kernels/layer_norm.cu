@@ -10,6 +10,7 @@
 #include "../memory.h"
 #include "element_types.cuh"
 #include "launch_util.cuh"
+#include "math.cuh"
 #include "row_groups.cuh"
 #include "vector_access.cuh"
 
@@ -24,9 +25,17 @@ namespace {
 
 constexpr int kRowBytes = 8192;  // 4096 bfloat16 or 2048 float32 columns: at most 16 pieces a lane
 
+// What a layer norm with a GELU input normalizes: gelu(x) (by the fast sigmoid); x otherwise.
+template <bool GELU>
+__device__ __forceinline__ float input_value(float x) {
+  if constexpr (GELU) return gelu_fast(x);
+  return x;
+}
+
 // Piece k of a row (k < cols / kN) is piece v = k / LANES of lane k % LANES: each step of v reads
-// LANES * 16 contiguous bytes. NV pieces a lane cover rows of up to LANES * NV pieces.
-template <typename T, int LANES, int NV>
+// LANES * 16 contiguous bytes. NV pieces a lane cover rows of up to LANES * NV pieces. With GELU the rows
+// normalized are gelu(x), computed once into float registers (never rounded to T).
+template <typename T, int LANES, int NV, bool GELU>
 __global__ void __launch_bounds__(kThreads)
     layer_norm_rows_kernel(const T* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
                            T* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, int64_t rows, int cols,
@@ -43,12 +52,31 @@ __global__ void __launch_bounds__(kThreads)
     const int k = v * LANES + lane;
     raw[v] = valid && k < nvec ? src[k] : make_uint4(0, 0, 0, 0);
   }
+  float u[GELU ? NV * kN : 1];
+  if constexpr (GELU) {
+#pragma unroll
+    for (int v = 0; v < NV; v++) {
+      float f[kN];
+      P::unpack(raw[v], f);
+#pragma unroll
+      for (int i = 0; i < kN; i++) u[v * kN + i] = gelu_fast(f[i]);  // gelu(0) = 0 past the row's end
+    }
+  }
+  // piece v of the row being normalized
+  auto values = [&](int v, float (&f)[kN]) {
+    if constexpr (GELU) {
+#pragma unroll
+      for (int i = 0; i < kN; i++) f[i] = u[v * kN + i];
+    } else {
+      P::unpack(raw[v], f);
+    }
+  };
   // two passes over the registers: the mean, then the squared deviations from it
   float s = 0.0f;
 #pragma unroll
   for (int v = 0; v < NV; v++) {
     float f[kN];
-    P::unpack(raw[v], f);  // zeros past the row's end
+    values(v, f);  // zeros past the row's end
 #pragma unroll
     for (int i = 0; i < kN; i++) s += f[i];
   }
@@ -58,7 +86,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int v = 0; v < NV; v++) {
     if (v * LANES + lane >= nvec) continue;
     float f[kN];
-    P::unpack(raw[v], f);
+    values(v, f);
 #pragma unroll
     for (int i = 0; i < kN; i++) {
       const float d = f[i] - mu;
@@ -77,7 +105,7 @@ __global__ void __launch_bounds__(kThreads)
     const int k = v * LANES + lane;
     if (k >= nvec) continue;
     float f[kN], g[kN], b[kN];
-    P::unpack(raw[v], f);
+    values(v, f);
     if (gamma) load_f32(gamma + k * kN, g);
     if (beta) load_f32(beta + k * kN, b);
 #pragma unroll
@@ -91,16 +119,20 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// dx of rows held in registers. With SUMS the grid is sized to stay resident and each group walks rows
-// gridDim.x * kGroups apart, adding dy * xhat and dy into per-lane column sums in registers; the block then
-// adds its groups' sums in a fixed order (deterministic) and writes one row of partials to part_gamma and
-// part_beta ([gridDim.x, cols]; either may be null). This saves the second read of dy and x that separate
-// column sums would need.
-template <typename T, int LANES, int NV, bool SUMS>
-__global__ void __launch_bounds__(kThreads)
+// dx of rows held in registers, plus `addend` (another gradient of x, summed here) unless it is null.
+// With SUMS the grid is sized to stay resident and each group walks rows gridDim.x * kGroups apart, adding
+// dy * xhat and dy into per-lane column sums in registers; the block then adds its groups' sums in a fixed
+// order (deterministic) and writes one row of partials to part_gamma and part_beta ([gridDim.x, cols];
+// either may be null). This saves the second read of dy and x that separate column sums would need. With
+// GELU the forward normalized gelu(x): xhat comes from gelu(x), and dx is multiplied by gelu'(x), both
+// computed once a row into float registers. Those take the GELU instances to about 150 registers; capped
+// at 128 (a few bytes spilled), two blocks share an SM, as they do without GELU.
+template <typename T, int LANES, int NV, bool SUMS, bool GELU>
+__global__ void __launch_bounds__(kThreads, GELU ? 2 : 1)
     layer_norm_dx_rows_kernel(const T* __restrict__ dy, const T* __restrict__ x, const float* __restrict__ gamma,
-                              const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ dx,
-                              float* __restrict__ part_gamma, float* __restrict__ part_beta, int64_t rows, int cols) {
+                              const float* __restrict__ mean, const float* __restrict__ rstd, const T* __restrict__ addend,
+                              T* __restrict__ dx, float* __restrict__ part_gamma, float* __restrict__ part_beta, int64_t rows,
+                              int cols) {
   using P = Pack<T>;
   constexpr int kN = P::kN, kGroups = kThreads / LANES;
   const int lane = threadIdx.x % LANES, group = threadIdx.x / LANES, nvec = cols / kN;
@@ -121,11 +153,26 @@ __global__ void __launch_bounds__(kThreads)
       rx[v] = in ? px[k] : make_uint4(0, 0, 0, 0);
     }
     const float mu = valid ? mean[row] : 0.0f, rs = valid ? rstd[row] : 0.0f;
+    float u[GELU ? NV * kN : 1], slope[GELU ? NV * kN : 1];
+    if constexpr (GELU) {
+#pragma unroll
+      for (int v = 0; v < NV; v++) {
+        float f[kN];
+        P::unpack(rx[v], f);
+#pragma unroll
+        for (int i = 0; i < kN; i++) gelu_fast_with_derivative(f[i], u[v * kN + i], slope[v * kN + i]);
+      }
+    }
     // piece v (the row's piece k) of both passes: dy, xhat and g = dy * gamma (dy without gamma)
     auto terms = [&](int v, int k, float (&fd)[kN], float (&xhat)[kN], float (&g)[kN]) {
       float fx[kN], gm[kN];
       P::unpack(rdy[v], fd);
-      P::unpack(rx[v], fx);
+      if constexpr (GELU) {
+#pragma unroll
+        for (int i = 0; i < kN; i++) fx[i] = u[v * kN + i];
+      } else {
+        P::unpack(rx[v], fx);
+      }
       if (gamma) load_f32(gamma + k * kN, gm);
 #pragma unroll
       for (int i = 0; i < kN; i++) {
@@ -154,14 +201,20 @@ __global__ void __launch_bounds__(kThreads)
     const float mean_gx = group_sum<LANES>(sgx) / float(cols);
     if (valid) {
       uint4* dst = reinterpret_cast<uint4*>(dx) + at;
+      const uint4* add = addend ? reinterpret_cast<const uint4*>(addend) + at : nullptr;
 #pragma unroll
       for (int v = 0; v < NV; v++) {
         const int k = v * LANES + lane;
         if (k >= nvec) continue;
-        float fd[kN], xhat[kN], g[kN];
+        float fd[kN], xhat[kN], g[kN], a[kN];
         terms(v, k, fd, xhat, g);
+        if (add) P::unpack(add[k], a);
 #pragma unroll
-        for (int i = 0; i < kN; i++) fd[i] = rs * (g[i] - mean_g - xhat[i] * mean_gx);
+        for (int i = 0; i < kN; i++) {
+          fd[i] = rs * (g[i] - mean_g - xhat[i] * mean_gx);
+          if constexpr (GELU) fd[i] *= slope[v * kN + i];
+          if (add) fd[i] += a[i];
+        }
         dst[k] = P::pack(fd);
       }
     }
@@ -195,7 +248,7 @@ __global__ void __launch_bounds__(kThreads)
 // thread: a warp reads 512 contiguous bytes of each row. For rows too wide for the column sums in registers.
 constexpr int kParamThreads = 128;
 
-template <typename T>
+template <typename T, bool GELU>
 __global__ void __launch_bounds__(kParamThreads)
     layer_norm_param_rows_kernel(const T* __restrict__ dy, const T* __restrict__ x, const float* __restrict__ mean,
                                  const float* __restrict__ rstd, float* __restrict__ d_gamma, float* __restrict__ d_beta,
@@ -217,7 +270,7 @@ __global__ void __launch_bounds__(kParamThreads)
     const float mu = mean[r], rs = rstd[r];
 #pragma unroll
     for (int i = 0; i < kN; i++) {
-      sg[i] += fd[i] * ((fx[i] - mu) * rs);
+      sg[i] += fd[i] * ((input_value<GELU>(fx[i]) - mu) * rs);
       sb[i] += fd[i];
     }
   }
@@ -259,21 +312,21 @@ __global__ void __launch_bounds__(kThreads)
 // ---------------------------------------------------------------------------------------------------------
 // General kernels, for any width and alignment: each row is handled by GROUP consecutive threads, a warp
 // for short rows and the whole block for long ones (row_groups.cuh), reading the row from global memory on
-// each pass.
+// each pass (and, with GELU, computing gelu(x) on each).
 
-template <int GROUP, typename T>
+template <int GROUP, bool GELU, typename T>
 __global__ void layer_norm_kernel(const T* __restrict__ x, const float* __restrict__ gamma, const float* __restrict__ beta,
                                   T* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd, int64_t rows,
                                   int64_t cols, float eps) {
   const RowSpot r = row_spot<GROUP>(rows);
   const T* p = x + (r.valid ? r.row : 0) * cols;
   float s = 0.0f;
-  if (r.valid) for (int64_t j = r.lane; j < cols; j += GROUP) s += ldf(p[j]);
+  if (r.valid) for (int64_t j = r.lane; j < cols; j += GROUP) s += input_value<GELU>(ldf(p[j]));
   const float mu = group_sum<GROUP>(s) / float(cols);
   float v = 0.0f;
   if (r.valid) {
     for (int64_t j = r.lane; j < cols; j += GROUP) {
-      const float d = ldf(p[j]) - mu;
+      const float d = input_value<GELU>(ldf(p[j])) - mu;
       v += d * d;
     }
   }
@@ -285,24 +338,24 @@ __global__ void layer_norm_kernel(const T* __restrict__ x, const float* __restri
   }
   T* o = y + r.row * cols;
   for (int64_t j = r.lane; j < cols; j += GROUP) {
-    float t = (ldf(p[j]) - mu) * rs;
+    float t = (input_value<GELU>(ldf(p[j])) - mu) * rs;
     if (gamma) t *= gamma[j];
     if (beta) t += beta[j];
     stf(o[j], t);
   }
 }
 
-template <int GROUP, typename T>
+template <int GROUP, bool GELU, typename T>
 __global__ void layer_norm_dx_kernel(const T* __restrict__ dy, const T* __restrict__ x, const float* __restrict__ gamma,
-                                     const float* __restrict__ mean, const float* __restrict__ rstd, T* __restrict__ dx,
-                                     int64_t rows, int64_t cols) {
+                                     const float* __restrict__ mean, const float* __restrict__ rstd,
+                                     const T* __restrict__ addend, T* __restrict__ dx, int64_t rows, int64_t cols) {
   const RowSpot r = row_spot<GROUP>(rows);
   const int64_t base = (r.valid ? r.row : 0) * cols;
   const float mu = r.valid ? mean[r.row] : 0.0f, rs = r.valid ? rstd[r.row] : 0.0f;
   float sg = 0.0f, sgx = 0.0f;
   if (r.valid) {
     for (int64_t j = r.lane; j < cols; j += GROUP) {
-      const float xhat = (ldf(x[base + j]) - mu) * rs;
+      const float xhat = (input_value<GELU>(ldf(x[base + j])) - mu) * rs;
       const float g = gamma ? ldf(dy[base + j]) * gamma[j] : ldf(dy[base + j]);
       sg += g;
       sgx += g * xhat;
@@ -312,14 +365,18 @@ __global__ void layer_norm_dx_kernel(const T* __restrict__ dy, const T* __restri
   const float mean_gx = group_sum<GROUP>(sgx) / float(cols);
   if (!r.valid) return;
   for (int64_t j = r.lane; j < cols; j += GROUP) {
-    const float xhat = (ldf(x[base + j]) - mu) * rs;
+    const float xj = ldf(x[base + j]);
+    const float xhat = (input_value<GELU>(xj) - mu) * rs;
     const float g = gamma ? ldf(dy[base + j]) * gamma[j] : ldf(dy[base + j]);
-    stf(dx[base + j], rs * (g - mean_g - xhat * mean_gx));
+    float d = rs * (g - mean_g - xhat * mean_gx);
+    if constexpr (GELU) d *= gelu_slope(xj, gelu_sigmoid_fast(xj));
+    if (addend) d += ldf(addend[base + j]);
+    stf(dx[base + j], d);
   }
 }
 
 // Column sums of dy * xhat and dy over a range of rows: one thread per column, gridDim.y row ranges.
-template <typename T>
+template <bool GELU, typename T>
 __global__ void layer_norm_param_kernel(const T* __restrict__ dy, const T* __restrict__ x, const float* __restrict__ mean,
                                         const float* __restrict__ rstd, float* __restrict__ d_gamma, float* __restrict__ d_beta,
                                         int64_t rows, int64_t cols, int64_t chunk) {
@@ -329,7 +386,7 @@ __global__ void layer_norm_param_kernel(const T* __restrict__ dy, const T* __res
   float sg = 0.0f, sb = 0.0f;
   for (int64_t r = r0; r < r1; r++) {
     const float g = ldf(dy[r * cols + j]);
-    sg += g * (ldf(x[r * cols + j]) - mean[r]) * rstd[r];
+    sg += g * (input_value<GELU>(ldf(x[r * cols + j])) - mean[r]) * rstd[r];
     sb += g;
   }
   if (d_gamma) d_gamma[blockIdx.y * cols + j] = sg;
@@ -419,43 +476,43 @@ int resident_blocks_per_sm(K kernel) {
   return std::max(n, 1);
 }
 
-template <typename T, int LANES, int NV>
-void layer_norm_dx_rows(const T* dy, const T* x, const float* gamma, const float* mean, const float* rstd, T* dx, float* d_gamma,
-                        float* d_beta, int64_t rows, int cols, cudaStream_t s) {
+template <typename T, int LANES, int NV, bool GELU>
+void layer_norm_dx_rows(const T* dy, const T* x, const float* gamma, const float* mean, const float* rstd, const T* addend, T* dx,
+                        float* d_gamma, float* d_beta, int64_t rows, int cols, cudaStream_t s) {
   constexpr int kN = Pack<T>::kN, kGroups = kThreads / LANES;
   // column sums of up to 32 columns a lane stay in registers beside the row
   constexpr bool kFused = NV * kN <= 32;
   const int64_t row_blocks = ceil_div(rows, kGroups);
   if (!kFused || (!d_gamma && !d_beta)) {
-    layer_norm_dx_rows_kernel<T, LANES, NV, false><<<static_cast<unsigned>(row_blocks), kThreads, 0, s>>>(
-        dy, x, gamma, mean, rstd, dx, nullptr, nullptr, rows, cols);
+    layer_norm_dx_rows_kernel<T, LANES, NV, false, GELU><<<static_cast<unsigned>(row_blocks), kThreads, 0, s>>>(
+        dy, x, gamma, mean, rstd, addend, dx, nullptr, nullptr, rows, cols);
     check_launch("layerNormBackward kernel");
     if (!d_gamma && !d_beta) return;
     const int64_t col_blocks = ceil_div(cols / kN, kParamThreads);
     const RowRanges rr = row_ranges(rows, col_blocks, 8, 16);
     column_sums(rr.used, cols, d_gamma, d_beta, s, [&](float* pg, float* pb) {
       const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(rr.used));
-      layer_norm_param_rows_kernel<T><<<grid, kParamThreads, 0, s>>>(dy, x, mean, rstd, pg, pb, rows, cols, rr.chunk);
+      layer_norm_param_rows_kernel<T, GELU><<<grid, kParamThreads, 0, s>>>(dy, x, mean, rstd, pg, pb, rows, cols, rr.chunk);
       check_launch("layerNorm parameter-gradient kernel");
     });
     return;
   }
   if constexpr (kFused) {
-    const auto kernel = layer_norm_dx_rows_kernel<T, LANES, NV, true>;
+    const auto kernel = layer_norm_dx_rows_kernel<T, LANES, NV, true, GELU>;
     static const int per_sm = resident_blocks_per_sm(kernel);
     const int64_t blocks = std::min<int64_t>(row_blocks, int64_t(device_info().sm_count) * per_sm);
     column_sums(blocks, cols, d_gamma, d_beta, s, [&](float* pg, float* pb) {
-      kernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(dy, x, gamma, mean, rstd, dx, pg, pb, rows, cols);
+      kernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(dy, x, gamma, mean, rstd, addend, dx, pg, pb, rows, cols);
       check_launch("layerNormBackward kernel");
     });
   }
 }
 
-template <typename T>
-void layer_norm_backward_general(const T* dy, const T* x, const float* gamma, const float* mean, const float* rstd, T* dx,
-                                 float* d_gamma, float* d_beta, int64_t rows, int64_t cols, cudaStream_t s) {
+template <typename T, bool GELU>
+void layer_norm_backward_general(const T* dy, const T* x, const float* gamma, const float* mean, const float* rstd, const T* addend,
+                                 T* dx, float* d_gamma, float* d_beta, int64_t rows, int64_t cols, cudaStream_t s) {
   by_row_length(rows, cols, [&]<int G>(unsigned blocks) {
-    layer_norm_dx_kernel<G, T><<<blocks, kThreads, 0, s>>>(dy, x, gamma, mean, rstd, dx, rows, cols);
+    layer_norm_dx_kernel<G, GELU, T><<<blocks, kThreads, 0, s>>>(dy, x, gamma, mean, rstd, addend, dx, rows, cols);
   });
   check_launch("layerNormBackward kernel");
   if (!d_gamma && !d_beta) return;
@@ -463,7 +520,7 @@ void layer_norm_backward_general(const T* dy, const T* x, const float* gamma, co
   const RowRanges rr = row_ranges(rows, col_blocks, 4, 32);
   column_sums(rr.used, cols, d_gamma, d_beta, s, [&](float* pg, float* pb) {
     const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(rr.used));
-    layer_norm_param_kernel<T><<<grid, kThreads, 0, s>>>(dy, x, mean, rstd, pg, pb, rows, cols, rr.chunk);
+    layer_norm_param_kernel<GELU, T><<<grid, kThreads, 0, s>>>(dy, x, mean, rstd, pg, pb, rows, cols, rr.chunk);
     check_launch("layerNorm parameter-gradient kernel");
   });
 }
@@ -471,42 +528,51 @@ void layer_norm_backward_general(const T* dy, const T* x, const float* gamma, co
 }  // namespace
 
 void launch_layer_norm(DType t, const void* x, const float* gamma, const float* beta, void* y, float* mean, float* rstd, int64_t rows,
-                       int64_t cols, float eps, cudaStream_t s) {
+                       int64_t cols, float eps, bool gelu_input, cudaStream_t s) {
   if (rows == 0) return;
   float_typed(t, "layerNorm", [&](auto* tag) {
     using T = element_of<decltype(tag)>;
     const T* xt = static_cast<const T*>(x);
     T* yt = static_cast<T*>(y);
-    if (rows_fit_registers<T>(cols, {x, y, gamma, beta})) {
-      by_row_pieces(static_cast<int>(cols / Pack<T>::kN), [&]<int LANES, int NV>() {
-        const auto blocks = static_cast<unsigned>(ceil_div(rows, kThreads / LANES));
-        layer_norm_rows_kernel<T, LANES, NV><<<blocks, kThreads, 0, s>>>(xt, gamma, beta, yt, mean, rstd, rows,
-                                                                          static_cast<int>(cols), eps);
-      });
-    } else {
-      by_row_length(rows, cols, [&]<int G>(unsigned blocks) {
-        layer_norm_kernel<G, T><<<blocks, kThreads, 0, s>>>(xt, gamma, beta, yt, mean, rstd, rows, cols, eps);
-      });
-    }
+    dispatch_flag(gelu_input, [&]<bool GELU>() {
+      if (rows_fit_registers<T>(cols, {x, y, gamma, beta})) {
+        auto launch = [&]<int LANES, int NV>() {
+          const auto blocks = static_cast<unsigned>(ceil_div(rows, kThreads / LANES));
+          layer_norm_rows_kernel<T, LANES, NV, GELU><<<blocks, kThreads, 0, s>>>(xt, gamma, beta, yt, mean, rstd, rows,
+                                                                                static_cast<int>(cols), eps);
+        };
+        // gelu(x) is held in float registers: wide rows take the backward's groups of 128 threads
+        if constexpr (GELU) by_row_pieces_backward(static_cast<int>(cols / Pack<T>::kN), launch);
+        else by_row_pieces(static_cast<int>(cols / Pack<T>::kN), launch);
+      } else {
+        by_row_length(rows, cols, [&]<int G>(unsigned blocks) {
+          layer_norm_kernel<G, GELU, T><<<blocks, kThreads, 0, s>>>(xt, gamma, beta, yt, mean, rstd, rows, cols, eps);
+        });
+      }
+    });
   });
   check_launch("layerNorm kernel");
 }
 
 void launch_layer_norm_backward(DType t, const void* dy, const void* x, const float* gamma, const float* mean, const float* rstd,
-                                void* dx, float* d_gamma, float* d_beta, int64_t rows, int64_t cols, cudaStream_t s) {
+                                const void* addend, void* dx, float* d_gamma, float* d_beta, int64_t rows, int64_t cols,
+                                bool gelu_input, cudaStream_t s) {
   if (rows == 0 || cols == 0) return;
   float_typed(t, "layerNormBackward", [&](auto* tag) {
     using T = element_of<decltype(tag)>;
     const T* dyt = static_cast<const T*>(dy);
     const T* xt = static_cast<const T*>(x);
+    const T* at = static_cast<const T*>(addend);
     T* dxt = static_cast<T*>(dx);
-    if (rows_fit_registers<T>(cols, {dy, x, dx, gamma})) {
-      by_row_pieces_backward(static_cast<int>(cols / Pack<T>::kN), [&]<int LANES, int NV>() {
-        layer_norm_dx_rows<T, LANES, NV>(dyt, xt, gamma, mean, rstd, dxt, d_gamma, d_beta, rows, static_cast<int>(cols), s);
-      });
-    } else {
-      layer_norm_backward_general<T>(dyt, xt, gamma, mean, rstd, dxt, d_gamma, d_beta, rows, cols, s);
-    }
+    dispatch_flag(gelu_input, [&]<bool GELU>() {
+      if (rows_fit_registers<T>(cols, {dy, x, dx, gamma, addend})) {
+        by_row_pieces_backward(static_cast<int>(cols / Pack<T>::kN), [&]<int LANES, int NV>() {
+          layer_norm_dx_rows<T, LANES, NV, GELU>(dyt, xt, gamma, mean, rstd, at, dxt, d_gamma, d_beta, rows, static_cast<int>(cols), s);
+        });
+      } else {
+        layer_norm_backward_general<T, GELU>(dyt, xt, gamma, mean, rstd, at, dxt, d_gamma, d_beta, rows, cols, s);
+      }
+    });
   });
 }
 

@@ -9,12 +9,15 @@
 
 namespace ln {
 
-// x, y, dy and dx are float32 or bfloat16 storage `t` (float arithmetic); gamma, beta, d_gamma, d_beta,
-// mean and rstd are float32. gamma and beta may be null.
+// x, y, dy, dx and addend are float32 or bfloat16 storage `t` (float arithmetic); gamma, beta, d_gamma,
+// d_beta, mean and rstd are float32. gamma and beta may be null. With gelu_input the rows normalized are
+// gelu(x) (the tanh form, math.cuh), computed in float and never stored: the forward and the backward both
+// take the pre-activation x, and the backward's dx is the gradient of x.
 void launch_layer_norm(DType t, const void* x, const float* gamma, const float* beta, void* y, float* mean, float* rstd,
-                       int64_t rows, int64_t cols, float eps, cudaStream_t s);
-// gamma, d_gamma and d_beta may be null.
+                       int64_t rows, int64_t cols, float eps, bool gelu_input, cudaStream_t s);
+// gamma, addend, d_gamma and d_beta may be null; a non-null addend (of dx's shape) is added to dx.
 void launch_layer_norm_backward(DType t, const void* dy, const void* x, const float* gamma, const float* mean, const float* rstd,
-                                void* dx, float* d_gamma, float* d_beta, int64_t rows, int64_t cols, cudaStream_t s);
+                                const void* addend, void* dx, float* d_gamma, float* d_beta, int64_t rows, int64_t cols,
+                                bool gelu_input, cudaStream_t s);
 
 }  // namespace ln

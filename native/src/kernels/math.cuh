@@ -19,9 +19,26 @@ __device__ __forceinline__ float gelu_sigmoid(float x) {
 
 __device__ __forceinline__ float gelu(float x) { return x * gelu_sigmoid(x); }
 
-__device__ __forceinline__ float gelu_derivative(float x) {
-  const float s = gelu_sigmoid(x);
+__device__ __forceinline__ float gelu_slope(float x, float s) {
   return s * (1.0f + 2.0f * x * (1.0f - s) * kGeluC * (1.0f + 3.0f * kGeluA * x * x));
+}
+
+__device__ __forceinline__ float gelu_derivative(float x) { return gelu_slope(x, gelu_sigmoid(x)); }
+
+// The same sigmoid by the fast exponential and division (ex2.approx and rcp.approx, a few ulps from
+// gelu_sigmoid): for kernels whose pace the GELU's arithmetic would otherwise set (layer norm of gelu(x)).
+__device__ __forceinline__ float gelu_sigmoid_fast(float x) {
+  const float z = kGeluC * (x + kGeluA * x * x * x);
+  return __fdividef(1.0f, 1.0f + __expf(-2.0f * z));  // 0 where the exponential overflows, as it should be
+}
+
+__device__ __forceinline__ float gelu_fast(float x) { return x * gelu_sigmoid_fast(x); }
+
+// gelu(x) and its derivative from one fast sigmoid.
+__device__ __forceinline__ void gelu_fast_with_derivative(float x, float& value, float& derivative) {
+  const float s = gelu_sigmoid_fast(x);
+  value = x * s;
+  derivative = gelu_slope(x, s);
 }
 
 // Math.pow: unlike C's pow, a NaN exponent always gives NaN, and so does (+-1) ** (+-Infinity).

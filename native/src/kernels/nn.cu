@@ -149,6 +149,7 @@ __global__ void cross_entropy_backward_pairs_kernel(const __nv_bfloat162* __rest
 // and the gradient is stored past L2 (streaming) so as not to evict them. VEC: 16-byte pieces (cols % kN
 // == 0, aligned rows).
 constexpr int kLossThreads = 1024;
+constexpr int kLossAhead = 4;  // loads in flight a thread in the shared-memory loss kernel's first pass
 constexpr float kLog2E = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
 
 template <typename T, bool VEC>
@@ -255,22 +256,34 @@ __global__ void __launch_bounds__(kLossThreads)
     const uint4* pp = reinterpret_cast<const uint4*>(p);
     // in units of log2e: the running max tm of x log2e and the sum ts of 2^(x log2e - tm)
     float tm = -INFINITY, ts = 0.0f;
-    for (int64_t v = threadIdx.x; v < pieces; v += kLossThreads) {
-      const uint4 raw = __ldcs(pp + v);  // read once: evict first
-      row_pieces[v] = raw;
-      if (v >= class_pieces) continue;
-      float f[kN];
-      Pack<T>::unpack(raw, f);
-      float pm = f[0];
+    // kLossAhead pieces a thread are loaded before any is used: with one block an SM (the row fills its
+    // shared memory), one load at a time would leave too few bytes in flight to keep memory busy
+    for (int64_t v0 = threadIdx.x; v0 < pieces; v0 += int64_t(kLossAhead) * kLossThreads) {
+      uint4 raw[kLossAhead];
 #pragma unroll
-      for (int i = 1; i < kN; i++) pm = fmaxf(pm, f[i]);
-      pm *= kLog2E;
-      if (pm > tm) {  // one rescale a piece, by its max (a NaN or -inf reaches the sum as below)
-        ts *= exp2f(tm - pm);
-        tm = pm;
+      for (int a = 0; a < kLossAhead; a++) {
+        const int64_t v = v0 + int64_t(a) * kLossThreads;
+        if (v < pieces) raw[a] = __ldcs(pp + v);  // read once: evict first
       }
 #pragma unroll
-      for (int i = 0; i < kN; i++) ts += exp2f(fmaf(f[i], kLog2E, -tm));
+      for (int a = 0; a < kLossAhead; a++) {
+        const int64_t v = v0 + int64_t(a) * kLossThreads;
+        if (v >= pieces) break;
+        row_pieces[v] = raw[a];
+        if (v >= class_pieces) continue;
+        float f[kN];
+        Pack<T>::unpack(raw[a], f);
+        float pm = f[0];
+#pragma unroll
+        for (int i = 1; i < kN; i++) pm = fmaxf(pm, f[i]);
+        pm *= kLog2E;
+        if (pm > tm) {  // one rescale a piece, by its max (a NaN or -inf reaches the sum as below)
+          ts *= exp2f(tm - pm);
+          tm = pm;
+        }
+#pragma unroll
+        for (int i = 0; i < kN; i++) ts += exp2f(fmaf(f[i], kLog2E, -tm));
+      }
     }
     for (int64_t j = class_pieces * kN + threadIdx.x; j < classes; j += kLossThreads) {
       const float y = ldf(p[j]) * kLog2E;

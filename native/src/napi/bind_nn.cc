@@ -51,12 +51,13 @@ napi_value layer_norm(const Call& c) {
   Buffer* y = c.buffer(6, "y");
   Buffer* mean = c.buffer(7, "mean");
   Buffer* rstd = c.buffer(8, "rstd");
+  const bool gelu_input = c.boolean(9, "geluInput");
   const DType t = expect_float(x, rows * cols, "layerNorm x");
   expect(y, t, rows * cols, "layerNorm y");
   expect(mean, DType::F32, rows, "layerNorm mean");
   expect(rstd, DType::F32, rows, "layerNorm rstd");
   launch_layer_norm(t, x->ptr, optional_f32(gamma, cols, "layerNorm gamma"), optional_f32(beta, cols, "layerNorm beta"),
-                    y->ptr, mean->as<float>(), rstd->as<float>(), rows, cols, eps, stream());
+                    y->ptr, mean->as<float>(), rstd->as<float>(), rows, cols, eps, gelu_input, stream());
   return undefined(c.env);
 }
 
@@ -70,15 +71,18 @@ napi_value layer_norm_backward(const Call& c) {
   Buffer* dx = c.buffer(7, "dx");
   Buffer* d_gamma = c.optional_buffer(8, "dGamma");
   Buffer* d_beta = c.optional_buffer(9, "dBeta");
+  Buffer* addend = c.optional_buffer(10, "addend");
+  const bool gelu_input = c.boolean(11, "geluInput");
   const DType t = expect_float(x, rows * cols, "layerNormBackward x");
   expect(dy, t, rows * cols, "layerNormBackward dy");
   expect(mean, DType::F32, rows, "layerNormBackward mean");
   expect(rstd, DType::F32, rows, "layerNormBackward rstd");
   expect(dx, t, rows * cols, "layerNormBackward dx");
+  if (addend) expect(addend, t, rows * cols, "layerNormBackward addend");
   float* dg = d_gamma ? (expect(d_gamma, DType::F32, cols, "dGamma"), d_gamma->as<float>()) : nullptr;
   float* db = d_beta ? (expect(d_beta, DType::F32, cols, "dBeta"), d_beta->as<float>()) : nullptr;
   launch_layer_norm_backward(t, dy->ptr, x->ptr, optional_f32(gamma, cols, "layerNorm gamma"), mean->as<float>(),
-                             rstd->as<float>(), dx->ptr, dg, db, rows, cols, stream());
+                             rstd->as<float>(), addend ? addend->ptr : nullptr, dx->ptr, dg, db, rows, cols, gelu_input, stream());
   return undefined(c.env);
 }
 

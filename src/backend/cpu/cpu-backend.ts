@@ -1,6 +1,6 @@
 import type {
-  AdamWHyper, AdamWTensors, AttentionConfig, AttentionGeometry, Backend, BinaryOp, GatheredAttentionLayout, LayerNormGrads, LayerNormResult,
-  ReduceOp, Storage, UnaryOp,
+  AdamWHyper, AdamWTensors, AttentionConfig, AttentionGeometry, Backend, BinaryOp, GatheredAttentionLayout, LayerNormBackwardOptions,
+  LayerNormGrads, LayerNormOptions, LayerNormResult, ReduceOp, Storage, UnaryOp,
 } from '../backend.js';
 import { broadcastStrides, sizeOf, type Shape } from '../../tensor/shape.js';
 import { dtypeOfArray, type DType, type FloatArray, type TypedArray } from '../../tensor/dtype.js';
@@ -153,21 +153,35 @@ export class CpuBackend implements Backend {
     return wrap(softmaxBackwardKernel(floatData(y, 'softmax'), floatData(dy, 'softmax'), rows, cols, log));
   }
 
-  layerNorm(x: Storage, gamma: Storage | null, beta: Storage | null, rows: number, cols: number, eps: number): LayerNormResult {
+  layerNorm(
+    x: Storage, gamma: Storage | null, beta: Storage | null, rows: number, cols: number, eps: number, options: LayerNormOptions = {},
+  ): LayerNormResult {
+    const input = floatData(x, 'layerNorm');
     const r = layerNormKernel(
-      floatData(x, 'layerNorm'), gamma && floatData(gamma, 'layerNorm'), beta && floatData(beta, 'layerNorm'), rows, cols, eps,
+      options.geluInput ? unaryKernel('gelu', input) as FloatArray : input,
+      gamma && floatData(gamma, 'layerNorm'), beta && floatData(beta, 'layerNorm'), rows, cols, eps,
     );
     return { y: wrap(r.y), mean: wrap(r.mean), rstd: wrap(r.rstd) };
   }
 
   layerNormBackward(
     dy: Storage, x: Storage, gamma: Storage | null, mean: Storage, rstd: Storage, rows: number, cols: number, hasBeta: boolean,
+    options: LayerNormBackwardOptions = {},
   ): LayerNormGrads {
+    const input = floatData(x, 'layerNorm');
     const r = layerNormBackwardKernel(
-      floatData(dy, 'layerNorm'), floatData(x, 'layerNorm'), gamma && floatData(gamma, 'layerNorm'),
-      floatData(mean, 'layerNorm'), floatData(rstd, 'layerNorm'), rows, cols, hasBeta,
+      floatData(dy, 'layerNorm'), options.geluInput ? unaryKernel('gelu', input) as FloatArray : input,
+      gamma && floatData(gamma, 'layerNorm'), floatData(mean, 'layerNorm'), floatData(rstd, 'layerNorm'), rows, cols, hasBeta,
     );
-    return { dx: wrap(r.dx), dGamma: r.dGamma && wrap(r.dGamma), dBeta: r.dBeta && wrap(r.dBeta) };
+    // through the GELU (the gradient of the pre-activation), then the other gradient of x
+    let dx: FloatArray = r.dx;
+    if (options.geluInput) dx = binaryKernel('geluBackward', input, [input.length], dx, [dx.length], [dx.length]) as FloatArray;
+    if (options.addend) {
+      const addend = floatData(options.addend, 'layerNorm addend');
+      if (addend.length !== dx.length) throw new Error(`layerNormBackward: addend of ${addend.length} elements for dx of ${dx.length}`);
+      for (let i = 0; i < dx.length; i++) dx[i] = dx[i]! + addend[i]!;
+    }
+    return { dx: wrap(dx), dGamma: r.dGamma && wrap(r.dGamma), dBeta: r.dBeta && wrap(r.dBeta) };
   }
 
   crossEntropy(

@@ -1,5 +1,6 @@
 import type {
-  AdamWHyper, AdamWTensors, AttentionConfig, AttentionGeometry, Backend, BinaryOp, GatheredAttentionLayout, LayerNormGrads, LayerNormResult, ReduceOp, Storage, UnaryOp,
+  AdamWHyper, AdamWTensors, AttentionConfig, AttentionGeometry, Backend, BinaryOp, GatheredAttentionLayout, LayerNormBackwardOptions,
+  LayerNormGrads, LayerNormOptions, LayerNormResult, ReduceOp, Storage, UnaryOp,
 } from '../backend.js';
 import { newTypedArray, dtypeOfArray, type DType, type TypedArray } from '../../tensor/dtype.js';
 import { sizeOf, type Shape } from '../../tensor/shape.js';
@@ -214,19 +215,23 @@ export class CudaBackend implements Backend {
   }
 
   /** x and y of one type (float32 or bfloat16); gamma, beta, mean and rstd float32. */
-  layerNorm(x: Storage, gamma: Storage | null, beta: Storage | null, rows: number, cols: number, eps: number): LayerNormResult {
+  layerNorm(
+    x: Storage, gamma: Storage | null, beta: Storage | null, rows: number, cols: number, eps: number, options: LayerNormOptions = {},
+  ): LayerNormResult {
     const hx = activationHandle(x, 'layerNorm');
     const hg = gamma && floatHandle(gamma, 'layerNorm gamma'), hb = beta && floatHandle(beta, 'layerNorm beta');
     const y = this.make(x.dtype, rows * cols);
     const [mean, rstd] = this.orFreeAll([y], () => this.f32s(2, rows)) as [CudaStorage, CudaStorage];
-    this.orFree([y, mean, rstd], () => this.native.layerNorm(hx, hg, hb, rows, cols, eps, y.handle, mean.handle, rstd.handle));
+    this.orFree([y, mean, rstd], () => this.native.layerNorm(hx, hg, hb, rows, cols, eps, y.handle, mean.handle, rstd.handle, !!options.geluInput));
     return { y, mean, rstd };
   }
 
   layerNormBackward(
     dy: Storage, x: Storage, gamma: Storage | null, mean: Storage, rstd: Storage, rows: number, cols: number, hasBeta: boolean,
+    options: LayerNormBackwardOptions = {},
   ): LayerNormGrads {
     const [hdy, hx] = [activationHandle(dy, 'layerNorm'), activationHandle(x, 'layerNorm')];
+    const hAddend = options.addend ? activationHandle(options.addend, 'layerNorm addend') : null;
     const hg = gamma && floatHandle(gamma, 'layerNorm gamma');
     const [hm, hr] = [floatHandle(mean, 'layerNorm'), floatHandle(rstd, 'layerNorm')];
     // dx in the activations' type; the parameter gradients float32
@@ -239,7 +244,9 @@ export class CudaBackend implements Backend {
     const dx = made[0]!;
     const dGamma = gamma ? made[1]! : null;
     const dBeta = hasBeta ? made[made.length - 1]! : null;
-    this.orFree(made, () => this.native.layerNormBackward(hdy, hx, hg, hm, hr, rows, cols, dx.handle, dGamma?.handle ?? null, dBeta?.handle ?? null));
+    this.orFree(made, () => this.native.layerNormBackward(
+      hdy, hx, hg, hm, hr, rows, cols, dx.handle, dGamma?.handle ?? null, dBeta?.handle ?? null, hAddend, !!options.geluInput,
+    ));
     return { dx, dGamma, dBeta };
   }
 

@@ -108,8 +108,13 @@ export interface NativeAddon {
 
   softmax(x: H, rows: number, cols: number, log: boolean, out: H): void;
   softmaxBackward(y: H, dy: H, rows: number, cols: number, log: boolean, out: H): void;
-  layerNorm(x: H, gamma: H | null, beta: H | null, rows: number, cols: number, eps: number, y: H, mean: H, rstd: H): void;
-  layerNormBackward(dy: H, x: H, gamma: H | null, mean: H, rstd: H, rows: number, cols: number, dx: H, dGamma: H | null, dBeta: H | null): void;
+  /** With geluInput, normalizes gelu(x) (backend.ts, LayerNormOptions). */
+  layerNorm(x: H, gamma: H | null, beta: H | null, rows: number, cols: number, eps: number, y: H, mean: H, rstd: H, geluInput: boolean): void;
+  /** dx plus `addend` when given (another gradient of x, of x's type). */
+  layerNormBackward(
+    dy: H, x: H, gamma: H | null, mean: H, rstd: H, rows: number, cols: number, dx: H, dGamma: H | null, dBeta: H | null,
+    addend: H | null, geluInput: boolean,
+  ): void;
   /**
    * Softmax over the first `classes` columns of each row (the rest is padding). A bad target fails the
    * queued check `checkId` (its row and value) and gives a NaN loss; no wait.

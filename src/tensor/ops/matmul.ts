@@ -50,11 +50,11 @@ export function matmul(a: Tensor, b: Tensor, options: MatmulOptions = {}): Tenso
 export interface LinearOpOptions {
   /** An activation applied to the product (GELU in its tanh form, as `gelu`), in the same call. */
   activation?: 'gelu';
-  /** [R, out] added to the result (a residual connection), in the same call; not with `activation`. */
+  /** [..., out], the output's shape, added to the result (a residual connection) in the same call; not with `activation`. */
   residual?: Tensor;
 }
 
-/** Checks linear's operands; returns [rows, in, out]. */
+/** Checks linear's operands; returns [rows (x's leading axes flattened), in, out]. */
 function linearShape(x: Tensor, weight: Tensor, bias: Tensor | null, options: LinearOpOptions): [number, number, number] {
   requireFloat('linear', x);
   for (const p of bias ? [weight, bias] : [weight]) {
@@ -65,10 +65,11 @@ function linearShape(x: Tensor, weight: Tensor, bias: Tensor | null, options: Li
   }
   if (bias && bias.dtype !== weight.dtype) throw new Error(`linear: weight (${weight.dtype}) and bias (${bias.dtype}) differ in dtype`);
   const biasText = bias ? ` and ${formatShape(bias.shape)}` : '';
-  if (x.rank !== 2 || weight.rank !== 2 || (bias && bias.rank !== 1)) {
-    throw new Error(`linear: needs x [rows, in], weight [out, in] and bias [out], got ${formatShape(x.shape)}, ${formatShape(weight.shape)}${biasText}`);
+  if (x.rank < 2 || weight.rank !== 2 || (bias && bias.rank !== 1)) {
+    throw new Error(`linear: needs x [..., rows, in], weight [out, in] and bias [out], got ${formatShape(x.shape)}, ${formatShape(weight.shape)}${biasText}`);
   }
-  const [rows, inFeatures] = x.shape as [number, number];
+  const inFeatures = x.shape[x.rank - 1]!;
+  const rows = x.size / Math.max(inFeatures, 1);
   const [outFeatures, k] = weight.shape as [number, number];
   if (k !== inFeatures || (bias && bias.shape[0] !== outFeatures) || inFeatures === 0) {
     throw new Error(`linear: x ${formatShape(x.shape)}, weight ${formatShape(weight.shape)}${bias ? ` and bias ${formatShape(bias.shape)}` : ''} do not fit (in > 0)`);
@@ -76,8 +77,8 @@ function linearShape(x: Tensor, weight: Tensor, bias: Tensor | null, options: Li
   const residual = options.residual;
   if (residual) {
     if (options.activation) throw new Error('linear: a residual cannot follow an activation in one call');
-    if (!shapesEqual(residual.shape, [rows, outFeatures])) {
-      throw new Error(`linear: residual of shape ${formatShape(residual.shape)} for an output of [${rows}, ${outFeatures}]`);
+    if (!shapesEqual(residual.shape, [...x.shape.slice(0, -1), outFeatures])) {
+      throw new Error(`linear: residual of shape ${formatShape(residual.shape)} for an output of ${formatShape([...x.shape.slice(0, -1), outFeatures])}`);
     }
     common('linear', x, residual);
   }
@@ -85,7 +86,9 @@ function linearShape(x: Tensor, weight: Tensor, bias: Tensor | null, options: Li
 }
 
 /**
- * A linear layer: x [R, in] @ weight^T + bias, weight [out, in] and bias [out] (or null): [R, out]; with
+ * A linear layer over x's last axis: x [..., in] @ weight^T + bias, weight [out, in] and bias [out] (or
+ * null): [..., out], one product over every row of x's leading axes (so an input used by several layers
+ * has one gradient, which each product after the first adds to in the same call); with
  * `activation`, that activation of it; with `residual`, that plus the residual. One backend call: a GPU
  * adds the bias and the GELU in the product's epilogue, and the residual in the product. The weight and
  * bias may be the float32 master weights of a bfloat16 x: the product then takes bfloat16 copies of them,
@@ -95,6 +98,7 @@ function linearShape(x: Tensor, weight: Tensor, bias: Tensor | null, options: Li
 export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, options: LinearOpOptions = {}): Tensor {
   const [rows, inFeatures, outFeatures] = linearShape(x, weight, bias, options);
   const residual = options.residual ?? null;
+  const outShape = [...x.shape.slice(0, -1), outFeatures];
   if (options.activation === 'gelu' && !bias) return gelu(linear(x, weight, null));
   const backend = x.backend;
   // the parameters in x's dtype: themselves, or copies that live as long as the gradient formula
@@ -105,18 +109,25 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, options: 
   let pre: Tensor | null = null;
   if (options.activation === 'gelu') {
     const r = backend.linearGelu(x.storage, w.storage, b!.storage, rows, inFeatures, outFeatures);
-    out = wrap(r.y, [rows, outFeatures], backend);
-    pre = wrap(r.pre, [rows, outFeatures], backend);
+    out = wrap(r.y, outShape, backend);
+    pre = wrap(r.pre, outShape, backend);
   } else {
-    const product = backend.matmul(x.storage, x.shape, w.storage, w.shape, false, true, [], rows, outFeatures, inFeatures, b?.storage, residual?.storage);
-    out = wrap(product, [rows, outFeatures], backend);
+    const product = backend.matmul(x.storage, [rows, inFeatures], w.storage, w.shape, false, true, [], rows, outFeatures, inFeatures, b?.storage, residual?.storage);
+    out = wrap(product, outShape, backend);
   }
   // the residual's gradient is the output's, handed on as it is
   const inputs = [x, weight, ...(bias ? [bias] : []), ...(residual ? [residual] : [])];
-  record('linear', out, inputs, (g) => {
+  record('linear', out, inputs, (g, takePending) => {
     // through the activation first: the gradient of the product's output
     const dy = pre ? wrap(backend.binary('geluBackward', pre.storage, pre.shape, g.storage, g.shape, g.shape), g.shape, backend) : g;
-    const dx = x.requiresGrad ? matmul(dy, w) : null;
+    let dx: Tensor | null = null;
+    if (x.requiresGrad) {
+      // x's other gradients so far are added by the product (as a residual is in the forward)
+      const pending = takePending(0, x.dtype);
+      const product = backend.matmul(dy.storage, [rows, outFeatures], w.storage, w.shape, false, false, [], rows, inFeatures, outFeatures, null, pending?.storage);
+      dx = wrap(product, x.shape, backend);
+      pending?.dispose();
+    }
     let dWeight: Tensor | null = null;
     let dBias: Tensor | null = null;
     if (weight.requiresGrad || bias?.requiresGrad) {

@@ -32,26 +32,44 @@ export const logSoftmax = (x: Tensor): Tensor => softmaxOp(x, true);
  * bfloat16 x: float32 parameters serve bfloat16 activations as they are).
  */
 export function layerNorm(x: Tensor, gamma: Tensor | null, beta: Tensor | null, eps = 1e-5): Tensor {
-  requireFloat('layerNorm', x);
+  return layerNormOp('layerNorm', x, gamma, beta, eps, false);
+}
+
+/**
+ * layerNorm(gelu(x), gamma, beta): the GELU (tanh form, as `gelu`) computed inside the normalization's
+ * passes and never stored, so the backward keeps only x, the pre-activation.
+ */
+export function geluLayerNorm(x: Tensor, gamma: Tensor | null, beta: Tensor | null, eps = 1e-5): Tensor {
+  return layerNormOp('geluLayerNorm', x, gamma, beta, eps, true);
+}
+
+function layerNormOp(op: string, x: Tensor, gamma: Tensor | null, beta: Tensor | null, eps: number, geluInput: boolean): Tensor {
+  requireFloat(op, x);
   const [rows, cols] = rowsCols(x);
   for (const [name, p] of [['gamma', gamma], ['beta', beta]] as const) {
     if (p && !(p.rank === 1 && p.shape[0] === cols)) {
-      throw new Error(`layerNorm: ${name} of shape ${formatShape(p.shape)} does not match the last axis (${cols})`);
+      throw new Error(`${op}: ${name} of shape ${formatShape(p.shape)} does not match the last axis (${cols})`);
     }
     if (p && x.dtype === 'bfloat16' && p.dtype === 'float32') {
-      if (p.device !== x.device) throw new Error(`layerNorm: tensors on different devices (${x.device} and ${p.device})`);
+      if (p.device !== x.device) throw new Error(`${op}: tensors on different devices (${x.device} and ${p.device})`);
     } else if (p) {
-      common('layerNorm', x, p);
+      common(op, x, p);
     }
   }
   const backend = x.backend;
-  const r = backend.layerNorm(x.storage, gamma?.storage ?? null, beta?.storage ?? null, rows, cols, eps);
+  const r = backend.layerNorm(x.storage, gamma?.storage ?? null, beta?.storage ?? null, rows, cols, eps, { geluInput });
   const y = wrap(r.y, x.shape, backend);
   const mean = wrap(r.mean, [rows], backend);
   const rstd = wrap(r.rstd, [rows], backend);
   const inputs = [x, ...(gamma ? [gamma] : []), ...(beta ? [beta] : [])];
-  record('layerNorm', y, inputs, (g) => {
-    const grads = backend.layerNormBackward(g.storage, x.storage, gamma?.storage ?? null, mean.storage, rstd.storage, rows, cols, beta !== null);
+  record(op, y, inputs, (g, takePending) => {
+    // x's other gradients so far are added by the same kernel
+    const pending = takePending(0, x.dtype);
+    const grads = backend.layerNormBackward(
+      g.storage, x.storage, gamma?.storage ?? null, mean.storage, rstd.storage, rows, cols, beta !== null,
+      { geluInput, addend: pending?.storage },
+    );
+    pending?.dispose();
     const out: Tensor[] = [wrap(grads.dx, x.shape, backend)];
     if (gamma) out.push(wrap(grads.dGamma!, gamma.shape, backend));
     if (beta) out.push(wrap(grads.dBeta!, beta.shape, backend));
