@@ -67,6 +67,7 @@ __global__ void reduce_rows_split_kernel(const T* __restrict__ x, float* __restr
 // Chunk blockIdx.y of the rows writes row blockIdx.y of `out` ([gridDim.y, cols]). Needs cols % 8 == 0
 // and a 16-byte aligned x.
 constexpr int kColumnLanes = 32, kColumnRowLanes = kThreads / kColumnLanes, kColumnTile = kColumnLanes * 8;
+constexpr int kColumnAhead = 4;
 
 template <bool SUM, typename T>
 __global__ void reduce_columns_kernel(const T* __restrict__ x, float* __restrict__ out, int64_t rows, int64_t cols,
@@ -78,7 +79,19 @@ __global__ void reduce_columns_kernel(const T* __restrict__ x, float* __restrict
 #pragma unroll
   for (int j = 0; j < 8; j++) acc[j] = reduce_init<SUM>();
   if (c0 < cols) {
-    for (int64_t r = r0 + row_lane; r < r1; r += kColumnRowLanes) {
+    // kColumnAhead rows' loads in flight before any is added (in the same order as one at a time)
+    int64_t r = r0 + row_lane;
+    for (; r + (kColumnAhead - 1) * kColumnRowLanes < r1; r += kColumnAhead * kColumnRowLanes) {
+      float f[kColumnAhead][8];
+#pragma unroll
+      for (int a = 0; a < kColumnAhead; a++) load8(x + (r + a * kColumnRowLanes) * cols + c0, f[a]);
+#pragma unroll
+      for (int a = 0; a < kColumnAhead; a++) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[j] = combine<SUM>(acc[j], Acc<SUM>(f[a][j]));
+      }
+    }
+    for (; r < r1; r += kColumnRowLanes) {
       float f[8];
       load8(x + r * cols + c0, f);
 #pragma unroll
