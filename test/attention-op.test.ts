@@ -62,6 +62,22 @@ test('the op is differentiable through autograd, composed with other ops', () =>
   }
 });
 
+test('rotary tables rotate q and k inside the op: the composition with rotatePairs, values and gradients', () => {
+  const [b, n, h, d] = [2, 6, 2, 4];
+  const table = () => Tensor.fromArray(randomArray(n * d, rng), [n, 1, d]);
+  const rotation = { qCos: table(), qSin: table(), kCos: table(), kSin: table() };
+  const opts = { segmentLengths: [2, 6], dilationRates: [1, 2], causal: true };
+  const inputs = [0, 1, 2].map(() => [randomArray(b * n * h * d, rng), [b, n, h, d]] as const);
+  const [q, k, v] = inputs.map(([data, dims]) => Tensor.fromArray(data, [...dims]));
+  const composed = dilatedAttention(T.rotatePairs(q!, rotation.qCos, rotation.qSin), T.rotatePairs(k!, rotation.kCos, rotation.kSin), v!, opts);
+  const fused = dilatedAttention(q!, k!, v!, { ...opts, rotation });
+  assertClose(fused.output.toArray(), composed.output.toArray(), 1e-12, 'output');
+  assertClose(fused.lse.toArray(), composed.lse.toArray(), 1e-12, 'lse');
+  gradcheck(([q, k, v]) => T.sum(T.tanh(dilatedAttention(q!, k!, v!, { ...opts, rotation }).output)), inputs, { label: 'rotation' });
+  assert.throws(() => dilatedAttention(q!, k!, v!, { ...opts, rotation: { ...rotation, kSin: T.reshape(rotation.kSin, [n * d]) } }),
+    /rotatePairs: sin of shape \[24\] is not \[6, 1, 4\]/);
+});
+
 test('lse is returned but not differentiable; rows with no key give 0 and -Infinity', () => {
   const q = T.randn([1, 4, 3, 2], { seed: 1, dtype: 'float64', requiresGrad: true });
   // r = 4 > H = 3: head offsets 0..2, so in a segment of 4 the position with offset 3 has no key

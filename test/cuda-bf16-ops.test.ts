@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AttentionConfig, Storage } from '../src/backend/backend.js';
 import { decodeBf16, encodeBf16 } from '../src/io/halfFloat.js';
-import { cpu, relativeError, requireGpu, rng, seed, skip, size } from './cuda-support.js';
+import { cpu, poisonBf16, relativeError, requireGpu, rng, seed, skip, size } from './cuda-support.js';
 
 /** Relative (Frobenius) error of results rounded once to bf16: about 2^-9 / sqrt(3); a few times that. */
 const ROUNDED = 4e-3;
@@ -25,14 +25,6 @@ function input(n: number, f?: (r: typeof rng) => number): { c: Storage; g: Stora
   const out = { c: cpu.fromArray(values), g: g.cast(staged, 'bfloat16') };
   g.free(staged);
   return out;
-}
-
-/** NaN bfloat16 blocks of these element counts in the allocator's cache: the next outputs of those sizes. */
-function poisonBf16(sizes: readonly number[]): void {
-  const g = requireGpu();
-  const blocks = sizes.flatMap((n) => [g.alloc('bfloat16', n), g.alloc('bfloat16', n)]);
-  for (const b of blocks) g.fill(b, Number.NaN);
-  for (const b of blocks) g.free(b);
 }
 
 function expectClose(got: Storage, want: Storage, label: string, tol = ROUNDED): void {

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Storage } from '../src/backend/backend.js';
 import { decodeBf16, encodeBf16 } from '../src/io/halfFloat.js';
-import { assertClose, both, cpu, poison, readGpu, requireGpu, rng, skip } from './cuda-support.js';
+import { assertClose, both, cpu, poison, poisonBf16, readGpu, requireGpu, rng, skip } from './cuda-support.js';
 
 // row shapes that take the warp-per-row path (cols <= 1024) and the block-per-row path
 const ROWS: readonly [number, number][] = [[1, 1], [37, 10], [300, 64], [9, 1024], [5, 1025], [3, 5000], [2000, 33]];
@@ -75,13 +75,6 @@ function bf16Input(n: number, f?: (r: typeof rng) => number): { c: Storage; g: S
   return out;
 }
 
-function poisonBf16(n: number): void {
-  const g = requireGpu();
-  const blocks = [g.alloc('bfloat16', n), g.alloc('bfloat16', n)];
-  for (const b of blocks) g.fill(b, Number.NaN);
-  for (const b of blocks) g.free(b);
-}
-
 test('bf16 layer norm, forward and backward, against the CPU on the same values', { skip }, () => {
   const g = requireGpu();
   // in registers: 768 (several rows a group over the grid, with column sums), 1000 (pieces a lane partly
@@ -93,7 +86,7 @@ test('bf16 layer norm, forward and backward, against the CPU on the same values'
     const gamma = { c: cpu.fromArray(gammaV), g: g.fromArray(gammaV) }, beta = { c: cpu.fromArray(betaV), g: g.fromArray(betaV) };
     for (const affine of [false, true]) {
       const label = `bf16 layerNorm ${rows}x${cols}${affine ? ' affine' : ''}`;
-      poisonBf16(rows * cols);
+      poisonBf16([rows * cols]);
       poison([rows, cols]);
       const rg = g.layerNorm(x.g, affine ? gamma.g : null, affine ? beta.g : null, rows, cols, 1e-5);
       const rc = cpu.layerNorm(x.c, affine ? gamma.c : null, affine ? beta.c : null, rows, cols, 1e-5);
@@ -102,7 +95,7 @@ test('bf16 layer norm, forward and backward, against the CPU on the same values'
       assertClose(readGpu(rg.y), cpu.read(rc.y), `${label} y`, 2 ** -8, 1e-5);
       assertClose(readGpu(rg.mean), cpu.read(rc.mean), `${label} mean`, 1e-5, 1e-6);
       assertClose(readGpu(rg.rstd), cpu.read(rc.rstd), `${label} rstd`, 1e-4, 1e-6);
-      poisonBf16(rows * cols);
+      poisonBf16([rows * cols]);
       const bg = g.layerNormBackward(dy.g, x.g, affine ? gamma.g : null, rg.mean, rg.rstd, rows, cols, affine);
       const bc = cpu.layerNormBackward(dy.c, x.c, affine ? gamma.c : null, rc.mean, rc.rstd, rows, cols, affine);
       assertClose(readGpu(bg.dx), cpu.read(bc.dx), `${label} dx`, 2 ** -8, 1e-4);
@@ -133,7 +126,7 @@ test('layer norm of gelu(x), and a backward that adds another gradient of x, in 
     for (const geluInput of [false, true]) {
       const label = `${dtype} layerNorm ${rows}x${cols}${geluInput ? ' of gelu(x)' : ''}`;
       const [rel, abs] = bf16 ? [2 ** -8, 1e-4] : [1e-4, 1e-5];
-      if (bf16) poisonBf16(rows * cols);
+      if (bf16) poisonBf16([rows * cols]);
       poison([rows * cols, rows]);
       const rg = g.layerNorm(x.g, gamma.g, beta.g, rows, cols, 1e-5, { geluInput });
       const rc = cpu.layerNorm(x.c, gamma.c, beta.c, rows, cols, 1e-5, { geluInput });
@@ -142,7 +135,7 @@ test('layer norm of gelu(x), and a backward that adds another gradient of x, in 
       assertClose(readGpu(rg.rstd), cpu.read(rc.rstd), `${label} rstd`, 1e-4, 1e-6);
       for (const withAddend of [false, true]) {
         const options = { geluInput, addend: withAddend ? addend.g : null };
-        if (bf16) poisonBf16(rows * cols);
+        if (bf16) poisonBf16([rows * cols]);
         poison([rows * cols, cols]);
         const bg = g.layerNormBackward(dy.g, x.g, gamma.g, rg.mean, rg.rstd, rows, cols, true, options);
         const bc = cpu.layerNormBackward(dy.c, x.c, gamma.c, rc.mean, rc.rstd, rows, cols, true, { ...options, addend: withAddend ? addend.c : null });
@@ -202,7 +195,7 @@ test('cross-entropy with the gradient in the same kernel: loss, lse and gradient
       const w = weight === null ? null : both(new Float32Array([weight]));
       const label = `${bf16 ? 'bf16 ' : ''}${rows}x${cols} (classes ${classes}), weight ${weight}`;
       poison([rows]);
-      if (bf16) poisonBf16(n);
+      if (bf16) poisonBf16([n]);
       else poison([n]);
       const rg = g.crossEntropyWithGrad(logits.g, targets.g, rows, cols, -100, classes, w?.g ?? null);
       const rc = cpu.crossEntropy(logits.c, targets.c, rows, cols, -100, classes);

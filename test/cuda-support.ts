@@ -90,17 +90,22 @@ export function relativeError(actual: ArrayLike<number>, expected: ArrayLike<num
  * Fills the allocator's cache with NaN blocks of these element counts (float32), so that the next outputs
  * of those sizes start as NaN: an element a kernel forgets to write stays NaN and fails the comparison.
  */
-export function poison(sizes: readonly number[], copies = 2): void {
+export function poison(sizes: readonly number[], copies = 2, dtype: 'float32' | 'bfloat16' = 'float32'): void {
   const g = requireGpu();
   const blocks: Storage[] = [];
   for (const n of sizes) {
     for (let c = 0; c < copies; c++) {
-      const s = g.alloc('float32', n);
+      const s = g.alloc(dtype, n);
       g.fill(s, Number.NaN);
       blocks.push(s);
     }
   }
   for (const s of blocks) g.free(s);
+}
+
+/** poison for bfloat16 outputs. */
+export function poisonBf16(sizes: readonly number[], copies = 2): void {
+  poison(sizes, copies, 'bfloat16');
 }
 
 /** Uploads host data to both backends. */

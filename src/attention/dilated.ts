@@ -4,6 +4,7 @@ import { record } from '../tensor/autograd.js';
 import { isFloat } from '../tensor/dtype.js';
 import { formatShape, shapesEqual } from '../tensor/shape.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { rotationShape } from '../tensor/ops/rotary.js';
 import { wrap } from '../tensor/ops/util.js';
 import { attentionConfig, type DilatedAttentionOptions } from './patterns.js';
 
@@ -37,28 +38,56 @@ export function checkAttentionInputs(q: Tensor, k: Tensor, v: Tensor): Attention
   return { batch, seqLen, heads, headDim };
 }
 
+/** Rotary tables (as rotatePairs takes them) that rotate q and k inside the attention op. */
+export interface AttentionRotationTables {
+  qCos: Tensor;
+  qSin: Tensor;
+  kCos: Tensor;
+  kSin: Tensor;
+}
+
 /**
  * Dilated attention (LongNet), exactly as docs/ATTENTION.md defines it: every pattern (w_i, r_i) contributes its keys to
  * one softmax per query, so the result is the paper's mixture with weights from the log-sum-exps.
  * Differentiable in q, k and v, with the exact gradients (through the mixture weights too).
+ *
+ * With `rotation`, the attention of rotatePairs(q, qCos, qSin) and rotatePairs(k, kCos, kSin) (XPos), as one
+ * op whose gradients are those of the unrotated q and k: a GPU rotates the kernels' float32 gradients back
+ * as it writes them, one pass where a rounding and a separate rotation took two.
  */
-export function dilatedAttention(q: Tensor, k: Tensor, v: Tensor, options: DilatedAttentionOptions): AttentionResult {
-  const geometry = checkAttentionInputs(q, k, v);
-  const config = attentionConfig(options, geometry);
+export function dilatedAttention(
+  q: Tensor, k: Tensor, v: Tensor, options: DilatedAttentionOptions & { rotation?: AttentionRotationTables },
+): AttentionResult {
+  const rotation = options.rotation;
   const backend = q.backend;
-  const r = backend.dilatedAttention(q.storage, k.storage, v.storage, geometry, config);
+  const rotated = (x: Tensor, cos: Tensor, sin: Tensor): Tensor => {
+    const { outer, positions, inner, dim } = rotationShape(x, cos, sin);
+    return wrap(backend.rotatePairs(x.storage, cos.storage, sin.storage, outer, positions, inner, dim, false), x.shape, backend);
+  };
+  // what the kernels attend with, kept for the backward
+  const [qa, ka] = rotation ? [rotated(q, rotation.qCos, rotation.qSin), rotated(k, rotation.kCos, rotation.kSin)] : [q, k];
+  const geometry = checkAttentionInputs(qa, ka, v);
+  const config = attentionConfig(options, geometry);
+  const r = backend.dilatedAttention(qa.storage, ka.storage, v.storage, geometry, config);
   const { batch, seqLen, heads } = geometry;
   const output = wrap(r.o, q.shape, backend);
   const lse = wrap(r.lse, [batch, seqLen, heads], backend);
+  const tables = rotation && {
+    qCos: rotation.qCos.storage, qSin: rotation.qSin.storage, kCos: rotation.kCos.storage, kSin: rotation.kSin.storage,
+  };
   record('dilatedAttention', output, [q, k, v], (g) => {
-    const grads = backend.dilatedAttentionBackward(q.storage, k.storage, v.storage, output.storage, lse.storage, g.storage, geometry, config);
+    const grads = backend.dilatedAttentionBackward(
+      qa.storage, ka.storage, v.storage, output.storage, lse.storage, g.storage, geometry, config, tables,
+    );
     return [wrap(grads.dq, q.shape, backend), wrap(grads.dk, k.shape, backend), wrap(grads.dv, v.shape, backend)];
   });
   return { output, lse };
 }
 
 /** Vanilla softmax attention: dilated attention with the single pattern (N, 1). */
-export function denseAttention(q: Tensor, k: Tensor, v: Tensor, options: { causal?: boolean; scale?: number } = {}): AttentionResult {
+export function denseAttention(
+  q: Tensor, k: Tensor, v: Tensor, options: { causal?: boolean; scale?: number; rotation?: AttentionRotationTables } = {},
+): AttentionResult {
   const seqLen = Math.max(q.shape[1] ?? 1, 1);
   return dilatedAttention(q, k, v, { segmentLengths: [seqLen], dilationRates: [1], ...options });
 }

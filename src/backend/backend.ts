@@ -43,6 +43,18 @@ export interface AttentionGeometry {
   readonly headDim: number;
 }
 
+/**
+ * Rotary tables (rotatePairs) that turned the attention's inputs into the q and k it attended with: cos and
+ * sin of q and of k, each [seqLen, headDim]. Given to dilatedAttentionBackward, dq and dk come back as the
+ * gradients of the unrotated inputs (the adjoint rotation applied as the gradients are written).
+ */
+export interface AttentionRotation {
+  readonly qCos: Storage;
+  readonly qSin: Storage;
+  readonly kCos: Storage;
+  readonly kSin: Storage;
+}
+
 export interface AttentionConfig {
   readonly patterns: readonly AttentionPattern[];
   readonly causal: boolean;
@@ -212,9 +224,10 @@ export interface Backend {
 
   // attention: o [B, N, H, D] and lse [B, N, H] (natural log, -inf on rows with no key)
   dilatedAttention(q: Storage, k: Storage, v: Storage, geometry: AttentionGeometry, config: AttentionConfig): { o: Storage; lse: Storage };
+  /** With `rotation`, dq and dk are the gradients of the inputs that those tables rotated into q and k. */
   dilatedAttentionBackward(
     q: Storage, k: Storage, v: Storage, o: Storage, lse: Storage, dO: Storage,
-    geometry: AttentionGeometry, config: AttentionConfig,
+    geometry: AttentionGeometry, config: AttentionConfig, rotation?: AttentionRotation,
   ): { dq: Storage; dk: Storage; dv: Storage };
 
   // Optional primitives of sequence-parallel attention (src/distributed); a backend without them cannot run it.

@@ -79,8 +79,7 @@ export class MultiheadDilatedAttention extends Module {
     check(x.rank === 3 && x.shape[2] === this.dModel, () => `attention: input [${x.shape.join(', ')}] is not [batch, seqLen, ${this.dModel}]`);
     const n = x.shape[1]!;
     const { q, k, v } = this.project(x);
-    const rotated = applyXPos(q, k, tables ?? this.positions(0, n, xposCenter(n)));
-    return this.output(this.attend(rotated.q, rotated.k, v), residual);
+    return this.output(this.attend(q, k, v, tables ?? this.positions(0, n, xposCenter(n))), residual);
   }
 
   /** q, k, v [B, N, H, D], before XPos. */
@@ -90,16 +89,21 @@ export class MultiheadDilatedAttention extends Module {
     return { q: split(this.qProj.forward(x)), k: split(this.kProj.forward(x)), v: split(this.vProj.forward(x)) };
   }
 
-  /** The attention core on rotated q, k: [B, N, H, D]. */
-  attend(q: Tensor, k: Tensor, v: Tensor): Tensor {
+  /**
+   * The attention core: [B, N, H, D]. q and k are rotated already, or are rotated here by `xpos` (inside the
+   * attention op where it can, so that its backward rotates the gradients back as it writes them).
+   */
+  attend(q: Tensor, k: Tensor, v: Tensor, xpos?: XPosTables): Tensor {
     const a = this.attention;
     if (a.kind === 'sparse-fixed') {
       check(this.causal, 'attention: the sparse fixed pattern is causal only');
-      return sparseFixedAttention(q, k, v, { stride: a.stride, summary: a.summary }).output;
+      const r = xpos ? applyXPos(q, k, xpos) : { q, k };
+      return sparseFixedAttention(r.q, r.k, v, { stride: a.stride, summary: a.summary }).output;
     }
+    const options = { causal: this.causal, ...(xpos ? { rotation: xpos } : {}) };
     const result = a.kind === 'dense'
-      ? denseAttention(q, k, v, { causal: this.causal })
-      : dilatedAttention(q, k, v, { segmentLengths: a.segmentLengths, dilationRates: a.dilationRates, causal: this.causal });
+      ? denseAttention(q, k, v, options)
+      : dilatedAttention(q, k, v, { segmentLengths: a.segmentLengths, dilationRates: a.dilationRates, ...options });
     // lse stays alive: the backward pass reads it (a tidy scope frees it)
     return result.output;
   }

@@ -19,9 +19,10 @@ napi_value rotate_pairs(const Call& c) {
   const DType t = expect_float(x, outer * positions * inner * dim, "rotatePairs x");
   expect(cos, DType::F32, positions * dim, "rotatePairs cos");
   expect(sin, DType::F32, positions * dim, "rotatePairs sin");
-  expect(y, t, outer * positions * inner * dim, "rotatePairs output");
-  launch_rotate_pairs(t == DType::BF16, x->ptr, cos->as<float>(), sin->as<float>(), y->ptr, outer, positions, inner, dim, transpose,
-                      stream());
+  // y may be of the other float type: float32 gradients rotated into bfloat16 ones
+  const DType out_t = expect_float(y, outer * positions * inner * dim, "rotatePairs output");
+  launch_rotate_pairs(t == DType::BF16, out_t == DType::BF16, x->ptr, cos->as<float>(), sin->as<float>(), y->ptr, outer, positions,
+                      inner, dim, transpose, stream());
   return undefined(c.env);
 }
 

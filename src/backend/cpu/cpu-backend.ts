@@ -1,5 +1,5 @@
 import type {
-  AdamWHyper, AdamWTensors, AttentionConfig, AttentionGeometry, Backend, BinaryOp, GatheredAttentionLayout, LayerNormBackwardOptions,
+  AdamWHyper, AdamWTensors, AttentionConfig, AttentionGeometry, AttentionRotation, Backend, BinaryOp, GatheredAttentionLayout, LayerNormBackwardOptions,
   LayerNormGrads, LayerNormOptions, LayerNormResult, ReduceOp, Storage, UnaryOp,
 } from '../backend.js';
 import { broadcastStrides, sizeOf, type Shape } from '../../tensor/shape.js';
@@ -234,12 +234,18 @@ export class CpuBackend implements Backend {
 
   dilatedAttentionBackward(
     q: Storage, k: Storage, v: Storage, o: Storage, lse: Storage, dO: Storage, geometry: AttentionGeometry, config: AttentionConfig,
+    rotation?: AttentionRotation,
   ): { dq: Storage; dk: Storage; dv: Storage } {
     const r = dilatedAttentionBackward(
       floatData(q, 'attention q'), floatData(k, 'attention k'), floatData(v, 'attention v'),
       floatData(o, 'attention o'), floatData(lse, 'attention lse'), floatData(dO, 'attention dO'), geometry, config,
     );
-    return { dq: wrap(r.dq), dk: wrap(r.dk), dv: wrap(r.dv) };
+    const { batch, seqLen, heads, headDim } = geometry;
+    const back = (g: FloatArray, cos: Storage, sin: Storage): Storage => wrap(rotatePairsKernel(
+      g, floatData(cos, 'rotation cos'), floatData(sin, 'rotation sin'), batch, seqLen, heads, headDim, true,
+    ));
+    if (!rotation) return { dq: wrap(r.dq), dk: wrap(r.dk), dv: wrap(r.dv) };
+    return { dq: back(r.dq, rotation.qCos, rotation.qSin), dk: back(r.dk, rotation.kCos, rotation.kSin), dv: wrap(r.dv) };
   }
 
   gatheredAttention(q: Storage, k: Storage, v: Storage, layout: GatheredAttentionLayout): { o: Storage; lse: Storage } {

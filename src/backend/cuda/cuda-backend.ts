@@ -1,5 +1,5 @@
 import type {
-  AdamWHyper, AdamWTensors, AttentionConfig, AttentionGeometry, Backend, BinaryOp, GatheredAttentionLayout, LayerNormBackwardOptions,
+  AdamWHyper, AdamWTensors, AttentionConfig, AttentionGeometry, AttentionRotation, Backend, BinaryOp, GatheredAttentionLayout, LayerNormBackwardOptions,
   LayerNormGrads, LayerNormOptions, LayerNormResult, ReduceOp, Storage, UnaryOp,
 } from '../backend.js';
 import { newTypedArray, dtypeOfArray, type DType, type TypedArray } from '../../tensor/dtype.js';
@@ -350,15 +350,40 @@ export class CudaBackend implements Backend {
   /** Gradients in the type of q, k, v; lse float32; o and dO of the inputs' type. */
   dilatedAttentionBackward(
     q: Storage, k: Storage, v: Storage, o: Storage, lse: Storage, dO: Storage, geometry: AttentionGeometry, config: AttentionConfig,
+    rotation?: AttentionRotation,
   ): { dq: Storage; dk: Storage; dv: Storage } {
     const { batch, seqLen, heads, headDim } = geometry;
     const rows = batch * seqLen * heads;
     const n = rows * headDim;
     const bf16 = sameActivationType([q, k, v, o, dO], 'attention') === 'bfloat16';
+    const tables = rotation && [
+      [floatHandle(rotation.qCos, 'rotation cos'), floatHandle(rotation.qSin, 'rotation sin')],
+      [floatHandle(rotation.kCos, 'rotation cos'), floatHandle(rotation.kSin, 'rotation sin')],
+    ] as const;
+    // gradient i (dq, dk, dv) from `from` into `to`: rotated back by its tables when it has them, else copied
+    // (a cast where the types differ)
+    const finish = (i: number, from: NativeHandle, to: NativeHandle): void => {
+      const t = i < 2 ? tables?.[i] : undefined;
+      if (t) this.native.rotatePairs(from, t[0], t[1], batch, seqLen, heads, headDim, true, to);
+      else this.native.cast(from, to);
+    };
     const grads: CudaStorage[] = [];
     this.orFree(grads, () => { for (let i = 0; i < 3; i++) grads.push(this.make(q.dtype, n)); });
     const [dq, dk, dv] = grads as [CudaStorage, CudaStorage, CudaStorage];
     const args = [batch, seqLen, heads, headDim, flatPatterns(config), config.causal, config.scale, config.headOffsets === 'blocked'] as const;
+    // the kernels' float32 gradients go to scratch where they are rounded to bf16 or rotated back afterwards
+    // (`finish`, one pass each), else straight to the gradient
+    const viaScratch = (run: (gq: NativeHandle, gk: NativeHandle, gv: NativeHandle) => void): void => {
+      const scratch: (NativeHandle | null)[] = [null, null, null];
+      try {
+        const outs = grads.map((g, i) => (bf16 || (i < 2 && tables) ? (scratch[i] = this.native.alloc(DTYPE_CODE.float32, n, false)) : g.handle));
+        run(outs[0]!, outs[1]!, outs[2]!);
+        scratch.forEach((h, i) => { if (h) finish(i, h, grads[i]!.handle); });
+      } finally {
+        // stream order: the kernels queued above have read them before any later allocation reuses the blocks
+        for (const h of scratch) if (h) this.native.free(h);
+      }
+    };
     if (this.attentionKernels(headDim) === 'bf16') {
       // Dsum = rowsum(dO * O), then the fused backward on bf16 q, k, v, dO; its gradients are float32
       this.orFree(grads, () => {
@@ -366,11 +391,9 @@ export class CudaBackend implements Backend {
         try {
           this.native.attentionDsum(activationHandle(o, 'attention o'), activationHandle(dO, 'attention dO'), dsum.handle, rows, headDim);
           this.withBf16([[q, 'attention q'], [k, 'attention k'], [v, 'attention v'], [dO, 'attention dO']], ([qb, kb, vb, dOb]) => {
-            const run = (gq: NativeHandle, gk: NativeHandle, gv: NativeHandle): void => this.native.flashAttentionBackward(
+            viaScratch((gq, gk, gv) => this.native.flashAttentionBackward(
               qb!, kb!, vb!, dOb!, floatHandle(lse, 'attention lse'), dsum.handle, gq, gk, gv, ...args,
-            );
-            if (bf16) this.withF32([], grads, (_, [gq, gk, gv]) => run(gq!, gk!, gv!));
-            else run(dq.handle, dk.handle, dv.handle);
+            ));
           });
         } finally {
           this.free(dsum);
@@ -379,15 +402,15 @@ export class CudaBackend implements Backend {
       return { dq, dk, dv };
     }
     if (bf16) {
-      this.orFree(grads, () => this.withF32([q, k, v, o, dO], grads, ([qf, kf, vf, of, dOf], [gq, gk, gv]) => {
-        this.native.attentionBackward(qf!, kf!, vf!, of!, floatHandle(lse, 'attention lse'), dOf!, gq!, gk!, gv!, ...args);
-      }));
+      this.orFree(grads, () => this.withF32([q, k, v, o, dO], [], ([qf, kf, vf, of, dOf]) => viaScratch((gq, gk, gv) => {
+        this.native.attentionBackward(qf!, kf!, vf!, of!, floatHandle(lse, 'attention lse'), dOf!, gq, gk, gv, ...args);
+      })));
       return { dq, dk, dv };
     }
-    this.orFree(grads, () => this.native.attentionBackward(
+    this.orFree(grads, () => viaScratch((gq, gk, gv) => this.native.attentionBackward(
       floatHandle(q, 'attention q'), floatHandle(k, 'attention k'), floatHandle(v, 'attention v'), floatHandle(o, 'attention o'),
-      floatHandle(lse, 'attention lse'), floatHandle(dO, 'attention dO'), dq.handle, dk.handle, dv.handle, ...args,
-    ));
+      floatHandle(lse, 'attention lse'), floatHandle(dO, 'attention dO'), gq, gk, gv, ...args,
+    )));
     return { dq, dk, dv };
   }
 

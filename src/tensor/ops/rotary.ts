@@ -11,9 +11,24 @@ import { common, requireFloat, wrap } from './util.js';
  * no gradient flows to them. Tables of float32 also serve bfloat16 x (positions keep float32 precision).
  */
 export function rotatePairs(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+  const { outer, positions, inner, dim } = rotationShape(x, cos, sin);
+  const backend = x.backend;
+  const rotate = (input: Tensor, transpose: boolean): Tensor => wrap(
+    backend.rotatePairs(input.storage, cos.storage, sin.storage, outer, positions, inner, dim, transpose), input.shape, backend,
+  );
+  const y = rotate(x, false);
+  return record('rotatePairs', y, [x], (g) => [rotate(g, true)]);
+}
+
+/**
+ * Checks rotatePairs' operands (x [..., positions, heads, dim], constant tables [positions, 1, dim]) and
+ * returns the backend's view of x: [outer, positions, inner, dim].
+ */
+export function rotationShape(x: Tensor, cos: Tensor, sin: Tensor): { outer: number; positions: number; inner: number; dim: number } {
   requireFloat('rotatePairs', x);
   // bfloat16 x with float32 tables; else one dtype for all three
-  const backend = x.dtype === 'bfloat16' && cos.dtype === 'float32' ? common('rotatePairs', cos, sin) : common('rotatePairs', x, cos, sin);
+  if (x.dtype === 'bfloat16' && cos.dtype === 'float32') common('rotatePairs', cos, sin);
+  else common('rotatePairs', x, cos, sin);
   if (x.device !== cos.device) throw new Error(`rotatePairs: tensors on different devices (${x.device} and ${cos.device})`);
   if (x.rank < 3) throw new Error(`rotatePairs: x must be [..., positions, heads, dim], got ${formatShape(x.shape)}`);
   const [positions, inner, dim] = x.shape.slice(-3) as [number, number, number];
@@ -26,9 +41,5 @@ export function rotatePairs(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
     if (t.requiresGrad) throw new Error(`rotatePairs: ${name} is a constant table and cannot require gradients`);
   }
   const outer = positions * inner * dim === 0 ? 0 : x.size / (positions * inner * dim);
-  const rotate = (input: Tensor, transpose: boolean): Tensor => wrap(
-    backend.rotatePairs(input.storage, cos.storage, sin.storage, outer, positions, inner, dim, transpose), input.shape, backend,
-  );
-  const y = rotate(x, false);
-  return record('rotatePairs', y, [x], (g) => [rotate(g, true)]);
+  return { outer, positions, inner, dim };
 }
