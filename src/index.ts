@@ -1,5 +1,5 @@
 export * from './tensor/index.js';
-export { dilatedAttention, denseAttention, type AttentionResult } from './attention/dilated.js';
+export { dilatedAttention, denseAttention, type AttentionResult, type AttentionRotationTables } from './attention/dilated.js';
 export { sparseFixedAttention, sparseFixedFlops, type SparseFixedAttentionOptions } from './attention/sparse-fixed.js';
 export type { DilatedAttentionOptions } from './attention/patterns.js';
 export type { Backend, Device, AttentionPattern, HeadOffsets } from './backend/backend.js';
