@@ -4,7 +4,7 @@ import { record } from '../tensor/autograd.js';
 import { isFloat } from '../tensor/dtype.js';
 import { formatShape, shapesEqual } from '../tensor/shape.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { rotationShape } from '../tensor/ops/rotary.js';
+import { rotateUntracked } from '../tensor/ops/rotary.js';
 import { wrap } from '../tensor/ops/util.js';
 import { attentionConfig, type DilatedAttentionOptions } from './patterns.js';
 
@@ -60,12 +60,10 @@ export function dilatedAttention(
 ): AttentionResult {
   const rotation = options.rotation;
   const backend = q.backend;
-  const rotated = (x: Tensor, cos: Tensor, sin: Tensor): Tensor => {
-    const { outer, positions, inner, dim } = rotationShape(x, cos, sin);
-    return wrap(backend.rotatePairs(x.storage, cos.storage, sin.storage, outer, positions, inner, dim, false), x.shape, backend);
-  };
   // what the kernels attend with, kept for the backward
-  const [qa, ka] = rotation ? [rotated(q, rotation.qCos, rotation.qSin), rotated(k, rotation.kCos, rotation.kSin)] : [q, k];
+  const [qa, ka] = rotation
+    ? [rotateUntracked(q, rotation.qCos, rotation.qSin, false), rotateUntracked(k, rotation.kCos, rotation.kSin, false)]
+    : [q, k];
   const geometry = checkAttentionInputs(qa, ka, v);
   const config = attentionConfig(options, geometry);
   const r = backend.dilatedAttention(qa.storage, ka.storage, v.storage, geometry, config);

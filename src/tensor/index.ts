@@ -9,5 +9,5 @@ export * from './ops/reduce.js';
 export * from './ops/layout.js';
 export * from './ops/matmul.js';
 export * from './ops/nn.js';
-export * from './ops/rotary.js';
+export { rotatePairs } from './ops/rotary.js';
 export * from './ops/creation.js';

@@ -179,7 +179,7 @@ export class CpuBackend implements Backend {
     if (options.addend) {
       const addend = floatData(options.addend, 'layerNorm addend');
       if (addend.length !== dx.length) throw new Error(`layerNormBackward: addend of ${addend.length} elements for dx of ${dx.length}`);
-      for (let i = 0; i < dx.length; i++) dx[i] = dx[i]! + addend[i]!;
+      dx = binaryKernel('add', dx, [dx.length], addend, [addend.length], [dx.length]) as FloatArray;
     }
     return { dx: wrap(dx), dGamma: r.dGamma && wrap(r.dGamma), dBeta: r.dBeta && wrap(r.dBeta) };
   }

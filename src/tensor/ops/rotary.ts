@@ -11,20 +11,25 @@ import { common, requireFloat, wrap } from './util.js';
  * no gradient flows to them. Tables of float32 also serve bfloat16 x (positions keep float32 precision).
  */
 export function rotatePairs(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
+  const y = rotateUntracked(x, cos, sin, false);
+  return record('rotatePairs', y, [x], (g) => [rotateUntracked(g, cos, sin, true)]);
+}
+
+/**
+ * rotatePairs' result (its adjoint with `transpose`) with no gradient recorded: for ops that rotate their
+ * inputs themselves (dilatedAttention's rotation) and own the gradient.
+ */
+export function rotateUntracked(x: Tensor, cos: Tensor, sin: Tensor, transpose: boolean): Tensor {
   const { outer, positions, inner, dim } = rotationShape(x, cos, sin);
   const backend = x.backend;
-  const rotate = (input: Tensor, transpose: boolean): Tensor => wrap(
-    backend.rotatePairs(input.storage, cos.storage, sin.storage, outer, positions, inner, dim, transpose), input.shape, backend,
-  );
-  const y = rotate(x, false);
-  return record('rotatePairs', y, [x], (g) => [rotate(g, true)]);
+  return wrap(backend.rotatePairs(x.storage, cos.storage, sin.storage, outer, positions, inner, dim, transpose), x.shape, backend);
 }
 
 /**
  * Checks rotatePairs' operands (x [..., positions, heads, dim], constant tables [positions, 1, dim]) and
  * returns the backend's view of x: [outer, positions, inner, dim].
  */
-export function rotationShape(x: Tensor, cos: Tensor, sin: Tensor): { outer: number; positions: number; inner: number; dim: number } {
+function rotationShape(x: Tensor, cos: Tensor, sin: Tensor): { outer: number; positions: number; inner: number; dim: number } {
   requireFloat('rotatePairs', x);
   // bfloat16 x with float32 tables; else one dtype for all three
   if (x.dtype === 'bfloat16' && cos.dtype === 'float32') common('rotatePairs', cos, sin);
