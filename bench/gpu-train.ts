@@ -1,7 +1,7 @@
 /**
  * Training throughput and model FLOP utilization (MFU) of a preset on one GPU: whole optimizer steps
  * (forward, backward, clipping, AdamW) through the Trainer, B = 1, the paper's schedule, on a real code
- * corpus; then one step with every backend call timed on its own, for a profile of where the time goes.
+ * corpus; then one step with every backend call timed on the device, for a profile of where the time goes.
  *
  *   node --import tsx bench/gpu-train.ts [--preset base] [--lengths 8192,32768] [--tokenizers byte,cl100k_base]
  *        [--precisions tf32[,bf16,fp32,bf16-act]] [--steps 4] [--data PATH] [--append] [--section PATH]
@@ -72,7 +72,11 @@ interface Outcome {
   /** The same by method (and op), for the log. */
   detail?: Profile;
   profiledStepMs?: number;
-  emptySyncUs?: number;
+  /** In the profiled step: the device's time from its first call to its end, and how much of it the stream was idle. */
+  profiledDeviceMs?: number;
+  idleMs?: number;
+  /** The longest waits of the stream for the host in the profiled step, with the call that ended each. */
+  gaps?: { ms: number; before: string }[];
   setupSeconds?: number;
   /** One more step's time, and the part of it the host spent waiting for the device (reads, synchronize). */
   waitedStep?: { ms: number; waitedMs: number };
@@ -141,27 +145,55 @@ function productShape(name: string, args: unknown[]): string {
   return '';
 }
 
-/** Times every backend call of `fn` on its own (synchronized before and after), by category. */
-function profiled(backend: CudaBackend, fn: () => void): { profile: Profile; detail: Profile; ms: number } {
+/**
+ * Times every backend call of `fn` on the device without waiting between calls: a mark on the stream
+ * before and after each call (nested calls count in their caller), so a call's time is what the stream
+ * spent on it, launch bubbles included, and the time between one call's end and the next call's start is
+ * the device waiting for the host. By category, by method (and op or shape), and that waiting.
+ */
+function profiled(backend: CudaBackend, fn: () => void): {
+  profile: Profile; detail: Profile; ms: number; idleMs: number; deviceMs: number; gaps: { ms: number; before: string }[];
+} {
+  const calls: { name: string; key: string; before: number; after: number }[] = [];
+  let depth = 0;
+  let first = -1;
+  const ms = withWrapped(backend, Object.keys(CATEGORY), (name, original) => (...args: unknown[]): unknown => {
+    if (depth > 0) return original.apply(backend, args);
+    depth++;
+    const before = backend.streamMark();
+    try {
+      return original.apply(backend, args);
+    } finally {
+      depth--;
+      // finer keys for the log: the method, the op of elementwise calls and the shape of products
+      calls.push({ name, key: `${name}${typeof args[0] === 'string' ? `:${args[0]}` : ''}${productShape(name, args)}`, before, after: backend.streamMark() });
+    }
+  }, () => {
+    first = backend.streamMark();
+    fn();
+  });
+  const last = backend.streamMark();
+  const times = backend.streamMarkTimes();
   const profile: Profile = {};
   const detail: Profile = {};
-  const ms = withWrapped(backend, Object.keys(CATEGORY), (name, original) => (...args: unknown[]): unknown => {
-    backend.synchronize();
-    const t0 = performance.now();
-    const r = original.apply(backend, args);
-    backend.synchronize();
-    const ms = performance.now() - t0;
-    const entry = (profile[CATEGORY[name]!] ??= { ms: 0, calls: 0 });
-    entry.ms += ms;
-    entry.calls++;
-    // finer keys for the log: the method, the op of elementwise calls and the shape of products
-    const key = `${name}${typeof args[0] === 'string' ? `:${args[0]}` : ''}${productShape(name, args)}`;
-    const fine = (detail[key] ??= { ms: 0, calls: 0 });
-    fine.ms += ms;
-    fine.calls++;
-    return r;
-  }, fn);
-  return { profile, detail, ms };
+  let idleMs = 0;
+  const gaps: { ms: number; before: string }[] = [];
+  let previousEnd = times[first]!;
+  calls.forEach((c, i) => {
+    const callMs = times[c.after]! - times[c.before]!;
+    const gap = Math.max(0, times[c.before]! - previousEnd);
+    idleMs += gap;
+    gaps.push({ ms: gap, before: `${c.key} (call ${i})` });
+    previousEnd = times[c.after]!;
+    for (const [table, key] of [[profile, CATEGORY[c.name]!], [detail, c.key]] as const) {
+      const entry = (table[key] ??= { ms: 0, calls: 0 });
+      entry.ms += callMs;
+      entry.calls++;
+    }
+  });
+  idleMs += Math.max(0, times[last]! - previousEnd);
+  gaps.sort((a, b) => b.ms - a.ms);
+  return { profile, detail, ms, idleMs, deviceMs: times[last]! - times[first]!, gaps: gaps.slice(0, 5) };
 }
 
 /**
@@ -196,31 +228,30 @@ async function runChild(job: Job): Promise<Outcome> {
   const losses: number[] = [];
   const stepMs: number[] = [];
   const inUse: number[] = [];
-  // one untimed step: cuBLASLt plans, the allocator's first blocks
+  // one untimed step (cuBLASLt plans, the allocator's first blocks), then steps back to back as a training
+  // run takes them: the host waits for the device only where the trainer reads the loss and gradient norm,
+  // and queues the next step while the last AdamW runs. A step's time is the interval between two
+  // successive returns of trainer.step().
   losses.push(trainer.step().loss);
   backend.synchronize();
   inUse.push(backend.memoryStats().inUse);
+  losses.push(trainer.step().loss);
+  let last = performance.now();
   for (let i = 0; i < job.steps; i++) {
-    const t0 = performance.now();
     losses.push(trainer.step().loss);
-    backend.synchronize();
-    stepMs.push(performance.now() - t0);
+    const now = performance.now();
+    stepMs.push(now - last);
+    last = now;
     inUse.push(backend.memoryStats().inUse);
   }
-  // the cost of an empty synchronize, which every profiled call pays twice
-  const syncTimes: number[] = [];
-  for (let i = 0; i < 200; i++) {
-    const t0 = performance.now();
-    backend.synchronize();
-    syncTimes.push(performance.now() - t0);
-  }
+  backend.synchronize();
   const waitedStep = waited(backend, () => losses.push(trainer.step().loss));
   const p = profiled(backend, () => losses.push(trainer.step().loss));
   const stats = backend.memoryStats();
   return {
     job, ok: true, card: backend.info.name, params: model.parameterCount(), matmulParams: matmulParameterCount(config),
     stepMs, losses, inUse, peakBytes: stats.peakInUse, totalBytes: stats.deviceTotal, profile: p.profile, detail: p.detail, profiledStepMs: p.ms,
-    emptySyncUs: median(syncTimes) * 1000, setupSeconds, waitedStep,
+    profiledDeviceMs: p.deviceMs, idleMs: p.idleMs, gaps: p.gaps, setupSeconds, waitedStep,
   };
 }
 
@@ -269,8 +300,10 @@ for (const job of jobs) {
   if (outcome.ok) {
     console.log(`${tag}: steps ${outcome.stepMs!.map((t) => t.toFixed(0)).join(', ')} ms; losses ${outcome.losses!.map((l) => l.toFixed(3)).join(', ')}; ` +
       `peak ${gb(outcome.peakBytes!)} GiB; in use after each step ${outcome.inUse!.map(gb).join(', ')} GiB; setup ${outcome.setupSeconds!.toFixed(1)} s`);
-    const top = Object.entries(outcome.detail!).sort((a, b) => b[1].ms - a[1].ms).slice(0, 30);
-    console.log(`  slowest calls: ${top.map(([k, e]) => `${k} ${e.ms.toFixed(1)} ms/${e.calls}`).join(', ')}`);
+    const top = Object.entries(outcome.detail!).sort((a, b) => b[1].ms - a[1].ms).slice(0, 40);
+    console.log(`  slowest calls: ${top.map(([k, e]) => `${k} ${e.ms.toFixed(2)} ms/${e.calls}`).join(', ')}`);
+    console.log(`  profiled step: ${outcome.profiledStepMs!.toFixed(1)} ms, device ${outcome.profiledDeviceMs!.toFixed(1)} ms from its first call, idle ${outcome.idleMs!.toFixed(2)} ms; ` +
+      `longest waits: ${outcome.gaps!.map((g) => `${g.ms.toFixed(2)} ms before ${g.before}`).join(', ')}`);
     const w = outcome.waitedStep!;
     console.log(`  one more step: ${w.ms.toFixed(1)} ms, of which the host waited for the device ${w.waitedMs.toFixed(1)} ms`);
   } else {
@@ -319,21 +352,17 @@ for (const o of outcomes) {
 
 const categories = ['matmul', 'attention', 'elementwise', 'layout', 'layer norm', 'cross-entropy', 'embedding', 'optimizer', 'finiteness checks', 'memory'];
 const prof: string[] = [];
-prof.push(`| config | step ms | profiled ms | ${categories.join(' | ')} | calls | host and gaps |`);
+prof.push(`| config | step ms | profiled ms | ${categories.join(' | ')} | calls | device idle |`);
 prof.push(`|---|---:|---:|${categories.map(() => '---:').join('|')}|---:|---:|`);
 for (const o of outcomes) {
   if (!o.ok) continue;
   const p = o.profile!;
   const calls = Object.values(p).reduce((a, e) => a + e.calls, 0);
-  // every profiled call pays about one empty synchronize on top of its device time
-  const overhead = (o.emptySyncUs! / 1000);
-  const net = (c: string): number => Math.max(0, (p[c]?.ms ?? 0) - (p[c]?.calls ?? 0) * overhead);
-  const deviceMs = categories.reduce((a, c) => a + net(c), 0);
-  const step = median(o.stepMs!);
+  const total = o.profiledStepMs!;
+  const cell = (ms: number): string => `${ms.toFixed(1)} (${((100 * ms) / total).toFixed(0)}%)`;
   prof.push(
-    `| ${o.job.tokenizer} ${o.job.precision} N=${o.job.seqLen} | ${step.toFixed(0)} | ${o.profiledStepMs!.toFixed(0)} | ` +
-      `${categories.map((c) => `${net(c).toFixed(1)} (${((100 * net(c)) / step).toFixed(0)}%)`).join(' | ')} | ${calls} | ` +
-      `${(step - deviceMs).toFixed(1)} (${((100 * (step - deviceMs)) / step).toFixed(0)}%) |`,
+    `| ${o.job.tokenizer} ${o.job.precision} N=${o.job.seqLen} | ${median(o.stepMs!).toFixed(0)} | ${total.toFixed(0)} | ` +
+      `${categories.map((c) => cell(p[c]?.ms ?? 0)).join(' | ')} | ${calls} | ${cell(o.idleMs!)} |`,
   );
 }
 
@@ -367,15 +396,17 @@ if (values.append || values.section !== undefined) {
       `dilated attention by the ${attentionKernelsLine()}.`,
     `Configuration: ${values.preset} preset (${example ? `${(example.params! / 1e6).toFixed(1)}M parameters with the first tokenizer` : ''}), ` +
       `${schedule(presetConfig(values.preset))}, batch 1 sequence, whole AdamW steps (forward, backward, clip, update) through ` +
-      `the Trainer on ${dataPath.replace(/^.*\/node_modules\//, 'node_modules/')}; the median of ${steps} steps after one warm-up step, ` +
-      'each synchronized. MFU = (6 x matmul weights + 3 x causal forward attention FLOPs per token) x tokens/s over 989 TFLOP/s ' +
+      `the Trainer on ${dataPath.replace(/^.*\/node_modules\//, 'node_modules/')}; the median of ${steps} steps after two warm-up steps, ` +
+      'run back to back as a training run takes them (the host waits for the device only at the trainer\'s read of the loss and ' +
+      'gradient norm; a step is the interval between two returns of trainer.step()). MFU = (6 x matmul weights + 3 x causal forward attention FLOPs per token) x tokens/s over 989 TFLOP/s ' +
       '(bf16 dense peak of H100 SXM and H200); the TF32 column divides by 494. No peer implementation was run in this pass.',
     '',
     ...lines,
     '',
-    'Profile: one more step with every backend call synchronized and timed alone (ms, share of the unprofiled step time), ' +
-      `net of one empty synchronize per call (${example ? example.emptySyncUs!.toFixed(1) : '?'} us). "host and gaps" is the ` +
-      'unprofiled step time minus the device time of all calls: JavaScript work, launches and waits the device does not overlap.',
+    'Profile: one more step with a mark on the stream before and after every backend call and no waits between calls ' +
+      '(ms of device time, share of that step): a call counts from the moment the stream reaches it to the end of its last ' +
+      'kernel, launch bubbles included. "device idle": the time between calls when the stream had nothing queued, ' +
+      'waiting for the host (JavaScript, launches, the read of the loss and the gradient norm).',
     '',
     ...prof,
     '',

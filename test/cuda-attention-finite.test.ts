@@ -79,3 +79,33 @@ test('checking attention inputs on cuda does not wait for the device', { skip: r
     output.toArray();
   });
 });
+
+test('with a rotation, the rotation that writes q and k checks them: the same errors, one check call fewer each', () => {
+  const rng = new Random(seed + 3);
+  const [, positions, , dim] = shape as [number, number, number, number];
+  const table = (value: number): Tensor => tensor(new Float32Array(positions * dim).fill(value), [positions, 1, dim], { device: 'cuda' });
+  const original = gpu.checkFinite;
+  let checks = 0;
+  gpu.checkFinite = (...args: Parameters<CudaBackend['checkFinite']>) => { checks++; original.apply(gpu, args); };
+  try {
+    tidy(() => {
+      const rotation = { qCos: table(0.6), qSin: table(0.8), kCos: table(0.8), kSin: table(0.6) };
+      for (const name of ['q', 'k', 'v'] as const) {
+        const { q, k, v } = inputs(rng, { [name]: NaN });
+        const { output } = dilatedAttention(q, k, v, { ...options, rotation });
+        assert.throws(() => output.toArray(), isNonFinite(name), `seed ${seed}: ${name} holding NaN`);
+      }
+      // finite q whose rotation overflows (tables of XPos scale can exceed 1): what the kernels would read is not finite
+      const { q, k, v } = inputs(rng);
+      const big = tensor(new Float32Array(size).fill(3e38), [...shape], { device: 'cuda' });
+      const grown = { ...rotation, qCos: table(2), qSin: table(0) };
+      assert.throws(() => dilatedAttention(big, k, v, { ...options, rotation: grown }).output.toArray(), isNonFinite('q'), 'overflow in the rotation');
+      checks = 0;
+      const out = dilatedAttention(q, k, v, { ...options, rotation }).output.toArray() as Float32Array;
+      assert.ok(out.every(Number.isFinite), `seed ${seed}: clean inputs gave non-finite outputs`);
+      assert.equal(checks, 1, 'separate finiteness checks a rotated attention call (v only)');
+    });
+  } finally {
+    gpu.checkFinite = original;
+  }
+});

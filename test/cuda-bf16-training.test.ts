@@ -76,6 +76,48 @@ test('training with bf16 activations on cuda follows float32 training on the CPU
   assert.equal(gpu.memoryStats().inUse, startInUse, 'every bf16 activation, copy and gradient freed');
 });
 
+test('the products read bf16 copies of the weights that AdamW rewrites as it updates them: no weight casts after the first step', async () => {
+  const ds = await data();
+  const model = new LongNetDecoder(tiny, { seed: 4, device: 'cuda', activations: 'bfloat16' });
+  const trainer = new Trainer(model, ds, trainerOptions('cuda'));
+  const weights = new Set([...model.namedParameters().values()].map((p) => p.storage));
+  const original = gpu.cast;
+  let casts = 0;
+  gpu.cast = (...args: Parameters<CudaBackend['cast']>) => {
+    if (weights.has(args[0])) casts++;
+    return original.apply(gpu, args);
+  };
+  try {
+    const perStep: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const before = casts;
+      trainer.step();
+      perStep.push(casts - before);
+    }
+    assert.ok(perStep[0]! > 0, 'the first step makes the copies');
+    assert.deepEqual(perStep.slice(1), [0, 0], `weight casts per step: ${perStep.join(', ')}`);
+    let copies = 0;
+    for (const [name, p] of model.namedParameters()) {
+      const copy = p.keptCopy;
+      if (!copy) continue;
+      copies++;
+      assert.equal(copy.dtype, 'bfloat16', name);
+      // the copy holds the updated float32 values rounded to bf16: exactly what a cast of them gives
+      const fresh = tidy(() => cast(p, 'bfloat16').toArray());
+      assert.deepEqual(copy.toArray(), fresh, `${name}: the copy follows the parameter`);
+    }
+    assert.ok(copies >= 2 * tiny.layers, `copies kept: ${copies}`);
+    // new weights loaded in place drop the copies, so the next forward reads the new values
+    const named = [...model.namedParameters()];
+    model.loadState(new Map(named.map(([name, p]) => [name, (p.toArray() as Float32Array).map((x) => x * 0.5)])));
+    assert.ok(named.every(([, p]) => p.keptCopy === null), 'copies dropped by loadState');
+  } finally {
+    gpu.cast = original;
+    trainer.optimizer.dispose();
+    model.dispose();
+  }
+});
+
 test('forward gives float32 logits with bf16 activations; generation stays in the parameters\' dtype', () => {
   const model = new LongNetDecoder(tiny, { seed: 5, device: 'cuda', activations: 'bfloat16' });
   try {

@@ -81,6 +81,7 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
   const firstBad = (indices: Int32Array, bound: number, ignore?: number): number =>
     indices.findIndex((t) => t !== ignore && !inRange(t, bound));
   const ints = (h: NativeHandle): Int32Array => cpu.read(s(h)) as Int32Array;
+  const marks: number[] = [];
   const addon: NativeAddon = {
     abiVersion: ABI_VERSION,
     probe: () => ({ ok: true, reason: '', devices: 1 }),
@@ -129,6 +130,14 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
       return failed;
     },
     synchronize() { counters.syncs++; },
+    // the host's clock stands in for the device's
+    streamMark: () => marks.push(performance.now()) - 1,
+    streamMarkTimes() {
+      counters.syncs++;
+      const times = marks.map((t) => t - marks[0]!);
+      marks.length = 0;
+      return times;
+    },
     memoryStats(): MemoryStats {
       return {
         inUse: counters.liveBytes, cached: 0, peakInUse: counters.peakBytes, deviceAllocations: 0, cacheHits: 0,
@@ -193,8 +202,10 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
     },
     crossEntropyBackward: (logits, targets, lse, dLoss, rows, cols, ignoreIndex, classes, out) =>
       put(out, cpu.crossEntropyBackward(s(logits), s(targets), s(lse), s(dLoss), rows, cols, ignoreIndex, classes)),
-    rotatePairs: (x, cos, sin, outer, positions, inner, dim, transpose, y) =>
-      put(y, cpu.rotatePairs(s(x), s(cos), s(sin), outer, positions, inner, dim, transpose)),
+    rotatePairs(x, cos, sin, outer, positions, inner, dim, transpose, y, checkId) {
+      put(y, cpu.rotatePairs(s(x), s(cos), s(sin), outer, positions, inner, dim, transpose));
+      if (checkId !== undefined && checkId !== null && !cpu.allFinite(s(y))) fail(checkId);
+    },
     gather(table, rowsInTable, cols, indices, validRows, out, checkId) {
       if (!(validRows >= 0 && validRows <= rowsInTable)) throw new RangeError(`embedding: validRows = ${validRows} is not in [0, ${rowsInTable}]`);
       // as the kernel: a bad index fails the check and gives a row of NaN
@@ -220,11 +231,15 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
     },
     adamw: (param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step, gradScale) =>
       cpu.adamw(s(param), s(grad), s(m), s(v), { lr, beta1, beta2, eps, weightDecay, step, gradScale }),
-    adamwMulti(params, grads, ms, vs, weightDecays, lr, beta1, beta2, eps, step, gradScale) {
+    adamwMulti(params, grads, ms, vs, weightDecays, lr, beta1, beta2, eps, step, gradScale, copyOf, copies) {
       const n = params.length;
       if (grads.length !== n || ms.length !== n || vs.length !== n || weightDecays.length !== n) throw new RangeError('adamwMulti: list lengths differ');
       params.forEach((p, i) =>
         cpu.adamw(s(p), s(grads[i]!), s(ms[i]!), s(vs[i]!), { lr, beta1, beta2, eps, weightDecay: weightDecays[i]!, step, gradScale }));
+      copyOf?.forEach((i, j) => {
+        if (!buf(copies![j]!).bf16) throw new Error('emulated addon: adamwMulti copies are bfloat16');
+        put(copies![j]!, s(params[i]!));
+      });
     },
     sumsOfSquares: (xs, out) => put(out, cpu.sumsOfSquares(xs.map(s))),
     attentionForward(q, k, v, o, lse, batch, seqLen, heads, headDim, patterns, causal, scale, blocked) {

@@ -330,12 +330,15 @@ test('multi-tensor AdamW equals AdamW tensor by tensor, bit for bit, and the CPU
   const state = sizes.map((n) => ({ p: rng.floats(n), m: new Float32Array(n), v: new Float32Array(n) }));
   const onGpu = () => state.map(({ p, m, v }) => ({ param: g.fromArray(p), m: g.fromArray(m), v: g.fromArray(v) }));
   const [one, many] = [onGpu(), onGpu()];
+  // every fourth tensor of the multi-tensor update keeps a bfloat16 copy: whole chunks write it four
+  // values at a time, the tails one at a time
+  const copies = many.map((t, i) => (i % 4 === 1 ? g.alloc('bfloat16', t.param.size) : null));
   const host = state.map(({ p, m, v }) => ({ param: cpu.fromArray(p), m: cpu.fromArray(m), v: cpu.fromArray(v) }));
   for (let step = 1; step <= 3; step++) {
     const grads = sizes.map((n) => both(rng.floats(n, (r) => r.normal() * 3)));
     const hyper = { lr: 6e-4 * step, beta1: 0.9, beta2: 0.98, eps: 1e-8, step, gradScale: step === 2 ? 0.37 : 1 };
     one.forEach((t, i) => g.adamw(t.param, grads[i]!.g, t.m, t.v, { ...hyper, weightDecay: decaysOf[i]! }));
-    g.adamwMulti(many.map((t, i) => ({ ...t, grad: grads[i]!.g, weightDecay: decaysOf[i]! })), hyper);
+    g.adamwMulti(many.map((t, i) => ({ ...t, grad: grads[i]!.g, weightDecay: decaysOf[i]!, copy: copies[i] })), hyper);
     cpu.adamwMulti(host.map((t, i) => ({ ...t, grad: grads[i]!.c, weightDecay: decaysOf[i]! })), hyper);
   }
   one.forEach((t, i) => {
@@ -346,7 +349,13 @@ test('multi-tensor AdamW equals AdamW tensor by tensor, bit for bit, and the CPU
       }
     }
     assertClose(readGpu(many[i]!.param), cpu.read(host[i]!.param), `tensor ${i} param against the CPU`, 1e-5, 1e-6);
+    const copy = copies[i];
+    if (copy) {
+      const [a, b] = [readGpu(copy), readGpu(g.cast(many[i]!.param, 'bfloat16'))];
+      for (let j = 0; j < a.length; j++) if (!Object.is(a[j], b[j])) assert.fail(`tensor ${i} copy[${j}]: ${a[j]}, the cast of the param ${b[j]}`);
+    }
   });
+  assert.ok(copies.filter((c) => c && c.size >= 2048).length > 10, 'copies on the vector path');
   assert.throws(() => g.adamwMulti([{ ...many[0]!, grad: many[1]!.m, weightDecay: 0 }], { lr: 1, beta1: 0.9, beta2: 0.98, eps: 1e-8, step: 1 }),
     /adamwMulti grad/);
   g.synchronize();

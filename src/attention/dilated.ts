@@ -19,9 +19,10 @@ export interface AttentionResult {
  * Checks q, k, v of one attention call ([batch, seqLen, heads, headDim], one float dtype, one device,
  * finite values) and returns their geometry; every message names the offending tensor. On a GPU the
  * finiteness check runs on the device and its error comes at the next wait for the device (reading the
- * loss, say), so that the host never stalls the queue here.
+ * loss, say), so that the host never stalls the queue here. `finiteChecked`: inputs whose finiteness a
+ * kernel that wrote them already checks (a rotation), not read again here.
  */
-export function checkAttentionInputs(q: Tensor, k: Tensor, v: Tensor): AttentionGeometry {
+export function checkAttentionInputs(q: Tensor, k: Tensor, v: Tensor, finiteChecked: ReadonlySet<Tensor> = new Set()): AttentionGeometry {
   check(q.rank === 4, `q must be [batch, seqLen, heads, headDim], got ${formatShape(q.shape)}`);
   check(shapesEqual(k.shape, q.shape), `k has shape ${formatShape(k.shape)} but q has ${formatShape(q.shape)}`);
   check(shapesEqual(v.shape, q.shape), `v has shape ${formatShape(v.shape)} but q has ${formatShape(q.shape)}`);
@@ -33,7 +34,7 @@ export function checkAttentionInputs(q: Tensor, k: Tensor, v: Tensor): Attention
   const [batch, seqLen, heads, headDim] = q.shape as [number, number, number, number];
   check(headDim > 0, 'headDim must be positive');
   for (const [name, t] of [['q', q], ['k', k], ['v', v]] as const) {
-    t.backend.checkFinite(t.storage, name);
+    if (!finiteChecked.has(t)) t.backend.checkFinite(t.storage, name);
   }
   return { batch, seqLen, heads, headDim };
 }
@@ -60,11 +61,11 @@ export function dilatedAttention(
 ): AttentionResult {
   const rotation = options.rotation;
   const backend = q.backend;
-  // what the kernels attend with, kept for the backward
+  // what the kernels attend with, kept for the backward; rotated q and k are checked as they are written
   const [qa, ka] = rotation
-    ? [rotateUntracked(q, rotation.qCos, rotation.qSin, false), rotateUntracked(k, rotation.kCos, rotation.kSin, false)]
+    ? [rotateUntracked(q, rotation.qCos, rotation.qSin, false, 'q'), rotateUntracked(k, rotation.kCos, rotation.kSin, false, 'k')]
     : [q, k];
-  const geometry = checkAttentionInputs(qa, ka, v);
+  const geometry = checkAttentionInputs(qa, ka, v, new Set(rotation ? [qa, ka] : []));
   const config = attentionConfig(options, geometry);
   const r = backend.dilatedAttention(qa.storage, ka.storage, v.storage, geometry, config);
   const { batch, seqLen, heads } = geometry;

@@ -96,8 +96,12 @@ export interface AdamWHyper {
   /** The gradient is multiplied by this first (global-norm clipping without a pass over the gradients); 1 if absent. */
   gradScale?: number;
 }
-/** One parameter of a multi-tensor AdamW update (`adamwMulti`): updated in place with its own weight decay. */
-export interface AdamWTensors { param: Storage; grad: Storage; m: Storage; v: Storage; weightDecay: number }
+/**
+ * One parameter of a multi-tensor AdamW update (`adamwMulti`): updated in place with its own weight decay;
+ * with `copy` (the parameter's size, any float dtype), the new values are written there too, rounded to
+ * its dtype, in the same pass.
+ */
+export interface AdamWTensors { param: Storage; grad: Storage; m: Storage; v: Storage; weightDecay: number; copy?: Storage | null }
 
 /**
  * The primitive kernels every device provides. All storages are contiguous and row-major; shapes are
@@ -209,9 +213,12 @@ export interface Backend {
    * Rotary positions over pairs: x is [outer, positions, inner, dim] (dim even), cos and sin are
    * [positions, dim], and y[e] = x[e] * cos[e] + x[e ^ 1] * sin[e] along the last axis (e ^ 1: the other
    * element of e's pair). `transpose` gives the adjoint, y[e] = x[e] * cos[e] + x[e ^ 1] * sin[e ^ 1],
-   * which is the gradient with respect to x.
+   * which is the gradient with respect to x. With `checkAs`, y is also checked as `checkFinite(y, checkAs)`
+   * would, in the same pass.
    */
-  rotatePairs(x: Storage, cos: Storage, sin: Storage, outer: number, positions: number, inner: number, dim: number, transpose: boolean): Storage;
+  rotatePairs(
+    x: Storage, cos: Storage, sin: Storage, outer: number, positions: number, inner: number, dim: number, transpose: boolean, checkAs?: string,
+  ): Storage;
 
   // embeddings
   /**

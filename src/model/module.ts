@@ -137,6 +137,7 @@ export abstract class Module {
       const src = t.backend.fromArray(converted);
       t.backend.assign(t.storage, src);
       t.backend.free(src);
+      t.dropCopy();
     }
   }
 

@@ -2,7 +2,7 @@ import type { Backend, Device, Storage } from '../backend/backend.js';
 import { defaultDevice, getBackend } from '../backend/registry.js';
 import type { DType, TypedArray } from './dtype.js';
 import { assertValidShape, formatShape, sizeOf, type Shape } from './shape.js';
-import { setTensorCheck, trackTensor } from './scope.js';
+import { keep, setTensorCheck, trackTensor } from './scope.js';
 import { runBackward, type GradNode } from './autograd.js';
 
 /** Storage shared by a tensor and its reshaped views; freed when the last of them is disposed. */
@@ -34,6 +34,8 @@ export class Tensor {
   /** How this tensor was computed, for backward; null on leaves. */
   gradNode: GradNode | null = null;
   private ref: StorageRef | null;
+  /** This tensor's values in another dtype, kept with it (castCopy). */
+  private copy: Tensor | null = null;
 
   private constructor(ref: StorageRef, shape: Shape, dtype: DType) {
     this.ref = ref;
@@ -84,9 +86,32 @@ export class Tensor {
   /** Frees the storage (once no view shares it). Safe to call twice. */
   dispose(): void {
     if (!this.ref) return;
+    this.dropCopy();
     this.ref.release();
     this.ref = null;
     this.gradNode = null;
+  }
+
+  /**
+   * This tensor's values in `dtype`, made once and kept with it until `dropCopy` or its disposal (no
+   * scope frees it): the bfloat16 copy of a float32 parameter that every product of a step reads. Whoever
+   * changes the values in place keeps the copy current (AdamW rewrites it in the same pass) or drops it.
+   */
+  castCopy(dtype: DType): Tensor {
+    if (this.copy?.dtype !== dtype) {
+      this.dropCopy();
+      this.copy = keep(Tensor.fromStorage(this.backend.cast(this.storage, dtype), this.shape, this.backend));
+    }
+    return this.copy;
+  }
+
+  /** The copy `castCopy` keeps, or null. */
+  get keptCopy(): Tensor | null { return this.copy; }
+
+  /** Frees the copy `castCopy` keeps (after a change of the values it does not follow). */
+  dropCopy(): void {
+    this.copy?.dispose();
+    this.copy = null;
   }
 
   /** A host copy of the elements, row-major. */

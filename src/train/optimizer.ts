@@ -73,7 +73,8 @@ export class AdamW {
       const { m, v } = this.moments.get(name)!;
       const weightDecay = decays(name, p) ? this.options.weightDecay : 0;
       const list = byBackend.get(p.backend) ?? [];
-      list.push({ param: p.storage, grad: grad.storage, m: m.storage, v: v.storage, weightDecay });
+      // the low-precision copy the products read (Tensor.castCopy) is rewritten in the same pass
+      list.push({ param: p.storage, grad: grad.storage, m: m.storage, v: v.storage, weightDecay, copy: p.keptCopy?.storage ?? null });
       byBackend.set(p.backend, list);
     }
     for (const [backend, tensors] of byBackend) {
@@ -83,6 +84,8 @@ export class AdamW {
       }
       for (const t of tensors) backend.adamw(t.param, t.grad, t.m, t.v, { ...shared, weightDecay: t.weightDecay });
     }
+    // without a multi-tensor update, copies are made again from the new values when next needed
+    for (const p of this.params.values()) if (p.grad !== null && !p.backend.adamwMulti) p.dropCopy();
   }
 
   /** Drops every parameter's gradient (before the next accumulation). */

@@ -20,12 +20,14 @@ __device__ __forceinline__ void adamw_update(float& p, float g, float& m, float&
 }
 
 __device__ __forceinline__ void adamw_element(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
-                                              float* __restrict__ v, int64_t i, const AdamWArgs& a, float decay) {
+                                              float* __restrict__ v, int64_t i, const AdamWArgs& a, float decay,
+                                              __nv_bfloat16* __restrict__ copy = nullptr) {
   float pi = p[i], mi = m[i], vi = v[i];
   adamw_update(pi, g[i], mi, vi, a, decay);
   m[i] = mi;
   v[i] = vi;
   p[i] = pi;
+  if (copy) copy[i] = __float2bfloat16_rn(pi);
 }
 
 __global__ void adamw_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m, float* __restrict__ v,
@@ -40,7 +42,8 @@ constexpr int kQuads = 2;
 constexpr int64_t kChunk = int64_t(kThreads) * 4 * kQuads;
 
 // A tensor, the first of its blocks (it has ceil(n / kChunk), up to the next piece's first), and whether
-// its four arrays are 16-byte aligned (then read and written as float4).
+// its four arrays are 16-byte aligned and its copy (if any) 8-byte aligned (then read and written as
+// float4, the copy four bfloat16 at a time).
 struct Piece {
   AdamWTensor t;
   int64_t first_block;
@@ -60,7 +63,7 @@ __global__ void adamw_multi_kernel(const Piece* __restrict__ pieces, int count, 
   const AdamWTensor t = pieces[lo].t;
   const int64_t begin = (b - pieces[lo].first_block) * kChunk, end = min(t.n, begin + kChunk);
   if (!pieces[lo].quads || end - begin < kChunk) {
-    for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) adamw_element(t.param, t.grad, t.m, t.v, i, a, t.decay);
+    for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) adamw_element(t.param, t.grad, t.m, t.v, i, a, t.decay, t.copy);
     return;
   }
   float4 p[kQuads], g[kQuads], m[kQuads], v[kQuads];
@@ -82,6 +85,10 @@ __global__ void adamw_multi_kernel(const Piece* __restrict__ pieces, int count, 
     *reinterpret_cast<float4*>(t.param + i) = p[j];
     *reinterpret_cast<float4*>(t.m + i) = m[j];
     *reinterpret_cast<float4*>(t.v + i) = v[j];
+    if (t.copy) {
+      const __nv_bfloat162 lo = __floats2bfloat162_rn(p[j].x, p[j].y), hi = __floats2bfloat162_rn(p[j].z, p[j].w);
+      *reinterpret_cast<uint2*>(t.copy + i) = make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
+    }
   }
 }
 
@@ -98,7 +105,8 @@ void launch_adamw_multi(const std::vector<AdamWTensor>& tensors, const AdamWArgs
   int64_t blocks = 0;
   for (const AdamWTensor& t : tensors) {
     if (t.n == 0) continue;  // no blocks: a piece without any would break the search
-    pieces.push_back({t, blocks, vector_aligned({t.param, t.grad, t.m, t.v})});
+    const bool copy_aligned = reinterpret_cast<uintptr_t>(t.copy) % 8 == 0;
+    pieces.push_back({t, blocks, vector_aligned({t.param, t.grad, t.m, t.v}) && copy_aligned});
     blocks += ceil_div(t.n, kChunk);
   }
   if (pieces.empty()) return;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
 namespace ln {
@@ -18,7 +19,8 @@ struct AdamWArgs {
 // Updates param, m and v in place.
 void launch_adamw(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWArgs& a, cudaStream_t s);
 
-// One tensor of a multi-tensor update, with its own decay (1 - lr * its weight decay).
+// One tensor of a multi-tensor update, with its own decay (1 - lr * its weight decay), and optionally a
+// bfloat16 copy of the parameter that the update rewrites (round to nearest even) with the new values.
 struct AdamWTensor {
   float* param;
   const float* grad;
@@ -26,6 +28,7 @@ struct AdamWTensor {
   float* v;
   int64_t n;
   float decay;
+  __nv_bfloat16* copy;
 };
 
 // launch_adamw on every tensor, bit for bit, in one launch (each tensor's decay replaces a.decay): the

@@ -16,12 +16,30 @@ __device__ __forceinline__ float2 pair_load(__nv_bfloat162 v) { return __bfloat1
 __device__ __forceinline__ void pair_store(float2& d, float2 v) { d = v; }
 __device__ __forceinline__ void pair_store(__nv_bfloat162& d, float2 v) { d = __float22bfloat162_rn(v); }
 
+// Where a rotation reports a non-finite output: `failed` lowered to `id` (nothing when failed is null).
+struct FiniteCheck {
+  int* failed;
+  int id;
+  __device__ __forceinline__ void report(bool finite) const {
+    if (failed && !finite) atomicMin(failed, id);
+  }
+};
+
+// Whether v is finite once stored as T (a float32 beyond bfloat16's range rounds to infinity).
+template <typename T>
+__device__ __forceinline__ bool stored_finite(float v) {
+  if constexpr (std::is_same_v<T, float>) return isfinite(v);
+  else return isfinite(__bfloat162float(__float2bfloat16_rn(v)));
+}
+
 // One thread a pair: both elements of a pair share the position and read each other, so a pair is one
 // load of x (8 bytes in float32, 4 in bfloat16), of cos and of sin (float32 tables), and one store (y's
 // type may differ from x's: the attention backward rotates its float32 gradients into bfloat16).
 template <bool TRANSPOSE, typename PairIn, typename PairOut>
 __global__ void rotate_pairs_kernel(const PairIn* __restrict__ x, const float2* __restrict__ cos, const float2* __restrict__ sin,
-                                    PairOut* __restrict__ y, int64_t pairs, int64_t positions, int64_t inner, int64_t half_dim) {
+                                    PairOut* __restrict__ y, int64_t pairs, int64_t positions, int64_t inner, int64_t half_dim,
+                                    FiniteCheck check) {
+  bool finite = true;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < pairs; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t row = i / half_dim;  // (outer, position, inner) row of x
     const int64_t position = (row / inner) % positions;
@@ -36,7 +54,10 @@ __global__ void rotate_pairs_kernel(const PairIn* __restrict__ x, const float2* 
       out.y = v.y * c.y + v.x * s.y;
     }
     pair_store(y[i], out);
+    using TOut = std::conditional_t<std::is_same_v<PairOut, float2>, float, __nv_bfloat16>;
+    if (check.failed) finite = finite && stored_finite<TOut>(out.x) && stored_finite<TOut>(out.y);
   }
+  check.report(finite);
 }
 
 // Four pairs a thread: 8 elements of x (one 16-byte load in bfloat16, two in float32) and of each table,
@@ -44,7 +65,8 @@ __global__ void rotate_pairs_kernel(const PairIn* __restrict__ x, const float2* 
 // dim % 8 == 0 and 16-byte aligned operands.
 template <bool TRANSPOSE, typename TIn, typename TOut, typename Index>
 __global__ void rotate_vec_kernel(const TIn* __restrict__ x, const float* __restrict__ cos, const float* __restrict__ sin,
-                                  TOut* __restrict__ y, Index n, Index positions, Index inner, Index dim) {
+                                  TOut* __restrict__ y, Index n, Index positions, Index inner, Index dim, FiniteCheck check) {
+  bool finite = true;
   for (Index e = (blockIdx.x * Index(blockDim.x) + threadIdx.x) * 8; e < n; e += Index(gridDim.x) * blockDim.x * 8) {
     const Index row = e / dim;  // (outer, position, inner) row of x
     const Index t = ((row / inner) % positions) * dim + (e - row * dim);
@@ -63,12 +85,17 @@ __global__ void rotate_vec_kernel(const TIn* __restrict__ x, const float* __rest
       }
     }
     store8(y + e, out);
+    if (check.failed) {
+#pragma unroll
+      for (int i = 0; i < 8; i++) finite = finite && stored_finite<TOut>(out[i]);
+    }
   }
+  check.report(finite);
 }
 
 template <typename TIn, typename TOut>
 bool rotate_vec(const void* x, const float* cos, const float* sin, void* y, int64_t n, int64_t positions, int64_t inner,
-                int64_t dim, bool transpose, cudaStream_t s) {
+                int64_t dim, bool transpose, FiniteCheck check, cudaStream_t s) {
   if (dim % 8 != 0 || !vector_aligned({x, cos, sin, y})) return false;
   const auto go = [&]<typename Index>(Index) {
     const auto* xt = static_cast<const TIn*>(x);
@@ -76,10 +103,10 @@ bool rotate_vec(const void* x, const float* cos, const float* sin, void* y, int6
     const unsigned blocks = grid_for(ceil_div(n, 8));
     if (transpose) {
       rotate_vec_kernel<true, TIn, TOut, Index><<<blocks, kThreads, 0, s>>>(xt, cos, sin, yt, Index(n), Index(positions), Index(inner),
-                                                                          Index(dim));
+                                                                          Index(dim), check);
     } else {
       rotate_vec_kernel<false, TIn, TOut, Index><<<blocks, kThreads, 0, s>>>(xt, cos, sin, yt, Index(n), Index(positions), Index(inner),
-                                                                           Index(dim));
+                                                                           Index(dim), check);
     }
   };
   // the loop index reaches n + one grid's worth of elements
@@ -90,15 +117,15 @@ bool rotate_vec(const void* x, const float* cos, const float* sin, void* y, int6
 
 template <typename PairIn, typename PairOut>
 void rotate_pairs_typed(const void* x, const float* cos, const float* sin, void* y, int64_t pairs, int64_t positions, int64_t inner,
-                        int64_t half_dim, bool transpose, cudaStream_t s) {
+                        int64_t half_dim, bool transpose, FiniteCheck check, cudaStream_t s) {
   const auto* x2 = static_cast<const PairIn*>(x);
   const auto* c2 = reinterpret_cast<const float2*>(cos);
   const auto* s2 = reinterpret_cast<const float2*>(sin);
   auto* y2 = static_cast<PairOut*>(y);
   if (transpose) {
-    rotate_pairs_kernel<true, PairIn, PairOut><<<grid_for(pairs), kThreads, 0, s>>>(x2, c2, s2, y2, pairs, positions, inner, half_dim);
+    rotate_pairs_kernel<true, PairIn, PairOut><<<grid_for(pairs), kThreads, 0, s>>>(x2, c2, s2, y2, pairs, positions, inner, half_dim, check);
   } else {
-    rotate_pairs_kernel<false, PairIn, PairOut><<<grid_for(pairs), kThreads, 0, s>>>(x2, c2, s2, y2, pairs, positions, inner, half_dim);
+    rotate_pairs_kernel<false, PairIn, PairOut><<<grid_for(pairs), kThreads, 0, s>>>(x2, c2, s2, y2, pairs, positions, inner, half_dim, check);
   }
 }
 
@@ -115,7 +142,8 @@ using PairOf = std::conditional_t<std::is_same_v<T, float>, float2, __nv_bfloat1
 }  // namespace
 
 void launch_rotate_pairs(bool x_bf16, bool y_bf16, const void* x, const float* cos, const float* sin, void* y, int64_t outer,
-                         int64_t positions, int64_t inner, int64_t dim, bool transpose, cudaStream_t s) {
+                         int64_t positions, int64_t inner, int64_t dim, bool transpose, int* failed, int check_id, cudaStream_t s) {
+  const FiniteCheck check{failed, check_id};
   const int64_t pairs = outer * positions * inner * dim / 2;
   if (pairs == 0) return;
   const int64_t n = pairs * 2;
@@ -123,8 +151,8 @@ void launch_rotate_pairs(bool x_bf16, bool y_bf16, const void* x, const float* c
     with_element(y_bf16, [&](auto* out_tag) {
       using TIn = std::remove_pointer_t<decltype(in_tag)>;
       using TOut = std::remove_pointer_t<decltype(out_tag)>;
-      if (!rotate_vec<TIn, TOut>(x, cos, sin, y, n, positions, inner, dim, transpose, s)) {
-        rotate_pairs_typed<PairOf<TIn>, PairOf<TOut>>(x, cos, sin, y, pairs, positions, inner, dim / 2, transpose, s);
+      if (!rotate_vec<TIn, TOut>(x, cos, sin, y, n, positions, inner, dim, transpose, check, s)) {
+        rotate_pairs_typed<PairOf<TIn>, PairOf<TOut>>(x, cos, sin, y, pairs, positions, inner, dim / 2, transpose, check, s);
       }
     });
   });

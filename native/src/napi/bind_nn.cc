@@ -233,7 +233,8 @@ napi_value adamw(const Call& c) {
   return undefined(c.env);
 }
 
-// params, grads, ms, vs: lists of one length; weightDecays: one a tensor.
+// params, grads, ms, vs: lists of one length; weightDecays: one a tensor; copyOf and copies (optional, one
+// length): the bfloat16 copies that the update rewrites, copies[j] of params[copyOf[j]].
 napi_value adamw_multi(const Call& c) {
   const std::vector<Buffer*> params = c.buffers(0, "params"), grads = c.buffers(1, "grads"), ms = c.buffers(2, "ms"),
                              vs = c.buffers(3, "vs");
@@ -253,7 +254,23 @@ napi_value adamw_multi(const Call& c) {
     expect(grads[i], DType::F32, n, "adamwMulti grad");
     expect(ms[i], DType::F32, n, "adamwMulti m");
     expect(vs[i], DType::F32, n, "adamwMulti v");
-    tensors[i] = {params[i]->as<float>(), grads[i]->as<float>(), ms[i]->as<float>(), vs[i]->as<float>(), n, adamw_decay(lr, decays[i])};
+    tensors[i] = {params[i]->as<float>(), grads[i]->as<float>(), ms[i]->as<float>(), vs[i]->as<float>(), n, adamw_decay(lr, decays[i]),
+                  nullptr};
+  }
+  if (!c.is_nullish(11)) {
+    const std::vector<double> copy_of = c.numbers(11, "copyOf");
+    const std::vector<Buffer*> copies = c.buffers(12, "copies");
+    if (copies.size() != copy_of.size()) {
+      throw RangeError("adamwMulti: " + std::to_string(copy_of.size()) + " copy indices but " + std::to_string(copies.size()) + " copies");
+    }
+    for (size_t j = 0; j < copies.size(); j++) {
+      const double at = copy_of[j];
+      if (!(at >= 0 && at < double(count) && at == std::floor(at))) throw RangeError("adamwMulti: copy index " + std::to_string(at) + " is not a param's");
+      AdamWTensor& t = tensors[static_cast<size_t>(at)];
+      if (t.copy) throw RangeError("adamwMulti: two copies of param " + std::to_string(static_cast<size_t>(at)));
+      expect(copies[j], DType::BF16, t.n, "adamwMulti copy");
+      t.copy = copies[j]->as<__nv_bfloat16>();
+    }
   }
   launch_adamw_multi(tensors, adamw_args(lr, beta1, beta2, eps, 0.0, step, grad_scale), stream());
   return undefined(c.env);

@@ -21,8 +21,10 @@ napi_value rotate_pairs(const Call& c) {
   expect(sin, DType::F32, positions * dim, "rotatePairs sin");
   // y may be of the other float type: float32 gradients rotated into bfloat16 ones
   const DType out_t = expect_float(y, outer * positions * inner * dim, "rotatePairs output");
+  // checkId (optional): the queued finiteness check of y, done as y is written
+  const QueuedCheck check = c.is_nullish(9) ? QueuedCheck{nullptr, nullptr, 0} : queued_check(c.integer(9, "checkId"), "rotatePairs");
   launch_rotate_pairs(t == DType::BF16, out_t == DType::BF16, x->ptr, cos->as<float>(), sin->as<float>(), y->ptr, outer, positions,
-                      inner, dim, transpose, stream());
+                      inner, dim, transpose, check.failed, check.id, stream());
   return undefined(c.env);
 }
 

@@ -211,10 +211,14 @@ export class CpuBackend implements Backend {
     return { ...r, grad: this.crossEntropyBackward(logits, targets, r.lse, dLoss, rows, cols, ignoreIndex, classes) };
   }
 
-  rotatePairs(x: Storage, cos: Storage, sin: Storage, outer: number, positions: number, inner: number, dim: number, transpose: boolean): Storage {
-    return wrap(rotatePairsKernel(
+  rotatePairs(
+    x: Storage, cos: Storage, sin: Storage, outer: number, positions: number, inner: number, dim: number, transpose: boolean, checkAs?: string,
+  ): Storage {
+    const y = wrap(rotatePairsKernel(
       floatData(x, 'rotatePairs'), floatData(cos, 'rotatePairs cos'), floatData(sin, 'rotatePairs sin'), outer, positions, inner, dim, transpose,
     ));
+    if (checkAs !== undefined) this.checkFinite(y, checkAs);
+    return y;
   }
 
   gather(table: Storage, rowsInTable: number, cols: number, indices: Storage, validRows = rowsInTable): Storage {
@@ -275,8 +279,9 @@ export class CpuBackend implements Backend {
   }
 
   adamwMulti(tensors: readonly AdamWTensors[], hyper: Omit<AdamWHyper, 'weightDecay'>): void {
-    for (const { param, grad, m, v, weightDecay } of tensors) {
+    for (const { param, grad, m, v, weightDecay, copy } of tensors) {
       adamwKernel(floatData(param, 'adamw'), floatData(grad, 'adamw'), floatData(m, 'adamw'), floatData(v, 'adamw'), { ...hyper, weightDecay });
+      if (copy) this.assign(copy, param);
     }
   }
 

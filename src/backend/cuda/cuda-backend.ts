@@ -290,11 +290,17 @@ export class CudaBackend implements Backend {
   }
 
   /** x and y float32 or bfloat16; the tables float32. */
-  rotatePairs(x: Storage, cos: Storage, sin: Storage, outer: number, positions: number, inner: number, dim: number, transpose: boolean): Storage {
+  rotatePairs(
+    x: Storage, cos: Storage, sin: Storage, outer: number, positions: number, inner: number, dim: number, transpose: boolean, checkAs?: string,
+  ): Storage {
     const hx = activationHandle(x, 'rotatePairs');
     const [hc, hs] = [floatHandle(cos, 'rotatePairs cos'), floatHandle(sin, 'rotatePairs sin')];
     const y = this.make(x.dtype, x.size);
-    this.orFree([y], () => this.native.rotatePairs(hx, hc, hs, outer, positions, inner, dim, transpose, y.handle));
+    this.orFree([y], () => {
+      // the finiteness check of y rides on the kernel that writes it
+      const check = checkAs === undefined ? null : this.queueCheck(() => new InputError(`${checkAs} contains NaN or infinite values`));
+      this.native.rotatePairs(hx, hc, hs, outer, positions, inner, dim, transpose, y.handle, check);
+    });
     return y;
   }
 
@@ -557,10 +563,19 @@ export class CudaBackend implements Backend {
   adamwMulti(tensors: readonly AdamWTensors[], h: Omit<AdamWHyper, 'weightDecay'>): void {
     if (tensors.length === 0) return;
     const handles = (which: 'param' | 'grad' | 'm' | 'v'): NativeHandle[] => tensors.map((t) => floatHandle(t[which], 'adamw'));
+    // bfloat16 copies are written by the update; a copy of another type by a cast after it
+    const copyOf: number[] = [];
+    const castAfter: [NativeHandle, NativeHandle][] = [];
+    tensors.forEach((t, i) => {
+      if (!t.copy) return;
+      if (t.copy.dtype === 'bfloat16') copyOf.push(i);
+      else castAfter.push([floatHandle(t.param, 'adamw'), floatHandle(t.copy, 'adamw copy')]);
+    });
     this.native.adamwMulti(
       handles('param'), handles('grad'), handles('m'), handles('v'), tensors.map((t) => t.weightDecay),
-      h.lr, h.beta1, h.beta2, h.eps, h.step, h.gradScale ?? 1,
+      h.lr, h.beta1, h.beta2, h.eps, h.step, h.gradScale ?? 1, copyOf, copyOf.map((i) => cudaHandle(tensors[i]!.copy!, 'adamw copy')),
     );
+    for (const [param, copy] of castAfter) this.native.cast(param, copy);
   }
 
   synchronize(): void {
@@ -570,6 +585,12 @@ export class CudaBackend implements Backend {
   }
 
   // beyond the Backend interface: controls of this device
+
+  /** Records a mark on the stream without waiting (for profiles); its index since the last `streamMarkTimes`. */
+  streamMark(): number { return this.native.streamMark(); }
+
+  /** Waits for the stream; the device's milliseconds from the first mark to each mark since the last call. */
+  streamMarkTimes(): number[] { return this.native.streamMarkTimes(); }
 
   memoryStats(): MemoryStats { return this.native.memoryStats(); }
 

@@ -80,6 +80,10 @@ export interface NativeAddon {
    */
   takeQueuedCheck(): QueuedCheckFailure | null;
   synchronize(): void;
+  /** Records a mark on the stream (no wait); its index among the marks since the last streamMarkTimes. */
+  streamMark(): number;
+  /** Waits for the stream; the device's milliseconds from the first mark to each mark; forgets them. */
+  streamMarkTimes(): number[];
   memoryStats(): MemoryStats;
   emptyCache(): void;
   setMatmulPrecision(code: number): void;
@@ -133,14 +137,18 @@ export interface NativeAddon {
    * position and value) and gives NaN; no wait.
    */
   gather(table: H, rowsInTable: number, cols: number, indices: H, validRows: number, out: H, checkId: number): void;
-  rotatePairs(x: H, cos: H, sin: H, outer: number, positions: number, inner: number, dim: number, transpose: boolean, y: H): void;
+  /** With checkId, a NaN or infinite value written to y fails that queued check; no wait. */
+  rotatePairs(x: H, cos: H, sin: H, outer: number, positions: number, inner: number, dim: number, transpose: boolean, y: H, checkId?: number | null): void;
   /** A bad index fails the queued check `checkId` and is skipped; no wait. */
   scatterAdd(dOut: H, indices: H, rowsInTable: number, cols: number, out: H, checkId: number): void;
   adamw(param: H, grad: H, m: H, v: H, lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number, gradScale: number): void;
-  /** adamw on every (params[i], grads[i], ms[i], vs[i]) with weight decay weightDecays[i], bit for bit, in one launch. */
+  /**
+   * adamw on every (params[i], grads[i], ms[i], vs[i]) with weight decay weightDecays[i], bit for bit, in one
+   * launch; the new values of params[copyOf[j]] also go to the bfloat16 copies[j] (round to nearest even).
+   */
   adamwMulti(
     params: H[], grads: H[], ms: H[], vs: H[], weightDecays: number[],
-    lr: number, beta1: number, beta2: number, eps: number, step: number, gradScale: number,
+    lr: number, beta1: number, beta2: number, eps: number, step: number, gradScale: number, copyOf?: number[] | null, copies?: H[],
   ): void;
   /** out[i] = the sum of squares of xs[i] (float32). */
   sumsOfSquares(xs: H[], out: H): void;
@@ -215,4 +223,4 @@ export interface NativeAddon {
 }
 
 /** The addon version this TypeScript expects; a stale build is reported instead of misbehaving. */
-export const ABI_VERSION = 10;
+export const ABI_VERSION = 11;

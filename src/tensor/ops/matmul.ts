@@ -101,8 +101,13 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, options: 
   const outShape = [...x.shape.slice(0, -1), outFeatures];
   if (options.activation === 'gelu' && !bias) return gelu(linear(x, weight, null));
   const backend = x.backend;
-  // the parameters in x's dtype: themselves, or copies that live as long as the gradient formula
-  const asInput = (p: Tensor): Tensor => (p.dtype === x.dtype ? p : wrap(backend.cast(p.storage, x.dtype), p.shape, backend));
+  // the parameters in x's dtype: themselves; the copy a parameter (a leaf that takes gradients) keeps, current
+  // from its last AdamW update; or copies that live as long as the gradient formula
+  const asInput = (p: Tensor): Tensor => {
+    if (p.dtype === x.dtype) return p;
+    if (p.requiresGrad && !p.gradNode) return p.castCopy(x.dtype);
+    return wrap(backend.cast(p.storage, x.dtype), p.shape, backend);
+  };
   const w = asInput(weight);
   const b = bias && asInput(bias);
   let out: Tensor;
@@ -143,7 +148,7 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, options: 
     return [dx, dWeight, ...(bias ? [dBias] : []), ...(residual ? [g] : [])];
   });
   if (!out.gradNode) {
-    for (const copy of [w, b, pre]) if (copy && copy !== weight && copy !== bias) copy.dispose();
+    for (const copy of [w, b, pre]) if (copy && copy !== weight && copy !== bias && copy !== weight.keptCopy && copy !== bias?.keptCopy) copy.dispose();
   }
   return out;
 }

@@ -17,12 +17,13 @@ export function rotatePairs(x: Tensor, cos: Tensor, sin: Tensor): Tensor {
 
 /**
  * rotatePairs' result (its adjoint with `transpose`) with no gradient recorded: for ops that rotate their
- * inputs themselves (dilatedAttention's rotation) and own the gradient.
+ * inputs themselves (dilatedAttention's rotation) and own the gradient. With `checkAs`, the result is
+ * checked for NaN and infinities under that name (Backend.checkFinite) as it is written.
  */
-export function rotateUntracked(x: Tensor, cos: Tensor, sin: Tensor, transpose: boolean): Tensor {
+export function rotateUntracked(x: Tensor, cos: Tensor, sin: Tensor, transpose: boolean, checkAs?: string): Tensor {
   const { outer, positions, inner, dim } = rotationShape(x, cos, sin);
   const backend = x.backend;
-  return wrap(backend.rotatePairs(x.storage, cos.storage, sin.storage, outer, positions, inner, dim, transpose), x.shape, backend);
+  return wrap(backend.rotatePairs(x.storage, cos.storage, sin.storage, outer, positions, inner, dim, transpose, checkAs), x.shape, backend);
 }
 
 /**
