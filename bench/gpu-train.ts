@@ -29,6 +29,7 @@ import {
   attentionFlops, LongNetDecoder, matmulParameterCount, modelFlopsPerToken, paddedVocabSize, presetConfig, type ModelConfig,
 } from '../src/model/index.js';
 import { Trainer } from '../src/train/trainer.js';
+import { startClockSampler, type ClockSummary } from './gpu-clock.js';
 
 const PEAK_BF16 = 989e12;
 /** The precision label of runs with bfloat16 activations. */
@@ -75,6 +76,8 @@ interface Outcome {
   /** In the profiled step: the device's time from its first call to its end, and how much of it the stream was idle. */
   profiledDeviceMs?: number;
   idleMs?: number;
+  /** The card's clock and power over the timed steps (null without nvidia-smi). */
+  clock?: ClockSummary | null;
   /** The longest waits of the stream for the host in the profiled step, with the call that ended each. */
   gaps?: { ms: number; before: string }[];
   setupSeconds?: number;
@@ -236,6 +239,7 @@ async function runChild(job: Job): Promise<Outcome> {
   backend.synchronize();
   inUse.push(backend.memoryStats().inUse);
   losses.push(trainer.step().loss);
+  const sampler = startClockSampler();
   let last = performance.now();
   for (let i = 0; i < job.steps; i++) {
     losses.push(trainer.step().loss);
@@ -245,13 +249,14 @@ async function runChild(job: Job): Promise<Outcome> {
     inUse.push(backend.memoryStats().inUse);
   }
   backend.synchronize();
+  const clock = await sampler.stop();
   const waitedStep = waited(backend, () => losses.push(trainer.step().loss));
   const p = profiled(backend, () => losses.push(trainer.step().loss));
   const stats = backend.memoryStats();
   return {
     job, ok: true, card: backend.info.name, params: model.parameterCount(), matmulParams: matmulParameterCount(config),
     stepMs, losses, inUse, peakBytes: stats.peakInUse, totalBytes: stats.deviceTotal, profile: p.profile, detail: p.detail, profiledStepMs: p.ms,
-    profiledDeviceMs: p.deviceMs, idleMs: p.idleMs, gaps: p.gaps, setupSeconds, waitedStep,
+    profiledDeviceMs: p.deviceMs, idleMs: p.idleMs, gaps: p.gaps, setupSeconds, waitedStep, clock,
   };
 }
 
@@ -300,6 +305,7 @@ for (const job of jobs) {
   if (outcome.ok) {
     console.log(`${tag}: steps ${outcome.stepMs!.map((t) => t.toFixed(0)).join(', ')} ms; losses ${outcome.losses!.map((l) => l.toFixed(3)).join(', ')}; ` +
       `peak ${gb(outcome.peakBytes!)} GiB; in use after each step ${outcome.inUse!.map(gb).join(', ')} GiB; setup ${outcome.setupSeconds!.toFixed(1)} s`);
+    console.log(`  card over the timed steps: ${clockLabel(outcome.clock)}`);
     const top = Object.entries(outcome.detail!).sort((a, b) => b[1].ms - a[1].ms).slice(0, 40);
     console.log(`  slowest calls: ${top.map(([k, e]) => `${k} ${e.ms.toFixed(2)} ms/${e.calls}`).join(', ')}`);
     console.log(`  profiled step: ${outcome.profiledStepMs!.toFixed(1)} ms, device ${outcome.profiledDeviceMs!.toFixed(1)} ms from its first call, idle ${outcome.idleMs!.toFixed(2)} ms; ` +
@@ -309,6 +315,11 @@ for (const job of jobs) {
   } else {
     console.log(`${tag}: failed: ${outcome.error}`);
   }
+}
+
+function clockLabel(c: ClockSummary | null | undefined): string {
+  if (!c) return 'not sampled';
+  return `${c.smMhz.toFixed(0)} MHz, ${c.watts.toFixed(0)} W of ${c.limitWatts.toFixed(0)}, power-capped ${(100 * c.powerCapped).toFixed(0)}%`;
 }
 
 function figures(o: Outcome): { config: ModelConfig; tokensPerSecond: number; flops3: number; flops35: number; mfu: number; mfuTf32: number } {
@@ -334,19 +345,19 @@ function schedule(config: ModelConfig): string {
 
 const card = outcomes.find((o) => o.ok)?.card ?? 'unknown GPU';
 const lines: string[] = [];
-lines.push('| tokenizer (vocab) | matmul | N | step ms (median) | tokens/s | model GFLOP/token | TFLOP/s | MFU vs 989 | MFU vs 494 (TF32) | peak GiB | losses |');
-lines.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|');
+lines.push('| tokenizer (vocab) | matmul | N | step ms (median) | tokens/s | model GFLOP/token | TFLOP/s | MFU vs 989 | MFU vs 494 (TF32) | peak GiB | card (median SM clock, power) | losses |');
+lines.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|');
 for (const o of outcomes) {
   const j = o.job;
   if (!o.ok) {
-    lines.push(`| ${j.tokenizer} | ${j.precision} | ${j.seqLen} | failed: ${o.error} | | | | | | | |`);
+    lines.push(`| ${j.tokenizer} | ${j.precision} | ${j.seqLen} | failed: ${o.error} | | | | | | | | |`);
     continue;
   }
   const f = figures(o);
   lines.push(
     `| ${j.tokenizer} (${vocabLabel(f.config)}) | ${j.precision} | ${j.seqLen} | ${median(o.stepMs!).toFixed(0)} | ${f.tokensPerSecond.toFixed(0)} | ` +
       `${(f.flops3 / 1e9).toFixed(3)} | ${((f.flops3 * f.tokensPerSecond) / 1e12).toFixed(1)} | ${(100 * f.mfu).toFixed(1)}% | ${(100 * f.mfuTf32).toFixed(1)}% | ` +
-      `${gb(o.peakBytes!)} | ${o.losses!.map((l) => l.toFixed(2)).join(', ')} |`,
+      `${gb(o.peakBytes!)} | ${clockLabel(o.clock)} | ${o.losses!.map((l) => l.toFixed(2)).join(', ')} |`,
   );
 }
 
@@ -399,7 +410,9 @@ if (values.append || values.section !== undefined) {
       `the Trainer on ${dataPath.replace(/^.*\/node_modules\//, 'node_modules/')}; the median of ${steps} steps after two warm-up steps, ` +
       'run back to back as a training run takes them (the host waits for the device only at the trainer\'s read of the loss and ' +
       'gradient norm; a step is the interval between two returns of trainer.step()). MFU = (6 x matmul weights + 3 x causal forward attention FLOPs per token) x tokens/s over 989 TFLOP/s ' +
-      '(bf16 dense peak of H100 SXM and H200); the TF32 column divides by 494. No peer implementation was run in this pass.',
+      '(bf16 dense peak of H100 SXM and H200); the TF32 column divides by 494. Card: nvidia-smi\'s samples every 100 ms over ' +
+      'the timed steps (median SM clock and power; the share of samples in which the power cap held the clock down). ' +
+      'No peer implementation was run in this pass.',
     '',
     ...lines,
     '',

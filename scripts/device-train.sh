@@ -5,7 +5,8 @@
 #          generation on cuda (greedy, against the cpu); tiny trained on cpu, evaluated on both.
 # base32k: the base preset at a 32K context with the paper's schedule, a few steps on a code corpus.
 # bench:   bench/gpu-train.ts (tokens/s, MFU, profile) at 8K and 32K; its RESULTS.md section in $OUT
-#          (BENCH_PRECISIONS=tf32,bf16 measures both product precisions).
+#          (BENCH_PRECISIONS=tf32,bf16 measures both product precisions; BENCH_STEPS timed steps, 30 by default:
+#          at its power limit the card's clock moves from step to step).
 # profile: bench/gpu-matmul.ts, and the slowest backend calls of a 32K step.
 # Logs and small results go to $OUT.
 set -o pipefail
@@ -50,7 +51,7 @@ for mode in "$@"; do
     ;;
   bench)
     node --import tsx bench/gpu-train.ts --data $corpus --token-cache $tokens --lengths 8192,32768 --tokenizers byte,cl100k_base \
-      --precisions "${BENCH_PRECISIONS:-tf32}" --steps 4 --section "$OUT/results-section.md" 2>&1 | tee "$OUT/bench-train.log" || status=1
+      --precisions "${BENCH_PRECISIONS:-tf32}" --steps "${BENCH_STEPS:-30}" --section "$OUT/results-section.md" 2>&1 | tee "$OUT/bench-train.log" || status=1
     ;;
   profile)
     # matmul modes on their own, then where a 32K step of each vocabulary spends its time, call by call

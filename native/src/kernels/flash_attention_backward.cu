@@ -615,17 +615,18 @@ __global__ void __launch_bounds__(WgConfig<NWG, MINB, PIPE>::kThreads, MINB)
 }
 
 // The wgmma kernel's shape: LONGNET_FLASH_BACKWARD=wg2 (two warpgroups a block), wg1x2 / wg1x3 (one
-// warpgroup, two or three blocks an SM), wg2p / wg1x2p (the same pipelined). Default wg1x3 (with float4
-// dQ atomics): 3% faster than wg2p on an H200 and 1% slower on an H100; both pass the full checks on an
-// H200 (native/README.md).
+// warpgroup, two or three blocks an SM), wg2p / wg1x2p (the same pipelined). Default wg2p: its 128-key
+// blocks add half the dq atomics of wg1x3, which in a training step (the card at its power limit) is worth
+// 1% of the step (bench/RESULTS.md, 2026-11-29), and alone it is as fast as wg1x3 from 128K on (within 3%
+// at 32K and 64K). Both pass the full checks on an H200 (native/README.md).
 int wgmma_backward_variant() {
   static const int variant = [] {
     const char* env = std::getenv("LONGNET_FLASH_BACKWARD");
-    if (!env) return 3;
+    if (!env) return 4;
     const char* names[] = {"wg2", "wg1x2", "wg1x3", "wg2p", "wg1x2p"};
     for (int i = 0; i < 5; i++)
       if (std::strcmp(env, names[i]) == 0) return i + 1;
-    return 3;
+    return 4;
   }();
   return variant;
 }
@@ -674,9 +675,9 @@ void launch_flash_attention_backward(const __nv_bfloat16* q, const __nv_bfloat16
     switch (flash::wgmma_backward_variant()) {
       case 1: run.template operator()<2, 1, false>(); break;
       case 2: run.template operator()<1, 2, false>(); break;
-      case 4: run.template operator()<2, 1, true>(); break;
+      case 3: run.template operator()<1, 3, false>(); break;
       case 5: run.template operator()<1, 2, true>(); break;
-      default: run.template operator()<1, 3, false>(); break;
+      default: run.template operator()<2, 1, true>(); break;
     }
     return;
   }
