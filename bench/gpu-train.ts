@@ -322,6 +322,12 @@ function clockLabel(c: ClockSummary | null | undefined): string {
   return `${c.smMhz.toFixed(0)} MHz, ${c.watts.toFixed(0)} W of ${c.limitWatts.toFixed(0)}, power-capped ${(100 * c.powerCapped).toFixed(0)}%`;
 }
 
+/** The first and last four losses (all of them when there are few). */
+function lossesLabel(losses: number[]): string {
+  const f = (xs: number[]): string => xs.map((l) => l.toFixed(2)).join(', ');
+  return losses.length <= 8 ? f(losses) : `${f(losses.slice(0, 4))} ... ${f(losses.slice(-4))}`;
+}
+
 function figures(o: Outcome): { config: ModelConfig; tokensPerSecond: number; flops3: number; flops35: number; mfu: number; mfuTf32: number } {
   const tokenizer = createTokenizer(o.job.tokenizer);
   const config = presetConfig(o.job.preset, { vocabSize: tokenizer.vocabSize });
@@ -357,7 +363,7 @@ for (const o of outcomes) {
   lines.push(
     `| ${j.tokenizer} (${vocabLabel(f.config)}) | ${j.precision} | ${j.seqLen} | ${median(o.stepMs!).toFixed(0)} | ${f.tokensPerSecond.toFixed(0)} | ` +
       `${(f.flops3 / 1e9).toFixed(3)} | ${((f.flops3 * f.tokensPerSecond) / 1e12).toFixed(1)} | ${(100 * f.mfu).toFixed(1)}% | ${(100 * f.mfuTf32).toFixed(1)}% | ` +
-      `${gb(o.peakBytes!)} | ${clockLabel(o.clock)} | ${o.losses!.map((l) => l.toFixed(2)).join(', ')} |`,
+      `${gb(o.peakBytes!)} | ${clockLabel(o.clock)} | ${lossesLabel(o.losses!)} |`,
   );
 }
 
