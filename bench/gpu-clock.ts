@@ -4,9 +4,9 @@
  * A sampler that cannot start (no nvidia-smi) reports null.
  */
 import { spawn } from 'node:child_process';
+import { median } from './median.js';
 
 export interface ClockSummary {
-  samples: number;
   /** Median SM clock, MHz. */
   smMhz: number;
   /** Median power draw, W, and the limit. */
@@ -15,11 +15,6 @@ export interface ClockSummary {
   /** Share of the samples in which the power cap held the clock down. */
   powerCapped: number;
 }
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 // clocks_event_reasons bit of the software power cap
 const SW_POWER_CAP = 0x4n;
@@ -41,7 +36,6 @@ export function startClockSampler(): { stop(): Promise<ClockSummary | null> } {
       const rows = text.trim().split('\n').map((l) => l.split(',').map((f) => f.trim())).filter((f) => f.length === 4 && f.every((x) => x !== ''));
       if (rows.length === 0) return null;
       return {
-        samples: rows.length,
         smMhz: median(rows.map((r) => Number(r[0]))),
         watts: median(rows.map((r) => Number(r[1]))),
         limitWatts: Number(rows[0]![2]),

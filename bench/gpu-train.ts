@@ -4,7 +4,7 @@
  * corpus; then one step with every backend call timed on the device, for a profile of where the time goes.
  *
  *   node --import tsx bench/gpu-train.ts [--preset base] [--lengths 8192,32768] [--tokenizers byte,cl100k_base]
- *        [--precisions tf32[,bf16,fp32,bf16-act]] [--steps 4] [--data PATH] [--append] [--section PATH]
+ *        [--precisions tf32[,bf16,fp32,bf16-act]] [--steps 30] [--data PATH] [--append] [--section PATH]
  *
  * A precision is that of float32 products (LONGNET_MATMUL_PRECISION) with float32 activations, or
  * `bf16-act`: bfloat16 activations (the model's `activations`), whose products are bf16 in any case.
@@ -30,6 +30,7 @@ import {
 } from '../src/model/index.js';
 import { Trainer } from '../src/train/trainer.js';
 import { startClockSampler, type ClockSummary } from './gpu-clock.js';
+import { median } from './median.js';
 
 const PEAK_BF16 = 989e12;
 /** The precision label of runs with bfloat16 activations. */
@@ -44,7 +45,7 @@ const { values } = parseArgs({
     // 'bf16': operands converted to bf16 for cuBLASLt's bf16 kernels (fp32 accumulation); 'bf16-act': bf16
     // activations; e.g. tf32,bf16,bf16-act
     precisions: { type: 'string', default: 'tf32' },
-    steps: { type: 'string', default: '4' },
+    steps: { type: 'string', default: '30' },
     data: { type: 'string' },
     'token-cache': { type: 'string', default: '/tmp/longnet-bench-tokens' },
     append: { type: 'boolean', default: false },
@@ -97,11 +98,6 @@ const CATEGORY: Record<string, string> = {
   alloc: 'memory', fill: 'memory', fromArray: 'memory', read: 'memory', free: 'memory',
   allFinite: 'finiteness checks', checkFinite: 'finiteness checks',
   adamw: 'optimizer', adamwMulti: 'optimizer',
-};
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
 /** Which attention kernels a run of the preset's head dimension takes (LONGNET_CUDA_ATTENTION). */
