@@ -59,6 +59,9 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
     if (b.bf16) cpu.assign(b.storage, cpu.fromArray(roundToBf16(cpu.read(b.storage) as Float32Array)));
   };
   const f32 = (h: NativeHandle): Float32Array => cpu.read(s(h)) as Float32Array;
+  /** Column sums of the stored values of h viewed as [rows, cols], into the float32 `sums`. */
+  const columnSums = (h: NativeHandle, rows: number, cols: number, sums: NativeHandle): void =>
+    put(sums, cpu.reduce('sum', s(h), [rows, cols], [0]));
   /** The fused kernels' argument rules: bf16 inputs, float32 outputs, head dims 32, 64, 128. */
   const flashArgs = (bf16: NativeHandle[], fp32: NativeHandle[], headDim: number): void => {
     if (!FLASH_HEAD_DIMS.includes(headDim)) throw new RangeError(`emulated addon: flash attention headDim ${headDim}`);
@@ -175,13 +178,14 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
       put(mean, r.mean);
       put(rstd, r.rstd);
     },
-    layerNormBackward(dy, x, gamma, mean, rstd, rows, cols, dx, dGamma, dBeta, addend, geluInput) {
+    layerNormBackward(dy, x, gamma, mean, rstd, rows, cols, dx, dGamma, dBeta, addend, geluInput, dxSums) {
       const r = cpu.layerNormBackward(
         s(dy), s(x), gamma && s(gamma), s(mean), s(rstd), rows, cols, dBeta !== null, { addend: addend && s(addend), geluInput },
       );
       put(dx, r.dx);
       if (dGamma) put(dGamma, r.dGamma!);
       if (dBeta) put(dBeta, r.dBeta!);
+      if (dxSums) columnSums(dx, rows, cols, dxSums);
     },
     crossEntropy(logits, targets, rows, cols, ignoreIndex, classes, loss, lse, checkId) {
       // as the kernel: a bad target fails the check and gives a NaN loss; the other rows are computed
@@ -202,6 +206,12 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
     },
     crossEntropyBackward: (logits, targets, lse, dLoss, rows, cols, ignoreIndex, classes, out) =>
       put(out, cpu.crossEntropyBackward(s(logits), s(targets), s(lse), s(dLoss), rows, cols, ignoreIndex, classes)),
+    storeGradient(x, cos, sin, outer, positions, inner, dim, y, sums) {
+      if ((cos === null) !== (sin === null)) throw new TypeError('storeGradient: give both rotation tables or neither');
+      if (s(x).dtype !== 'float32') throw new RangeError('emulated addon: storeGradient x is not float32');
+      put(y, cos && sin ? cpu.rotatePairs(s(x), s(cos), s(sin), outer, positions, inner, dim, true) : s(x));
+      columnSums(y, outer * positions, inner * dim, sums);
+    },
     rotatePairs(x, cos, sin, outer, positions, inner, dim, transpose, y, checkId) {
       put(y, cpu.rotatePairs(s(x), s(cos), s(sin), outer, positions, inner, dim, transpose));
       if (checkId !== undefined && checkId !== null && !cpu.allFinite(s(y))) fail(checkId);

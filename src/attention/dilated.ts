@@ -1,6 +1,6 @@
 import type { AttentionGeometry } from '../backend/backend.js';
 import { check } from '../errors.js';
-import { record } from '../tensor/autograd.js';
+import { columnSumsWanted, record } from '../tensor/autograd.js';
 import { isFloat } from '../tensor/dtype.js';
 import { formatShape, shapesEqual } from '../tensor/shape.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -75,10 +75,18 @@ export function dilatedAttention(
     qCos: rotation.qCos.storage, qSin: rotation.qSin.storage, kCos: rotation.kCos.storage, kSin: rotation.kSin.storage,
   };
   record('dilatedAttention', output, [q, k, v], (g) => {
+    // the column sums of dq, dk and dv where the layers that made q, k and v take their bias gradients from them
+    const width = geometry.heads * geometry.headDim;
     const grads = backend.dilatedAttentionBackward(
       qa.storage, ka.storage, v.storage, output.storage, lse.storage, g.storage, geometry, config, tables,
+      [q, k, v].map((t) => columnSumsWanted(t) === width),
     );
-    return [wrap(grads.dq, q.shape, backend), wrap(grads.dk, k.shape, backend), wrap(grads.dv, v.shape, backend)];
+    return [grads.dq, grads.dk, grads.dv].map((d, i) => {
+      const t = wrap(d, q.shape, backend);
+      const sums = grads.columnSums?.[i];
+      if (sums) t.attachColumnSums(sums);
+      return t;
+    });
   });
   return { output, lse };
 }

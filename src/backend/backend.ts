@@ -79,7 +79,13 @@ export interface GatheredAttentionLayout {
 }
 
 export interface LayerNormResult { y: Storage; mean: Storage; rstd: Storage }
-export interface LayerNormGrads { dx: Storage; dGamma: Storage | null; dBeta: Storage | null }
+export interface LayerNormGrads {
+  dx: Storage;
+  dGamma: Storage | null;
+  dBeta: Storage | null;
+  /** dx's column sums (float32 [cols]), when asked for and the backend makes them in the same pass. */
+  dxColumnSums?: Storage;
+}
 export interface LayerNormOptions {
   /**
    * Normalize gelu(x) (the tanh form, as `unary('gelu')`) instead of x, computed in the same pass and not
@@ -90,6 +96,11 @@ export interface LayerNormOptions {
 export interface LayerNormBackwardOptions extends LayerNormOptions {
   /** Another gradient of x (x's dtype and size), added to dx in the same pass. */
   addend?: Storage | null;
+  /**
+   * Also dx's column sums (the bias gradient of the linear layer that made x), if the backend can make
+   * them in the same pass; a backend may leave them out (LayerNormGrads.dxColumnSums).
+   */
+  dxColumnSums?: boolean;
 }
 export interface AdamWHyper {
   lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number;
@@ -231,11 +242,16 @@ export interface Backend {
 
   // attention: o [B, N, H, D] and lse [B, N, H] (natural log, -inf on rows with no key)
   dilatedAttention(q: Storage, k: Storage, v: Storage, geometry: AttentionGeometry, config: AttentionConfig): { o: Storage; lse: Storage };
-  /** With `rotation`, dq and dk are the gradients of the inputs that those tables rotated into q and k. */
+  /**
+   * With `rotation`, dq and dk are the gradients of the inputs that those tables rotated into q and k.
+   * `columnSums[i]` asks for the column sums (float32 [heads * headDim], over batch and positions) of dq,
+   * dk or dv, the bias gradient of the linear layer that made that input; a backend that cannot make them
+   * in the pass that writes the gradient leaves them out.
+   */
   dilatedAttentionBackward(
     q: Storage, k: Storage, v: Storage, o: Storage, lse: Storage, dO: Storage,
-    geometry: AttentionGeometry, config: AttentionConfig, rotation?: AttentionRotation,
-  ): { dq: Storage; dk: Storage; dv: Storage };
+    geometry: AttentionGeometry, config: AttentionConfig, rotation?: AttentionRotation, columnSums?: readonly boolean[],
+  ): { dq: Storage; dk: Storage; dv: Storage; columnSums?: readonly (Storage | null)[] };
 
   // Optional primitives of sequence-parallel attention (src/distributed); a backend without them cannot run it.
   /** Attention of each packed group: o [rowsQ, headDim] (normalized) and lse [rowsQ]. */

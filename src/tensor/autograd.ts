@@ -16,6 +16,11 @@ export interface GradNode {
   readonly name: string;
   readonly inputs: readonly Tensor[];
   readonly backward: (grad: Tensor, takePending: TakePendingGradient) => readonly (Tensor | null)[];
+  /**
+   * n when the formula uses its gradient's column sums n wide (sums over rows of [size / n, n], a bias
+   * gradient) and takes them from the gradient where the kernel that wrote it attached them.
+   */
+  readonly usesColumnSums?: number;
 }
 
 let gradEnabled = true;
@@ -46,13 +51,29 @@ export function noGrad<T>(fn: () => T): T {
   }
 }
 
-/** Attaches a gradient formula to `output` when grad mode is on and any input needs gradients. */
-export function record(name: string, output: Tensor, inputs: readonly Tensor[], backward: GradNode['backward']): Tensor {
+/**
+ * Attaches a gradient formula to `output` when grad mode is on and any input needs gradients;
+ * `usesColumnSums` as GradNode has it.
+ */
+export function record(
+  name: string, output: Tensor, inputs: readonly Tensor[], backward: GradNode['backward'], usesColumnSums?: number,
+): Tensor {
   if (gradEnabled && inputs.some((t) => t.requiresGrad)) {
     output.requiresGrad = true;
-    output.gradNode = { name, inputs, backward };
+    output.gradNode = { name, inputs, backward, ...(usesColumnSums ? { usesColumnSums } : {}) };
   }
   return output;
+}
+
+/**
+ * The width of the column sums that the formula receiving t's gradient would use (GradNode.usesColumnSums),
+ * seen through reshapes (which hand the gradient's storage on as it is); 0 if none. A formula writing t's
+ * gradient can attach them where its kernel makes them in the same pass.
+ */
+export function columnSumsWanted(t: Tensor): number {
+  let node = t.gradNode;
+  while (node?.name === 'reshape') node = node.inputs[0]?.gradNode ?? null;
+  return node?.usesColumnSums ?? 0;
 }
 
 /** Tensors reachable from `root` through grad nodes, inputs before the tensors computed from them. */

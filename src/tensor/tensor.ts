@@ -8,9 +8,14 @@ import { runBackward, type GradNode } from './autograd.js';
 /** Storage shared by a tensor and its reshaped views; freed when the last of them is disposed. */
 class StorageRef {
   refs = 1;
+  /** The storage's column sums (Tensor.attachColumnSums), freed with it unless taken. */
+  columnSums: Storage | null = null;
   constructor(readonly storage: Storage, readonly backend: Backend) {}
   release(): void {
-    if (--this.refs === 0) this.backend.free(this.storage);
+    if (--this.refs > 0) return;
+    this.backend.free(this.storage);
+    if (this.columnSums) this.backend.free(this.columnSums);
+    this.columnSums = null;
   }
 }
 
@@ -112,6 +117,29 @@ export class Tensor {
   dropCopy(): void {
     this.copy?.dispose();
     this.copy = null;
+  }
+
+  /**
+   * Attaches `sums` (float32, n elements): the sums over the rows of this tensor's values viewed as
+   * [size / n, n], made by the kernel that wrote them (a gradient whose bias gradient is those sums). They
+   * go with the storage, to every view of it, and are freed with it. Only for values never changed in place.
+   */
+  attachColumnSums(sums: Storage): void {
+    const ref = this.ref;
+    if (!ref) throw new Error(`tensor #${this.id} ${formatShape(this.shape)} was already disposed`);
+    if (sums.dtype !== 'float32' || sums.size === 0 || this.size % sums.size !== 0) {
+      throw new Error(`internal: column sums of ${sums.size} ${sums.dtype} values for a tensor of shape ${formatShape(this.shape)}`);
+    }
+    if (ref.columnSums) this.backend.free(ref.columnSums);
+    ref.columnSums = sums;
+  }
+
+  /** The attached column sums if they are n wide, as a float32 tensor [n] the caller owns from then on; else null. */
+  takeColumnSums(n: number): Tensor | null {
+    const sums = this.ref?.columnSums;
+    if (!sums || sums.size !== n) return null;
+    this.ref!.columnSums = null;
+    return Tensor.fromStorage(sums, [n], this.backend);
   }
 
   /** A host copy of the elements, row-major. */

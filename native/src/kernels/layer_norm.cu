@@ -3,14 +3,17 @@
 #include <algorithm>
 #include <cstdint>
 #include <initializer_list>
+#include <type_traits>
 
 #include <cuda_bf16.h>
 
 #include "../device.h"
 #include "../memory.h"
 #include "element_types.cuh"
+#include "elementwise.h"
 #include "launch_util.cuh"
 #include "math.cuh"
+#include "reduce.h"
 #include "row_groups.cuh"
 #include "vector_access.cuh"
 
@@ -123,7 +126,9 @@ __global__ void __launch_bounds__(kThreads)
 // With SUMS the grid is sized to stay resident and each group walks rows gridDim.x * kGroups apart, adding
 // dy * xhat and dy into per-lane column sums in registers; the block then adds its groups' sums in a fixed
 // order (deterministic) and writes one row of partials to part_gamma and part_beta ([gridDim.x, cols];
-// either may be null). This saves the second read of dy and x that separate column sums would need. With
+// either may be null). This saves the second read of dy and x that separate column sums would need.
+// With SUMS and part_dx, the column sums of dx as stored (a bias gradient, for the layer that made x) go
+// the same way, run in shared memory: registers are full. With
 // GELU the forward normalized gelu(x): xhat comes from gelu(x), and dx is multiplied by gelu'(x), both
 // computed once a row into float registers. Those take the GELU instances to about 150 registers; capped
 // at 128 (a few bytes spilled), two blocks share an SM, as they do without GELU.
@@ -131,12 +136,26 @@ template <typename T, int LANES, int NV, bool SUMS, bool GELU>
 __global__ void __launch_bounds__(kThreads, GELU ? 2 : 1)
     layer_norm_dx_rows_kernel(const T* __restrict__ dy, const T* __restrict__ x, const float* __restrict__ gamma,
                               const float* __restrict__ mean, const float* __restrict__ rstd, const T* __restrict__ addend,
-                              T* __restrict__ dx, float* __restrict__ part_gamma, float* __restrict__ part_beta, int64_t rows,
-                              int cols) {
+                              T* __restrict__ dx, float* __restrict__ part_gamma, float* __restrict__ part_beta,
+                              float* __restrict__ part_dx, int64_t rows, int cols) {
   using P = Pack<T>;
   constexpr int kN = P::kN, kGroups = kThreads / LANES;
+  constexpr int kPieces = LANES * NV, kWidth = kPieces * kN;  // the widest row this instance takes
   const int lane = threadIdx.x % LANES, group = threadIdx.x / LANES, nvec = cols / kN;
   float acc_g[SUMS ? NV * kN : 1] = {}, acc_b[SUMS ? NV * kN : 1] = {};
+  // SUMS: while rows are walked, each group's running column sums of dx (element i of piece k at
+  // i * kPieces + k of the group's slice, so that a warp's lanes touch consecutive banks; each address is
+  // one thread's); at the end, the groups' parameter-gradient sums
+  __shared__ float buf[SUMS ? kGroups * kWidth : 1];
+  const bool sum_dx = SUMS && part_dx != nullptr;
+  float* const dx_sums = buf + (SUMS ? group * kWidth : 0);
+  if (sum_dx) {
+#pragma unroll
+    for (int v = 0; v < NV; v++) {
+#pragma unroll
+      for (int i = 0; i < kN; i++) dx_sums[i * kPieces + v * LANES + lane] = 0.0f;
+    }
+  }
   // the bound depends on the block only, so whole warps iterate together
   for (int64_t first = blockIdx.x * int64_t(kGroups); first < rows; first += int64_t(gridDim.x) * kGroups) {
     const int64_t row = first + group;
@@ -215,13 +234,26 @@ __global__ void __launch_bounds__(kThreads, GELU ? 2 : 1)
           if constexpr (GELU) fd[i] *= slope[v * kN + i];
           if (add) fd[i] += a[i];
         }
-        dst[k] = P::pack(fd);
+        const uint4 stored = P::pack(fd);
+        dst[k] = stored;
+        if (sum_dx) {
+          P::unpack(stored, fd);
+#pragma unroll
+          for (int i = 0; i < kN; i++) dx_sums[i * kPieces + k] += fd[i];
+        }
       }
     }
   }
   if constexpr (SUMS) {
-    constexpr int kWidth = LANES * NV * kN;  // the widest row this instance takes
-    __shared__ float buf[kGroups * kWidth];
+    if (sum_dx) {
+      __syncthreads();
+      for (int c = threadIdx.x; c < cols; c += kThreads) {
+        const int at = (c % kN) * kPieces + c / kN;
+        float t = 0.0f;
+        for (int j = 0; j < kGroups; j++) t += buf[j * kWidth + at];
+        part_dx[blockIdx.x * int64_t(cols) + c] = t;
+      }
+    }
     auto write_sums = [&](const float(&acc)[NV * kN], float* __restrict__ out) {
       __syncthreads();  // the previous sums have been read
 #pragma unroll
@@ -282,15 +314,19 @@ __global__ void __launch_bounds__(kParamThreads)
   }
 }
 
-// Adds `parts` rows of column partials ([gamma, beta][parts, cols]) into d_gamma and d_beta (either may be
-// null) in a fixed order, in float64: a block takes kSumCols columns and its kSumSlices slices of threads
-// every kSumSlices-th part, so that each thread has only a few loads to wait for.
+// The float32 column sums a backward writes: d_gamma, d_beta and dx's (a bias gradient); any may be null.
+struct ColumnOutputs {
+  float* out[3];
+};
+
+// Adds `parts` rows of column partials ([3][parts, cols]) into the outputs (blockIdx.y picks one) in a
+// fixed order, in float64: a block takes kSumCols columns and its kSumSlices slices of threads every
+// kSumSlices-th part, so that each thread has only a few loads to wait for.
 constexpr int kSumCols = 8, kSumSlices = kThreads / kSumCols;
 
 __global__ void __launch_bounds__(kThreads)
-    layer_norm_sum_partials_kernel(const float* __restrict__ partial, float* __restrict__ d_gamma, float* __restrict__ d_beta,
-                                   int parts, int64_t cols) {
-  float* const out = blockIdx.y == 0 ? d_gamma : d_beta;
+    layer_norm_sum_partials_kernel(const float* __restrict__ partial, ColumnOutputs outs, int parts, int64_t cols) {
+  float* const out = outs.out[blockIdx.y];
   if (!out) return;  // the whole block
   const float* p = partial + blockIdx.y * int64_t(parts) * cols;
   const int lane = threadIdx.x % kSumCols, slice = threadIdx.x / kSumCols;
@@ -437,20 +473,26 @@ void by_row_pieces_backward(int pieces, F&& f) {
   return f.template operator()<128, 4>();
 }
 
-// Runs launch(pg, pb), which writes `parts` rows of column partial sums, and sums them into d_gamma and
-// d_beta (either may be null); one part is written straight to them.
+// Runs launch(partials), which writes `parts` rows of column partial sums for each output that is not
+// null, and sums them into the outputs; one part is written straight to them.
 template <typename Launch>
-void column_sums(int64_t parts, int64_t cols, float* d_gamma, float* d_beta, cudaStream_t s, Launch&& launch) {
+void column_sums(int64_t parts, int64_t cols, ColumnOutputs outs, cudaStream_t s, Launch&& launch) {
   if (parts == 1) {
-    launch(d_gamma, d_beta);
+    launch(outs);
     return;
   }
-  const Scratch scratch(size_t(2 * parts * cols) * sizeof(float));
-  float* partial = scratch.as<float>();
-  launch(partial, partial + parts * cols);
-  const dim3 grid(static_cast<unsigned>(ceil_div(cols, kSumCols)), 2);
-  layer_norm_sum_partials_kernel<<<grid, kThreads, 0, s>>>(partial, d_gamma, d_beta, static_cast<int>(parts), cols);
+  const Scratch scratch(size_t(3 * parts * cols) * sizeof(float));
+  ColumnOutputs partials{};
+  for (int j = 0; j < 3; j++) partials.out[j] = outs.out[j] ? scratch.as<float>() + j * parts * cols : nullptr;
+  launch(partials);
+  const dim3 grid(static_cast<unsigned>(ceil_div(cols, kSumCols)), 3);
+  layer_norm_sum_partials_kernel<<<grid, kThreads, 0, s>>>(scratch.as<float>(), outs, static_cast<int>(parts), cols);
   check_launch("layerNorm parameter-gradient sum kernel");
+}
+
+template <typename T>
+constexpr DType dtype_of() {
+  return std::is_same_v<T, float> ? DType::F32 : DType::BF16;
 }
 
 // Row ranges for column-sum kernels with `col_blocks` blocks a range: enough blocks to fill the device
@@ -476,23 +518,31 @@ int resident_blocks_per_sm(K kernel) {
   return std::max(n, 1);
 }
 
+// dx's column sums by the reduction kernel, where the backward's kernel does not make them
+template <typename T>
+void dx_column_sums(const T* dx, float* dx_sums, int64_t rows, int64_t cols, cudaStream_t s) {
+  if (dx_sums) launch_reduce_into(ReduceOp::Sum, dtype_of<T>(), dx, DType::F32, dx_sums, {rows, cols}, {0}, s);
+}
+
 template <typename T, int LANES, int NV, bool GELU>
 void layer_norm_dx_rows(const T* dy, const T* x, const float* gamma, const float* mean, const float* rstd, const T* addend, T* dx,
-                        float* d_gamma, float* d_beta, int64_t rows, int cols, cudaStream_t s) {
+                        ColumnOutputs sums, int64_t rows, int cols, cudaStream_t s) {
   constexpr int kN = Pack<T>::kN, kGroups = kThreads / LANES;
   // column sums of up to 32 columns a lane stay in registers beside the row
   constexpr bool kFused = NV * kN <= 32;
   const int64_t row_blocks = ceil_div(rows, kGroups);
-  if (!kFused || (!d_gamma && !d_beta)) {
+  const bool any_sums = sums.out[0] || sums.out[1] || sums.out[2];
+  if (!kFused || !any_sums) {
     layer_norm_dx_rows_kernel<T, LANES, NV, false, GELU><<<static_cast<unsigned>(row_blocks), kThreads, 0, s>>>(
-        dy, x, gamma, mean, rstd, addend, dx, nullptr, nullptr, rows, cols);
+        dy, x, gamma, mean, rstd, addend, dx, nullptr, nullptr, nullptr, rows, cols);
     check_launch("layerNormBackward kernel");
-    if (!d_gamma && !d_beta) return;
+    dx_column_sums(dx, sums.out[2], rows, cols, s);
+    if (!sums.out[0] && !sums.out[1]) return;
     const int64_t col_blocks = ceil_div(cols / kN, kParamThreads);
     const RowRanges rr = row_ranges(rows, col_blocks, 8, 16);
-    column_sums(rr.used, cols, d_gamma, d_beta, s, [&](float* pg, float* pb) {
+    column_sums(rr.used, cols, {sums.out[0], sums.out[1], nullptr}, s, [&](ColumnOutputs p) {
       const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(rr.used));
-      layer_norm_param_rows_kernel<T, GELU><<<grid, kParamThreads, 0, s>>>(dy, x, mean, rstd, pg, pb, rows, cols, rr.chunk);
+      layer_norm_param_rows_kernel<T, GELU><<<grid, kParamThreads, 0, s>>>(dy, x, mean, rstd, p.out[0], p.out[1], rows, cols, rr.chunk);
       check_launch("layerNorm parameter-gradient kernel");
     });
     return;
@@ -501,8 +551,9 @@ void layer_norm_dx_rows(const T* dy, const T* x, const float* gamma, const float
     const auto kernel = layer_norm_dx_rows_kernel<T, LANES, NV, true, GELU>;
     static const int per_sm = resident_blocks_per_sm(kernel);
     const int64_t blocks = std::min<int64_t>(row_blocks, int64_t(device_info().sm_count) * per_sm);
-    column_sums(blocks, cols, d_gamma, d_beta, s, [&](float* pg, float* pb) {
-      kernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(dy, x, gamma, mean, rstd, addend, dx, pg, pb, rows, cols);
+    column_sums(blocks, cols, sums, s, [&](ColumnOutputs p) {
+      kernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(dy, x, gamma, mean, rstd, addend, dx, p.out[0], p.out[1], p.out[2],
+                                                                rows, cols);
       check_launch("layerNormBackward kernel");
     });
   }
@@ -510,17 +561,18 @@ void layer_norm_dx_rows(const T* dy, const T* x, const float* gamma, const float
 
 template <typename T, bool GELU>
 void layer_norm_backward_general(const T* dy, const T* x, const float* gamma, const float* mean, const float* rstd, const T* addend,
-                                 T* dx, float* d_gamma, float* d_beta, int64_t rows, int64_t cols, cudaStream_t s) {
+                                 T* dx, ColumnOutputs sums, int64_t rows, int64_t cols, cudaStream_t s) {
   by_row_length(rows, cols, [&]<int G>(unsigned blocks) {
     layer_norm_dx_kernel<G, GELU, T><<<blocks, kThreads, 0, s>>>(dy, x, gamma, mean, rstd, addend, dx, rows, cols);
   });
   check_launch("layerNormBackward kernel");
-  if (!d_gamma && !d_beta) return;
+  dx_column_sums(dx, sums.out[2], rows, cols, s);
+  if (!sums.out[0] && !sums.out[1]) return;
   const int64_t col_blocks = ceil_div(cols, kThreads);
   const RowRanges rr = row_ranges(rows, col_blocks, 4, 32);
-  column_sums(rr.used, cols, d_gamma, d_beta, s, [&](float* pg, float* pb) {
+  column_sums(rr.used, cols, {sums.out[0], sums.out[1], nullptr}, s, [&](ColumnOutputs p) {
     const dim3 grid(static_cast<unsigned>(col_blocks), static_cast<unsigned>(rr.used));
-    layer_norm_param_kernel<GELU, T><<<grid, kThreads, 0, s>>>(dy, x, mean, rstd, pg, pb, rows, cols, rr.chunk);
+    layer_norm_param_kernel<GELU, T><<<grid, kThreads, 0, s>>>(dy, x, mean, rstd, p.out[0], p.out[1], rows, cols, rr.chunk);
     check_launch("layerNorm parameter-gradient kernel");
   });
 }
@@ -555,9 +607,14 @@ void launch_layer_norm(DType t, const void* x, const float* gamma, const float* 
 }
 
 void launch_layer_norm_backward(DType t, const void* dy, const void* x, const float* gamma, const float* mean, const float* rstd,
-                                const void* addend, void* dx, float* d_gamma, float* d_beta, int64_t rows, int64_t cols,
-                                bool gelu_input, cudaStream_t s) {
-  if (rows == 0 || cols == 0) return;
+                                const void* addend, void* dx, float* d_gamma, float* d_beta, float* dx_sums, int64_t rows,
+                                int64_t cols, bool gelu_input, cudaStream_t s) {
+  if (cols == 0) return;
+  if (rows == 0) {
+    if (dx_sums) launch_fill(dx_sums, DType::F32, 0.0, cols, s);
+    return;
+  }
+  const ColumnOutputs sums{{d_gamma, d_beta, dx_sums}};
   float_typed(t, "layerNormBackward", [&](auto* tag) {
     using T = element_of<decltype(tag)>;
     const T* dyt = static_cast<const T*>(dy);
@@ -567,10 +624,10 @@ void launch_layer_norm_backward(DType t, const void* dy, const void* x, const fl
     dispatch_flag(gelu_input, [&]<bool GELU>() {
       if (rows_fit_registers<T>(cols, {dy, x, dx, gamma, addend})) {
         by_row_pieces_backward(static_cast<int>(cols / Pack<T>::kN), [&]<int LANES, int NV>() {
-          layer_norm_dx_rows<T, LANES, NV, GELU>(dyt, xt, gamma, mean, rstd, at, dxt, d_gamma, d_beta, rows, static_cast<int>(cols), s);
+          layer_norm_dx_rows<T, LANES, NV, GELU>(dyt, xt, gamma, mean, rstd, at, dxt, sums, rows, static_cast<int>(cols), s);
         });
       } else {
-        layer_norm_backward_general<T, GELU>(dyt, xt, gamma, mean, rstd, at, dxt, d_gamma, d_beta, rows, cols, s);
+        layer_norm_backward_general<T, GELU>(dyt, xt, gamma, mean, rstd, at, dxt, sums, rows, cols, s);
       }
     });
   });

@@ -73,6 +73,7 @@ napi_value layer_norm_backward(const Call& c) {
   Buffer* d_beta = c.optional_buffer(9, "dBeta");
   Buffer* addend = c.optional_buffer(10, "addend");
   const bool gelu_input = c.boolean(11, "geluInput");
+  Buffer* dx_sums = c.optional_buffer(12, "dxSums");
   const DType t = expect_float(x, rows * cols, "layerNormBackward x");
   expect(dy, t, rows * cols, "layerNormBackward dy");
   expect(mean, DType::F32, rows, "layerNormBackward mean");
@@ -81,8 +82,9 @@ napi_value layer_norm_backward(const Call& c) {
   if (addend) expect(addend, t, rows * cols, "layerNormBackward addend");
   float* dg = d_gamma ? (expect(d_gamma, DType::F32, cols, "dGamma"), d_gamma->as<float>()) : nullptr;
   float* db = d_beta ? (expect(d_beta, DType::F32, cols, "dBeta"), d_beta->as<float>()) : nullptr;
+  float* ds = dx_sums ? (expect(dx_sums, DType::F32, cols, "dxSums"), dx_sums->as<float>()) : nullptr;
   launch_layer_norm_backward(t, dy->ptr, x->ptr, optional_f32(gamma, cols, "layerNorm gamma"), mean->as<float>(),
-                             rstd->as<float>(), addend ? addend->ptr : nullptr, dx->ptr, dg, db, rows, cols, gelu_input, stream());
+                             rstd->as<float>(), addend ? addend->ptr : nullptr, dx->ptr, dg, db, ds, rows, cols, gelu_input, stream());
   return undefined(c.env);
 }
 

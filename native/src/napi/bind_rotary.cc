@@ -1,5 +1,7 @@
-// Binding: rotary positions over pairs (XPos and rotary embeddings).
+// Binding: rotary positions over pairs (XPos and rotary embeddings), and the store of a float32 gradient
+// that rotates it back with its column sums.
 #include "../device.h"
+#include "../kernels/gradient_store.h"
 #include "../kernels/rotary.h"
 #include "js.h"
 
@@ -28,7 +30,33 @@ napi_value rotate_pairs(const Call& c) {
   return undefined(c.env);
 }
 
-const Register reg({{"rotatePairs", entry<rotate_pairs>}});
+napi_value store_gradient(const Call& c) {
+  Buffer* x = c.buffer(0, "x");
+  Buffer* cos = c.optional_buffer(1, "cos");
+  Buffer* sin = c.optional_buffer(2, "sin");
+  const int64_t outer = c.integer(3, "outer"), positions = c.integer(4, "positions"), inner = c.integer(5, "inner");
+  const int64_t dim = c.integer(6, "dim");
+  Buffer* y = c.buffer(7, "y");
+  Buffer* sums = c.buffer(8, "sums");
+  if ((cos == nullptr) != (sin == nullptr)) throw TypeError("storeGradient: give both rotation tables or neither");
+  if (cos && dim % 2) throw RangeError("storeGradient: dim " + std::to_string(dim) + " must be even to rotate pairs");
+  const int64_t n = outer * positions * inner * dim;
+  expect(x, DType::F32, n, "storeGradient x");
+  if (cos) {
+    expect(cos, DType::F32, positions * dim, "storeGradient cos");
+    expect(sin, DType::F32, positions * dim, "storeGradient sin");
+  }
+  const DType out_t = expect_float(y, n, "storeGradient y");
+  expect(sums, DType::F32, inner * dim, "storeGradient sums");
+  launch_store_gradient(x->as<float>(), cos ? cos->as<float>() : nullptr, sin ? sin->as<float>() : nullptr, y->ptr, out_t,
+                        sums->as<float>(), outer, positions, inner, dim, stream());
+  return undefined(c.env);
+}
+
+const Register reg({
+    {"rotatePairs", entry<rotate_pairs>},
+    {"storeGradient", entry<store_gradient>},
+});
 
 }  // namespace
 

@@ -234,20 +234,23 @@ export class CudaBackend implements Backend {
     const hAddend = options.addend ? activationHandle(options.addend, 'layerNorm addend') : null;
     const hg = gamma && floatHandle(gamma, 'layerNorm gamma');
     const [hm, hr] = [floatHandle(mean, 'layerNorm'), floatHandle(rstd, 'layerNorm')];
-    // dx in the activations' type; the parameter gradients float32
+    // dx in the activations' type; the parameter gradients and dx's column sums float32
     const made: CudaStorage[] = [];
     this.orFree(made, () => {
       made.push(this.make(x.dtype, rows * cols));
       if (gamma) made.push(this.f32(cols));
       if (hasBeta) made.push(this.f32(cols));
+      if (options.dxColumnSums) made.push(this.f32(cols));
     });
     const dx = made[0]!;
     const dGamma = gamma ? made[1]! : null;
-    const dBeta = hasBeta ? made[made.length - 1]! : null;
+    const dBeta = hasBeta ? made[gamma ? 2 : 1]! : null;
+    const dxColumnSums = options.dxColumnSums ? made[made.length - 1]! : undefined;
     this.orFree(made, () => this.native.layerNormBackward(
       hdy, hx, hg, hm, hr, rows, cols, dx.handle, dGamma?.handle ?? null, dBeta?.handle ?? null, hAddend, !!options.geluInput,
+      dxColumnSums?.handle ?? null,
     ));
-    return { dx, dGamma, dBeta };
+    return { dx, dGamma, dBeta, ...(dxColumnSums ? { dxColumnSums } : {}) };
   }
 
   /** Logits float32 or bfloat16; the loss and lse float32 either way. */
@@ -356,8 +359,8 @@ export class CudaBackend implements Backend {
   /** Gradients in the type of q, k, v; lse float32; o and dO of the inputs' type. */
   dilatedAttentionBackward(
     q: Storage, k: Storage, v: Storage, o: Storage, lse: Storage, dO: Storage, geometry: AttentionGeometry, config: AttentionConfig,
-    rotation?: AttentionRotation,
-  ): { dq: Storage; dk: Storage; dv: Storage } {
+    rotation?: AttentionRotation, columnSums: readonly boolean[] = [],
+  ): { dq: Storage; dk: Storage; dv: Storage; columnSums?: readonly (Storage | null)[] } {
     const { batch, seqLen, heads, headDim } = geometry;
     const rows = batch * seqLen * heads;
     const n = rows * headDim;
@@ -367,24 +370,33 @@ export class CudaBackend implements Backend {
       [floatHandle(rotation.kCos, 'rotation cos'), floatHandle(rotation.kSin, 'rotation sin')],
     ] as const;
     // gradient i (dq, dk, dv) from `from` into `to`: rotated back by its tables when it has them, else copied
-    // (a cast where the types differ)
+    // (a cast where the types differ); with its column sums in the same pass where they are asked for
     const finish = (i: number, from: NativeHandle, to: NativeHandle): void => {
       const t = i < 2 ? tables?.[i] : undefined;
-      if (t) this.native.rotatePairs(from, t[0], t[1], batch, seqLen, heads, headDim, true, to);
+      const s = sums[i];
+      if (s) this.native.storeGradient(from, t?.[0] ?? null, t?.[1] ?? null, batch, seqLen, heads, headDim, to, s.handle);
+      else if (t) this.native.rotatePairs(from, t[0], t[1], batch, seqLen, heads, headDim, true, to);
       else this.native.cast(from, to);
     };
     const grads: CudaStorage[] = [];
-    this.orFree(grads, () => { for (let i = 0; i < 3; i++) grads.push(this.make(q.dtype, n)); });
+    const sums: (CudaStorage | null)[] = [null, null, null];
+    this.orFree(grads, () => {
+      for (let i = 0; i < 3; i++) grads.push(this.make(q.dtype, n));
+      for (let i = 0; i < 3; i++) if (columnSums[i]) grads.push(sums[i] = this.f32(heads * headDim));
+    });
     const [dq, dk, dv] = grads as [CudaStorage, CudaStorage, CudaStorage];
+    const result = { dq, dk, dv, ...(sums.some((x) => x) ? { columnSums: sums } : {}) };
     const args = [batch, seqLen, heads, headDim, flatPatterns(config), config.causal, config.scale, config.headOffsets === 'blocked'] as const;
     // the kernels' float32 gradients go to scratch where they are rounded to bf16 or rotated back afterwards
     // (`finish`, one pass each), else straight to the gradient
     const viaScratch = (run: (gq: NativeHandle, gk: NativeHandle, gv: NativeHandle) => void): void => {
       const scratch: (NativeHandle | null)[] = [null, null, null];
       try {
-        const outs = grads.map((g, i) => (bf16 || (i < 2 && tables) ? (scratch[i] = this.native.alloc(DTYPE_CODE.float32, n, false)) : g.handle));
+        const outs = [dq, dk, dv].map((g, i) => (bf16 || (i < 2 && tables) || sums[i]
+          ? (scratch[i] = this.native.alloc(DTYPE_CODE.float32, n, false))
+          : g.handle));
         run(outs[0]!, outs[1]!, outs[2]!);
-        scratch.forEach((h, i) => { if (h) finish(i, h, grads[i]!.handle); });
+        scratch.forEach((h, i) => { if (h) finish(i, h, [dq, dk, dv][i]!.handle); });
       } finally {
         // stream order: the kernels queued above have read them before any later allocation reuses the blocks
         for (const h of scratch) if (h) this.native.free(h);
@@ -405,19 +417,19 @@ export class CudaBackend implements Backend {
           this.free(dsum);
         }
       });
-      return { dq, dk, dv };
+      return result;
     }
     if (bf16) {
       this.orFree(grads, () => this.withF32([q, k, v, o, dO], [], ([qf, kf, vf, of, dOf]) => viaScratch((gq, gk, gv) => {
         this.native.attentionBackward(qf!, kf!, vf!, of!, floatHandle(lse, 'attention lse'), dOf!, gq, gk, gv, ...args);
       })));
-      return { dq, dk, dv };
+      return result;
     }
     this.orFree(grads, () => viaScratch((gq, gk, gv) => this.native.attentionBackward(
       floatHandle(q, 'attention q'), floatHandle(k, 'attention k'), floatHandle(v, 'attention v'), floatHandle(o, 'attention o'),
       floatHandle(lse, 'attention lse'), floatHandle(dO, 'attention dO'), gq, gk, gv, ...args,
     )));
-    return { dq, dk, dv };
+    return result;
   }
 
   /** `count` float32 storages of `size`; if one cannot be allocated, the others are freed before the error. */

@@ -114,10 +114,10 @@ export interface NativeAddon {
   softmaxBackward(y: H, dy: H, rows: number, cols: number, log: boolean, out: H): void;
   /** With geluInput, normalizes gelu(x) (backend.ts, LayerNormOptions). */
   layerNorm(x: H, gamma: H | null, beta: H | null, rows: number, cols: number, eps: number, y: H, mean: H, rstd: H, geluInput: boolean): void;
-  /** dx plus `addend` when given (another gradient of x, of x's type). */
+  /** dx plus `addend` when given (another gradient of x, of x's type); dxSums: dx's column sums (float32 [cols]). */
   layerNormBackward(
     dy: H, x: H, gamma: H | null, mean: H, rstd: H, rows: number, cols: number, dx: H, dGamma: H | null, dBeta: H | null,
-    addend: H | null, geluInput: boolean,
+    addend: H | null, geluInput: boolean, dxSums?: H | null,
   ): void;
   /**
    * Softmax over the first `classes` columns of each row (the rest is padding). A bad target fails the
@@ -137,6 +137,11 @@ export interface NativeAddon {
    * position and value) and gives NaN; no wait.
    */
   gather(table: H, rowsInTable: number, cols: number, indices: H, validRows: number, out: H, checkId: number): void;
+  /**
+   * y = x (float32 [outer, positions, inner, dim]) in y's type, rotated back first (rotatePairs with
+   * transpose) when given the tables, and sums ([inner * dim], float32) = y's column sums, in one pass.
+   */
+  storeGradient(x: H, cos: H | null, sin: H | null, outer: number, positions: number, inner: number, dim: number, y: H, sums: H): void;
   /** With checkId, a NaN or infinite value written to y fails that queued check; no wait. */
   rotatePairs(x: H, cos: H, sin: H, outer: number, positions: number, inner: number, dim: number, transpose: boolean, y: H, checkId?: number | null): void;
   /** A bad index fails the queued check `checkId` and is skipped; no wait. */
@@ -223,4 +228,4 @@ export interface NativeAddon {
 }
 
 /** The addon version this TypeScript expects; a stale build is reported instead of misbehaving. */
-export const ABI_VERSION = 11;
+export const ABI_VERSION = 12;

@@ -122,6 +122,8 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, options: 
   }
   // the residual's gradient is the output's, handed on as it is
   const inputs = [x, weight, ...(bias ? [bias] : []), ...(residual ? [residual] : [])];
+  // the bias gradient is the column sums of the output's gradient, which the kernel that wrote it may attach
+  const sumsServeBias = !pre && !!bias?.requiresGrad && bias.dtype === 'float32';
   record('linear', out, inputs, (g, takePending) => {
     // through the activation first: the gradient of the product's output
     const dy = pre ? wrap(backend.binary('geluBackward', pre.storage, pre.shape, g.storage, g.shape, g.shape), g.shape, backend) : g;
@@ -134,11 +136,11 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, options: 
       pending?.dispose();
     }
     let dWeight: Tensor | null = null;
-    let dBias: Tensor | null = null;
-    if (weight.requiresGrad || bias?.requiresGrad) {
-      const r = backend.linearGrads(dy.storage, x.storage, rows, inFeatures, outFeatures, !!bias?.requiresGrad, weight.dtype);
+    let dBias: Tensor | null = sumsServeBias ? g.takeColumnSums(outFeatures) : null;
+    if (weight.requiresGrad || (bias?.requiresGrad && !dBias)) {
+      const r = backend.linearGrads(dy.storage, x.storage, rows, inFeatures, outFeatures, !!bias?.requiresGrad && !dBias, weight.dtype);
       dWeight = wrap(r.weight, weight.shape, backend);
-      dBias = r.bias && wrap(r.bias, [outFeatures], backend);
+      if (r.bias) dBias = wrap(r.bias, [outFeatures], backend);
       if (!weight.requiresGrad) {
         dWeight.dispose();
         dWeight = null;
@@ -146,7 +148,7 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, options: 
     }
     if (dy !== g) dy.dispose();
     return [dx, dWeight, ...(bias ? [dBias] : []), ...(residual ? [g] : [])];
-  });
+  }, sumsServeBias ? outFeatures : undefined);
   if (!out.gradNode) {
     for (const copy of [w, b, pre]) if (copy && copy !== weight && copy !== bias && copy !== weight.keptCopy && copy !== bias?.keptCopy) copy.dispose();
   }

@@ -1,5 +1,5 @@
 import type { Backend, Storage } from '../../backend/backend.js';
-import { isGradEnabled, isUnitSeed, record } from '../autograd.js';
+import { columnSumsWanted, isGradEnabled, isUnitSeed, record } from '../autograd.js';
 import type { DType } from '../dtype.js';
 import { tidy } from '../scope.js';
 import { formatShape, shapesEqual } from '../shape.js';
@@ -65,12 +65,15 @@ function layerNormOp(op: string, x: Tensor, gamma: Tensor | null, beta: Tensor |
   record(op, y, inputs, (g, takePending) => {
     // x's other gradients so far are added by the same kernel
     const pending = takePending(0, x.dtype);
+    // dx's column sums, where the layer that made x takes its bias gradient from them
     const grads = backend.layerNormBackward(
       g.storage, x.storage, gamma?.storage ?? null, mean.storage, rstd.storage, rows, cols, beta !== null,
-      { geluInput, addend: pending?.storage },
+      { geluInput, addend: pending?.storage, dxColumnSums: columnSumsWanted(x) === cols },
     );
     pending?.dispose();
-    const out: Tensor[] = [wrap(grads.dx, x.shape, backend)];
+    const dx = wrap(grads.dx, x.shape, backend);
+    if (grads.dxColumnSums) dx.attachColumnSums(grads.dxColumnSums);
+    const out: Tensor[] = [dx];
     if (gamma) out.push(wrap(grads.dGamma!, gamma.shape, backend));
     if (beta) out.push(wrap(grads.dBeta!, beta.shape, backend));
     return out;
