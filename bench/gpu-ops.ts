@@ -67,7 +67,7 @@ const lnForward = (p: ReturnType<typeof lnParams>, geluInput = false) => () => {
 };
 const lnBackward = (p: ReturnType<typeof lnParams>, options: LayerNormBackwardOptions = {}) => () => {
   const r = g.layerNormBackward(lnDy, lnX, p.gamma, p.mean, p.rstd, p.rows, p.cols, true, options);
-  return [r.dx, r.dGamma!, r.dBeta!];
+  return [r.dx, r.dGamma!, r.dBeta!, ...(r.dxColumnSums ? [r.dxColumnSums] : []), ...(r.dxRowDots ? [r.dxRowDots] : [])];
 };
 
 // the training step's memory-bound calls at the base preset's 32K shapes (bf16 activations): residual adds,
@@ -128,10 +128,14 @@ const cases: [string, number, () => Storage[], number?][] = [
   ['layerNorm bf16 [32768,768]', 4 * LR * LC, lnForward(lnNarrow), 20],
   ['layerNormBackward bf16 [32768,768]', 6 * LR * LC, lnBackward(lnNarrow), 20],
   ['layerNormBackward + addend bf16 [32768,768]', 8 * LR * LC, lnBackward(lnNarrow, { addend: lnDy }), 20],
+  // as the training step takes them: with dx's column sums (a bias gradient), or its dots with x per head (Dsum)
+  ['layerNormBackward + addend, dx column sums bf16 [32768,768]', 8 * LR * LC, lnBackward(lnNarrow, { addend: lnDy, dxColumnSums: true }), 20],
+  ['layerNormBackward, dx . x per 64 bf16 [32768,768]', 6 * LR * LC, lnBackward(lnNarrow, { rowDots: 64 }), 20],
   ['layerNorm bf16 [8192,3072]', 4 * LR * LC, lnForward(lnWide), 20],
   ['layerNormBackward bf16 [8192,3072]', 6 * LR * LC, lnBackward(lnWide), 20],
   ['layerNorm of gelu bf16 [8192,3072]', 4 * LR * LC, lnForward(lnWide, true), 20],
   ['layerNormBackward of gelu bf16 [8192,3072]', 6 * LR * LC, lnBackward(lnWide, { geluInput: true }), 20],
+  ['layerNormBackward of gelu, dx column sums bf16 [8192,3072]', 6 * LR * LC, lnBackward(lnWide, { geluInput: true, dxColumnSums: true }), 20],
   ['gelu bf16 [8192,3072]', 4 * LR * LC, () => [g.unary('gelu', lnX)], 20],
   ['crossEntropy [16384,4096]', 4 * N, () => {
     const r = g.crossEntropy(x, targets, rows, vocab, -100, vocab);

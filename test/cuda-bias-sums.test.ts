@@ -1,7 +1,8 @@
-// Bias gradients from column sums made by the kernels that write the gradients: the layer-norm backward
-// (dx's sums) and the store of the attention's float32 gradients (dq, dk, dv rotated back, with their
-// sums). Against the sums of the stored gradients, and, for a whole model, against the same backward with
-// the bias gradients summed by linearGrads. The model test also runs on the emulated addon.
+// Values that the kernels writing gradients make on the way, for the formulas that take those gradients:
+// bias gradients as column sums (the layer-norm backward's dx, the attention's dq, dk and dv as they are
+// stored, rotated back) and the attention's rowsum(dO * O) from the layer-norm backward that wrote dO.
+// Against the same values computed from the stored gradients, and, for a whole model, against the same
+// backward without them. The model test also runs on the emulated addon.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AttentionConfig, Storage } from '../src/backend/backend.js';
@@ -38,6 +39,18 @@ function columnSums(s: Storage, rows: number, cols: number): Float32Array {
   return out;
 }
 
+/** Per run of `segment` values, the dot products of two stored tensors of n values, in float32. */
+function runDots(a: Storage, b: Storage, n: number, segment: number): Float32Array {
+  const g = requireGpu();
+  const wide = [a, b].map((s) => (s.dtype === 'float32' ? s : g.cast(s, 'float32')));
+  const shape = [n / segment, segment];
+  const product = g.binary('mul', wide[0]!, shape, wide[1]!, shape, shape);
+  const dots = g.reduce('sum', product, shape, [1]);
+  const out = g.read(dots) as Float32Array;
+  for (const t of [product, dots, ...wide.filter((w, i) => w !== [a, b][i])]) g.free(t);
+  return out;
+}
+
 /** Sums of `rows` values of about unit size in float32, in two orders: a few ulps of sqrt(rows) apart. */
 function assertSums(got: Storage, want: Float32Array, rows: number, label: string): void {
   assertClose(requireGpu().read(got), want, label, 1e-5, 1e-6 * rows);
@@ -64,15 +77,19 @@ test('layerNormBackward gives the column sums of dx as stored, with or without g
         const gamma = affine ? random(cols, 'float32') : null;
         const f = g.layerNorm(x, gamma, null, rows, cols, 1e-5, { geluInput: gelu });
         const plain = g.layerNormBackward(dy, x, gamma, f.mean, f.rstd, rows, cols, affine, { geluInput: gelu, addend });
-        const summed = g.layerNormBackward(dy, x, gamma, f.mean, f.rstd, rows, cols, affine, { geluInput: gelu, addend, dxColumnSums: true });
-        assert.ok(summed.dxColumnSums, `${label}: sums made`);
+        const segment = cols % 64 === 0 ? 64 : 20;
+        const summed = g.layerNormBackward(
+          dy, x, gamma, f.mean, f.rstd, rows, cols, affine, { geluInput: gelu, addend, dxColumnSums: true, rowDots: segment },
+        );
+        assert.ok(summed.dxColumnSums && summed.dxRowDots, `${label}: sums and dots made`);
         // the same dx and parameter gradients as without the sums
         assert.deepEqual(g.read(summed.dx), g.read(plain.dx), `${label}: dx`);
         if (affine) assert.deepEqual(g.read(summed.dGamma!), g.read(plain.dGamma!), `${label}: dGamma`);
         if (affine) assert.deepEqual(g.read(summed.dBeta!), g.read(plain.dBeta!), `${label}: dBeta`);
         assertSums(summed.dxColumnSums!, columnSums(summed.dx, rows, cols), rows, `${label}: dx column sums`);
+        assertSums(summed.dxRowDots!, runDots(summed.dx, x, rows * cols, segment), segment, `${label}: dx . x per run of ${segment}`);
         for (const s of [x, dy, addend, gamma, f.y, f.mean, f.rstd, plain.dx, plain.dGamma, plain.dBeta, summed.dx, summed.dGamma,
-          summed.dBeta, summed.dxColumnSums]) if (s) g.free(s);
+          summed.dBeta, summed.dxColumnSums, summed.dxRowDots]) if (s) g.free(s);
       }
     }
   }
@@ -94,23 +111,33 @@ test('the attention backward stores dq, dk and dv with their column sums: the sa
       const label = `${dtype}${rotated ? ' rotated' : ''}`;
       const [q, k, v, dO] = [0, 1, 2, 3].map(() => random(n, dtype));
       const f = g.dilatedAttention(q!, k!, v!, geometry, config);
-      const rot = rotated ? rotation : undefined;
+      const rot = rotated ? { rotation } : {};
       const plain = g.dilatedAttentionBackward(q!, k!, v!, f.o, f.lse, dO!, geometry, config, rot);
-      // sums of dk only, then of all three
+      // sums of dk only, then of all three with rowsum(dO * O) given
+      const dsum = g.fromArray(runDots(dO!, f.o, n, headDim));
       for (const wanted of [[false, true, false], [true, true, true]]) {
-        const summed = g.dilatedAttentionBackward(q!, k!, v!, f.o, f.lse, dO!, geometry, config, rot, wanted);
+        const summed = g.dilatedAttentionBackward(
+          q!, k!, v!, f.o, f.lse, dO!, geometry, config, { ...rot, columnSums: wanted, ...(wanted[0] ? { dsum } : {}) },
+        );
         ['dq', 'dk', 'dv'].forEach((name, i) => {
           const got = summed[name as 'dq']!, want = plain[name as 'dq']!;
-          // dq is added up by atomics in any order: within a unit of its last place
-          if (name === 'dq') assertClose(g.read(got), g.read(want), `${label} dq: the gradient`, dtype === 'float32' ? 1e-5 : 8e-3, 1e-5);
-          else assert.deepEqual(g.read(got), g.read(want), `${label} ${name}: the gradient`);
+          if (wanted[0]) {
+            // a dsum summed in another order: dP - dsum cancels, which magnifies its last bits in places
+            const err = relativeError(g.read(got), g.read(want));
+            assert.ok(err < (dtype === 'float32' ? 1e-4 : 1e-2), `${label} ${name} with dsum given: relative error ${err} (seed ${seed})`);
+          } else if (name === 'dq') {
+            // dq is added up by atomics in any order: within a unit of its last place
+            assertClose(g.read(got), g.read(want), `${label} dq: the gradient`, dtype === 'float32' ? 1e-5 : 8e-3, 1e-5);
+          } else {
+            assert.deepEqual(g.read(got), g.read(want), `${label} ${name}: the gradient`);
+          }
           const sums = summed.columnSums?.[i] ?? null;
           assert.equal(sums !== null, wanted[i], `${label} ${name}: sums made only where asked for`);
           if (sums) assertSums(sums, columnSums(got, rows, cols), rows, `${label} ${name} column sums`);
         });
         for (const s of [summed.dq, summed.dk, summed.dv, ...(summed.columnSums ?? [])]) if (s) g.free(s);
       }
-      for (const s of [q, k, v, dO, f.o, f.lse, plain.dq, plain.dk, plain.dv]) g.free(s!);
+      for (const s of [q, k, v, dO, f.o, f.lse, plain.dq, plain.dk, plain.dv, dsum]) g.free(s!);
     }
   }
   for (const s of Object.values(rotation)) g.free(s);
@@ -138,7 +165,7 @@ test('storeGradient on shapes its vector kernel does not take: the rotation or c
   for (const s of [x, cos, sin]) g.free(s);
 });
 
-test('a model backward takes every bias gradient from column sums, and they equal those of linearGrads', () => {
+test('a model backward takes every bias gradient from column sums and rowsum(dO * O) from the layer norm, as without them', () => {
   const gpu = getBackend('cuda') as CudaBackend;
   const model = new LongNetDecoder(tiny, { seed: 5, device: 'cuda', activations: 'bfloat16' });
   const ids = Int32Array.from({ length: 2 * 128 }, (_, i) => (i * 37 + 11) % 257);
@@ -151,18 +178,24 @@ test('a model backward takes every bias gradient from column sums, and they equa
     return new Map([...model.namedParameters()].map(([name, p]) => [name, p.grad!.toArray() as Float32Array]));
   };
   const withBias: boolean[] = [];
+  const withDsum: boolean[] = [];
   const linearGrads = gpu.linearGrads.bind(gpu);
+  const attentionBackward = gpu.dilatedAttentionBackward.bind(gpu);
   gpu.linearGrads = (...args) => { withBias.push(args[5]); return linearGrads(...args); };
-  const take = Object.getOwnPropertyDescriptor(Tensor.prototype, 'takeColumnSums')!;
+  gpu.dilatedAttentionBackward = (...args) => { withDsum.push(!!args[8]?.dsum); return attentionBackward(...args); };
+  const take = Object.getOwnPropertyDescriptor(Tensor.prototype, 'takeDerived')!;
   try {
     const fused = grads();
     const biased = withBias.filter((b) => b).length;
-    // the first layer's q, k, v and every layer's other linears get their sums; the head has no bias
+    // every linear layer's bias from sums (the head has none), every attention's dsum from its inner layer norm
     assert.equal(biased, 0, `linearGrads summed ${biased} bias gradients of ${withBias.length} layers`);
+    assert.deepEqual(withDsum, new Array(tiny.layers).fill(true), 'the attention backward given dsum');
     withBias.length = 0;
-    Object.defineProperty(Tensor.prototype, 'takeColumnSums', { ...take, value: () => null });
+    withDsum.length = 0;
+    Object.defineProperty(Tensor.prototype, 'takeDerived', { ...take, value: () => null });
     const separate = grads();
     assert.ok(withBias.filter((b) => b).length >= 6 * tiny.layers, 'without the sums, linearGrads sums the biases');
+    assert.ok(withDsum.every((d) => !d), 'without the dots, the attention makes its own dsum');
     for (const [name, want] of separate) {
       const got = fused.get(name)!;
       if (real) {
@@ -176,8 +209,9 @@ test('a model backward takes every bias gradient from column sums, and they equa
       }
     }
   } finally {
-    Object.defineProperty(Tensor.prototype, 'takeColumnSums', take);
+    Object.defineProperty(Tensor.prototype, 'takeDerived', take);
     gpu.linearGrads = linearGrads;
+    gpu.dilatedAttentionBackward = attentionBackward;
     model.dispose();
   }
 });

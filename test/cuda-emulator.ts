@@ -178,7 +178,7 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
       put(mean, r.mean);
       put(rstd, r.rstd);
     },
-    layerNormBackward(dy, x, gamma, mean, rstd, rows, cols, dx, dGamma, dBeta, addend, geluInput, dxSums) {
+    layerNormBackward(dy, x, gamma, mean, rstd, rows, cols, dx, dGamma, dBeta, addend, geluInput, dxSums, rowDots, segment) {
       const r = cpu.layerNormBackward(
         s(dy), s(x), gamma && s(gamma), s(mean), s(rstd), rows, cols, dBeta !== null, { addend: addend && s(addend), geluInput },
       );
@@ -186,6 +186,10 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
       if (dGamma) put(dGamma, r.dGamma!);
       if (dBeta) put(dBeta, r.dBeta!);
       if (dxSums) columnSums(dx, rows, cols, dxSums);
+      if (rowDots) {
+        const runs = (rows * cols) / segment!;
+        put(rowDots, cpu.reduce('sum', cpu.binary('mul', s(dx), [runs, segment!], s(x), [runs, segment!], [runs, segment!]), [runs, segment!], [1]));
+      }
     },
     crossEntropy(logits, targets, rows, cols, ignoreIndex, classes, loss, lse, checkId) {
       // as the kernel: a bad target fails the check and gives a NaN loss; the other rows are computed
@@ -241,9 +245,15 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
     },
     adamw: (param, grad, m, v, lr, beta1, beta2, eps, weightDecay, step, gradScale) =>
       cpu.adamw(s(param), s(grad), s(m), s(v), { lr, beta1, beta2, eps, weightDecay, step, gradScale }),
-    adamwMulti(params, grads, ms, vs, weightDecays, lr, beta1, beta2, eps, step, gradScale, copyOf, copies) {
+    adamwMulti(params, grads, ms, vs, weightDecays, lr, beta1, beta2, eps, step, gradScale, copyOf, copies, clipSquares, maxNorm) {
       const n = params.length;
       if (grads.length !== n || ms.length !== n || vs.length !== n || weightDecays.length !== n) throw new RangeError('adamwMulti: list lengths differ');
+      if (clipSquares) {
+        // as the kernel: the clip in float32 from the sum of squares on the device; nothing where it is not finite
+        const norm = Math.fround(Math.sqrt(f32(clipSquares)[0]!));
+        if (!Number.isFinite(norm)) return;
+        if (maxNorm! > 0 && norm > maxNorm!) gradScale = Math.fround(gradScale * Math.fround(maxNorm! / Math.fround(norm + 1e-6)));
+      }
       params.forEach((p, i) =>
         cpu.adamw(s(p), s(grads[i]!), s(ms[i]!), s(vs[i]!), { lr, beta1, beta2, eps, weightDecay: weightDecays[i]!, step, gradScale }));
       copyOf?.forEach((i, j) => {

@@ -49,7 +49,7 @@ test('the attention backward with rotary tables gives the composition\'s gradien
       const plain = g.dilatedAttentionBackward(q!, k!, v!, f.o, f.lse, dO!, geometry, config);
       const back = (x: Storage, cos: Storage, sin: Storage) => readGpu(g.rotatePairs(x, cos, sin, batch, seqLen, heads, headDim, true));
       const want = [back(plain.dq, rotation.qCos, rotation.qSin), back(plain.dk, rotation.kCos, rotation.kSin), readGpu(plain.dv)];
-      const fused = g.dilatedAttentionBackward(q!, k!, v!, f.o, f.lse, dO!, geometry, config, rotation);
+      const fused = g.dilatedAttentionBackward(q!, k!, v!, f.o, f.lse, dO!, geometry, config, { rotation });
       ['dq', 'dk', 'dv'].forEach((name, i) => {
         assertClose(readGpu([fused.dq, fused.dk, fused.dv][i]!), want[i]!, `${precision} float32 ${name}`, 1e-5, 1e-6);
       });
@@ -57,7 +57,7 @@ test('the attention backward with rotary tables gives the composition\'s gradien
       const [qb, kb, vb, dOb] = [q, k, v, dO].map((x) => g.cast(x!, 'bfloat16'));
       const fb = g.dilatedAttention(qb!, kb!, vb!, geometry, config);
       poisonBf16([n], 3);
-      const fusedB = g.dilatedAttentionBackward(qb!, kb!, vb!, fb.o, fb.lse, dOb!, geometry, config, rotation);
+      const fusedB = g.dilatedAttentionBackward(qb!, kb!, vb!, fb.o, fb.lse, dOb!, geometry, config, { rotation });
       // against the float32 storages' gradients: one rounding to bf16, and o rounded to bf16 in Dsum
       ['dq', 'dk', 'dv'].forEach((name, i) => {
         const got = readGpu([fusedB.dq, fusedB.dk, fusedB.dv][i]!);

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { ByteTokenizer, tokenDatasetFromDocuments, type TokenDataset } from '../src/data/index.js';
 import { LongNetDecoder, presetConfig, type ModelConfig } from '../src/model/index.js';
 import { add, crossEntropy, embedding, keep, randn, type Tensor } from '../src/tensor/index.js';
+import { InputError } from '../src/errors.js';
 import { readModelWeights, readTrainingState, saveCheckpoint } from '../src/train/checkpoint.js';
 import { evaluateLoss, Trainer, type TrainableModel, type TrainerOptions } from '../src/train/trainer.js';
 
@@ -110,5 +111,26 @@ test('a run saved and resumed from disk continues with bit-identical losses and 
     for (const [name, values] of a) assert.deepEqual([...b.get(name)!], [...values], name);
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a step whose loss or gradient norm is not finite is refused: an error naming the step, and no parameter or count changed', async () => {
+  const data = await corpus();
+  for (const poison of ['table', 'bias'] as const) {
+    const model = new Bigram();
+    const trainer = new Trainer(model, data, options(2, 2));
+    trainer.step();
+    // a NaN weight that every batch reads (the space's row of the table; a bias): the loss is NaN
+    const values = model[poison].toArray();
+    values[poison === 'table' ? 32 * 257 : 0] = NaN;
+    const p = model[poison];
+    p.backend.assign(p.storage, p.backend.fromArray(values));
+    const before = new Map([...model.namedParameters()].map(([name, t]) => [name, t.toArray().slice()]));
+    const m = trainer.optimizer.moments.get(poison)!.m.toArray().slice();
+    assert.throws(() => trainer.step(), (e: unknown) => e instanceof InputError && /training diverged at step 2/.test(e.message));
+    assert.equal(trainer.optimizer.step, 1, 'the refused update is not counted');
+    assert.equal(trainer.progress.step, 1);
+    for (const [name, t] of model.namedParameters()) assert.deepEqual(t.toArray(), before.get(name)!, `${name} unchanged`);
+    assert.deepEqual(trainer.optimizer.moments.get(poison)!.m.toArray(), m, 'moments unchanged');
   }
 });

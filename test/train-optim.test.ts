@@ -4,7 +4,7 @@ import { CpuBackend } from '../src/backend/cpu/cpu-backend.js';
 import { getBackend } from '../src/backend/registry.js';
 import { Rng, sumsOfSquares, Tensor } from '../src/tensor/index.js';
 import { AdamW, decays, PAPER_ADAMW } from '../src/train/optimizer.js';
-import { clipScale, globalGradNorm, globalGradNormWith } from '../src/train/clip.js';
+import { clipScale, globalGradNorm, globalGradNormWith, gradientSquares } from '../src/train/clip.js';
 import { checkSchedule, defaultWarmup, learningRate } from '../src/train/schedule.js';
 import { InputError } from '../src/errors.js';
 
@@ -231,4 +231,45 @@ test('AdamW updates all parameters in one adamwMulti call where the backend has 
     }
   }
   assert.deepEqual(together.params.get('unused.weight')!.toArray(), start.get('unused.weight')!.toArray(), 'a parameter without a gradient is left alone');
+});
+
+test('AdamW with the clip taken where it runs equals the host clip, and a norm that is not finite changes nothing', () => {
+  const make = () => f64([1, -2, 0.5, 3], [2, 2]);
+  const onHost = make();
+  const inPlace = make();
+  const a = new AdamW(new Map([['w', onHost]]));
+  const b = new AdamW(new Map([['w', inPlace]]));
+  assert.ok(b.clipsOnDevice, 'the CPU backend updates many tensors in one call');
+  // a norm over the limit (clipped), one under it
+  for (const grad of [[3, -4, 12, 0], [0.1, 0.2, -0.1, 0]]) {
+    const norm = Math.hypot(...grad);
+    onHost.grad = f64(grad, [2, 2], false);
+    a.update(0.01, clipScale(norm, 2));
+    inPlace.grad = f64(grad, [2, 2], false);
+    b.update(0.01, { squares: f64([norm * norm], [1], false), maxNorm: 2 });
+  }
+  assert.deepEqual([...inPlace.toArray()], [...onHost.toArray()]);
+  assert.deepEqual([...b.moments.get('w')!.m.toArray()], [...a.moments.get('w')!.m.toArray()]);
+  // a diverged step: nothing moves, and refuseUpdate takes the count back
+  const before = [...inPlace.toArray()];
+  const moments = [...b.moments.get('w')!.v.toArray()];
+  for (const bad of [NaN, Infinity]) {
+    inPlace.grad = f64([1, 1, 1, 1], [2, 2], false);
+    b.update(0.01, { squares: f64([bad], [1], false), maxNorm: 2 });
+    b.refuseUpdate();
+    assert.deepEqual([...inPlace.toArray()], before, `sum of squares ${bad}: parameters unchanged`);
+    assert.deepEqual([...b.moments.get('w')!.v.toArray()], moments, `sum of squares ${bad}: moments unchanged`);
+    assert.equal(b.step, 2);
+  }
+});
+
+test('a loss that is not finite makes the sum of squares the clip is taken from NaN, so that the update changes nothing', () => {
+  const w = f64([1, 2], [2]);
+  w.grad = f64([3, 4], [2], false);
+  for (const [loss, finite] of [[2.5, true], [NaN, false], [Infinity, false]] as const) {
+    const r = gradientSquares([w], [f64([loss], [1], false)])!;
+    assert.equal(r.squares.item(), 25);
+    assert.equal(Number.isFinite(r.guard.item()), finite, `loss ${loss}`);
+  }
+  assert.equal(gradientSquares([f64([1], [1])], []), null, 'no gradients: nothing to clip');
 });

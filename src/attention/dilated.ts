@@ -1,6 +1,6 @@
 import type { AttentionGeometry } from '../backend/backend.js';
 import { check } from '../errors.js';
-import { columnSumsWanted, record } from '../tensor/autograd.js';
+import { derivedWanted, record } from '../tensor/autograd.js';
 import { isFloat } from '../tensor/dtype.js';
 import { formatShape, shapesEqual } from '../tensor/shape.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -75,19 +75,25 @@ export function dilatedAttention(
     qCos: rotation.qCos.storage, qSin: rotation.qSin.storage, kCos: rotation.kCos.storage, kSin: rotation.kSin.storage,
   };
   record('dilatedAttention', output, [q, k, v], (g) => {
-    // the column sums of dq, dk and dv where the layers that made q, k and v take their bias gradients from them
+    // the column sums of dq, dk and dv where the layers that made q, k and v take their bias gradients from
+    // them; rowsum(dO * O) where the kernel that wrote dO made it
     const width = geometry.heads * geometry.headDim;
+    const dsum = g.takeDerived('outputDots', geometry.headDim);
     const grads = backend.dilatedAttentionBackward(
-      qa.storage, ka.storage, v.storage, output.storage, lse.storage, g.storage, geometry, config, tables,
-      [q, k, v].map((t) => columnSumsWanted(t) === width),
+      qa.storage, ka.storage, v.storage, output.storage, lse.storage, g.storage, geometry, config, {
+        ...(tables ? { rotation: tables } : {}),
+        columnSums: [q, k, v].map((t) => derivedWanted(t, 'columnSums') === width),
+        ...(dsum ? { dsum: dsum.storage } : {}),
+      },
     );
+    dsum?.dispose();
     return [grads.dq, grads.dk, grads.dv].map((d, i) => {
       const t = wrap(d, q.shape, backend);
       const sums = grads.columnSums?.[i];
-      if (sums) t.attachColumnSums(sums);
+      if (sums) t.attachDerived('columnSums', sums, width);
       return t;
     });
-  });
+  }, { outputDots: geometry.headDim });
   return { output, lse };
 }
 

@@ -55,6 +55,19 @@ export interface AttentionRotation {
   readonly kSin: Storage;
 }
 
+export interface AttentionBackwardOptions {
+  /** The tables that rotated q and k: dq and dk come back as the gradients of the unrotated inputs. */
+  rotation?: AttentionRotation;
+  /**
+   * columnSums[i] asks for the column sums (float32 [heads * headDim], over batch and positions) of dq, dk
+   * or dv: the bias gradient of the linear layer that made that input. A backend that cannot make them in
+   * the pass that writes the gradient leaves them out.
+   */
+  columnSums?: readonly boolean[];
+  /** rowsum(dO * O) ([batch * seqLen * heads], float32), made already; a backend that needs it then skips its own pass. */
+  dsum?: Storage;
+}
+
 export interface AttentionConfig {
   readonly patterns: readonly AttentionPattern[];
   readonly causal: boolean;
@@ -85,6 +98,8 @@ export interface LayerNormGrads {
   dBeta: Storage | null;
   /** dx's column sums (float32 [cols]), when asked for and the backend makes them in the same pass. */
   dxColumnSums?: Storage;
+  /** Per row and per run of `rowDots` columns, dx's dot product with x (float32 [rows * cols / rowDots]), likewise. */
+  dxRowDots?: Storage;
 }
 export interface LayerNormOptions {
   /**
@@ -101,11 +116,28 @@ export interface LayerNormBackwardOptions extends LayerNormOptions {
    * them in the same pass; a backend may leave them out (LayerNormGrads.dxColumnSums).
    */
   dxColumnSums?: boolean;
+  /**
+   * Also, per row and per run of this many columns (dividing cols), dx's dot product with x: rowsum(dO * O)
+   * of an attention whose output x is. Likewise optional (LayerNormGrads.dxRowDots).
+   */
+  rowDots?: number;
 }
 export interface AdamWHyper {
   lr: number; beta1: number; beta2: number; eps: number; weightDecay: number; step: number;
   /** The gradient is multiplied by this first (global-norm clipping without a pass over the gradients); 1 if absent. */
   gradScale?: number;
+  /**
+   * adamwMulti only: the global-norm clip taken where the update runs, so that it needs no value from the
+   * host. `squares` (float32 [1]) holds the sum of the squares of every gradient; the gradients are also
+   * multiplied by clipFactor(sqrt of it, maxNorm), and where that norm is not finite nothing is updated (a
+   * diverged step, which the host refuses once it reads the norm).
+   */
+  clip?: { squares: Storage; maxNorm: number };
+}
+
+/** The factor that brings a global gradient norm down to `maxNorm`: 1 when it is within it, or when maxNorm is 0 (no clipping). */
+export function clipFactor(norm: number, maxNorm: number): number {
+  return maxNorm > 0 && norm > maxNorm ? maxNorm / (norm + 1e-6) : 1;
 }
 /**
  * One parameter of a multi-tensor AdamW update (`adamwMulti`): updated in place with its own weight decay;
@@ -242,15 +274,9 @@ export interface Backend {
 
   // attention: o [B, N, H, D] and lse [B, N, H] (natural log, -inf on rows with no key)
   dilatedAttention(q: Storage, k: Storage, v: Storage, geometry: AttentionGeometry, config: AttentionConfig): { o: Storage; lse: Storage };
-  /**
-   * With `rotation`, dq and dk are the gradients of the inputs that those tables rotated into q and k.
-   * `columnSums[i]` asks for the column sums (float32 [heads * headDim], over batch and positions) of dq,
-   * dk or dv, the bias gradient of the linear layer that made that input; a backend that cannot make them
-   * in the pass that writes the gradient leaves them out.
-   */
   dilatedAttentionBackward(
     q: Storage, k: Storage, v: Storage, o: Storage, lse: Storage, dO: Storage,
-    geometry: AttentionGeometry, config: AttentionConfig, rotation?: AttentionRotation, columnSums?: readonly boolean[],
+    geometry: AttentionGeometry, config: AttentionConfig, options?: AttentionBackwardOptions,
   ): { dq: Storage; dk: Storage; dv: Storage; columnSums?: readonly (Storage | null)[] };
 
   // Optional primitives of sequence-parallel attention (src/distributed); a backend without them cannot run it.

@@ -1,5 +1,5 @@
 import type { DType } from './dtype.js';
-import type { Tensor } from './tensor.js';
+import type { Derived, Tensor } from './tensor.js';
 import { keep } from './scope.js';
 import { formatShape, shapesEqual } from './shape.js';
 
@@ -17,10 +17,10 @@ export interface GradNode {
   readonly inputs: readonly Tensor[];
   readonly backward: (grad: Tensor, takePending: TakePendingGradient) => readonly (Tensor | null)[];
   /**
-   * n when the formula uses its gradient's column sums n wide (sums over rows of [size / n, n], a bias
-   * gradient) and takes them from the gradient where the kernel that wrote it attached them.
+   * The values derived from its gradient that the formula uses, with their widths (Tensor.attachDerived):
+   * it takes them from the gradient where the kernel that wrote the gradient attached them.
    */
-  readonly usesColumnSums?: number;
+  readonly derived?: Partial<Record<Derived, number>>;
 }
 
 let gradEnabled = true;
@@ -52,28 +52,28 @@ export function noGrad<T>(fn: () => T): T {
 }
 
 /**
- * Attaches a gradient formula to `output` when grad mode is on and any input needs gradients;
- * `usesColumnSums` as GradNode has it.
+ * Attaches a gradient formula to `output` when grad mode is on and any input needs gradients; `derived`
+ * as GradNode has it.
  */
 export function record(
-  name: string, output: Tensor, inputs: readonly Tensor[], backward: GradNode['backward'], usesColumnSums?: number,
+  name: string, output: Tensor, inputs: readonly Tensor[], backward: GradNode['backward'], derived?: GradNode['derived'],
 ): Tensor {
   if (gradEnabled && inputs.some((t) => t.requiresGrad)) {
     output.requiresGrad = true;
-    output.gradNode = { name, inputs, backward, ...(usesColumnSums ? { usesColumnSums } : {}) };
+    output.gradNode = { name, inputs, backward, ...(derived ? { derived } : {}) };
   }
   return output;
 }
 
 /**
- * The width of the column sums that the formula receiving t's gradient would use (GradNode.usesColumnSums),
+ * The width of the `kind` that the formula receiving t's gradient would take from it (GradNode.derived),
  * seen through reshapes (which hand the gradient's storage on as it is); 0 if none. A formula writing t's
- * gradient can attach them where its kernel makes them in the same pass.
+ * gradient attaches them where its kernel can make them in the same pass.
  */
-export function columnSumsWanted(t: Tensor): number {
+export function derivedWanted(t: Tensor, kind: Derived): number {
   let node = t.gradNode;
   while (node?.name === 'reshape') node = node.inputs[0]?.gradNode ?? null;
-  return node?.usesColumnSums ?? 0;
+  return node?.derived?.[kind] ?? 0;
 }
 
 /** Tensors reachable from `root` through grad nodes, inputs before the tensors computed from them. */

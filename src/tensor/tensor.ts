@@ -5,17 +5,26 @@ import { assertValidShape, formatShape, sizeOf, type Shape } from './shape.js';
 import { keep, setTensorCheck, trackTensor } from './scope.js';
 import { runBackward, type GradNode } from './autograd.js';
 
+/**
+ * What a kernel made from a tensor's values as it wrote them, for a gradient formula that would otherwise
+ * read the tensor again to make it (float32, width n):
+ * - 'columnSums': [n], the sums over the rows of the values viewed as [size / n, n] (a bias gradient);
+ * - 'outputDots': [size / n], for a gradient, its dot product with the output it is the gradient of, per
+ *   run of n values (the attention backward's rowsum(dO * O)).
+ */
+export type Derived = 'columnSums' | 'outputDots';
+
 /** Storage shared by a tensor and its reshaped views; freed when the last of them is disposed. */
 class StorageRef {
   refs = 1;
-  /** The storage's column sums (Tensor.attachColumnSums), freed with it unless taken. */
-  columnSums: Storage | null = null;
+  /** Values derived from the storage's (Tensor.attachDerived), freed with it unless taken. */
+  readonly derived = new Map<Derived, { storage: Storage; width: number }>();
   constructor(readonly storage: Storage, readonly backend: Backend) {}
   release(): void {
     if (--this.refs > 0) return;
     this.backend.free(this.storage);
-    if (this.columnSums) this.backend.free(this.columnSums);
-    this.columnSums = null;
+    for (const d of this.derived.values()) this.backend.free(d.storage);
+    this.derived.clear();
   }
 }
 
@@ -120,26 +129,28 @@ export class Tensor {
   }
 
   /**
-   * Attaches `sums` (float32, n elements): the sums over the rows of this tensor's values viewed as
-   * [size / n, n], made by the kernel that wrote them (a gradient whose bias gradient is those sums). They
-   * go with the storage, to every view of it, and are freed with it. Only for values never changed in place.
+   * Attaches values derived from this tensor's (`Derived`, of width n), made by the kernel that wrote
+   * them. They go with the storage, to every view of it, and are freed with it. Only for values never
+   * changed in place.
    */
-  attachColumnSums(sums: Storage): void {
+  attachDerived(kind: Derived, values: Storage, n: number): void {
     const ref = this.ref;
     if (!ref) throw new Error(`tensor #${this.id} ${formatShape(this.shape)} was already disposed`);
-    if (sums.dtype !== 'float32' || sums.size === 0 || this.size % sums.size !== 0) {
-      throw new Error(`internal: column sums of ${sums.size} ${sums.dtype} values for a tensor of shape ${formatShape(this.shape)}`);
+    const size = kind === 'columnSums' ? n : this.size / n;
+    if (values.dtype !== 'float32' || !(n > 0) || this.size % n !== 0 || values.size !== size) {
+      throw new Error(`internal: ${kind} of width ${n} (${values.size} ${values.dtype} values) for a tensor of shape ${formatShape(this.shape)}`);
     }
-    if (ref.columnSums) this.backend.free(ref.columnSums);
-    ref.columnSums = sums;
+    const old = ref.derived.get(kind);
+    if (old) this.backend.free(old.storage);
+    ref.derived.set(kind, { storage: values, width: n });
   }
 
-  /** The attached column sums if they are n wide, as a float32 tensor [n] the caller owns from then on; else null. */
-  takeColumnSums(n: number): Tensor | null {
-    const sums = this.ref?.columnSums;
-    if (!sums || sums.size !== n) return null;
-    this.ref!.columnSums = null;
-    return Tensor.fromStorage(sums, [n], this.backend);
+  /** The attached `kind` if it is of width n, as a float32 tensor the caller owns from then on; else null. */
+  takeDerived(kind: Derived, n: number): Tensor | null {
+    const d = this.ref?.derived.get(kind);
+    if (!d || d.width !== n) return null;
+    this.ref!.derived.delete(kind);
+    return Tensor.fromStorage(d.storage, [d.storage.size], this.backend);
   }
 
   /** A host copy of the elements, row-major. */

@@ -58,13 +58,23 @@ export class AdamW {
   }
 
   /**
-   * Applies one update with learning rate `lr` from each parameter's `.grad` times `gradScale` (the
-   * clipping factor; a parameter without a gradient, unused by the loss, is left alone but still counts
-   * the step).
+   * Whether `update` can take its clip from the device (every parameter's backend updates many tensors in
+   * one call, which reads the sum of squares there): the host then need not wait for the norm first.
    */
-  update(lr: number, gradScale = 1): void {
+  get clipsOnDevice(): boolean {
+    return [...this.params.values()].every((p) => p.backend.adamwMulti !== undefined);
+  }
+
+  /**
+   * Applies one update with learning rate `lr` from each parameter's `.grad` times `clip`: the clipping
+   * factor, or (where clipsOnDevice) the gradients' sum of squares [1] on the device and the norm to clip
+   * to, from which the update takes the factor and, where the norm is not finite, changes nothing (see
+   * `refuseUpdate`). A parameter without a gradient, unused by the loss, is left alone but still counts the step.
+   */
+  update(lr: number, clip: number | { squares: Tensor; maxNorm: number } = 1): void {
     this.step++;
-    const shared = { lr, beta1: this.options.beta1, beta2: this.options.beta2, eps: this.options.eps, step: this.step, gradScale };
+    const scaling = typeof clip === 'number' ? { gradScale: clip } : { clip: { squares: clip.squares.storage, maxNorm: clip.maxNorm } };
+    const shared = { lr, beta1: this.options.beta1, beta2: this.options.beta2, eps: this.options.eps, step: this.step, ...scaling };
     // the parameters of each backend (one, for a model on one device), updated together where it can
     const byBackend = new Map<Backend, AdamWTensors[]>();
     for (const [name, p] of this.params) {
@@ -82,10 +92,16 @@ export class AdamW {
         backend.adamwMulti(tensors, shared);
         continue;
       }
+      if (typeof clip !== 'number') throw new Error('internal: a clip on the device needs adamwMulti (AdamW.clipsOnDevice)');
       for (const t of tensors) backend.adamw(t.param, t.grad, t.m, t.v, { ...shared, weightDecay: t.weightDecay });
     }
     // without a multi-tensor update, copies are made again from the new values when next needed
     for (const p of this.params.values()) if (p.grad !== null && !p.backend.adamwMulti) p.dropCopy();
+  }
+
+  /** Takes back the count of the last update, which a non-finite norm on the device left undone (a refused step). */
+  refuseUpdate(): void {
+    this.step--;
   }
 
   /** Drops every parameter's gradient (before the next accumulation). */

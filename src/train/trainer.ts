@@ -9,7 +9,7 @@ import { splitBatch } from '../data/index.js';
 import { mulScalar, noGrad, tensor, tidy, type Tensor } from '../tensor/index.js';
 import type { Device } from '../backend/backend.js';
 import type { LossOptions } from '../model/decoder.js';
-import { clipScale, globalGradNormWith } from './clip.js';
+import { clipScale, globalGradNormWith, gradientSquares, readTogether } from './clip.js';
 import { AdamW, type AdamWOptions } from './optimizer.js';
 import { learningRate, type ScheduleOptions } from './schedule.js';
 
@@ -77,16 +77,38 @@ interface Stepper {
 export function finishStep(t: Stepper, loss: number | readonly Tensor[], position: TrainerProgress['data'], started: number): StepResult {
   const { accumulate, batch, seqLen } = t.options;
   const nextStep = t.progress.step + 1;
-  const { norm: gradNorm, values } = globalGradNormWith(t.params.values(), typeof loss === 'number' ? [] : loss);
-  if (typeof loss !== 'number') loss = meanOf(values);
-  if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
-    throw new InputError(
-      `training diverged at step ${nextStep} (loss ${loss}, gradient norm ${gradNorm}); try a lower --lr or a longer warm-up`,
-    );
-  }
   const lr = learningRate(t.options.schedule, nextStep);
+  const losses = typeof loss === 'number' ? [] : loss;
+  const diverged = (l: number, norm: number): InputError => new InputError(
+    `training diverged at step ${nextStep} (loss ${l}, gradient norm ${norm}); try a lower --lr or a longer warm-up`,
+  );
+  if (typeof loss === 'number' && !Number.isFinite(loss)) throw diverged(loss, NaN);
   // clipping: the optimizer scales each gradient as it reads it, with no pass of its own over them
-  noGrad(() => t.optimizer.update(lr, clipScale(gradNorm, t.options.clip)));
+  const onDevice = t.optimizer.clipsOnDevice ? gradientSquares(t.params.values(), losses) : null;
+  let gradNorm: number;
+  if (onDevice) {
+    // the update is queued before the host reads the norm, so that the device goes on to it without a
+    // wait; on a norm or loss that is not finite it changes nothing, and the step is refused below
+    try {
+      noGrad(() => t.optimizer.update(lr, { squares: onDevice.guard, maxNorm: t.options.clip }));
+      const [total, ...values] = noGrad(() => tidy(() => readTogether([onDevice.squares, ...losses])));
+      gradNorm = Math.sqrt(total!);
+      if (typeof loss !== 'number') loss = meanOf(values);
+    } finally {
+      onDevice.squares.dispose();
+      onDevice.guard.dispose();
+    }
+    if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
+      t.optimizer.refuseUpdate();
+      throw diverged(loss, gradNorm);
+    }
+  } else {
+    const read = globalGradNormWith(t.params.values(), losses);
+    gradNorm = read.norm;
+    if (typeof loss !== 'number') loss = meanOf(read.values);
+    if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) throw diverged(loss, gradNorm);
+    noGrad(() => t.optimizer.update(lr, clipScale(gradNorm, t.options.clip)));
+  }
   t.optimizer.zeroGrad();
   const tokens = accumulate * batch * seqLen;
   t.progress = { step: nextStep, data: position, tokens: t.progress.tokens + tokens };

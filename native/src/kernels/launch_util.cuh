@@ -61,6 +61,32 @@ __device__ __forceinline__ T group_sum(T v) { return group_reduce<GROUP>(v, SumO
 template <int GROUP>
 __device__ __forceinline__ float group_max(float v) { return group_reduce<GROUP>(v, MaxOp{}); }
 
+// Two sums over a group at once, on group_reduce's terms: one exchange through shared memory (two
+// barriers) where two calls of group_sum would take two.
+template <int GROUP>
+__device__ __forceinline__ float2 group_sum2(float a, float b) {
+#pragma unroll
+  for (int o = (GROUP < 32 ? GROUP : 32) / 2; o > 0; o >>= 1) {
+    a += __shfl_xor_sync(0xffffffffu, a, o);
+    b += __shfl_xor_sync(0xffffffffu, b, o);
+  }
+  if constexpr (GROUP > 32) {
+    __shared__ float2 buf[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int first = warp / (GROUP / 32) * (GROUP / 32);  // the group's first warp
+    __syncthreads();  // an earlier call may still be reading buf
+    if (lane == 0) buf[warp] = make_float2(a, b);
+    __syncthreads();
+    a = buf[first].x;
+    b = buf[first].y;
+    for (int i = 1; i < GROUP / 32; i++) {
+      a += buf[first + i].x;
+      b += buf[first + i].y;
+    }
+  }
+  return make_float2(a, b);
+}
+
 // The offsets in operands 0 and 1 of the element with row-major index `i` of the layout's shape, from one
 // decomposition of i. RANK > 0 is the layout's rank known at compile time (the loop unrolls and the
 // outermost coordinate needs no division); RANK = 0 reads it from the layout.

@@ -6,11 +6,13 @@
 #include <type_traits>
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include "../device.h"
 #include "../memory.h"
 #include "element_types.cuh"
 #include "elementwise.h"
+#include "attention_dsum.h"
 #include "launch_util.cuh"
 #include "math.cuh"
 #include "reduce.h"
@@ -122,22 +124,39 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Two adjacent columns' gelu'(x): float32 for float32 rows, half precision for bfloat16 ones.
+template <typename T>
+struct SlopePair {
+  float a, b;
+  __device__ __forceinline__ void set(float x, float y) { a = x, b = y; }
+  __device__ __forceinline__ float get(int second) const { return second ? b : a; }
+};
+template <>
+struct SlopePair<__nv_bfloat16> {
+  __half2 pair;
+  __device__ __forceinline__ void set(float x, float y) { pair = __floats2half2_rn(x, y); }
+  __device__ __forceinline__ float get(int second) const { return second ? __high2float(pair) : __low2float(pair); }
+};
+
 // dx of rows held in registers, plus `addend` (another gradient of x, summed here) unless it is null.
 // With SUMS the grid is sized to stay resident and each group walks rows gridDim.x * kGroups apart, adding
 // dy * xhat and dy into per-lane column sums in registers; the block then adds its groups' sums in a fixed
 // order (deterministic) and writes one row of partials to part_gamma and part_beta ([gridDim.x, cols];
 // either may be null). This saves the second read of dy and x that separate column sums would need.
 // With SUMS and part_dx, the column sums of dx as stored (a bias gradient, for the layer that made x) go
-// the same way, run in shared memory: registers are full. With
+// the same way, run in shared memory: registers are full. With row_dots, each run of 2^dot_shift pieces of
+// a row (at most 32; LANES >= 32 and rows that fill every lane's pieces) gives the dot product of dx as
+// stored with x: rowsum(dO * O) for an attention whose output x is. With
 // GELU the forward normalized gelu(x): xhat comes from gelu(x), and dx is multiplied by gelu'(x), both
-// computed once a row into float registers. Those take the GELU instances to about 150 registers; capped
-// at 128 (a few bytes spilled), two blocks share an SM, as they do without GELU.
+// computed once a row into registers (gelu'(x) in half precision for bfloat16 rows, which dx's rounding
+// makes up for): the GELU instances then fit 128 registers, and two blocks share an SM, as without GELU.
 template <typename T, int LANES, int NV, bool SUMS, bool GELU>
 __global__ void __launch_bounds__(kThreads, GELU ? 2 : 1)
     layer_norm_dx_rows_kernel(const T* __restrict__ dy, const T* __restrict__ x, const float* __restrict__ gamma,
                               const float* __restrict__ mean, const float* __restrict__ rstd, const T* __restrict__ addend,
                               T* __restrict__ dx, float* __restrict__ part_gamma, float* __restrict__ part_beta,
-                              float* __restrict__ part_dx, int64_t rows, int cols) {
+                              float* __restrict__ part_dx, float* __restrict__ row_dots, int dot_shift, int64_t rows,
+                              int cols) {
   using P = Pack<T>;
   constexpr int kN = P::kN, kGroups = kThreads / LANES;
   constexpr int kPieces = LANES * NV, kWidth = kPieces * kN;  // the widest row this instance takes
@@ -172,14 +191,22 @@ __global__ void __launch_bounds__(kThreads, GELU ? 2 : 1)
       rx[v] = in ? px[k] : make_uint4(0, 0, 0, 0);
     }
     const float mu = valid ? mean[row] : 0.0f, rs = valid ? rstd[row] : 0.0f;
-    float u[GELU ? NV * kN : 1], slope[GELU ? NV * kN : 1];
+    // gelu(x) in float, for xhat; gelu'(x) for dx (SlopePair: in half pairs for bf16, which dx's rounding
+    // makes up for, to save registers)
+    float u[GELU ? NV * kN : 1];
+    SlopePair<T> slope[GELU ? NV * kN / 2 : 1];
     if constexpr (GELU) {
 #pragma unroll
       for (int v = 0; v < NV; v++) {
         float f[kN];
         P::unpack(rx[v], f);
 #pragma unroll
-        for (int i = 0; i < kN; i++) gelu_fast_with_derivative(f[i], u[v * kN + i], slope[v * kN + i]);
+        for (int i = 0; i < kN; i += 2) {
+          float d0, d1;
+          gelu_fast_with_derivative(f[i], u[v * kN + i], d0);
+          gelu_fast_with_derivative(f[i + 1], u[v * kN + i + 1], d1);
+          slope[(v * kN + i) / 2].set(d0, d1);
+        }
       }
     }
     // piece v (the row's piece k) of both passes: dy, xhat and g = dy * gamma (dy without gamma)
@@ -216,8 +243,8 @@ __global__ void __launch_bounds__(kThreads, GELU ? 2 : 1)
         }
       }
     }
-    const float mean_g = group_sum<LANES>(sg) / float(cols);
-    const float mean_gx = group_sum<LANES>(sgx) / float(cols);
+    const float2 both = group_sum2<LANES>(sg, sgx);
+    const float mean_g = both.x / float(cols), mean_gx = both.y / float(cols);
     if (valid) {
       uint4* dst = reinterpret_cast<uint4*>(dx) + at;
       const uint4* add = addend ? reinterpret_cast<const uint4*>(addend) + at : nullptr;
@@ -231,15 +258,24 @@ __global__ void __launch_bounds__(kThreads, GELU ? 2 : 1)
 #pragma unroll
         for (int i = 0; i < kN; i++) {
           fd[i] = rs * (g[i] - mean_g - xhat[i] * mean_gx);
-          if constexpr (GELU) fd[i] *= slope[v * kN + i];
+          if constexpr (GELU) fd[i] *= slope[(v * kN + i) / 2].get(i % 2);
           if (add) fd[i] += a[i];
         }
         const uint4 stored = P::pack(fd);
         dst[k] = stored;
+        if (!sum_dx && !row_dots) continue;
+        P::unpack(stored, fd);
         if (sum_dx) {
-          P::unpack(stored, fd);
 #pragma unroll
           for (int i = 0; i < kN; i++) dx_sums[i * kPieces + k] += fd[i];
+        }
+        if (!GELU && row_dots) {  // whole warps take this branch (LANES >= 32)
+          float xv[kN], d = 0.0f;
+          P::unpack(rx[v], xv);
+#pragma unroll
+          for (int i = 0; i < kN; i++) d += fd[i] * xv[i];
+          for (int o = (1 << dot_shift) / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+          if ((k & ((1 << dot_shift) - 1)) == 0) row_dots[((row * nvec + k) >> dot_shift)] = d;
         }
       }
     }
@@ -397,8 +433,8 @@ __global__ void layer_norm_dx_kernel(const T* __restrict__ dy, const T* __restri
       sgx += g * xhat;
     }
   }
-  const float mean_g = group_sum<GROUP>(sg) / float(cols);
-  const float mean_gx = group_sum<GROUP>(sgx) / float(cols);
+  const float2 both = group_sum2<GROUP>(sg, sgx);
+  const float mean_g = both.x / float(cols), mean_gx = both.y / float(cols);
   if (!r.valid) return;
   for (int64_t j = r.lane; j < cols; j += GROUP) {
     const float xj = ldf(x[base + j]);
@@ -524,19 +560,39 @@ void dx_column_sums(const T* dx, float* dx_sums, int64_t rows, int64_t cols, cud
   if (dx_sums) launch_reduce_into(ReduceOp::Sum, dtype_of<T>(), dx, DType::F32, dx_sums, {rows, cols}, {0}, s);
 }
 
+// Per row and per run of `segment` columns, the dot product of dx with x (RowDots.out, or nothing where null).
+struct RowDots {
+  float* out;
+  int64_t segment;
+};
+
+// The dots by their own kernel, where the backward's kernel does not make them
+template <typename T>
+void row_dots_after(const T* x, const T* dx, RowDots dots, int64_t rows, int64_t cols, cudaStream_t s) {
+  if (dots.out) launch_attention_dsum(x, dtype_of<T>(), dx, dtype_of<T>(), dots.out, rows * cols / dots.segment, int(dots.segment), s);
+}
+
 template <typename T, int LANES, int NV, bool GELU>
 void layer_norm_dx_rows(const T* dy, const T* x, const float* gamma, const float* mean, const float* rstd, const T* addend, T* dx,
-                        ColumnOutputs sums, int64_t rows, int cols, cudaStream_t s) {
+                        ColumnOutputs sums, RowDots dots, int64_t rows, int cols, cudaStream_t s) {
   constexpr int kN = Pack<T>::kN, kGroups = kThreads / LANES;
   // column sums of up to 32 columns a lane stay in registers beside the row
   constexpr bool kFused = NV * kN <= 32;
   const int64_t row_blocks = ceil_div(rows, kGroups);
   const bool any_sums = sums.out[0] || sums.out[1] || sums.out[2];
+  // the dots in the kernel: whole warps a row, every lane's pieces in the row, runs of a power of two pieces
+  const int64_t dot_pieces = dots.segment / kN;
+  const bool fused_dots = dots.out && !GELU && LANES >= 32 && cols == LANES * NV * kN && dots.segment % kN == 0 &&
+                          dot_pieces <= 32 && (dot_pieces & (dot_pieces - 1)) == 0;
+  int dot_shift = 0;
+  while ((int64_t(1) << dot_shift) < dot_pieces) dot_shift++;
+  float* const kernel_dots = fused_dots ? dots.out : nullptr;
   if (!kFused || !any_sums) {
     layer_norm_dx_rows_kernel<T, LANES, NV, false, GELU><<<static_cast<unsigned>(row_blocks), kThreads, 0, s>>>(
-        dy, x, gamma, mean, rstd, addend, dx, nullptr, nullptr, nullptr, rows, cols);
+        dy, x, gamma, mean, rstd, addend, dx, nullptr, nullptr, nullptr, kernel_dots, dot_shift, rows, cols);
     check_launch("layerNormBackward kernel");
     dx_column_sums(dx, sums.out[2], rows, cols, s);
+    if (!fused_dots) row_dots_after(x, dx, dots, rows, cols, s);
     if (!sums.out[0] && !sums.out[1]) return;
     const int64_t col_blocks = ceil_div(cols / kN, kParamThreads);
     const RowRanges rr = row_ranges(rows, col_blocks, 8, 16);
@@ -553,20 +609,22 @@ void layer_norm_dx_rows(const T* dy, const T* x, const float* gamma, const float
     const int64_t blocks = std::min<int64_t>(row_blocks, int64_t(device_info().sm_count) * per_sm);
     column_sums(blocks, cols, sums, s, [&](ColumnOutputs p) {
       kernel<<<static_cast<unsigned>(blocks), kThreads, 0, s>>>(dy, x, gamma, mean, rstd, addend, dx, p.out[0], p.out[1], p.out[2],
-                                                                rows, cols);
+                                                                kernel_dots, dot_shift, rows, cols);
       check_launch("layerNormBackward kernel");
     });
+    if (!fused_dots) row_dots_after(x, dx, dots, rows, cols, s);
   }
 }
 
 template <typename T, bool GELU>
 void layer_norm_backward_general(const T* dy, const T* x, const float* gamma, const float* mean, const float* rstd, const T* addend,
-                                 T* dx, ColumnOutputs sums, int64_t rows, int64_t cols, cudaStream_t s) {
+                                 T* dx, ColumnOutputs sums, RowDots dots, int64_t rows, int64_t cols, cudaStream_t s) {
   by_row_length(rows, cols, [&]<int G>(unsigned blocks) {
     layer_norm_dx_kernel<G, GELU, T><<<blocks, kThreads, 0, s>>>(dy, x, gamma, mean, rstd, addend, dx, rows, cols);
   });
   check_launch("layerNormBackward kernel");
   dx_column_sums(dx, sums.out[2], rows, cols, s);
+  row_dots_after(x, dx, dots, rows, cols, s);
   if (!sums.out[0] && !sums.out[1]) return;
   const int64_t col_blocks = ceil_div(cols, kThreads);
   const RowRanges rr = row_ranges(rows, col_blocks, 4, 32);
@@ -607,14 +665,15 @@ void launch_layer_norm(DType t, const void* x, const float* gamma, const float* 
 }
 
 void launch_layer_norm_backward(DType t, const void* dy, const void* x, const float* gamma, const float* mean, const float* rstd,
-                                const void* addend, void* dx, float* d_gamma, float* d_beta, float* dx_sums, int64_t rows,
-                                int64_t cols, bool gelu_input, cudaStream_t s) {
+                                const void* addend, void* dx, float* d_gamma, float* d_beta, float* dx_sums, float* row_dots,
+                                int64_t segment, int64_t rows, int64_t cols, bool gelu_input, cudaStream_t s) {
   if (cols == 0) return;
   if (rows == 0) {
     if (dx_sums) launch_fill(dx_sums, DType::F32, 0.0, cols, s);
     return;
   }
   const ColumnOutputs sums{{d_gamma, d_beta, dx_sums}};
+  const RowDots dots{row_dots, segment};
   float_typed(t, "layerNormBackward", [&](auto* tag) {
     using T = element_of<decltype(tag)>;
     const T* dyt = static_cast<const T*>(dy);
@@ -624,10 +683,10 @@ void launch_layer_norm_backward(DType t, const void* dy, const void* x, const fl
     dispatch_flag(gelu_input, [&]<bool GELU>() {
       if (rows_fit_registers<T>(cols, {dy, x, dx, gamma, addend})) {
         by_row_pieces_backward(static_cast<int>(cols / Pack<T>::kN), [&]<int LANES, int NV>() {
-          layer_norm_dx_rows<T, LANES, NV, GELU>(dyt, xt, gamma, mean, rstd, at, dxt, sums, rows, static_cast<int>(cols), s);
+          layer_norm_dx_rows<T, LANES, NV, GELU>(dyt, xt, gamma, mean, rstd, at, dxt, sums, dots, rows, static_cast<int>(cols), s);
         });
       } else {
-        layer_norm_backward_general<T, GELU>(dyt, xt, gamma, mean, rstd, at, dxt, sums, rows, cols, s);
+        layer_norm_backward_general<T, GELU>(dyt, xt, gamma, mean, rstd, at, dxt, sums, dots, rows, cols, s);
       }
     });
   });

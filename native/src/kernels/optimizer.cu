@@ -53,6 +53,11 @@ struct Piece {
 // Block b finds its tensor by binary search over first_block and updates its chunk of it: all four arrays
 // of a thread's runs are read before any is written, so that the loads are in flight together.
 __global__ void adamw_multi_kernel(const Piece* __restrict__ pieces, int count, AdamWArgs a) {
+  if (a.clip_squares) {
+    const float norm = sqrtf(*a.clip_squares);
+    if (!isfinite(norm)) return;
+    if (a.max_norm > 0.0f && norm > a.max_norm) a.grad_scale = __fmul_rn(a.grad_scale, __fdiv_rn(a.max_norm, __fadd_rn(norm, 1e-6f)));
+  }
   int lo = 0, hi = count - 1;
   const int64_t b = blockIdx.x;
   while (lo < hi) {

@@ -14,6 +14,11 @@ struct AdamWArgs {
   float lr, beta1, beta2, eps, decay;  // decay = 1 - lr * weightDecay
   float bias1, bias2;                  // 1 - beta^step
   float grad_scale;                    // the gradient is multiplied by it first (global-norm clipping)
+  // Multi-tensor update only: with clip_squares (on the device: the sum of the squares of every gradient),
+  // grad_scale is multiplied by max_norm / (norm + 1e-6) where the norm is above max_norm > 0, and where
+  // the norm is not finite nothing is updated (a diverged step, which the host refuses once it reads it).
+  const float* clip_squares;
+  float max_norm;
 };
 
 // Updates param, m and v in place.

@@ -74,6 +74,11 @@ napi_value layer_norm_backward(const Call& c) {
   Buffer* addend = c.optional_buffer(10, "addend");
   const bool gelu_input = c.boolean(11, "geluInput");
   Buffer* dx_sums = c.optional_buffer(12, "dxSums");
+  Buffer* row_dots = c.optional_buffer(13, "rowDots");
+  const int64_t segment = row_dots ? c.integer(14, "segment") : 1;
+  if (row_dots && (segment < 1 || cols % segment != 0)) {
+    throw RangeError("layerNormBackward: segment " + std::to_string(segment) + " does not divide the row of " + std::to_string(cols));
+  }
   const DType t = expect_float(x, rows * cols, "layerNormBackward x");
   expect(dy, t, rows * cols, "layerNormBackward dy");
   expect(mean, DType::F32, rows, "layerNormBackward mean");
@@ -83,8 +88,10 @@ napi_value layer_norm_backward(const Call& c) {
   float* dg = d_gamma ? (expect(d_gamma, DType::F32, cols, "dGamma"), d_gamma->as<float>()) : nullptr;
   float* db = d_beta ? (expect(d_beta, DType::F32, cols, "dBeta"), d_beta->as<float>()) : nullptr;
   float* ds = dx_sums ? (expect(dx_sums, DType::F32, cols, "dxSums"), dx_sums->as<float>()) : nullptr;
+  float* rd = row_dots ? (expect(row_dots, DType::F32, rows * (cols / segment), "rowDots"), row_dots->as<float>()) : nullptr;
   launch_layer_norm_backward(t, dy->ptr, x->ptr, optional_f32(gamma, cols, "layerNorm gamma"), mean->as<float>(),
-                             rstd->as<float>(), addend ? addend->ptr : nullptr, dx->ptr, dg, db, ds, rows, cols, gelu_input, stream());
+                             rstd->as<float>(), addend ? addend->ptr : nullptr, dx->ptr, dg, db, ds, rd, segment, rows, cols,
+                             gelu_input, stream());
   return undefined(c.env);
 }
 
@@ -274,7 +281,15 @@ napi_value adamw_multi(const Call& c) {
       t.copy = copies[j]->as<__nv_bfloat16>();
     }
   }
-  launch_adamw_multi(tensors, adamw_args(lr, beta1, beta2, eps, 0.0, step, grad_scale), stream());
+  AdamWArgs args = adamw_args(lr, beta1, beta2, eps, 0.0, step, grad_scale);
+  // clipSquares (optional): the gradients' sum of squares on the device, and maxNorm: the clip taken there
+  if (!c.is_nullish(13)) {
+    Buffer* squares = c.buffer(13, "clipSquares");
+    expect(squares, DType::F32, 1, "adamwMulti clipSquares");
+    args.clip_squares = squares->as<float>();
+    args.max_norm = static_cast<float>(c.number(14, "maxNorm"));
+  }
+  launch_adamw_multi(tensors, args, stream());
   return undefined(c.env);
 }
 

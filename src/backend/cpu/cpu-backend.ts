@@ -1,7 +1,8 @@
 import type {
-  AdamWHyper, AdamWTensors, AttentionConfig, AttentionGeometry, AttentionRotation, Backend, BinaryOp, GatheredAttentionLayout, LayerNormBackwardOptions,
+  AdamWHyper, AdamWTensors, AttentionBackwardOptions, AttentionConfig, AttentionGeometry, Backend, BinaryOp, GatheredAttentionLayout, LayerNormBackwardOptions,
   LayerNormGrads, LayerNormOptions, LayerNormResult, ReduceOp, Storage, UnaryOp,
 } from '../backend.js';
+import { clipFactor } from '../backend.js';
 import { broadcastStrides, sizeOf, type Shape } from '../../tensor/shape.js';
 import { dtypeOfArray, type DType, type FloatArray, type TypedArray } from '../../tensor/dtype.js';
 import { InputError } from '../../errors.js';
@@ -238,8 +239,10 @@ export class CpuBackend implements Backend {
 
   dilatedAttentionBackward(
     q: Storage, k: Storage, v: Storage, o: Storage, lse: Storage, dO: Storage, geometry: AttentionGeometry, config: AttentionConfig,
-    rotation?: AttentionRotation,
+    options: AttentionBackwardOptions = {},
   ): { dq: Storage; dk: Storage; dv: Storage } {
+    // column sums and a given dsum are left out: the kernel makes its own rowsum(dO * O)
+    const rotation = options.rotation;
     const r = dilatedAttentionBackward(
       floatData(q, 'attention q'), floatData(k, 'attention k'), floatData(v, 'attention v'),
       floatData(o, 'attention o'), floatData(lse, 'attention lse'), floatData(dO, 'attention dO'), geometry, config,
@@ -278,9 +281,15 @@ export class CpuBackend implements Backend {
     adamwKernel(floatData(param, 'adamw'), floatData(grad, 'adamw'), floatData(m, 'adamw'), floatData(v, 'adamw'), hyper);
   }
 
-  adamwMulti(tensors: readonly AdamWTensors[], hyper: Omit<AdamWHyper, 'weightDecay'>): void {
+  adamwMulti(tensors: readonly AdamWTensors[], { clip, ...hyper }: Omit<AdamWHyper, 'weightDecay'>): void {
+    let gradScale = hyper.gradScale ?? 1;
+    if (clip) {
+      const norm = Math.sqrt(floatData(clip.squares, 'adamw clip')[0]!);
+      if (!Number.isFinite(norm)) return;
+      gradScale *= clipFactor(norm, clip.maxNorm);
+    }
     for (const { param, grad, m, v, weightDecay, copy } of tensors) {
-      adamwKernel(floatData(param, 'adamw'), floatData(grad, 'adamw'), floatData(m, 'adamw'), floatData(v, 'adamw'), { ...hyper, weightDecay });
+      adamwKernel(floatData(param, 'adamw'), floatData(grad, 'adamw'), floatData(m, 'adamw'), floatData(v, 'adamw'), { ...hyper, gradScale, weightDecay });
       if (copy) this.assign(copy, param);
     }
   }

@@ -1,5 +1,5 @@
 import type {
-  AdamWHyper, AdamWTensors, AttentionConfig, AttentionGeometry, AttentionRotation, Backend, BinaryOp, GatheredAttentionLayout, LayerNormBackwardOptions,
+  AdamWHyper, AdamWTensors, AttentionBackwardOptions, AttentionConfig, AttentionGeometry, AttentionRotation, Backend, BinaryOp, GatheredAttentionLayout, LayerNormBackwardOptions,
   LayerNormGrads, LayerNormOptions, LayerNormResult, ReduceOp, Storage, UnaryOp,
 } from '../backend.js';
 import { newTypedArray, dtypeOfArray, type DType, type TypedArray } from '../../tensor/dtype.js';
@@ -241,16 +241,18 @@ export class CudaBackend implements Backend {
       if (gamma) made.push(this.f32(cols));
       if (hasBeta) made.push(this.f32(cols));
       if (options.dxColumnSums) made.push(this.f32(cols));
+      if (options.rowDots) made.push(this.f32((rows * cols) / options.rowDots));
     });
-    const dx = made[0]!;
-    const dGamma = gamma ? made[1]! : null;
-    const dBeta = hasBeta ? made[gamma ? 2 : 1]! : null;
-    const dxColumnSums = options.dxColumnSums ? made[made.length - 1]! : undefined;
+    const [dx, ...rest] = made as [CudaStorage, ...CudaStorage[]];
+    const dGamma = gamma ? rest.shift()! : null;
+    const dBeta = hasBeta ? rest.shift()! : null;
+    const dxColumnSums = options.dxColumnSums ? rest.shift()! : undefined;
+    const dxRowDots = options.rowDots ? rest.shift()! : undefined;
     this.orFree(made, () => this.native.layerNormBackward(
       hdy, hx, hg, hm, hr, rows, cols, dx.handle, dGamma?.handle ?? null, dBeta?.handle ?? null, hAddend, !!options.geluInput,
-      dxColumnSums?.handle ?? null,
+      dxColumnSums?.handle ?? null, dxRowDots?.handle ?? null, options.rowDots ?? 1,
     ));
-    return { dx, dGamma, dBeta, ...(dxColumnSums ? { dxColumnSums } : {}) };
+    return { dx, dGamma, dBeta, ...(dxColumnSums ? { dxColumnSums } : {}), ...(dxRowDots ? { dxRowDots } : {}) };
   }
 
   /** Logits float32 or bfloat16; the loss and lse float32 either way. */
@@ -359,8 +361,9 @@ export class CudaBackend implements Backend {
   /** Gradients in the type of q, k, v; lse float32; o and dO of the inputs' type. */
   dilatedAttentionBackward(
     q: Storage, k: Storage, v: Storage, o: Storage, lse: Storage, dO: Storage, geometry: AttentionGeometry, config: AttentionConfig,
-    rotation?: AttentionRotation, columnSums: readonly boolean[] = [],
+    options: AttentionBackwardOptions = {},
   ): { dq: Storage; dk: Storage; dv: Storage; columnSums?: readonly (Storage | null)[] } {
+    const { rotation, columnSums = [], dsum: givenDsum } = options;
     const { batch, seqLen, heads, headDim } = geometry;
     const rows = batch * seqLen * heads;
     const n = rows * headDim;
@@ -403,18 +406,20 @@ export class CudaBackend implements Backend {
       }
     };
     if (this.attentionKernels(headDim) === 'bf16') {
-      // Dsum = rowsum(dO * O), then the fused backward on bf16 q, k, v, dO; its gradients are float32
+      // Dsum = rowsum(dO * O) (unless given), then the fused backward on bf16 q, k, v, dO; its gradients are float32
       this.orFree(grads, () => {
-        const dsum = this.f32(rows);
+        if (givenDsum && givenDsum.size !== rows) throw new Error(`internal: dsum of ${givenDsum.size} rows for an attention of ${rows}`);
+        const own = givenDsum ? null : this.f32(rows);
+        const dsum = givenDsum ? floatHandle(givenDsum, 'attention dsum') : own!.handle;
         try {
-          this.native.attentionDsum(activationHandle(o, 'attention o'), activationHandle(dO, 'attention dO'), dsum.handle, rows, headDim);
+          if (own) this.native.attentionDsum(activationHandle(o, 'attention o'), activationHandle(dO, 'attention dO'), dsum, rows, headDim);
           this.withBf16([[q, 'attention q'], [k, 'attention k'], [v, 'attention v'], [dO, 'attention dO']], ([qb, kb, vb, dOb]) => {
             viaScratch((gq, gk, gv) => this.native.flashAttentionBackward(
-              qb!, kb!, vb!, dOb!, floatHandle(lse, 'attention lse'), dsum.handle, gq, gk, gv, ...args,
+              qb!, kb!, vb!, dOb!, floatHandle(lse, 'attention lse'), dsum, gq, gk, gv, ...args,
             ));
           });
         } finally {
-          this.free(dsum);
+          if (own) this.free(own);
         }
       });
       return result;
@@ -586,6 +591,7 @@ export class CudaBackend implements Backend {
     this.native.adamwMulti(
       handles('param'), handles('grad'), handles('m'), handles('v'), tensors.map((t) => t.weightDecay),
       h.lr, h.beta1, h.beta2, h.eps, h.step, h.gradScale ?? 1, copyOf, copyOf.map((i) => cudaHandle(tensors[i]!.copy!, 'adamw copy')),
+      h.clip ? floatHandle(h.clip.squares, 'adamw clip squares') : null, h.clip?.maxNorm ?? 0,
     );
     for (const [param, copy] of castAfter) this.native.cast(param, copy);
   }

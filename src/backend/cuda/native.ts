@@ -114,10 +114,13 @@ export interface NativeAddon {
   softmaxBackward(y: H, dy: H, rows: number, cols: number, log: boolean, out: H): void;
   /** With geluInput, normalizes gelu(x) (backend.ts, LayerNormOptions). */
   layerNorm(x: H, gamma: H | null, beta: H | null, rows: number, cols: number, eps: number, y: H, mean: H, rstd: H, geluInput: boolean): void;
-  /** dx plus `addend` when given (another gradient of x, of x's type); dxSums: dx's column sums (float32 [cols]). */
+  /**
+   * dx plus `addend` when given (another gradient of x, of x's type); dxSums: dx's column sums (float32
+   * [cols]); rowDots: per row and per run of `segment` columns, dx's dot product with x (float32).
+   */
   layerNormBackward(
     dy: H, x: H, gamma: H | null, mean: H, rstd: H, rows: number, cols: number, dx: H, dGamma: H | null, dBeta: H | null,
-    addend: H | null, geluInput: boolean, dxSums?: H | null,
+    addend: H | null, geluInput: boolean, dxSums?: H | null, rowDots?: H | null, segment?: number,
   ): void;
   /**
    * Softmax over the first `classes` columns of each row (the rest is padding). A bad target fails the
@@ -154,6 +157,7 @@ export interface NativeAddon {
   adamwMulti(
     params: H[], grads: H[], ms: H[], vs: H[], weightDecays: number[],
     lr: number, beta1: number, beta2: number, eps: number, step: number, gradScale: number, copyOf?: number[] | null, copies?: H[],
+    clipSquares?: H | null, maxNorm?: number,
   ): void;
   /** out[i] = the sum of squares of xs[i] (float32). */
   sumsOfSquares(xs: H[], out: H): void;
@@ -228,4 +232,4 @@ export interface NativeAddon {
 }
 
 /** The addon version this TypeScript expects; a stale build is reported instead of misbehaving. */
-export const ABI_VERSION = 12;
+export const ABI_VERSION = 14;

@@ -136,7 +136,7 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, options: 
       pending?.dispose();
     }
     let dWeight: Tensor | null = null;
-    let dBias: Tensor | null = sumsServeBias ? g.takeColumnSums(outFeatures) : null;
+    let dBias: Tensor | null = sumsServeBias ? g.takeDerived('columnSums', outFeatures) : null;
     if (weight.requiresGrad || (bias?.requiresGrad && !dBias)) {
       const r = backend.linearGrads(dy.storage, x.storage, rows, inFeatures, outFeatures, !!bias?.requiresGrad && !dBias, weight.dtype);
       dWeight = wrap(r.weight, weight.shape, backend);
@@ -148,7 +148,7 @@ export function linear(x: Tensor, weight: Tensor, bias: Tensor | null, options: 
     }
     if (dy !== g) dy.dispose();
     return [dx, dWeight, ...(bias ? [dBias] : []), ...(residual ? [g] : [])];
-  }, sumsServeBias ? outFeatures : undefined);
+  }, sumsServeBias ? { columnSums: outFeatures } : undefined);
   if (!out.gradNode) {
     for (const copy of [w, b, pre]) if (copy && copy !== weight && copy !== bias && copy !== weight.keptCopy && copy !== bias?.keptCopy) copy.dispose();
   }

@@ -1,5 +1,5 @@
 import type { Backend, Storage } from '../../backend/backend.js';
-import { columnSumsWanted, isGradEnabled, isUnitSeed, record } from '../autograd.js';
+import { derivedWanted, isGradEnabled, isUnitSeed, record } from '../autograd.js';
 import type { DType } from '../dtype.js';
 import { tidy } from '../scope.js';
 import { formatShape, shapesEqual } from '../shape.js';
@@ -65,14 +65,19 @@ function layerNormOp(op: string, x: Tensor, gamma: Tensor | null, beta: Tensor |
   record(op, y, inputs, (g, takePending) => {
     // x's other gradients so far are added by the same kernel
     const pending = takePending(0, x.dtype);
-    // dx's column sums, where the layer that made x takes its bias gradient from them
+    // what the formula that made x takes from its gradient, from this pass: dx's column sums (a bias
+    // gradient), dx's dot products with x (an attention's rowsum(dO * O))
+    const dots = derivedWanted(x, 'outputDots');
     const grads = backend.layerNormBackward(
-      g.storage, x.storage, gamma?.storage ?? null, mean.storage, rstd.storage, rows, cols, beta !== null,
-      { geluInput, addend: pending?.storage, dxColumnSums: columnSumsWanted(x) === cols },
+      g.storage, x.storage, gamma?.storage ?? null, mean.storage, rstd.storage, rows, cols, beta !== null, {
+        geluInput, addend: pending?.storage, dxColumnSums: derivedWanted(x, 'columnSums') === cols,
+        ...(dots > 0 && cols % dots === 0 ? { rowDots: dots } : {}),
+      },
     );
     pending?.dispose();
     const dx = wrap(grads.dx, x.shape, backend);
-    if (grads.dxColumnSums) dx.attachColumnSums(grads.dxColumnSums);
+    if (grads.dxColumnSums) dx.attachDerived('columnSums', grads.dxColumnSums, cols);
+    if (grads.dxRowDots) dx.attachDerived('outputDots', grads.dxRowDots, dots);
     const out: Tensor[] = [dx];
     if (gamma) out.push(wrap(grads.dGamma!, gamma.shape, backend));
     if (beta) out.push(wrap(grads.dBeta!, beta.shape, backend));
