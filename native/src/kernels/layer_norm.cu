@@ -6,7 +6,6 @@
 #include <type_traits>
 
 #include <cuda_bf16.h>
-#include <cuda_fp16.h>
 
 #include "../device.h"
 #include "../memory.h"
@@ -124,20 +123,6 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Two adjacent columns' gelu'(x): float32 for float32 rows, half precision for bfloat16 ones.
-template <typename T>
-struct SlopePair {
-  float a, b;
-  __device__ __forceinline__ void set(float x, float y) { a = x, b = y; }
-  __device__ __forceinline__ float get(int second) const { return second ? b : a; }
-};
-template <>
-struct SlopePair<__nv_bfloat16> {
-  __half2 pair;
-  __device__ __forceinline__ void set(float x, float y) { pair = __floats2half2_rn(x, y); }
-  __device__ __forceinline__ float get(int second) const { return second ? __high2float(pair) : __low2float(pair); }
-};
-
 // dx of rows held in registers, plus `addend` (another gradient of x, summed here) unless it is null.
 // With SUMS the grid is sized to stay resident and each group walks rows gridDim.x * kGroups apart, adding
 // dy * xhat and dy into per-lane column sums in registers; the block then adds its groups' sums in a fixed
@@ -148,8 +133,8 @@ struct SlopePair<__nv_bfloat16> {
 // a row (at most 32; LANES >= 32 and rows that fill every lane's pieces) gives the dot product of dx as
 // stored with x: rowsum(dO * O) for an attention whose output x is. With
 // GELU the forward normalized gelu(x): xhat comes from gelu(x), and dx is multiplied by gelu'(x), both
-// computed once a row into registers (gelu'(x) in half precision for bfloat16 rows, which dx's rounding
-// makes up for): the GELU instances then fit 128 registers, and two blocks share an SM, as without GELU.
+// computed once a row into float registers. Those take the GELU instances to about 150 registers; capped
+// at 128 (a few bytes spilled), two blocks share an SM, as they do without GELU.
 template <typename T, int LANES, int NV, bool SUMS, bool GELU>
 __global__ void __launch_bounds__(kThreads, GELU ? 2 : 1)
     layer_norm_dx_rows_kernel(const T* __restrict__ dy, const T* __restrict__ x, const float* __restrict__ gamma,
@@ -191,22 +176,14 @@ __global__ void __launch_bounds__(kThreads, GELU ? 2 : 1)
       rx[v] = in ? px[k] : make_uint4(0, 0, 0, 0);
     }
     const float mu = valid ? mean[row] : 0.0f, rs = valid ? rstd[row] : 0.0f;
-    // gelu(x) in float, for xhat; gelu'(x) for dx (SlopePair: in half pairs for bf16, which dx's rounding
-    // makes up for, to save registers)
-    float u[GELU ? NV * kN : 1];
-    SlopePair<T> slope[GELU ? NV * kN / 2 : 1];
+    float u[GELU ? NV * kN : 1], slope[GELU ? NV * kN : 1];
     if constexpr (GELU) {
 #pragma unroll
       for (int v = 0; v < NV; v++) {
         float f[kN];
         P::unpack(rx[v], f);
 #pragma unroll
-        for (int i = 0; i < kN; i += 2) {
-          float d0, d1;
-          gelu_fast_with_derivative(f[i], u[v * kN + i], d0);
-          gelu_fast_with_derivative(f[i + 1], u[v * kN + i + 1], d1);
-          slope[(v * kN + i) / 2].set(d0, d1);
-        }
+        for (int i = 0; i < kN; i++) gelu_fast_with_derivative(f[i], u[v * kN + i], slope[v * kN + i]);
       }
     }
     // piece v (the row's piece k) of both passes: dy, xhat and g = dy * gamma (dy without gamma)
@@ -258,7 +235,7 @@ __global__ void __launch_bounds__(kThreads, GELU ? 2 : 1)
 #pragma unroll
         for (int i = 0; i < kN; i++) {
           fd[i] = rs * (g[i] - mean_g - xhat[i] * mean_gx);
-          if constexpr (GELU) fd[i] *= slope[(v * kN + i) / 2].get(i % 2);
+          if constexpr (GELU) fd[i] *= slope[v * kN + i];
           if (add) fd[i] += a[i];
         }
         const uint4 stored = P::pack(fd);
