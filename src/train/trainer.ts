@@ -82,26 +82,27 @@ export function finishStep(t: Stepper, loss: number | readonly Tensor[], positio
   const diverged = (l: number, norm: number): InputError => new InputError(
     `training diverged at step ${nextStep} (loss ${l}, gradient norm ${norm}); try a lower --lr or a longer warm-up`,
   );
-  if (typeof loss === 'number' && !Number.isFinite(loss)) throw diverged(loss, NaN);
   // clipping: the optimizer scales each gradient as it reads it, with no pass of its own over them
-  const onDevice = t.optimizer.clipsOnDevice ? gradientSquares(t.params.values(), losses) : null;
+  const knownBad = typeof loss === 'number' && !Number.isFinite(loss);
+  const onDevice = t.optimizer.clipsOnDevice && !knownBad ? gradientSquares(t.params.values(), losses) : null;
   let gradNorm: number;
   if (onDevice) {
     // the update is queued before the host reads the norm, so that the device goes on to it without a
-    // wait; on a norm or loss that is not finite it changes nothing, and the step is refused below
+    // wait; on a norm or loss that is not finite (and so on a failed queued check, which the read throws)
+    // it changes nothing, and the step is refused
+    let finite = false;
     try {
       noGrad(() => t.optimizer.update(lr, { squares: onDevice.guard, maxNorm: t.options.clip }));
       const [total, ...values] = noGrad(() => tidy(() => readTogether([onDevice.squares, ...losses])));
       gradNorm = Math.sqrt(total!);
       if (typeof loss !== 'number') loss = meanOf(values);
+      finite = Number.isFinite(loss) && Number.isFinite(gradNorm);
     } finally {
       onDevice.squares.dispose();
       onDevice.guard.dispose();
+      if (!finite) t.optimizer.refuseUpdate();
     }
-    if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
-      t.optimizer.refuseUpdate();
-      throw diverged(loss, gradNorm);
-    }
+    if (!finite) throw diverged(loss, gradNorm);
   } else {
     const read = globalGradNormWith(t.params.values(), losses);
     gradNorm = read.norm;

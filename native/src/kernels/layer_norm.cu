@@ -9,9 +9,9 @@
 
 #include "../device.h"
 #include "../memory.h"
+#include "attention_dsum.h"
 #include "element_types.cuh"
 #include "elementwise.h"
-#include "attention_dsum.h"
 #include "launch_util.cuh"
 #include "math.cuh"
 #include "reduce.h"
