@@ -56,7 +56,7 @@ function assertSums(got: Storage, want: Float32Array, rows: number, label: strin
   assertClose(requireGpu().read(got), want, label, 1e-5, 1e-6 * rows);
 }
 
-test('layerNormBackward gives the column sums of dx as stored, with or without gamma, addend and GELU input', { skip }, () => {
+test('layerNormBackward gives the column sums of dx as stored and its dot products with x per run, with or without gamma, addend and GELU input', { skip }, () => {
   const g = requireGpu();
   // rows in registers with the sums in the same kernel (bf16 768 and 3072 with GELU, float32 768), a row
   // width the register kernels do not take, and rows too few to fill one block
