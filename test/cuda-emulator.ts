@@ -85,6 +85,7 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
     indices.findIndex((t) => t !== ignore && !inRange(t, bound));
   const ints = (h: NativeHandle): Int32Array => cpu.read(s(h)) as Int32Array;
   const marks: number[] = [];
+  let queuedRead: { values: { values: TypedArray; bf16: boolean }[]; failed: QueuedCheckFailure | null } | null = null;
   const addon: NativeAddon = {
     abiVersion: ABI_VERSION,
     probe: () => ({ ok: true, reason: '', devices: 1 }),
@@ -131,6 +132,26 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
       const failed = failedCheck;
       failedCheck = null;
       return failed;
+    },
+    // as the addon: the values and the checks' result as they are when readLater is called
+    readLater(hs) {
+      if (queuedRead) throw new Error('a queued read is already waiting to be taken');
+      queuedRead = { values: hs.map((h) => ({ values: cpu.read(s(h)), bf16: buf(h).bf16 })), failed: failedCheck };
+      failedCheck = null;
+    },
+    readWait(outs) {
+      if (!queuedRead) throw new Error('no queued read to take');
+      counters.syncs++;
+      const read = queuedRead;
+      queuedRead = null;
+      if (outs.length !== read.values.length) throw new Error('the outputs of a queued read differ from its parts');
+      outs.forEach((out, i) => {
+        const { values, bf16 } = read.values[i]!;
+        if (out.length !== values.length || bf16 !== out instanceof Uint16Array) throw new Error('the outputs of a queued read differ from its parts');
+        if (out instanceof Uint16Array) out.set(new Uint32Array(Float32Array.from(values).buffer).map((b) => b >>> 16));
+        else out.set(values as never);
+      });
+      return read.failed;
     },
     synchronize() { counters.syncs++; },
     // the host's clock stands in for the device's

@@ -9,7 +9,7 @@ import { cudaAvailable } from '../src/backend/cuda/index.js';
 import { getBackend } from '../src/backend/registry.js';
 import { InputError } from '../src/errors.js';
 import { LongNetDecoder, presetConfig } from '../src/model/index.js';
-import { add, crossEntropy, embedding, tensor, tidy, type Tensor } from '../src/tensor/index.js';
+import { add, cast, crossEntropy, embedding, tensor, tidy, type Tensor } from '../src/tensor/index.js';
 import { useEmulatedCuda, type EmulatorCounters } from './cuda-emulator.js';
 import { Random, seed } from './cuda-support.js';
 import type { CudaBackend } from '../src/backend/cuda/index.js';
@@ -113,5 +113,28 @@ test('the index checks do not wait for the device', { skip: real && 'counted on 
     loss.backward();
     assert.equal(emulated!.syncs - before, 0, 'host waits in a forward and backward through embedding and crossEntropy');
     assert.ok(Number.isFinite(loss.item()));
+  });
+});
+
+test('a read queued before more work gives the values as they were, and reports a failed check queued before it', () => {
+  tidy(() => {
+    const x = floats(6, [6]);
+    const want = Array.from(x.toArray());
+    const wait = gpu.readLater([x.storage, cast(x, 'bfloat16').storage]);
+    // work queued after the read, changing x in place, is not in it
+    gpu.fill(x.storage, 3);
+    const [got, rounded] = wait();
+    assert.deepEqual(Array.from(got!), want);
+    rounded!.forEach((v, i) => assert.ok(Math.abs(v - want[i]!) <= Math.abs(want[i]!) * 2 ** -8, `bf16 ${v} against ${want[i]}`));
+    assert.deepEqual(Array.from(x.toArray()), new Array(6).fill(3));
+    // one read at a time
+    const again = gpu.readLater([x.storage]);
+    assert.throws(() => gpu.readLater([x.storage]), /already waiting/);
+    again();
+    // a bad index queued before the read fails at its wait, with the message a read would give
+    const table = floats(12, [4, 3]);
+    embedding(table, ints([0, 9]));
+    const bad = gpu.readLater([x.storage]);
+    throwsRange(bad, 'embedding: index 9 is outside [0, 4)');
   });
 });

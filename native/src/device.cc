@@ -1,5 +1,6 @@
 #include "device.h"
 
+#include <cstring>
 #include <mutex>
 #include <unordered_map>
 
@@ -115,14 +116,24 @@ QueuedCheck queued_check(int64_t id, const char* what) {
   return {g_check_dev, g_slots_dev, static_cast<int>(id)};
 }
 
-QueuedCheckResult take_queued_check() {
-  check_cuda(cudaMemcpyAsync(g_flag_host, g_check_dev, sizeof(int), cudaMemcpyDeviceToHost, stream()), "cudaMemcpyAsync");
-  check_cuda(cudaMemsetAsync(g_check_dev, 0x7f, sizeof(int), stream()), "cudaMemsetAsync");
-  synchronize();
-  QueuedCheckResult r{*g_flag_host, -1, 0};
-  if (r.id == kNoError) return r;
-  // a failure: read its slot and clear the table (any later check may have written its own)
-  check_cuda(cudaMemcpyAsync(g_slot_host, g_slots_dev + r.id, sizeof(unsigned long long), cudaMemcpyDeviceToHost, stream()),
+namespace {
+
+// the queued read (queue_read): pinned bytes (grown as needed), the checks' word, and the event after them
+struct QueuedRead {
+  char* host = nullptr;
+  size_t capacity = 0;
+  int* check_host = nullptr;
+  cudaEvent_t done = nullptr;
+  std::vector<size_t> sizes;  // of the parts queued, while pending
+  bool pending = false;
+};
+QueuedRead g_read;
+
+// The queued check that failed (id from the checks' word): its slot, read after the stream's work, and
+// the table cleared.
+QueuedCheckResult failed_check(int id) {
+  QueuedCheckResult r{id, -1, 0};
+  check_cuda(cudaMemcpyAsync(g_slot_host, g_slots_dev + id, sizeof(unsigned long long), cudaMemcpyDeviceToHost, stream()),
              "cudaMemcpyAsync");
   check_cuda(cudaMemsetAsync(g_slots_dev, 0xff, kMaxQueuedChecks * sizeof(unsigned long long), stream()), "cudaMemsetAsync");
   synchronize();
@@ -132,6 +143,57 @@ QueuedCheckResult take_queued_check() {
     r.value = static_cast<int32_t>(static_cast<uint32_t>(slot & 0xffffffffu));
   }
   return r;
+}
+
+}  // namespace
+
+void queue_read(const std::vector<std::pair<const void*, size_t>>& parts) {
+  if (g_read.pending) fail("a queued read is already waiting to be taken");
+  size_t total = 0;
+  for (const auto& p : parts) total += p.second;
+  if (total > g_read.capacity) {
+    if (g_read.host) check_cuda(cudaFreeHost(g_read.host), "cudaFreeHost");
+    g_read.host = nullptr;
+    check_cuda(cudaMallocHost(reinterpret_cast<void**>(&g_read.host), total), "cudaMallocHost");
+    g_read.capacity = total;
+  }
+  if (!g_read.check_host) check_cuda(cudaMallocHost(reinterpret_cast<void**>(&g_read.check_host), sizeof(int)), "cudaMallocHost");
+  if (!g_read.done) check_cuda(cudaEventCreateWithFlags(&g_read.done, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+  g_read.sizes.clear();
+  size_t at = 0;
+  for (const auto& p : parts) {
+    if (p.second) check_cuda(cudaMemcpyAsync(g_read.host + at, p.first, p.second, cudaMemcpyDeviceToHost, stream()), "cudaMemcpyAsync");
+    g_read.sizes.push_back(p.second);
+    at += p.second;
+  }
+  check_cuda(cudaMemcpyAsync(g_read.check_host, g_check_dev, sizeof(int), cudaMemcpyDeviceToHost, stream()), "cudaMemcpyAsync");
+  check_cuda(cudaMemsetAsync(g_check_dev, 0x7f, sizeof(int), stream()), "cudaMemsetAsync");
+  check_cuda(cudaEventRecord(g_read.done, stream()), "cudaEventRecord");
+  g_read.pending = true;
+}
+
+QueuedCheckResult wait_read(const std::vector<std::pair<void*, size_t>>& outs) {
+  if (!g_read.pending) fail("no queued read to take");
+  g_read.pending = false;
+  check_cuda(cudaEventSynchronize(g_read.done), "cudaEventSynchronize");
+  if (outs.size() != g_read.sizes.size()) fail("the outputs of a queued read differ from its parts");
+  size_t at = 0;
+  for (size_t i = 0; i < outs.size(); i++) {
+    if (outs[i].second != g_read.sizes[i]) fail("the outputs of a queued read differ from its parts");
+    std::memcpy(outs[i].first, g_read.host + at, outs[i].second);
+    at += outs[i].second;
+  }
+  const int id = *g_read.check_host;
+  return id == kNoError ? QueuedCheckResult{kNoError, -1, 0} : failed_check(id);
+}
+
+QueuedCheckResult take_queued_check() {
+  check_cuda(cudaMemcpyAsync(g_flag_host, g_check_dev, sizeof(int), cudaMemcpyDeviceToHost, stream()), "cudaMemcpyAsync");
+  check_cuda(cudaMemsetAsync(g_check_dev, 0x7f, sizeof(int), stream()), "cudaMemsetAsync");
+  synchronize();
+  const int id = *g_flag_host;
+  // a failure: read its slot and clear the table (any later check may have written its own)
+  return id == kNoError ? QueuedCheckResult{kNoError, -1, 0} : failed_check(id);
 }
 
 void allow_dynamic_smem(const void* kernel, size_t bytes, const char* name) {

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "common.h"
 
@@ -53,6 +55,14 @@ struct QueuedCheckResult {
   int32_t value;
 };
 QueuedCheckResult take_queued_check();
+
+// A read queued now and waited for later: copies of device bytes, and of the queued checks' word, into
+// pinned memory behind an event, so that the host can queue more work (an optimizer update) before it
+// waits, and then waits only for what was queued before the read. One at a time: queue_read fails while
+// one is pending. wait_read copies the bytes out, in the order queued, and returns the checks' result (as
+// take_queued_check; on a failure it waits for the stream to read the failed check's slot).
+void queue_read(const std::vector<std::pair<const void*, size_t>>& parts);
+QueuedCheckResult wait_read(const std::vector<std::pair<void*, size_t>>& outs);
 
 // Raises the dynamic shared-memory limit of a kernel when it asks for more than 48 KB.
 void allow_dynamic_smem(const void* kernel, size_t bytes, const char* name);

@@ -304,6 +304,13 @@ export interface Backend {
    */
   adamwMulti?(tensors: readonly AdamWTensors[], hyper: Omit<AdamWHyper, 'weightDecay'>): void;
 
+  /**
+   * Optional, for a device with a queue: the values of xs once the work queued so far is done, read
+   * without waiting for work queued after this call. The copies are queued now; the function returned
+   * waits for them (and reports a failed queued check, as `read` does) when called. One such read at a time.
+   */
+  readLater?(xs: readonly Storage[]): () => TypedArray[];
+
   /** Waits for queued work (a no-op on the CPU). */
   synchronize(): void;
 }

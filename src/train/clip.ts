@@ -52,6 +52,21 @@ export function readTogether(scalars: readonly Tensor[]): number[] {
   return Array.from(concat(scalars.map((x) => reshape(x, [1])), 0).toArray());
 }
 
+/**
+ * readTogether's values, read later: where the backend reads that way, the read is queued now and the
+ * function returned waits for it, so that work queued in between (an optimizer update) need not end before
+ * the host has the values; elsewhere they are read now.
+ */
+export function readTogetherLater(scalars: readonly Tensor[]): () => number[] {
+  const backend = scalars[0]?.backend;
+  if (!backend?.readLater || !sameKind(scalars[0]!, scalars)) {
+    const values = readTogether(scalars);
+    return () => values;
+  }
+  const wait = backend.readLater([concat(scalars.map((x) => reshape(x, [1])), 0).storage]);
+  return () => Array.from(wait()[0]!);
+}
+
 function sameKind(like: Tensor, xs: readonly Tensor[]): boolean {
   return xs.every((x) => x.dtype === like.dtype && x.device === like.device);
 }

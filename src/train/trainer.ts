@@ -9,7 +9,7 @@ import { splitBatch } from '../data/index.js';
 import { mulScalar, noGrad, tensor, tidy, type Tensor } from '../tensor/index.js';
 import type { Device } from '../backend/backend.js';
 import type { LossOptions } from '../model/decoder.js';
-import { clipScale, globalGradNormWith, gradientSquares, readTogether } from './clip.js';
+import { clipScale, globalGradNormWith, gradientSquares, readTogetherLater } from './clip.js';
 import { AdamW, type AdamWOptions } from './optimizer.js';
 import { learningRate, type ScheduleOptions } from './schedule.js';
 
@@ -87,13 +87,20 @@ export function finishStep(t: Stepper, loss: number | readonly Tensor[], positio
   const onDevice = t.optimizer.clipsOnDevice && !knownBad ? gradientSquares(t.params.values(), losses) : null;
   let gradNorm: number;
   if (onDevice) {
-    // the update is queued before the host reads the norm, so that the device goes on to it without a
-    // wait; on a norm or loss that is not finite (and so on a failed queued check, which the read throws)
-    // it changes nothing, and the step is refused
+    // the update is queued before the host waits for the norm, which is read from before it: the device
+    // goes on to the update without a wait, and the host to the next step while it runs. On a norm or loss
+    // that is not finite (and so on a failed queued check, which the read throws) the update changes
+    // nothing, and the step is refused.
     let finite = false;
     try {
-      noGrad(() => t.optimizer.update(lr, { squares: onDevice.guard, maxNorm: t.options.clip }));
-      const [total, ...values] = noGrad(() => tidy(() => readTogether([onDevice.squares, ...losses])));
+      const pending = noGrad(() => tidy(() => readTogetherLater([onDevice.squares, ...losses])));
+      let read: number[];
+      try {
+        noGrad(() => t.optimizer.update(lr, { squares: onDevice.guard, maxNorm: t.options.clip }));
+      } finally {
+        read = pending();
+      }
+      const [total, ...values] = read;
       gradNorm = Math.sqrt(total!);
       if (typeof loss !== 'number') loss = meanOf(values);
       finite = Number.isFinite(loss) && Number.isFinite(gradNorm);

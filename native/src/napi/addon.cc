@@ -12,7 +12,7 @@ napi_value init_module(napi_env env, napi_value exports) {
     if (napi_set_named_property(env, exports, f.name, fn) != napi_ok) return nullptr;
   }
   napi_value version;
-  if (napi_create_uint32(env, 14, &version) == napi_ok) napi_set_named_property(env, exports, "abiVersion", version);
+  if (napi_create_uint32(env, 15, &version) == napi_ok) napi_set_named_property(env, exports, "abiVersion", version);
   return exports;
 }
 

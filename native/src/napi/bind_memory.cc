@@ -52,17 +52,17 @@ napi_value free_(const Call& c) {
   return undefined(c.env);
 }
 
-// The bytes of a typed array argument.
-void* typed_array_bytes(const Call& c, size_t i, size_t& bytes) {
+// The bytes of a typed array.
+void* typed_array_bytes(napi_env env, napi_value v, size_t& bytes) {
   bool is_typed = false;
-  check(c.env, napi_is_typedarray(c.env, c.at(i), &is_typed), "napi_is_typedarray");
+  check(env, napi_is_typedarray(env, v, &is_typed), "napi_is_typedarray");
   if (!is_typed) throw TypeError("expected a typed array");
   napi_typedarray_type type;
   size_t length = 0;
   void* data = nullptr;
   napi_value ab;
   size_t offset = 0;
-  check(c.env, napi_get_typedarray_info(c.env, c.at(i), &type, &length, &data, &ab, &offset), "napi_get_typedarray_info");
+  check(env, napi_get_typedarray_info(env, v, &type, &length, &data, &ab, &offset), "napi_get_typedarray_info");
   size_t elem = 1;
   switch (type) {
     case napi_int16_array: case napi_uint16_array: elem = 2; break;
@@ -73,6 +73,8 @@ void* typed_array_bytes(const Call& c, size_t i, size_t& bytes) {
   bytes = length * elem;
   return data;
 }
+
+void* typed_array_bytes(const Call& c, size_t i, size_t& bytes) { return typed_array_bytes(c.env, c.at(i), bytes); }
 
 napi_value upload(const Call& c) {
   Buffer* b = c.buffer(0, "storage");
@@ -141,8 +143,7 @@ napi_value queue_finite_check(const Call& c) {
 
 // null when no queued check failed, else the first failed one's id with, for an index check, the position
 // and value it found.
-napi_value take_check(const Call& c) {
-  const QueuedCheckResult r = take_queued_check();
+napi_value check_result(const Call& c, const QueuedCheckResult& r) {
   if (r.id == kNoError) {
     napi_value null;
     check(c.env, napi_get_null(c.env, &null), "napi_get_null");
@@ -153,6 +154,34 @@ napi_value take_check(const Call& c) {
       .set("position", number(c.env, double(r.position)))
       .set("value", number(c.env, r.value))
       .value;
+}
+
+napi_value take_check(const Call& c) { return check_result(c, take_queued_check()); }
+
+// readLater(storages): their bytes and the queued checks' word copied behind an event (queue_read)
+napi_value read_later(const Call& c) {
+  const std::vector<Buffer*> bufs = c.buffers(0, "storages");
+  std::vector<std::pair<const void*, size_t>> parts;
+  for (Buffer* b : bufs) parts.emplace_back(b->ptr, b->bytes());
+  queue_read(parts);
+  return undefined(c.env);
+}
+
+// readWait(outs): waits for the queued read, fills the typed arrays (one a storage, of its bytes) and
+// returns the queued checks' result as takeQueuedCheck does
+napi_value read_wait(const Call& c) {
+  bool is_array = false;
+  check(c.env, napi_is_array(c.env, c.at(0), &is_array), "napi_is_array");
+  if (!is_array) throw TypeError("outs must be an array of typed arrays");
+  uint32_t len = 0;
+  check(c.env, napi_get_array_length(c.env, c.at(0), &len), "napi_get_array_length");
+  std::vector<std::pair<void*, size_t>> outs(len);
+  for (uint32_t j = 0; j < len; j++) {
+    napi_value e;
+    check(c.env, napi_get_element(c.env, c.at(0), j, &e), "napi_get_element");
+    outs[j].first = typed_array_bytes(c.env, e, outs[j].second);
+  }
+  return check_result(c, wait_read(outs));
 }
 
 napi_value sync(const Call& c) {
@@ -204,6 +233,8 @@ const Register reg({
     {"allFinite", entry<all_finite>},
     {"queueFiniteCheck", entry<queue_finite_check>},
     {"takeQueuedCheck", entry<take_check>},
+    {"readLater", entry<read_later>},
+    {"readWait", entry<read_wait>},
     {"synchronize", entry<sync>},
     {"memoryStats", entry<memory_stats>},
     {"emptyCache", entry<empty_cache>},

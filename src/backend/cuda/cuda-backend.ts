@@ -58,6 +58,24 @@ export class CudaBackend implements Backend {
     return out;
   }
 
+  readLater(xs: readonly Storage[]): () => TypedArray[] {
+    this.native.readLater(xs.map((x) => cudaHandle(x, 'readLater')));
+    // the checks queued so far are the read's to report
+    const errors = this.pendingChecks;
+    this.pendingChecks = [];
+    return () => {
+      const raw = xs.map((x) => (x.dtype === 'bfloat16' ? new Uint16Array(x.size) : newTypedArray(x.dtype, x.size)));
+      const failed = this.native.readWait(raw);
+      if (failed !== null) throw errors[failed.id]?.(failed) ?? new InputError(`queued check ${failed.id} failed`);
+      return raw.map((r) => {
+        if (!(r instanceof Uint16Array)) return r;
+        const out = new Float32Array(r.length);
+        decodeBf16(r, out);
+        return out;
+      });
+    };
+  }
+
   free(x: Storage): void { this.native.free(cudaHandle(x, 'free')); }
 
   fill(x: Storage, value: number): void { this.native.fill(cudaHandle(x, 'fill'), value); }

@@ -79,6 +79,14 @@ export interface NativeAddon {
    * resets.
    */
   takeQueuedCheck(): QueuedCheckFailure | null;
+  /**
+   * Queues copies of the storages' bytes and of the queued checks' result behind an event (no wait); one
+   * such read at a time. readWait waits for that event only (not for work queued after readLater), fills
+   * `outs` (one a storage, of its size; Uint16Array bit patterns for bfloat16) and returns the checks'
+   * result as takeQueuedCheck does.
+   */
+  readLater(storages: H[]): void;
+  readWait(outs: (TypedArray | Uint16Array)[]): QueuedCheckFailure | null;
   synchronize(): void;
   /** Records a mark on the stream (no wait); its index among the marks since the last streamMarkTimes. */
   streamMark(): number;
@@ -232,4 +240,4 @@ export interface NativeAddon {
 }
 
 /** The addon version this TypeScript expects; a stale build is reported instead of misbehaving. */
-export const ABI_VERSION = 14;
+export const ABI_VERSION = 15;
