@@ -201,13 +201,19 @@ function profiled(backend: CudaBackend, fn: () => void): {
  */
 function waited(backend: CudaBackend, fn: () => void): { ms: number; waitedMs: number } {
   let waitedMs = 0;
-  const ms = withWrapped(backend, ['read', 'synchronize', 'allFinite'], (_name, original) => (...args: unknown[]): unknown => {
+  const timed = (call: () => unknown): unknown => {
     const t0 = performance.now();
     try {
-      return original.apply(backend, args);
+      return call();
     } finally {
       waitedMs += performance.now() - t0;
     }
+  };
+  // a queued read waits when its result is taken
+  const ms = withWrapped(backend, ['read', 'synchronize', 'allFinite', 'readLater'], (name, original) => (...args: unknown[]): unknown => {
+    if (name !== 'readLater') return timed(() => original.apply(backend, args));
+    const take = original.apply(backend, args) as () => unknown;
+    return () => timed(take);
   }, fn);
   return { ms, waitedMs };
 }
