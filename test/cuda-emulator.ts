@@ -59,6 +59,11 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
     if (b.bf16) cpu.assign(b.storage, cpu.fromArray(roundToBf16(cpu.read(b.storage) as Float32Array)));
   };
   const f32 = (h: NativeHandle): Float32Array => cpu.read(s(h)) as Float32Array;
+  /** A download into `out`: bit patterns (the high halves of the float32 values) for a bf16 buffer's Uint16Array. */
+  const copyOut = (values: TypedArray, out: TypedArray | Uint16Array): void => {
+    if (out instanceof Uint16Array) out.set(new Uint32Array(Float32Array.from(values).buffer).map((b) => b >>> 16));
+    else out.set(values as never);
+  };
   /** Column sums of the stored values of h viewed as [rows, cols], into the float32 `sums`. */
   const columnSums = (h: NativeHandle, rows: number, cols: number, sums: NativeHandle): void =>
     put(sums, cpu.reduce('sum', s(h), [rows, cols], [0]));
@@ -113,9 +118,7 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
     download(h, out: TypedArray | Uint16Array) {
       counters.syncs++;
       if (buf(h).bf16 !== out instanceof Uint16Array) throw new Error('emulated addon: bf16 buffers give Uint16Array bit patterns');
-      const values = cpu.read(s(h));
-      if (out instanceof Uint16Array) out.set(new Uint32Array(Float32Array.from(values).buffer).map((b) => b >>> 16));
-      else out.set(values as never);
+      copyOut(cpu.read(s(h)), out);
     },
     fill: (h, value) => cpu.fill(s(h), value),
     copyInto: (dst, src) => put(dst, s(src)),
@@ -148,8 +151,7 @@ export function createEmulatedAddon(): { addon: NativeAddon; counters: EmulatorC
       outs.forEach((out, i) => {
         const { values, bf16 } = read.values[i]!;
         if (out.length !== values.length || bf16 !== out instanceof Uint16Array) throw new Error('the outputs of a queued read differ from its parts');
-        if (out instanceof Uint16Array) out.set(new Uint32Array(Float32Array.from(values).buffer).map((b) => b >>> 16));
-        else out.set(values as never);
+        copyOut(values, out);
       });
       return read.failed;
     },

@@ -9,20 +9,30 @@ namespace ln::js {
 
 namespace {
 
+// Arguments 3-6 of both calls: x's shape [outer, positions, inner, dim] around the tables' [positions, dim].
+struct PairShape {
+  int64_t outer, positions, inner, dim;
+  int64_t size() const { return outer * positions * inner * dim; }
+};
+
+PairShape pair_shape(const Call& c) {
+  return {c.integer(3, "outer"), c.integer(4, "positions"), c.integer(5, "inner"), c.integer(6, "dim")};
+}
+
 napi_value rotate_pairs(const Call& c) {
   Buffer* x = c.buffer(0, "x");
   Buffer* cos = c.buffer(1, "cos");
   Buffer* sin = c.buffer(2, "sin");
-  const int64_t outer = c.integer(3, "outer"), positions = c.integer(4, "positions"), inner = c.integer(5, "inner");
-  const int64_t dim = c.integer(6, "dim");
+  const PairShape shape = pair_shape(c);
+  const auto [outer, positions, inner, dim] = shape;
   const bool transpose = c.boolean(7, "transpose");
   Buffer* y = c.buffer(8, "y");
   if (dim % 2) throw RangeError("rotatePairs: dim " + std::to_string(dim) + " must be even");
-  const DType t = expect_float(x, outer * positions * inner * dim, "rotatePairs x");
+  const DType t = expect_float(x, shape.size(), "rotatePairs x");
   expect(cos, DType::F32, positions * dim, "rotatePairs cos");
   expect(sin, DType::F32, positions * dim, "rotatePairs sin");
   // y may be of the other float type: float32 gradients rotated into bfloat16 ones
-  const DType out_t = expect_float(y, outer * positions * inner * dim, "rotatePairs output");
+  const DType out_t = expect_float(y, shape.size(), "rotatePairs output");
   // checkId (optional): the queued finiteness check of y, done as y is written
   const QueuedCheck check = c.is_nullish(9) ? QueuedCheck{nullptr, nullptr, 0} : queued_check(c.integer(9, "checkId"), "rotatePairs");
   launch_rotate_pairs(t == DType::BF16, out_t == DType::BF16, x->ptr, cos->as<float>(), sin->as<float>(), y->ptr, outer, positions,
@@ -34,13 +44,13 @@ napi_value store_gradient(const Call& c) {
   Buffer* x = c.buffer(0, "x");
   Buffer* cos = c.optional_buffer(1, "cos");
   Buffer* sin = c.optional_buffer(2, "sin");
-  const int64_t outer = c.integer(3, "outer"), positions = c.integer(4, "positions"), inner = c.integer(5, "inner");
-  const int64_t dim = c.integer(6, "dim");
+  const PairShape shape = pair_shape(c);
+  const auto [outer, positions, inner, dim] = shape;
   Buffer* y = c.buffer(7, "y");
   Buffer* sums = c.buffer(8, "sums");
   if ((cos == nullptr) != (sin == nullptr)) throw TypeError("storeGradient: give both rotation tables or neither");
   if (cos && dim % 2) throw RangeError("storeGradient: dim " + std::to_string(dim) + " must be even to rotate pairs");
-  const int64_t n = outer * positions * inner * dim;
+  const int64_t n = shape.size();
   expect(x, DType::F32, n, "storeGradient x");
   if (cos) {
     expect(cos, DType::F32, positions * dim, "storeGradient cos");

@@ -13,11 +13,24 @@ import { decodeBf16 } from '../../io/halfFloat.js';
 import { checkGatheredLayout } from '../gathered-layout.js';
 import { InputError } from '../../errors.js';
 
+/** Where the addon downloads a storage's elements: bfloat16 as bit patterns, the rest as they are. */
+function downloadBuffer(x: Storage): TypedArray | Uint16Array {
+  return x.dtype === 'bfloat16' ? new Uint16Array(x.size) : newTypedArray(x.dtype, x.size);
+}
+
+/** A download's elements as values (bfloat16 bit patterns decoded to float32). */
+function fromDownload(raw: TypedArray | Uint16Array): TypedArray {
+  if (!(raw instanceof Uint16Array)) return raw;
+  const out = new Float32Array(raw.length);
+  decodeBf16(raw, out);
+  return out;
+}
+
 /**
  * The GPU backend: every kernel runs in the native addon on one CUDA stream, so calls return as soon as
- * the work is queued; `read`, `synchronize` and `allFinite` wait for it. Checks of inputs queue on the
- * device too (`checkFinite`, and the index checks of `gather`, `scatterAdd` and `crossEntropy`): a failure
- * is thrown at the next of those three waits, with the message the CPU backend throws at once. Float32 storage, or bfloat16 for the
+ * the work is queued; `read`, `synchronize` and `allFinite` wait for it (and `readLater`'s result, for the
+ * work queued before it). Checks of inputs queue on the device too (`checkFinite`, and the index checks of
+ * `gather`, `scatterAdd` and `crossEntropy`): a failure is thrown at the next of those waits, with the message the CPU backend throws at once. Float32 storage, or bfloat16 for the
  * activations of mixed-precision training (the kernels compute in float32 either way); int32 for indices;
  * products go through cuBLASLt (float32 operands: TF32 tensor cores by default, see `setMatmulPrecision`;
  * bfloat16 operands: bf16 tensor cores, fp32 accumulation), and dilated attention through the fused bf16
@@ -46,16 +59,10 @@ export class CudaBackend implements Backend {
   }
 
   read(x: Storage): TypedArray {
-    const out = newTypedArray(x.dtype, x.size);
-    if (x.dtype === 'bfloat16') {
-      const bits = new Uint16Array(x.size);
-      this.native.download(cudaHandle(x, 'read'), bits);
-      decodeBf16(bits, out as Float32Array);
-    } else {
-      this.native.download(cudaHandle(x, 'read'), out);
-    }
+    const raw = downloadBuffer(x);
+    this.native.download(cudaHandle(x, 'read'), raw);
     this.settleChecks();
-    return out;
+    return fromDownload(raw);
   }
 
   readLater(xs: readonly Storage[]): () => TypedArray[] {
@@ -64,15 +71,10 @@ export class CudaBackend implements Backend {
     const errors = this.pendingChecks;
     this.pendingChecks = [];
     return () => {
-      const raw = xs.map((x) => (x.dtype === 'bfloat16' ? new Uint16Array(x.size) : newTypedArray(x.dtype, x.size)));
+      const raw = xs.map(downloadBuffer);
       const failed = this.native.readWait(raw);
       if (failed !== null) throw errors[failed.id]?.(failed) ?? new InputError(`queued check ${failed.id} failed`);
-      return raw.map((r) => {
-        if (!(r instanceof Uint16Array)) return r;
-        const out = new Float32Array(r.length);
-        decodeBf16(r, out);
-        return out;
-      });
+      return raw.map(fromDownload);
     };
   }
 
