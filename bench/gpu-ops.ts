@@ -1,9 +1,16 @@
 // Memory-bound kernels of the CUDA backend: achieved bandwidth (bytes read + written once over time),
 // and the host cost of one small op (the N-API call, the allocation and the launch).
 //
-//   node --import tsx bench/gpu-ops.ts
+//   node --import tsx bench/gpu-ops.ts [--only REGEX]
+//
+// --only times just the cases whose names match REGEX (and skips the small-op line).
+import { parseArgs } from 'node:util';
+
 import type { LayerNormBackwardOptions, Storage } from '../src/backend/backend.js';
 import { cudaAvailable, createCudaBackend } from '../src/backend/cuda/index.js';
+
+const { values } = parseArgs({ options: { only: { type: 'string' } } });
+const only = values.only === undefined ? null : new RegExp(values.only);
 
 const status = cudaAvailable();
 if (!status.ok) {
@@ -146,9 +153,12 @@ const cases: [string, number, () => Storage[], number?][] = [
 console.log(`device: ${g.info.name}`);
 console.log('kernel                                   ms       GB/s');
 for (const [name, bytes, fn, inner] of cases) {
+  if (only && !only.test(name)) continue;
   const ms = time(fn, 10, inner);
   console.log(`${name.padEnd(38)} ${ms.toFixed(3).padStart(7)}  ${(bytes / ms / 1e6).toFixed(0).padStart(7)}`);
 }
+
+if (only) process.exit(0);
 
 // host overhead: many small ops back to back, measured on the host clock after one sync
 const small = random(1024);
