@@ -175,11 +175,14 @@ test('cross-entropy, forward and backward, with ignored rows', { skip }, () => {
   }
 });
 
-test('cross-entropy with the gradient in the same kernel: loss, lse and gradient as the CPU for a weight on every row', { skip }, () => {
+/**
+ * crossEntropyWithGrad against the CPU over every kernel path: 16-byte pieces with the row in shared memory
+ * (float32 5000, bf16 1032 with padding columns and a tail of classes, the cl100k head's 100288 columns),
+ * 16-byte pieces of rows wider than shared memory (bf16 120000, float32 60000), and element by element
+ * (float32 1030, bf16 770); more rows than multiprocessors.
+ */
+function crossEntropyWithGradCases(kernel: string): void {
   const g = requireGpu();
-  // 16-byte pieces with the row in shared memory (float32 5000, bf16 1032 with padding columns and a tail
-  // of classes, the cl100k head's 100288 columns), 16-byte pieces of rows wider than shared memory (bf16
-  // 120000, float32 60000), and element by element (float32 1030, bf16 770); more rows than multiprocessors
   const cases = [
     [16, 5000, 5000, false], [50, 1030, 1030, false], [300, 1032, 1030, true], [40, 770, 770, true],
     [140, 100288, 100277, true], [3, 120000, 119999, true], [3, 60000, 60000, false],
@@ -193,7 +196,7 @@ test('cross-entropy with the gradient in the same kernel: loss, lse and gradient
     const targets = both(t);
     for (const weight of [null, 0.25]) {
       const w = weight === null ? null : both(new Float32Array([weight]));
-      const label = `${bf16 ? 'bf16 ' : ''}${rows}x${cols} (classes ${classes}), weight ${weight}`;
+      const label = `${kernel}: ${bf16 ? 'bf16 ' : ''}${rows}x${cols} (classes ${classes}), weight ${weight}`;
       poison([rows]);
       if (bf16) poisonBf16([n]);
       else poison([n]);
@@ -207,6 +210,21 @@ test('cross-entropy with the gradient in the same kernel: loss, lse and gradient
       assertClose(readGpu(rg.grad), cpu.read(dc), `${label} gradient`, bf16 ? 2 ** -8 : 1e-4, 1e-6);
       for (const st of [rg.loss, rg.lse, rg.grad]) g.free(st);
     }
+  }
+}
+
+test('cross-entropy with the gradient in the same kernel: loss, lse and gradient as the CPU for a weight on every row', { skip }, () => {
+  crossEntropyWithGradCases('default kernels');
+});
+
+test('cross-entropy with the gradient: the kernel of GPUs before Hopper (LONGNET_CROSS_ENTROPY=smem) also matches the CPU', { skip }, () => {
+  const before = process.env.LONGNET_CROSS_ENTROPY;
+  process.env.LONGNET_CROSS_ENTROPY = 'smem';
+  try {
+    crossEntropyWithGradCases('smem kernel');
+  } finally {
+    if (before === undefined) delete process.env.LONGNET_CROSS_ENTROPY;
+    else process.env.LONGNET_CROSS_ENTROPY = before;
   }
 });
 

@@ -15,6 +15,7 @@
 #include "../device.h"
 #include "flash_attention_mma.cuh"
 #include "grid_dependency.cuh"
+#include "math.cuh"
 #include "wgmma.cuh"
 
 namespace ln {
@@ -344,12 +345,6 @@ __device__ __forceinline__ void bulk_wait_all() {
   asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
 }
 
-// 2^x by the MUFU unit alone (results below 2^-126 flush to zero).
-__device__ __forceinline__ float exp2_ftz(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
 #endif
 
 template <bool CAUSAL, int NWG, int MINB, bool PIPE>

@@ -41,6 +41,14 @@ __device__ __forceinline__ void gelu_fast_with_derivative(float x, float& value,
   derivative = gelu_slope(x, s);
 }
 
+// 2^x by the MUFU unit alone: exp2f less its fix-ups for results below 2^-126, which flush to zero here.
+// For sums and probabilities whose terms that small do not matter.
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // Math.pow: unlike C's pow, a NaN exponent always gives NaN, and so does (+-1) ** (+-Infinity).
 __device__ __forceinline__ float js_pow(float a, float b) {
   if (isnan(b)) return NAN;

@@ -2,11 +2,15 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdlib>
+#include <cstring>
 
 #include "../device.h"
+#include "bulk_copy.cuh"
 #include "element_types.cuh"
 #include "elementwise.h"
 #include "launch_util.cuh"
+#include "math.cuh"
 #include "row_groups.cuh"
 #include "vector_access.cuh"
 
@@ -333,6 +337,121 @@ __global__ void __launch_bounds__(kLossThreads)
   }
 }
 
+// The kernel above on Hopper, with the row brought into shared memory by bulk copies (bulk_copy.cuh) in
+// chunks of kBulkChunkPieces pieces, each with its own barrier: as soon as the block has written the
+// gradient of chunk c of a row, one thread starts the copy of chunk c of its next row into the same
+// place, so the next row streams in while this one is still being written, with no registers held for
+// it and any number of bytes in flight. The first pass (max and sum) takes each chunk as it lands.
+// Within a row, indices are 32-bit (a row fits in shared memory), and the exponentials flush results
+// below 2^-126 to zero (exp2_ftz), which no sum or gradient here can tell: the kernel issues few
+// instructions beside its loads and stores.
+constexpr int kBulkChunkPieces = 2 * kLossThreads;  // two 16-byte pieces a thread: every thread has work
+constexpr int kBulkMaxChunks = 16;
+
+template <typename T>
+__global__ void __launch_bounds__(kLossThreads)
+    cross_entropy_with_grad_bulk_kernel(const T* __restrict__ logits, const int32_t* __restrict__ targets,
+                                        const float* __restrict__ weight, float* __restrict__ loss, float* __restrict__ lse,
+                                        T* __restrict__ d, int64_t rows, int64_t cols, int64_t classes, int32_t ignore_index,
+                                        QueuedCheck check) {
+#if __CUDA_ARCH__ >= 900
+  extern __shared__ uint4 row_pieces[];
+  __shared__ uint64_t chunk_landed[kBulkMaxChunks];
+  constexpr int kN = Pack<T>::kN;
+  const float w = weight ? *weight : 1.0f;
+  // pieces of a row, and those wholly within the classes
+  const int pieces = static_cast<int>(cols / kN), class_pieces = static_cast<int>(classes / kN);
+  const int chunks = (pieces + kBulkChunkPieces - 1) / kBulkChunkPieces;
+  // chunk c of row r into its place
+  const auto load_chunk = [&](int64_t r, int c) {
+    const int first = c * kBulkChunkPieces, count = min(pieces - first, kBulkChunkPieces);
+    bulk::load(row_pieces + first, reinterpret_cast<const uint4*>(logits + r * cols) + first, static_cast<uint32_t>(count) * 16u,
+               &chunk_landed[c]);
+  };
+  int64_t row = blockIdx.x;
+  if (threadIdx.x == 0) {
+    for (int c = 0; c < chunks; c++) bulk::barrier_init(&chunk_landed[c]);
+    bulk::fence_barrier_init();
+    if (row < rows)
+      for (int c = 0; c < chunks; c++) load_chunk(row, c);
+  }
+  __syncthreads();
+  for (uint32_t parity = 0; row < rows; parity ^= 1) {
+    const T* p = logits + row * cols;
+    // in units of log2e: the running max tm of x log2e and the sum ts of 2^(x log2e - tm)
+    float tm = -INFINITY, ts = 0.0f;
+    for (int c = 0; c < chunks; c++) {
+      bulk::wait(&chunk_landed[c], parity);
+      const int end = min(class_pieces, (c + 1) * kBulkChunkPieces);
+      for (int v = c * kBulkChunkPieces + threadIdx.x; v < end; v += kLossThreads) {
+        float f[kN];
+        Pack<T>::unpack(row_pieces[v], f);
+        float pm = f[0];
+#pragma unroll
+        for (int i = 1; i < kN; i++) pm = fmaxf(pm, f[i]);
+        pm *= kLog2E;
+        if (pm > tm) {  // one rescale a piece, by its max (a NaN or -inf reaches the sum as below)
+          ts *= exp2_ftz(tm - pm);
+          tm = pm;
+        }
+#pragma unroll
+        for (int i = 0; i < kN; i++) ts += exp2_ftz(fmaf(f[i], kLog2E, -tm));
+      }
+    }
+    for (int j = class_pieces * kN + threadIdx.x; j < classes; j += kLossThreads) {
+      const float y = ldf(p[j]) * kLog2E;
+      if (y > tm) {
+        ts = ts * exp2_ftz(tm - y) + 1.0f;
+        tm = y;
+      } else {
+        ts += exp2_ftz(y - tm);
+      }
+    }
+    const float m = group_max<kLossThreads>(tm);
+    const float sum = group_sum<kLossThreads>(tm == -INFINITY ? ts : ts * exp2_ftz(tm - m));
+    const float l2 = m + log2f(sum);  // the log-sum-exp in units of log2e
+    const int32_t t = targets[row];
+    if (threadIdx.x == 0) {
+      lse[row] = l2 * kLn2;
+      if (t == ignore_index) {
+        loss[row] = 0.0f;
+      } else if (t < 0 || t >= classes) {
+        report_bad_index(check, row, t);
+        loss[row] = NAN;
+      } else {
+        loss[row] = l2 * kLn2 - ldf(p[t]);
+      }
+    }
+    const int live = t == ignore_index ? 0 : static_cast<int>(classes);  // columns with a nonzero gradient
+    const float wr = live ? w : 0.0f;
+    const int64_t next = row + gridDim.x;
+    uint4* o = reinterpret_cast<uint4*>(d + row * cols);
+    for (int c = 0; c < chunks; c++) {
+      const int end = min(pieces, (c + 1) * kBulkChunkPieces);
+      for (int v = c * kBulkChunkPieces + threadIdx.x; v < end; v += kLossThreads) {
+        float f[kN];
+        Pack<T>::unpack(row_pieces[v], f);
+        const int j0 = v * kN;
+        if (j0 + kN <= live && (t < j0 || t >= j0 + kN)) {  // most pieces: all classes, not the target
+#pragma unroll
+          for (int i = 0; i < kN; i++) f[i] = wr * exp2_ftz(fmaf(f[i], kLog2E, -l2));
+        } else {
+#pragma unroll
+          for (int i = 0; i < kN; i++) {
+            const int j = j0 + i;
+            f[i] = j < live ? wr * exp2_ftz(fmaf(f[i], kLog2E, -l2)) - (j == t ? wr : 0.0f) : 0.0f;
+          }
+        }
+        __stcs(o + v, Pack<T>::pack(f));
+      }
+      __syncthreads();  // chunk c has been read: the next row's may take its place
+      if (threadIdx.x == 0 && next < rows) load_chunk(next, c);
+    }
+    row = next;
+  }
+#endif
+}
+
 __global__ void gather_kernel(const float* __restrict__ table, int64_t table_rows, int64_t cols, const int32_t* __restrict__ indices,
                               int64_t count, float* __restrict__ out, QueuedCheck check) {
   const int64_t n = count * cols;
@@ -424,8 +543,12 @@ void launch_cross_entropy_with_grad(DType t, const void* logits, const int32_t* 
     const size_t row_bytes = size_t(cols) * sizeof(T);
     // beside the row: the block reductions' static buffers (1 KB is ample)
     const bool row_fits = row_bytes + 1024 <= device_info().max_smem_optin;
+    // the bulk-copy kernel on Hopper and later, unless LONGNET_CROSS_ENTROPY=smem asks for the other
+    const char* env = std::getenv("LONGNET_CROSS_ENTROPY");
+    const bool bulk = device_info().major >= 9 && !(env && std::strcmp(env, "smem") == 0) &&
+                      ceil_div(cols / Pack<T>::kN, int64_t(kBulkChunkPieces)) <= kBulkMaxChunks;
     if (cols % Pack<T>::kN == 0 && vector_aligned({logits, d_logits}) && row_fits) {
-      const auto kernel = cross_entropy_with_grad_smem_kernel<T>;
+      const auto kernel = bulk ? cross_entropy_with_grad_bulk_kernel<T> : cross_entropy_with_grad_smem_kernel<T>;
       allow_dynamic_smem(reinterpret_cast<const void*>(kernel), row_bytes, "crossEntropyWithGrad kernel");
       kernel<<<blocks, kLossThreads, row_bytes, s>>>(x, targets, weight, loss, lse, d, rows, cols, classes, ignore_index, check);
     } else if (cols % Pack<T>::kN == 0 && vector_aligned({logits, d_logits})) {
