@@ -186,9 +186,10 @@ __global__ void __launch_bounds__(kThreads, GELU ? 2 : 1)
         for (int i = 0; i < kN; i++) gelu_fast_with_derivative(f[i], u[v * kN + i], slope[v * kN + i]);
       }
     }
-    // piece v (the row's piece k) of both passes: dy, xhat and g = dy * gamma (dy without gamma)
-    auto terms = [&](int v, int k, float (&fd)[kN], float (&xhat)[kN], float (&g)[kN]) {
-      float fx[kN], gm[kN];
+    // piece v (the row's piece k) of both passes: dy, the normalized input (x or gelu(x)) and g = dy * gamma
+    // (dy without gamma)
+    auto terms = [&](int v, int k, float (&fd)[kN], float (&fx)[kN], float (&g)[kN]) {
+      float gm[kN];
       P::unpack(rdy[v], fd);
       if constexpr (GELU) {
 #pragma unroll
@@ -198,10 +199,7 @@ __global__ void __launch_bounds__(kThreads, GELU ? 2 : 1)
       }
       if (gamma) load_f32(gamma + k * kN, gm);
 #pragma unroll
-      for (int i = 0; i < kN; i++) {
-        xhat[i] = (fx[i] - mu) * rs;
-        g[i] = gamma ? fd[i] * gm[i] : fd[i];
-      }
+      for (int i = 0; i < kN; i++) g[i] = gamma ? fd[i] * gm[i] : fd[i];
     };
     float sg = 0.0f, sgx = 0.0f;
 #pragma unroll
@@ -212,6 +210,7 @@ __global__ void __launch_bounds__(kThreads, GELU ? 2 : 1)
       terms(v, k, fd, xhat, g);
 #pragma unroll
       for (int i = 0; i < kN; i++) {
+        xhat[i] = (xhat[i] - mu) * rs;
         sg += g[i];
         sgx += g[i] * xhat[i];
         if constexpr (SUMS) {  // zero for rows past the end: dy is zero there
@@ -222,6 +221,9 @@ __global__ void __launch_bounds__(kThreads, GELU ? 2 : 1)
     }
     const float2 both = group_sum2<LANES>(sg, sgx);
     const float mean_g = both.x / float(cols), mean_gx = both.y / float(cols);
+    // dx = rs (g - mean_g - xhat mean_gx) with xhat = (u - mu) rs, as g rs + u a1 + a0: two fused
+    // multiply-adds an element
+    const float a1 = -rs * rs * mean_gx, a0 = -(a1 * mu + rs * mean_g);
     if (valid) {
       uint4* dst = reinterpret_cast<uint4*>(dx) + at;
       const uint4* add = addend ? reinterpret_cast<const uint4*>(addend) + at : nullptr;
@@ -229,12 +231,12 @@ __global__ void __launch_bounds__(kThreads, GELU ? 2 : 1)
       for (int v = 0; v < NV; v++) {
         const int k = v * LANES + lane;
         if (k >= nvec) continue;
-        float fd[kN], xhat[kN], g[kN], a[kN];
-        terms(v, k, fd, xhat, g);
+        float fd[kN], fx[kN], g[kN], a[kN];
+        terms(v, k, fd, fx, g);
         if (add) P::unpack(add[k], a);
 #pragma unroll
         for (int i = 0; i < kN; i++) {
-          fd[i] = rs * (g[i] - mean_g - xhat[i] * mean_gx);
+          fd[i] = fmaf(g[i], rs, fmaf(fx[i], a1, a0));
           if constexpr (GELU) fd[i] *= slope[v * kN + i];
           if (add) fd[i] += a[i];
         }
@@ -414,11 +416,12 @@ __global__ void layer_norm_dx_kernel(const T* __restrict__ dy, const T* __restri
   const float mean_g = both.x / float(cols), mean_gx = both.y / float(cols);
   if (!r.valid) return;
   for (int64_t j = r.lane; j < cols; j += GROUP) {
-    const float xj = ldf(x[base + j]);
-    const float xhat = (input_value<GELU>(xj) - mu) * rs;
+    float u = ldf(x[base + j]), slope = 1.0f;
+    if constexpr (GELU) gelu_fast_with_derivative(u, u, slope);
+    const float xhat = (u - mu) * rs;
     const float g = gamma ? ldf(dy[base + j]) * gamma[j] : ldf(dy[base + j]);
     float d = rs * (g - mean_g - xhat * mean_gx);
-    if constexpr (GELU) d *= gelu_slope(xj, gelu_sigmoid_fast(xj));
+    if constexpr (GELU) d *= slope;
     if (addend) d += ldf(addend[base + j]);
     stf(dx[base + j], d);
   }
