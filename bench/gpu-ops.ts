@@ -7,7 +7,8 @@
 import { parseArgs } from 'node:util';
 
 import type { LayerNormBackwardOptions, Storage } from '../src/backend/backend.js';
-import { cudaAvailable, createCudaBackend } from '../src/backend/cuda/index.js';
+import { cudaAvailable, createCudaBackend, CudaStorage } from '../src/backend/cuda/index.js';
+import { loadAddon } from '../src/backend/cuda/load.js';
 
 const { values } = parseArgs({ options: { only: { type: 'string' } } });
 const only = values.only === undefined ? null : new RegExp(values.only);
@@ -94,6 +95,19 @@ const ceTargets = g.fromArray(Int32Array.from({ length: ceRows }, (_, i) => (i *
 const ceWeight = g.fromArray(new Float32Array([1 / ceRows]));
 const ceDLoss = g.fromArray(new Float32Array(ceRows).fill(1 / ceRows));
 
+// the attention backward's last pass over a float32 gradient: rotated back by the XPos tables (dq, dk) or
+// not (dv), rounded to bf16, with its column sums (a bias gradient), through the addon's storeGradient
+// (into the same outputs every call)
+const addon = loadAddon();
+const storedGrad = g.alloc('bfloat16', LR * LC), storedSums = g.alloc('float32', LC);
+const storeGradient = (rotate: boolean) => (): Storage[] => {
+  if (!addon.ok) throw new Error(addon.reason);
+  const h = (x: Storage) => (x as CudaStorage).handle;
+  const [cos, sin] = rotate ? [h(cosTable), h(sinTable)] : [null, null];
+  addon.addon.storeGradient(h(gradF32), cos, sin, 1, LR, 12, 64, h(storedGrad), h(storedSums));
+  return [];
+};
+
 const cases: [string, number, () => Storage[], number?][] = [
   ['crossEntropy + backward bf16 [8192,100288]', 6 * ceRows * ceCols, () => {
     const r = g.crossEntropy(ceLogits, ceTargets, ceRows, ceCols, -100, 100277);
@@ -107,6 +121,8 @@ const cases: [string, number, () => Storage[], number?][] = [
   ['sum over tokens bf16 [32768,768]', 2 * LR * LC, () => [g.reduce('sum', act, [LR, LC], [0])], 20],
   ['sum over tokens bf16 [32768,3072]', 2 * LR * LW, () => [g.reduce('sum', actWide, [LR, LW], [0])], 20],
   ['rotatePairs bf16 [32768,12,64]', 4 * LR * LC + 8 * LR * 64, () => [g.rotatePairs(act, cosTable, sinTable, 1, LR, 12, 64, false)], 20],
+  ['storeGradient rotated back, f32 -> bf16 [32768,12,64]', 6 * LR * LC + 8 * LR * 64, storeGradient(true), 20],
+  ['storeGradient, f32 -> bf16 [32768,12,64]', 6 * LR * LC, storeGradient(false), 20],
   ['checkFinite bf16 [32768,768]', 2 * LR * LC, () => {
     g.checkFinite(act, 'q');
     return [];
