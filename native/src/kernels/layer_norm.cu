@@ -206,15 +206,15 @@ __global__ void __launch_bounds__(kThreads, GELU ? 2 : 1)
     for (int v = 0; v < NV; v++) {
       const int k = v * LANES + lane;
       if (k >= nvec) continue;
-      float fd[kN], xhat[kN], g[kN];
-      terms(v, k, fd, xhat, g);
+      float fd[kN], fx[kN], g[kN];
+      terms(v, k, fd, fx, g);
 #pragma unroll
       for (int i = 0; i < kN; i++) {
-        xhat[i] = (xhat[i] - mu) * rs;
+        const float xhat = (fx[i] - mu) * rs;
         sg += g[i];
-        sgx += g[i] * xhat[i];
+        sgx += g[i] * xhat;
         if constexpr (SUMS) {  // zero for rows past the end: dy is zero there
-          acc_g[v * kN + i] += fd[i] * xhat[i];
+          acc_g[v * kN + i] += fd[i] * xhat;
           acc_b[v * kN + i] += fd[i];
         }
       }
