@@ -93,8 +93,9 @@ void launch_store_gradient(const float* x, const float* cos, const float* sin, v
     return;
   }
   const int64_t tiles = ceil_div(cols / 8, kTileLanes);
-  // about 8 blocks an SM, each at least 64 rows (8 a thread)
-  const int64_t want = std::max<int64_t>(1, int64_t(device_info().sm_count) * 8 / tiles);
+  // about 4 blocks an SM, each at least 64 rows (8 a thread): at [32768, 12 x 64] fewer, longer blocks than 8
+  // an SM stream faster (bench/RESULTS.md, 2026-11-29)
+  const int64_t want = std::max<int64_t>(1, int64_t(device_info().sm_count) * 4 / tiles);
   const int64_t parts = std::min<int64_t>({want, ceil_div(rows, 64), 65535});
   const int64_t chunk = ceil_div(rows, parts), used = ceil_div(rows, chunk);
   const Scratch scratch(size_t(used * cols) * sizeof(float));
